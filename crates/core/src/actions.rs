@@ -1,0 +1,268 @@
+//! The GitHub Actions runner protocol: masking, logs and groups, annotations, outputs, step summary.
+//!
+//! Human lines go to stderr. `::add-mask::` goes to stdout, where the runner reads it before any other
+//! line of ours. Outside Actions (`GITHUB_ACTIONS` not `true`) the same calls print plain text, and
+//! masks are only kept in memory (printing a secret to a terminal to "mask" it would show it).
+//!
+//! Invariant: every message printed by this module first goes through [`redact`].
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+static MASKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Whether we run under the Actions runner.
+pub fn is_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// Register a secret value: one `::add-mask::` per non-blank line (the runner masks line by line, so a
+/// multi-line key would otherwise leak its middle lines), and keep it for [`redact`].
+pub fn register_mask(value: &str) {
+    let lines: Vec<&str> = value.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return;
+    }
+    let mut masks = MASKS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fresh = Vec::new();
+    for candidate in std::iter::once(value.trim_end()).chain(lines.iter().copied()) {
+        if !candidate.trim().is_empty() && !masks.iter().any(|m| m == candidate) {
+            masks.push(candidate.to_string());
+            if !candidate.contains('\n') {
+                fresh.push(candidate.to_string());
+            }
+        }
+    }
+    // Longest first, so a value that contains another is replaced whole.
+    masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    drop(masks);
+    if is_actions() {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for line in fresh {
+            let _ = writeln!(out, "::add-mask::{}", escape_data(&line));
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Replace every registered secret (and every line of a multi-line one) in `text` with `***`.
+pub fn redact(text: &str) -> String {
+    let masks = MASKS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = text.to_string();
+    for m in masks.iter() {
+        if out.contains(m.as_str()) {
+            out = out.replace(m.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// Escape the data part of a workflow command, as the runner unescapes it.
+pub fn escape_data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Escape a property value (`title=`) of a workflow command.
+pub fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+fn eprint_line(line: &str) {
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    let _ = writeln!(err, "{}", redact(line));
+}
+
+/// A human line on stderr.
+pub fn info(msg: impl AsRef<str>) {
+    eprint_line(msg.as_ref());
+}
+
+fn annotation(kind: &str, title: &str, msg: &str) {
+    let msg = redact(msg);
+    let title = redact(title);
+    if is_actions() {
+        eprint_line(&format!("::{kind} title={}::{}", escape_property(&title), escape_data(&msg)));
+    } else {
+        eprint_line(&format!("{kind}: {title}: {msg}"));
+    }
+}
+
+/// A warning annotation (or `warning: …` outside Actions).
+pub fn warning(title: &str, msg: impl AsRef<str>) {
+    annotation("warning", title, msg.as_ref());
+}
+
+/// An error annotation (or `error: …` outside Actions).
+pub fn error(title: &str, msg: impl AsRef<str>) {
+    annotation("error", title, msg.as_ref());
+}
+
+/// A collapsible group in the log; closed when the guard drops.
+#[must_use = "the group closes when this guard is dropped"]
+pub struct Group(());
+
+pub fn group(name: &str) -> Group {
+    if is_actions() {
+        eprint_line(&format!("::group::{}", escape_data(name)));
+    } else {
+        eprint_line(&format!("== {name}"));
+    }
+    Group(())
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if is_actions() {
+            eprint_line("::endgroup::");
+        }
+    }
+}
+
+/// Print an error the way every binary does, and return its exit code.
+/// This is the one place where errors become annotations, `hint:` lines and exit codes.
+pub fn report(err: &Error) -> i32 {
+    let title = match err.class {
+        crate::Class::BadInput => "bad input",
+        crate::Class::Failed => "failed",
+        crate::Class::Locked => "locked",
+    };
+    error(title, &err.message);
+    if let Some(h) = &err.hint {
+        eprint_line(&format!("hint: {h}"));
+    }
+    err.exit_code()
+}
+
+/// Run a binary's body and exit with the code its result maps to.
+pub fn main_with(body: impl FnOnce() -> Result<()>) -> ! {
+    let code = match body() {
+        Ok(()) => 0,
+        Err(e) => report(&e),
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
+fn random_delimiter() -> String {
+    use rand::Rng;
+    let n: u128 = rand::thread_rng().gen();
+    format!("ghadelimiter_{n:032x}")
+}
+
+/// Set a step output: appended to `$GITHUB_OUTPUT` in the `name<<DELIM` form with a random delimiter,
+/// or printed as `name=value` on stdout when the variable is unset (a local run).
+pub fn set_output(name: &str, value: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(Error::failed(format!("output name `{name}` is not valid")));
+    }
+    match std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) {
+        Some(path) => {
+            let mut delim = random_delimiter();
+            while value.contains(&delim) {
+                delim = random_delimiter();
+            }
+            let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| {
+                Error::failed(format!("cannot open GITHUB_OUTPUT file {}: {e}", path.to_string_lossy()))
+            })?;
+            // One write, so a concurrent writer cannot interleave inside our block.
+            let block = format!("{name}<<{delim}\n{value}\n{delim}\n");
+            f.write_all(block.as_bytes())
+                .map_err(|e| Error::failed(format!("cannot write GITHUB_OUTPUT: {e}")))?;
+        }
+        None => {
+            println!("{name}={value}");
+        }
+    }
+    Ok(())
+}
+
+/// Append Markdown to `$GITHUB_STEP_SUMMARY` when it is set; otherwise do nothing.
+pub fn append_summary(markdown: &str) -> Result<()> {
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::failed(format!("cannot open GITHUB_STEP_SUMMARY: {e}")))?;
+        let text = redact(markdown);
+        f.write_all(text.as_bytes())
+            .and_then(|_| if text.ends_with('\n') { Ok(()) } else { f.write_all(b"\n") })
+            .map_err(|e| Error::failed(format!("cannot write GITHUB_STEP_SUMMARY: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Parse a `$GITHUB_OUTPUT` file the way the runner does: `name=value` lines, and `name<<DELIM` blocks
+/// whose value is every line up to the one equal to `DELIM`. Used by tests and by the demo.
+pub fn parse_output_file(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let heredoc = line.find("<<");
+        let equals = line.find('=');
+        match (heredoc, equals) {
+            (Some(h), e) if e.is_none_or(|e| h < e) => {
+                let name = &line[..h];
+                let delim = &line[h + 2..];
+                if name.is_empty() || delim.is_empty() {
+                    return Err(format!("invalid line `{line}`"));
+                }
+                let mut value: Vec<&str> = Vec::new();
+                let mut closed = false;
+                for l in lines.by_ref() {
+                    let l = l.strip_suffix('\r').unwrap_or(l);
+                    if l == delim {
+                        closed = true;
+                        break;
+                    }
+                    value.push(l);
+                }
+                if !closed {
+                    return Err(format!("delimiter `{delim}` of `{name}` is never closed"));
+                }
+                out.push((name.to_string(), value.join("\n")));
+            }
+            (_, Some(e)) => out.push((line[..e].to_string(), line[e + 1..].to_string())),
+            _ => return Err(format!("invalid line `{line}`")),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_workflow_command_data() {
+        assert_eq!(escape_data("50%\r\nx"), "50%25%0D%0Ax");
+        assert_eq!(escape_property("a:b,c"), "a%3Ab%2Cc");
+    }
+
+    #[test]
+    fn redacts_whole_values_and_each_line() {
+        register_mask("line-one-canary\nline-two-canary");
+        assert_eq!(redact("x line-two-canary y"), "x *** y");
+        assert_eq!(redact("line-one-canary\nline-two-canary"), "***");
+    }
+
+    #[test]
+    fn output_file_parses_plain_and_heredoc_forms() {
+        let text = "a=1\nb<<EOF\nx\n\ny=z\nEOF\nc=\n";
+        let parsed = parse_output_file(text).unwrap();
+        assert_eq!(
+            parsed,
+            vec![("a".into(), "1".into()), ("b".into(), "x\n\ny=z".into()), ("c".into(), "".into())]
+        );
+        assert!(parse_output_file("b<<EOF\nno end\n").is_err());
+    }
+}

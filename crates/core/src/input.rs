@@ -1,0 +1,341 @@
+//! Parsing of action inputs: booleans, lists, durations, sizes, and the SSH inputs shared by
+//! `deploy-remote`, `rollback` and `sync-secrets`.
+//!
+//! Every input `foo-bar` is the flag `--foo-bar` and the environment variable `INPUT_FOO_BAR` (flag wins);
+//! clap does that mapping. The parsers here are clap value parsers, so a bad value is reported by clap
+//! with the input's name and exits 2.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+/// `true`/`false`, `1`/`0`, `yes`/`no` (any case). Anything else is a bad input.
+pub fn parse_bool(s: &str) -> std::result::Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(format!("`{other}` is not a boolean; use true or false")),
+    }
+}
+
+/// Newline- or comma-separated; entries trimmed, blank entries ignored.
+pub fn parse_list(s: &str) -> Vec<String> {
+    s.split(['\n', ','])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let bad = || format!("`{t}` is not a duration; use e.g. 90s, 5m, 1h or a number of seconds");
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `1GiB`, `300MiB`, `512KiB`, `2GB`, `10MB`, or a bare number of bytes.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("`{t}` is not a size; use e.g. 300MiB, 1GiB or a number of bytes");
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 {
+        return Err(bad());
+    }
+    Ok(v as u64)
+}
+
+/// Format a byte count the way users write it back (`1.5GiB`).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
+/// A clap value parser for a list input.
+pub fn list_value(s: &str) -> std::result::Result<Vec<String>, String> {
+    Ok(parse_list(s))
+}
+
+/// One SSH destination, parsed from `[user@]host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostSpec {
+    /// Parse `[user@]host[:port]` (`[v6addr]:port` too), with the defaults for missing parts.
+    pub fn parse(s: &str, default_user: &str, default_port: u16) -> Result<HostSpec> {
+        let s = s.trim();
+        let hint = "write hosts as `host`, `user@host` or `user@host:port`, one per line";
+        let (user, rest) = match s.rsplit_once('@') {
+            Some((u, r)) => (u.to_string(), r),
+            None => (default_user.to_string(), s),
+        };
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, after) =
+                r.split_once(']').ok_or_else(|| Error::bad_input(format!("host `{s}` has an unclosed `[`")).hint(hint))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(Error::bad_input(format!("host `{s}` is not valid")).hint(hint)),
+            };
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h.to_string(), Some(p)),
+                _ => (rest.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| Error::bad_input(format!("port `{p}` of host `{s}` is not a port number")).hint(hint))?,
+            None => default_port,
+        };
+        let valid_host = !host.is_empty()
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        if !valid_host {
+            return Err(Error::bad_input(format!("host `{host}` is not a valid host name or address")).hint(hint));
+        }
+        let valid_user = !user.is_empty()
+            && user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && !user.starts_with('-');
+        if !valid_user {
+            return Err(Error::bad_input(format!("user `{user}` is not a valid login name")).hint(hint));
+        }
+        Ok(HostSpec { user, host, port })
+    }
+}
+
+impl std::fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+}
+
+/// A private key given as text or, for local runs, as a path to a key file.
+fn secret_key_value(s: &str) -> std::result::Result<Secret, String> {
+    if !s.contains("-----BEGIN") && !s.contains('\n') && std::path::Path::new(s.trim()).is_file() {
+        let text = std::fs::read_to_string(s.trim()).map_err(|e| format!("cannot read key file {s}: {e}"))?;
+        return Ok(Secret::new(text));
+    }
+    Ok(Secret::new(s))
+}
+
+fn secret_value(s: &str) -> std::result::Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+/// The SSH inputs shared by deploy-remote, rollback and sync-secrets (spec/actions.md, "SSH inputs").
+#[derive(Debug, Clone, Args)]
+pub struct SshArgs {
+    /// One or more `[user@]host[:port]`, newline- or comma-separated
+    #[arg(long, env = "INPUT_HOST", value_parser = list_value)]
+    pub host: Option<Vec<String>>,
+
+    /// Login user when `host` names none
+    #[arg(long, env = "INPUT_USER", default_value = "root")]
+    pub user: String,
+
+    /// SSH port when `host` names none
+    #[arg(long, env = "INPUT_PORT", default_value_t = 22)]
+    pub port: u16,
+
+    /// Private key text (OpenSSH or PEM); locally also a path to a key file
+    #[arg(long, env = "INPUT_SSH_KEY", hide_env_values = true, value_parser = secret_key_value)]
+    pub ssh_key: Option<Secret>,
+
+    /// Passphrase of an encrypted key
+    #[arg(long, env = "INPUT_SSH_KEY_PASSPHRASE", hide_env_values = true, value_parser = secret_value)]
+    pub ssh_key_passphrase: Option<Secret>,
+
+    /// known_hosts lines for the target hosts, as ssh-keyscan prints them (hashed or not)
+    #[arg(long, env = "INPUT_KNOWN_HOSTS")]
+    pub known_hosts: Option<String>,
+
+    /// Alternative to known-hosts: `SHA256:…` as `ssh-keygen -lf` prints it
+    #[arg(long, env = "INPUT_HOST_FINGERPRINT")]
+    pub host_fingerprint: Option<String>,
+
+    /// Skip host key checking (the only way to; prints a warning)
+    #[arg(long, env = "INPUT_INSECURE_IGNORE_HOST_KEY", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub insecure_ignore_host_key: bool,
+
+    /// How long to wait for the TCP connection and SSH handshake
+    #[arg(long, env = "INPUT_CONNECT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Prefix privileged commands with `sudo -n`
+    #[arg(long, env = "INPUT_SUDO", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub sudo: bool,
+}
+
+/// How to check the server's host key.
+#[derive(Debug, Clone)]
+pub enum HostKeyPolicy {
+    /// Lines in known_hosts format (hashed entries too).
+    KnownHosts(String),
+    /// `SHA256:<base64>` as `ssh-keygen -lf` prints it.
+    Fingerprint(String),
+    /// Opted out by name with `insecure-ignore-host-key`.
+    Insecure,
+}
+
+/// Validated SSH settings for one step: every host, the key, and how host keys are checked.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    pub hosts: Vec<HostSpec>,
+    pub key: Secret,
+    pub passphrase: Option<Secret>,
+    pub host_key: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    pub sudo: bool,
+}
+
+impl SshArgs {
+    /// Raw inputs → validated SSH settings. Fails with exit 2 before any connection.
+    pub fn to_config(&self) -> Result<SshConfig> {
+        let hosts_raw = self.host.clone().unwrap_or_default();
+        if hosts_raw.is_empty() {
+            return Err(Error::bad_input("input `host` is required")
+                .hint("set `host:` to the server, e.g. `deploy@203.0.113.10` or `203.0.113.10:2222`"));
+        }
+        let hosts = hosts_raw
+            .iter()
+            .map(|h| HostSpec::parse(h, &self.user, self.port))
+            .collect::<Result<Vec<_>>>()?;
+        let key = self.ssh_key.clone().filter(|k| !k.expose().trim().is_empty()).ok_or_else(|| {
+            Error::bad_input("input `ssh-key` is required")
+                .hint("store the private key in a secret and pass it as `ssh-key: ${{ secrets.DEPLOY_KEY }}`")
+        })?;
+        let passphrase = self.ssh_key_passphrase.clone().filter(|p| !p.is_empty());
+        crate::keys::check_private_key(key.expose(), passphrase.is_some())?;
+        let known = self.known_hosts.clone().filter(|k| !k.trim().is_empty());
+        let fp = self.host_fingerprint.clone().filter(|k| !k.trim().is_empty());
+        let host_key = match (known, fp, self.insecure_ignore_host_key) {
+            (Some(k), None, false) => HostKeyPolicy::KnownHosts(k),
+            (None, Some(f), false) => {
+                let f = f.trim().to_string();
+                if !f.starts_with("SHA256:") || f.len() < 20 {
+                    return Err(Error::bad_input(format!("host-fingerprint `{f}` is not a SHA256 fingerprint"))
+                        .hint("run `ssh-keyscan HOST | ssh-keygen -lf -` and copy the `SHA256:…` part"));
+                }
+                HostKeyPolicy::Fingerprint(f)
+            }
+            (None, None, true) => HostKeyPolicy::Insecure,
+            (None, None, false) => {
+                return Err(Error::bad_input("no way to verify the server's host key was given")
+                    .hint("set `known-hosts` to the output of `ssh-keyscan -p PORT HOST`, or `host-fingerprint` to its `SHA256:…` fingerprint"))
+            }
+            _ => {
+                return Err(Error::bad_input(
+                    "give only one of `known-hosts`, `host-fingerprint` and `insecure-ignore-host-key`",
+                )
+                .hint("prefer `known-hosts`; `insecure-ignore-host-key` turns off protection against a man in the middle"))
+            }
+        };
+        Ok(SshConfig { hosts, key, passphrase, host_key, connect_timeout: self.connect_timeout, sudo: self.sudo })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans() {
+        for (s, v) in [("true", true), ("YES", true), ("1", true), ("false", false), ("no", false), ("0", false)] {
+            assert_eq!(parse_bool(s), Ok(v), "{s}");
+        }
+        assert!(parse_bool("maybe").unwrap_err().contains("`maybe` is not a boolean"));
+    }
+
+    #[test]
+    fn lists_split_on_newlines_and_commas() {
+        assert_eq!(parse_list("a, b\n\n c,\n"), vec!["a", "b", "c"]);
+        assert!(parse_list(" \n, ").is_empty());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("300MiB"), Ok(300 << 20));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("17"), Ok(17));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(format_size(1536 << 20), "1.5GiB");
+    }
+
+    #[test]
+    fn host_specs() {
+        let h = HostSpec::parse("deploy@example.com:2222", "root", 22).unwrap();
+        assert_eq!((h.user.as_str(), h.host.as_str(), h.port), ("deploy", "example.com", 2222));
+        let h = HostSpec::parse("10.0.0.1", "root", 22).unwrap();
+        assert_eq!(h.to_string(), "root@10.0.0.1:22");
+        let h = HostSpec::parse("[::1]:2200", "u", 22).unwrap();
+        assert_eq!((h.host.as_str(), h.port), ("::1", 2200));
+        assert_eq!(HostSpec::parse("h;rm -rf /", "root", 22).unwrap_err().exit_code(), 2);
+        assert_eq!(HostSpec::parse("h:99999", "root", 22).unwrap_err().exit_code(), 2);
+        assert_eq!(HostSpec::parse("-oProxyCommand=x@h", "root", 22).unwrap_err().exit_code(), 2);
+    }
+}

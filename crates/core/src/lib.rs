@@ -1,0 +1,22 @@
+//! gangplank's core: everything the five binaries share.
+//!
+//! - [`actions`]: the Actions runner protocol (masks, logs, groups, annotations, outputs, summary).
+//! - [`error`]: one error type, its `hint:` and the exit-code mapping.
+//! - [`secret`]: a value that redacts itself and registers for masking.
+//! - [`input`]: input parsing (booleans, lists, durations, sizes) and the shared SSH inputs.
+//! - [`keys`]: private key inspection (encrypted or not) before any connection.
+//! - [`cmd`]: commands as values and the one shell-quoting function.
+//! - [`exec`]: executors: local, recording, and SSH.
+
+pub mod actions;
+pub mod cmd;
+pub mod error;
+pub mod exec;
+pub mod input;
+pub mod keys;
+pub mod secret;
+
+pub use cmd::{quote, Cmd};
+pub use error::{Class, Error, Result};
+pub use exec::{Executor, Output};
+pub use secret::Secret;

@@ -1,0 +1,1 @@
+//! The real-parts testbed used by every integration test and by xtask.
