@@ -1,1 +1,59 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's own tasks. One match over subcommands; each lives in a module.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+mod bench_deploy;
+mod bench_secrets;
+mod bench_ssh;
+mod bench_verify;
+mod codegen;
+mod demo;
+mod dist;
+mod test;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
+  demo                 bring up the testbed and run the whole story with the real binaries
+  bench ssh|deploy|verify|secrets
+                       measure against a baseline in one run and print the figures
+  codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
+  dist                 build release archives for the host target, SHA256SUMS and the manifest";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let rest = args.get(1..).unwrap_or(&[]);
+    match args.first().map(String::as_str) {
+        Some("test") => test::run(rest),
+        Some("demo") => demo::run(rest),
+        Some("bench") => match rest.first().map(String::as_str) {
+            Some("ssh") => bench_ssh::run(&rest[1..]),
+            Some("deploy") => bench_deploy::run(&rest[1..]),
+            Some("verify") => bench_verify::run(&rest[1..]),
+            Some("secrets") => bench_secrets::run(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench ssh|deploy|verify|secrets"),
+        },
+        Some("codegen") => codegen::run(rest),
+        Some("dist") => dist::run(rest),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The repository root, from this crate's manifest directory.
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repository root").to_path_buf()
+}
