@@ -7,9 +7,13 @@
 //! - [`keys`]: private key inspection (encrypted or not) before any connection.
 //! - [`cmd`]: commands as values and the one shell-quoting function.
 //! - [`exec`]: executors: local, recording, and SSH.
+//! - [`compose`]: docker compose / docker inspect command builders and parsers.
+//! - [`deploy`]: the deploy engine shared by deploy-remote and rollback: plan, lock, state, health gate.
 
 pub mod actions;
 pub mod cmd;
+pub mod compose;
+pub mod deploy;
 pub mod error;
 pub mod exec;
 pub mod input;

@@ -1,0 +1,1 @@
+//! docker compose and docker inspect command builders and parsers (being written).

@@ -1,0 +1,1 @@
+//! The deploy engine shared by deploy-remote and rollback (being written).
