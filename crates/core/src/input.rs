@@ -339,3 +339,19 @@ mod tests {
         assert_eq!(HostSpec::parse("-oProxyCommand=x@h", "root", 22).unwrap_err().exit_code(), 2);
     }
 }
+
+/// Parse a binary's inputs from flags and `INPUT_*` variables.
+///
+/// action.yml maps every input through `env:`, so an input the user left out arrives as an empty
+/// `INPUT_FOO`. clap would take that empty string as a value and skip the default, so empty `INPUT_*`
+/// variables are dropped first. clap reports bad values with the input's name and exits 2 (bad input).
+pub fn parse_inputs<T: clap::Parser>() -> T {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| k.to_string_lossy().starts_with("INPUT_") && v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        std::env::remove_var(k);
+    }
+    T::parse()
+}
