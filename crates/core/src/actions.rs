@@ -22,7 +22,11 @@ pub fn is_actions() -> bool {
 /// Register a secret value: one `::add-mask::` per non-blank line (the runner masks line by line, so a
 /// multi-line key would otherwise leak its middle lines), and keep it for [`redact`].
 pub fn register_mask(value: &str) {
-    let lines: Vec<&str> = value.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = value
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     if lines.is_empty() {
         return;
     }
@@ -63,7 +67,9 @@ pub fn redact(text: &str) -> String {
 
 /// Escape the data part of a workflow command, as the runner unescapes it.
 pub fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// Escape a property value (`title=`) of a workflow command.
@@ -86,7 +92,11 @@ fn annotation(kind: &str, title: &str, msg: &str) {
     let msg = redact(msg);
     let title = redact(title);
     if is_actions() {
-        eprint_line(&format!("::{kind} title={}::{}", escape_property(&title), escape_data(&msg)));
+        eprint_line(&format!(
+            "::{kind} title={}::{}",
+            escape_property(&title),
+            escape_data(&msg)
+        ));
     } else {
         eprint_line(&format!("{kind}: {title}: {msg}"));
     }
@@ -157,7 +167,11 @@ fn random_delimiter() -> String {
 /// Set a step output: appended to `$GITHUB_OUTPUT` in the `name<<DELIM` form with a random delimiter,
 /// or printed as `name=value` on stdout when the variable is unset (a local run).
 pub fn set_output(name: &str, value: &str) -> Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(Error::failed(format!("output name `{name}` is not valid")));
     }
     match std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) {
@@ -166,9 +180,16 @@ pub fn set_output(name: &str, value: &str) -> Result<()> {
             while value.contains(&delim) {
                 delim = random_delimiter();
             }
-            let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| {
-                Error::failed(format!("cannot open GITHUB_OUTPUT file {}: {e}", path.to_string_lossy()))
-            })?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| {
+                    Error::failed(format!(
+                        "cannot open GITHUB_OUTPUT file {}: {e}",
+                        path.to_string_lossy()
+                    ))
+                })?;
             // One write, so a concurrent writer cannot interleave inside our block.
             let block = format!("{name}<<{delim}\n{value}\n{delim}\n");
             f.write_all(block.as_bytes())
@@ -191,7 +212,13 @@ pub fn append_summary(markdown: &str) -> Result<()> {
             .map_err(|e| Error::failed(format!("cannot open GITHUB_STEP_SUMMARY: {e}")))?;
         let text = redact(markdown);
         f.write_all(text.as_bytes())
-            .and_then(|_| if text.ends_with('\n') { Ok(()) } else { f.write_all(b"\n") })
+            .and_then(|_| {
+                if text.ends_with('\n') {
+                    Ok(())
+                } else {
+                    f.write_all(b"\n")
+                }
+            })
             .map_err(|e| Error::failed(format!("cannot write GITHUB_STEP_SUMMARY: {e}")))?;
     }
     Ok(())
@@ -261,7 +288,11 @@ mod tests {
         let parsed = parse_output_file(text).unwrap();
         assert_eq!(
             parsed,
-            vec![("a".into(), "1".into()), ("b".into(), "x\n\ny=z".into()), ("c".into(), "".into())]
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x\n\ny=z".into()),
+                ("c".into(), "".into())
+            ]
         );
         assert!(parse_output_file("b<<EOF\nno end\n").is_err());
     }

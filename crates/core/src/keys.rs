@@ -42,22 +42,30 @@ pub fn key_format(text: &str) -> Result<KeyFormat> {
                 .hint("paste the whole key file, including the BEGIN and END lines, with its line breaks"))?;
         let magic = b"openssh-key-v1\0";
         if !raw.starts_with(magic) || raw.len() < magic.len() + 4 {
-            return Err(Error::bad_input("`ssh-key` is not a valid OpenSSH private key")
-                .hint("paste the whole key file, including the BEGIN and END lines"));
+            return Err(
+                Error::bad_input("`ssh-key` is not a valid OpenSSH private key")
+                    .hint("paste the whole key file, including the BEGIN and END lines"),
+            );
         }
         let rest = &raw[magic.len()..];
         let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let cipher = rest.get(4..4 + n).unwrap_or(b"");
-        return Ok(KeyFormat::OpenSsh { encrypted: cipher != b"none" });
+        return Ok(KeyFormat::OpenSsh {
+            encrypted: cipher != b"none",
+        });
     }
     if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         return Ok(KeyFormat::Pem { encrypted: true });
     }
     if text.contains("PRIVATE KEY-----") {
-        return Ok(KeyFormat::Pem { encrypted: text.contains("Proc-Type: 4,ENCRYPTED") });
+        return Ok(KeyFormat::Pem {
+            encrypted: text.contains("Proc-Type: 4,ENCRYPTED"),
+        });
     }
-    Err(Error::bad_input("`ssh-key` is not a private key in OpenSSH or PEM format")
-        .hint("paste the whole key file, including the `-----BEGIN … PRIVATE KEY-----` line"))
+    Err(
+        Error::bad_input("`ssh-key` is not a private key in OpenSSH or PEM format")
+            .hint("paste the whole key file, including the `-----BEGIN … PRIVATE KEY-----` line"),
+    )
 }
 
 /// Refuse an encrypted key without passphrase (exit 2) before anything connects.
@@ -84,8 +92,14 @@ mod tests {
 
     #[test]
     fn detects_encrypted_openssh_keys() {
-        assert_eq!(key_format(&openssh("none")).unwrap(), KeyFormat::OpenSsh { encrypted: false });
-        assert_eq!(key_format(&openssh("aes256-ctr")).unwrap(), KeyFormat::OpenSsh { encrypted: true });
+        assert_eq!(
+            key_format(&openssh("none")).unwrap(),
+            KeyFormat::OpenSsh { encrypted: false }
+        );
+        assert_eq!(
+            key_format(&openssh("aes256-ctr")).unwrap(),
+            KeyFormat::OpenSsh { encrypted: true }
+        );
         let e = check_private_key(&openssh("aes256-ctr"), false).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.message.contains("encrypted"));
@@ -96,13 +110,24 @@ mod tests {
     fn detects_encrypted_pem_keys() {
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----";
         assert!(key_format(pem).unwrap().encrypted());
-        assert!(key_format("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA\n-----END ENCRYPTED PRIVATE KEY-----").unwrap().encrypted());
-        assert!(!key_format("-----BEGIN RSA PRIVATE KEY-----\nAA\n-----END RSA PRIVATE KEY-----").unwrap().encrypted());
+        assert!(key_format(
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA\n-----END ENCRYPTED PRIVATE KEY-----"
+        )
+        .unwrap()
+        .encrypted());
+        assert!(
+            !key_format("-----BEGIN RSA PRIVATE KEY-----\nAA\n-----END RSA PRIVATE KEY-----")
+                .unwrap()
+                .encrypted()
+        );
     }
 
     #[test]
     fn refuses_public_keys_and_junk() {
-        assert!(key_format("ssh-ed25519 AAAA user@host").unwrap_err().message.contains("public key"));
+        assert!(key_format("ssh-ed25519 AAAA user@host")
+            .unwrap_err()
+            .message
+            .contains("public key"));
         assert!(key_format("hello").is_err());
     }
 }

@@ -1,33 +1,311 @@
-//! The SSH executor on `ssh2` (being written: API fixed, body lands next).
+//! The SSH executor on `ssh2` (libssh2): one verified, authenticated connection per host, reused by
+//! every command of a step (spec: "One SSH connection per host serves a whole step").
+//!
+//! Host keys are always checked against `known-hosts` lines (hashed entries too) or a `SHA256:`
+//! fingerprint; an unknown or changed key is refused with the fingerprint the server offered.
+//! `insecure-ignore-host-key` is the only bypass, and it warns.
 
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, MethodType, Session};
+
+use crate::actions;
 use crate::cmd::Cmd;
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Output};
-use crate::input::{HostSpec, SshConfig};
+use crate::input::{HostKeyPolicy, HostSpec, SshConfig};
 
 /// One verified, authenticated SSH connection to one host, reused for every command of a step.
 pub struct SshExecutor {
     label: String,
     sudo: bool,
+    session: Session,
+}
+
+/// `SHA256:<base64 without padding>` of a host key blob, as `ssh-keygen -lf` prints it.
+pub fn fingerprint(key: &[u8]) -> String {
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(key))
+    )
+}
+
+fn key_type_name(t: HostKeyType) -> &'static str {
+    match t {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => "unknown",
+    }
+}
+
+/// The host key algorithms named in known_hosts lines, so the server is asked for a key type we can
+/// check (a server with ed25519 and RSA keys must not hand us the one we have no line for).
+fn known_key_types(lines: &str) -> Vec<String> {
+    let mut types: Vec<String> = Vec::new();
+    for line in lines
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let mut fields = line.split_whitespace();
+        let mut first = fields.next().unwrap_or("");
+        if first.starts_with('@') {
+            first = fields.next().unwrap_or("");
+        }
+        let _ = first;
+        if let Some(t) = fields.next() {
+            let algs: &[&str] = match t {
+                "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+                other => &[other][..],
+            };
+            for a in algs {
+                if !types.iter().any(|x| x == a) {
+                    types.push(a.to_string());
+                }
+            }
+        }
+    }
+    types
 }
 
 impl SshExecutor {
     /// Connect, verify the host key by the config's policy, and log in with the key.
+    /// Every failure here is exit 2: nothing was changed on the host.
     pub fn connect(host: &HostSpec, cfg: &SshConfig) -> Result<SshExecutor> {
-        let _ = (host, cfg);
-        Err(Error::failed("SSH executor not written yet"))
+        let label = host.to_string();
+        let addrs: Vec<_> = (host.host.as_str(), host.port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                Error::bad_input(format!("cannot resolve host `{}`: {e}", host.host)).hint(
+                    "check the `host` input: a name this runner can resolve, or an IP address",
+                )
+            })?
+            .collect();
+        let mut last_err = None;
+        let mut tcp = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, cfg.connect_timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| {
+            let why = last_err.map(|e| e.to_string()).unwrap_or_else(|| "no address".into());
+            Error::bad_input(format!("cannot connect to {label}: {why}")).hint(
+                "check host and port (is sshd listening there, and does the firewall allow the runner?), or raise `connect-timeout`",
+            )
+        })?;
+        let _ = tcp.set_nodelay(true);
+
+        let mut session = Session::new()
+            .map_err(|e| Error::failed(format!("cannot start an SSH session: {e}")))?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(cfg.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
+        if let HostKeyPolicy::KnownHosts(lines) = &cfg.host_key {
+            let types = known_key_types(lines);
+            if !types.is_empty() {
+                // Ignore an error: libssh2 refuses names it does not know, and then negotiates freely.
+                let _ = session.method_pref(MethodType::HostKey, &types.join(","));
+            }
+        }
+        session.handshake().map_err(|e| {
+            Error::bad_input(format!("SSH handshake with {label} failed: {}", e.message()))
+                .hint("check that the port is an SSH server's (not a web port), and raise `connect-timeout` if the network is slow")
+        })?;
+
+        verify_host_key(&session, host, &label, &cfg.host_key)?;
+
+        let pass = cfg.passphrase.as_ref().map(|p| p.expose());
+        session.userauth_pubkey_memory(&host.user, None, cfg.key.expose(), pass).map_err(|e| {
+            let msg = e.message().to_string();
+            if msg.contains("passphrase") || msg.contains("Unable to extract public key") || msg.contains("decrypt") {
+                Error::bad_input(format!("the SSH key could not be read for {label}: {}", actions::redact(&msg)))
+                    .hint("check `ssh-key-passphrase`: the key is encrypted and the passphrase does not open it")
+            } else {
+                Error::bad_input(format!("login as `{}` on {label} was refused: {}", host.user, actions::redact(&msg)))
+                    .hint("add the deploy key's public half to ~/.ssh/authorized_keys of that user on the server, and check `user`")
+            }
+        })?;
+        if !session.authenticated() {
+            return Err(Error::bad_input(format!("login as `{}` on {label} was refused", host.user))
+                .hint("add the deploy key's public half to ~/.ssh/authorized_keys of that user on the server"));
+        }
+        // Commands may run for long (docker pull): no read timeout once logged in.
+        session.set_timeout(0);
+        Ok(SshExecutor {
+            label,
+            sudo: cfg.sudo,
+            session,
+        })
     }
+}
+
+fn verify_host_key(
+    session: &Session,
+    host: &HostSpec,
+    label: &str,
+    policy: &HostKeyPolicy,
+) -> Result<()> {
+    let (key, kind) = session
+        .host_key()
+        .ok_or_else(|| Error::bad_input(format!("{label} offered no host key")))?;
+    let offered = fingerprint(key);
+    let kind_name = key_type_name(kind);
+    match policy {
+        HostKeyPolicy::Insecure => {
+            actions::warning(
+                "host key not verified",
+                format!("insecure-ignore-host-key is set: accepting {kind_name} {offered} from {label} without checking it"),
+            );
+            Ok(())
+        }
+        HostKeyPolicy::Fingerprint(want) => {
+            if want.trim().trim_end_matches('=') == offered {
+                Ok(())
+            } else {
+                Err(Error::bad_input(format!(
+                    "the host key of {label} does not match `host-fingerprint`: the server offered {kind_name} {offered}"
+                ))
+                .hint("if the server was reinstalled, check the new key out of band (e.g. on its console: `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and update `host-fingerprint`; otherwise someone may be in the middle"))
+            }
+        }
+        HostKeyPolicy::KnownHosts(lines) => {
+            let mut known = session
+                .known_hosts()
+                .map_err(|e| Error::failed(format!("known_hosts: {e}")))?;
+            for (i, line) in lines.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                known
+                    .read_str(line, KnownHostFileKind::OpenSSH)
+                    .map_err(|e| {
+                        Error::bad_input(format!(
+                            "line {} of `known-hosts` is not a known_hosts entry: {}",
+                            i + 1,
+                            e.message()
+                        ))
+                        .hint("use the output of `ssh-keyscan -p PORT HOST` as it is")
+                    })?;
+            }
+            match known.check_port(&host.host, host.port, key) {
+                CheckResult::Match => Ok(()),
+                CheckResult::Mismatch => Err(Error::bad_input(format!(
+                    "the host key of {label} has CHANGED: the server offered {kind_name} {offered}, which is not the key in `known-hosts`"
+                ))
+                .hint("if the server was reinstalled, verify the new key out of band and update `known-hosts`; otherwise someone may be in the middle, so do not deploy")),
+                CheckResult::NotFound => Err(Error::bad_input(format!(
+                    "the host key of {label} is unknown: the server offered {kind_name} {offered}, and `known-hosts` has no entry for it"
+                ))
+                .hint(format!(
+                    "add the line that `ssh-keyscan -p {} {}` prints to `known-hosts` after checking its fingerprint, or set `host-fingerprint: {offered}`",
+                    host.port, host.host
+                ))),
+                CheckResult::Failure => Err(Error::bad_input(format!("the host key of {label} could not be checked against `known-hosts`"))
+                    .hint("use the output of `ssh-keyscan -p PORT HOST` as it is")),
+            }
+        }
+    }
+}
+
+fn lost(label: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::failed(format!(
+        "SSH connection to {label} failed while {what}: {e}"
+    ))
+    .hint("the server may have rebooted or dropped the connection; run the step again")
 }
 
 impl Executor for SshExecutor {
     fn label(&self) -> &str {
         &self.label
     }
+
     fn sudo(&self) -> bool {
         self.sudo
     }
+
     fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<Output> {
-        let _ = (cmd, stdin);
-        Err(Error::failed("SSH executor not written yet"))
+        let line = cmd.render(self.sudo);
+        let label = &self.label;
+        let mut ch = self
+            .session
+            .channel_session()
+            .map_err(|e| lost(label, "opening a channel", e))?;
+        ch.exec(&line)
+            .map_err(|e| lost(label, "starting a command", e))?;
+        if let Some(data) = stdin {
+            // A remote that exits early (a failed check) closes stdin: its status tells what happened.
+            let _ = ch.write_all(data).and_then(|_| ch.flush());
+        }
+        let _ = ch.send_eof();
+        // libssh2 queues stderr packets while we read stdout and keeps the window open, so reading
+        // the two streams one after the other cannot deadlock.
+        let mut stdout = Vec::new();
+        ch.read_to_end(&mut stdout)
+            .map_err(|e| lost(label, "reading output", e))?;
+        let mut stderr = Vec::new();
+        ch.stderr()
+            .read_to_end(&mut stderr)
+            .map_err(|e| lost(label, "reading errors", e))?;
+        ch.wait_close()
+            .map_err(|e| lost(label, "closing a channel", e))?;
+        let status = ch
+            .exit_status()
+            .map_err(|e| lost(label, "reading the exit status", e))?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+impl Drop for SshExecutor {
+    fn drop(&mut self) {
+        let _ = self.session.disconnect(None, "gangplank step done", None);
+    }
+}
+
+/// How long [`SshExecutor::connect`] waits by default (spec: `connect-timeout` 30s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_matches_ssh_keygen_form() {
+        // sha256("") in base64 without padding.
+        assert_eq!(
+            fingerprint(b""),
+            "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
+    }
+
+    #[test]
+    fn key_types_come_from_known_hosts_lines() {
+        let lines = "# comment\n[127.0.0.1]:2222 ssh-ed25519 AAAA\n|1|abc|def ssh-rsa AAAA\n@revoked h ecdsa-sha2-nistp256 AAAA\n";
+        assert_eq!(
+            known_key_types(lines),
+            vec![
+                "ssh-ed25519",
+                "rsa-sha2-512",
+                "rsa-sha2-256",
+                "ssh-rsa",
+                "ecdsa-sha2-nistp256"
+            ]
+        );
     }
 }
