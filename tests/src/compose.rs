@@ -1,0 +1,4 @@
+//! Compose and container guards (being written).
+
+pub struct Compose;
+pub struct Container;

@@ -1,0 +1,1 @@
+//! Sample images built from busybox-static (being written).

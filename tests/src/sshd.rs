@@ -1,0 +1,282 @@
+//! A real OpenSSH server on a free loopback port, with its own host key and client keys.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{free_port, require_program, run_checked, scrubbed_command};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running `sshd` that lets `root` log in with any of the generated client keys.
+///
+/// Commands run over it execute on this same machine, so they reach the same Docker engine the tests use.
+pub struct Sshd {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Unencrypted ed25519 private key, OpenSSH format.
+    pub client_key: String,
+    /// Another ed25519 key, encrypted with [`Sshd::passphrase`].
+    pub client_key_encrypted: String,
+    pub passphrase: String,
+    /// An RSA key in PEM format (`-----BEGIN RSA PRIVATE KEY-----`).
+    pub client_key_pem: String,
+    /// `[127.0.0.1]:PORT ssh-ed25519 AAAA...`, as `ssh-keyscan` prints it.
+    pub known_hosts: String,
+    /// The same entry in the hashed form `ssh-keygen -H` writes (`|1|salt|hash ssh-ed25519 AAAA...`).
+    pub known_hosts_hashed: String,
+    /// `SHA256:...` of the host key, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// A known_hosts line for the same `[host]:port` with a different ed25519 key ("changed host key").
+    pub wrong_known_hosts: String,
+    pub log_path: PathBuf,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Sshd {
+    /// Generates the keys and config, starts sshd and waits until it listens.
+    pub fn start() -> Result<Sshd> {
+        require_program(SSHD, "openssh-server")?;
+        require_program("ssh-keygen", "openssh-client")?;
+        // sshd refuses to start without its privilege-separation directory.
+        fs::create_dir_all("/run/sshd")
+            .context("creating /run/sshd (sshd's privilege separation directory)")?;
+
+        let dir = tempfile::Builder::new()
+            .prefix("gangplank-sshd-")
+            .tempdir()
+            .context("creating sshd temp dir")?;
+        let d = dir.path();
+        // One host key type only (ed25519), so clients are never offered a second key they were not told about.
+        keygen(d, "host_ed25519", &["-t", "ed25519", "-N", ""])?;
+        keygen(d, "client_ed25519", &["-t", "ed25519", "-N", ""])?;
+        let passphrase = "correct horse battery staple".to_string();
+        keygen(d, "client_encrypted", &["-t", "ed25519", "-N", &passphrase])?;
+        keygen(
+            d,
+            "client_rsa_pem",
+            &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", ""],
+        )?;
+        keygen(d, "other_host_ed25519", &["-t", "ed25519", "-N", ""])?;
+
+        let mut authorized = String::new();
+        for name in ["client_ed25519", "client_encrypted", "client_rsa_pem"] {
+            authorized.push_str(&read(&d.join(format!("{name}.pub")))?);
+        }
+        fs::write(d.join("authorized_keys"), authorized).context("writing authorized_keys")?;
+
+        let fingerprint = {
+            let out = run_checked(
+                scrubbed_command("ssh-keygen")
+                    .arg("-lf")
+                    .arg(d.join("host_ed25519.pub")),
+            )?;
+            out.split_whitespace()
+                .nth(1)
+                .context("unexpected `ssh-keygen -lf` output")?
+                .to_string()
+        };
+
+        let log_path = d.join("sshd.log");
+        // The port is free when chosen but another process may take it before sshd binds; try a few.
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port();
+            write_config(d, port)?;
+            match spawn(d, &log_path, port) {
+                Ok(child) => {
+                    let host = "127.0.0.1".to_string();
+                    let pubkey = |name: &str| -> Result<String> {
+                        let text = read(&d.join(format!("{name}.pub")))?;
+                        let mut f = text.split_whitespace();
+                        Ok(format!(
+                            "{} {}",
+                            f.next().unwrap_or_default(),
+                            f.next().unwrap_or_default()
+                        ))
+                    };
+                    let known_hosts = format!("[{host}]:{port} {}", pubkey("host_ed25519")?);
+                    let wrong_known_hosts =
+                        format!("[{host}]:{port} {}", pubkey("other_host_ed25519")?);
+                    let known_hosts_hashed = hash_known_hosts(d, &known_hosts)?;
+                    fs::write(d.join("known_hosts"), format!("{known_hosts}\n"))
+                        .context("writing known_hosts")?;
+                    return Ok(Sshd {
+                        host,
+                        port,
+                        user: "root".to_string(),
+                        client_key: read(&d.join("client_ed25519"))?,
+                        client_key_encrypted: read(&d.join("client_encrypted"))?,
+                        passphrase,
+                        client_key_pem: read(&d.join("client_rsa_pem"))?,
+                        known_hosts,
+                        known_hosts_hashed,
+                        fingerprint,
+                        wrong_known_hosts,
+                        log_path,
+                        dir,
+                        child,
+                    });
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt")).context("starting sshd")
+    }
+
+    /// `root@127.0.0.1:PORT`.
+    pub fn host_spec(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+
+    /// Logins accepted so far, counted in sshd's log.
+    pub fn connections(&self) -> usize {
+        fs::read_to_string(&self.log_path)
+            .map(|log| log.matches("Accepted publickey").count())
+            .unwrap_or(0)
+    }
+
+    /// The unencrypted client key on disk (mode 0600), for the OpenSSH `ssh` client.
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("client_ed25519")
+    }
+
+    /// A known_hosts file holding [`Sshd::known_hosts`].
+    pub fn known_hosts_file(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    /// sshd's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Arguments for the OpenSSH `ssh` client to log in here non-interactively with [`Sshd::key_file`]
+    /// and strict host key checking; append the remote command.
+    pub fn ssh_args(&self) -> Vec<String> {
+        vec![
+            "-i".into(),
+            self.key_file().display().to_string(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts_file().display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-F".into(),
+            "/dev/null".into(),
+            "-p".into(),
+            self.port.to_string(),
+            format!("{}@{}", self.user, self.host),
+        ]
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // Only the listener we started; sessions it forked end when their clients disconnect.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(dir: &Path, name: &str, args: &[&str]) -> Result<()> {
+    run_checked(
+        scrubbed_command("ssh-keygen")
+            .args(["-q", "-C", name, "-f"])
+            .arg(dir.join(name))
+            .args(args),
+    )
+    .with_context(|| format!("generating key {name}"))?;
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write_config(dir: &Path, port: u16) -> Result<()> {
+    let d = dir.display();
+    let config = format!(
+        "Port {port}
+ListenAddress 127.0.0.1
+HostKey {d}/host_ed25519
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {d}/authorized_keys
+LogLevel VERBOSE
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+# Tests open many connections and many channels per connection (property tests, benchmarks).
+MaxStartups 200
+MaxSessions 200
+Subsystem sftp internal-sftp
+"
+    );
+    fs::write(dir.join("sshd_config"), config).context("writing sshd_config")
+}
+
+fn spawn(dir: &Path, log: &Path, port: u16) -> Result<Child> {
+    let _ = fs::remove_file(log);
+    let mut child = scrubbed_command(SSHD)
+        .arg("-D")
+        .arg("-f")
+        .arg(dir.join("sshd_config"))
+        .arg("-E")
+        .arg(log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("sshd.stderr")).context("creating sshd.stderr")?)
+        .spawn()
+        .with_context(|| format!("spawning {SSHD}"))?;
+    // sshd logs this line right after listen(); waiting for it avoids a probe connection in the log.
+    let ready = format!("Server listening on 127.0.0.1 port {port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if fs::read_to_string(log).is_ok_and(|l| l.contains(&ready)) {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            let stderr = fs::read_to_string(dir.join("sshd.stderr")).unwrap_or_default();
+            let log = fs::read_to_string(log).unwrap_or_default();
+            bail!("sshd exited ({status}) on port {port}:\n{stderr}{log}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "sshd did not listen on port {port} within 10s:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn hash_known_hosts(dir: &Path, line: &str) -> Result<String> {
+    let path = dir.join("known_hosts_hashed");
+    fs::write(&path, format!("{line}\n")).context("writing known_hosts to hash")?;
+    run_checked(
+        scrubbed_command("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&path),
+    )?;
+    let hashed = read(&path)?;
+    let hashed = hashed
+        .lines()
+        .find(|l| l.starts_with("|1|"))
+        .context("`ssh-keygen -H` wrote no hashed line")?;
+    Ok(hashed.to_string())
+}
