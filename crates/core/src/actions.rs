@@ -19,25 +19,30 @@ pub fn is_actions() -> bool {
     std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
 }
 
-/// Register a secret value: one `::add-mask::` per non-blank line (the runner masks line by line, so a
-/// multi-line key would otherwise leak its middle lines), and keep it for [`redact`].
-pub fn register_mask(value: &str) {
-    let lines: Vec<&str> = value
+/// The `::add-mask::` commands for one value: one per non-blank line, because the runner masks line by
+/// line and a multi-line key would otherwise leak its middle lines.
+pub fn add_mask_commands(value: &str) -> Vec<String> {
+    value
         .lines()
         .map(str::trim_end)
         .filter(|l| !l.trim().is_empty())
-        .collect();
-    if lines.is_empty() {
+        .map(|l| format!("::add-mask::{}", escape_data(l)))
+        .collect()
+}
+
+/// Register a secret value: print its `::add-mask::` commands under Actions (on stdout, before anything
+/// else of ours is printed) and keep it for [`redact`].
+pub fn register_mask(value: &str) {
+    if value.trim().is_empty() {
         return;
     }
     let mut masks = MASKS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut fresh = Vec::new();
-    for candidate in std::iter::once(value.trim_end()).chain(lines.iter().copied()) {
+    if masks.iter().any(|m| m == value.trim_end()) {
+        return;
+    }
+    for candidate in std::iter::once(value.trim_end()).chain(value.lines().map(str::trim_end)) {
         if !candidate.trim().is_empty() && !masks.iter().any(|m| m == candidate) {
             masks.push(candidate.to_string());
-            if !candidate.contains('\n') {
-                fresh.push(candidate.to_string());
-            }
         }
     }
     // Longest first, so a value that contains another is replaced whole.
@@ -46,8 +51,8 @@ pub fn register_mask(value: &str) {
     if is_actions() {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        for line in fresh {
-            let _ = writeln!(out, "::add-mask::{}", escape_data(&line));
+        for line in add_mask_commands(value) {
+            let _ = writeln!(out, "{line}");
         }
         let _ = out.flush();
     }
@@ -280,6 +285,38 @@ mod tests {
         register_mask("line-one-canary\nline-two-canary");
         assert_eq!(redact("x line-two-canary y"), "x *** y");
         assert_eq!(redact("line-one-canary\nline-two-canary"), "***");
+    }
+
+    #[test]
+    fn multi_line_secret_gets_one_add_mask_per_line() {
+        let cmds = add_mask_commands("-----BEGIN KEY-----\nAAAA%BBBB\n\n   \nCCCC\r\n-----END KEY-----\n");
+        assert_eq!(
+            cmds,
+            vec!["::add-mask::-----BEGIN KEY-----", "::add-mask::AAAA%25BBBB", "::add-mask::CCCC", "::add-mask::-----END KEY-----"]
+        );
+        assert!(add_mask_commands("  \n").is_empty());
+    }
+
+    #[test]
+    fn outputs_round_trip_through_the_delimiter_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out");
+        // Only this test sets GITHUB_OUTPUT in this process.
+        std::env::set_var("GITHUB_OUTPUT", &file);
+        let values = [
+            ("plain", "v1".to_string()),
+            ("multi", "line one\nEOF\nghadelimiter_x\n\nname<<X\nk=v\n".to_string()),
+            ("empty", String::new()),
+            ("json", "{\"web\":\"sha256:abc\"}".to_string()),
+        ];
+        for (k, v) in &values {
+            set_output(k, v).unwrap();
+        }
+        std::env::remove_var("GITHUB_OUTPUT");
+        let parsed = parse_output_file(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let want: Vec<(String, String)> = values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        assert_eq!(parsed, want);
+        assert!(set_output("bad name", "x").is_err());
     }
 
     #[test]
