@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Installs one gangplank binary for the step that follows; shared by the five actions (issue 6).
+#
+#   bash actions/install.sh <binary>
+#
+# Writes `path=<absolute path of the binary>` to $GITHUB_OUTPUT (to stdout when it is unset).
+# The first way that applies wins:
+#
+# 1. GANGPLANK_BIN_DIR is set: the binary already there is used as it is (a self-hosted runner with gangplank
+#    preinstalled, or a test's stand-in). Nothing is downloaded or built.
+# 2. The action runs from a checkout of this repository (`uses: ./actions/...`, its path is inside
+#    GITHUB_WORKSPACE): build from source, see 4.
+# 3. The action's ref is a released version (`vX.Y.Z`, or a commit whose actions/checksums.txt lists archives,
+#    which only release commits do): download `gangplank-<version>-<target>.tar.gz` over HTTPS with retries and
+#    check its SHA-256 against actions/checksums.txt next to this script. It fails closed: no sha256sum/shasum,
+#    no entry for the archive, or a mismatch each stop the step before anything is extracted.
+# 4. Otherwise (a branch, an unreleased commit): `cargo build --release --locked -p <binary>` from the action's
+#    own source, with the target directory under RUNNER_TOOL_CACHE so later runs on the same runner are quick.
+#
+# GANGPLANK_DOWNLOAD_URL overrides the base URL (default: the releases of the repository the action came from).
+# Plain http is accepted only when that override names a loopback host (127.0.0.0/8, localhost, [::1]): traffic
+# that never leaves the machine cannot be tampered with on the way, and the checksum is still enforced. Tests
+# serve archives that way; anything else must be https.
+set -euo pipefail
+
+die() {
+    if [[ ${GITHUB_ACTIONS:-} == true ]]; then
+        printf '::error title=gangplank install::%s\n' "$1" >&2
+    else
+        printf 'error: %s\n' "$1" >&2
+    fi
+    [[ -n ${2:-} ]] && printf 'hint: %s\n' "$2" >&2
+    exit 2
+}
+say() { printf 'gangplank install: %s\n' "$*" >&2; }
+
+bin=${1:-}
+case $bin in
+    sync-secrets | verify-image | push-registry | deploy-remote | rollback) ;;
+    *) die "unknown binary \`$bin\`" "usage: install.sh sync-secrets|verify-image|push-registry|deploy-remote|rollback" ;;
+esac
+
+emit() {
+    if [[ -n ${GITHUB_OUTPUT:-} ]]; then
+        printf 'path=%s\n' "$1" >>"$GITHUB_OUTPUT"
+    else
+        printf 'path=%s\n' "$1"
+    fi
+}
+
+here=$(cd "${BASH_SOURCE[0]%/*}" && pwd)
+root=${here%/*}
+checksums=$here/checksums.txt
+
+# 1. Preinstalled.
+if [[ -n ${GANGPLANK_BIN_DIR:-} ]]; then
+    [[ -f $GANGPLANK_BIN_DIR/$bin && -x $GANGPLANK_BIN_DIR/$bin ]] ||
+        die "GANGPLANK_BIN_DIR is set but $GANGPLANK_BIN_DIR/$bin is not an executable file" \
+            "unset GANGPLANK_BIN_DIR to download or build the binary, or install it there"
+    say "using $GANGPLANK_BIN_DIR/$bin (GANGPLANK_BIN_DIR)"
+    emit "$(cd "$GANGPLANK_BIN_DIR" && pwd)/$bin"
+    exit 0
+fi
+
+# The target triple of the runner.
+os=${RUNNER_OS:-$(uname -s)}
+arch=${RUNNER_ARCH:-$(uname -m)}
+case $os in
+    Linux) os=unknown-linux-gnu ;;
+    macOS | Darwin) os=apple-darwin ;;
+    *) die "runner OS \`$os\` is not supported" "gangplank runs on Linux and macOS runners" ;;
+esac
+case $arch in
+    X64 | x86_64 | amd64) arch=x86_64 ;;
+    ARM64 | arm64 | aarch64) arch=aarch64 ;;
+    *) die "runner architecture \`$arch\` is not supported" "gangplank runs on x86_64 and aarch64 runners" ;;
+esac
+target=$arch-$os
+
+# The action's ref: given by the action.yml, else the runner's variable, else read from where the runner put
+# the action (`.../_actions/<owner>/<repo>/<ref>/actions/<name>`).
+action_path=${GANGPLANK_ACTION_PATH:-${GITHUB_ACTION_PATH:-$here}}
+ref=${GANGPLANK_ACTION_REF:-${GITHUB_ACTION_REF:-}}
+origin=""
+if [[ $root == */_actions/*/*/* ]]; then
+    rest=${root#*/_actions/}
+    IFS=/ read -r owner repo path_ref _ <<<"$rest"
+    origin=$owner/$repo
+    [[ -z $ref ]] && ref=$path_ref
+fi
+
+local_checkout=false
+if [[ -n ${GITHUB_WORKSPACE:-} && $action_path == "$GITHUB_WORKSPACE"/* ]]; then
+    local_checkout=true
+fi
+
+# Released version: from an exact `vX.Y.Z` ref, else from the archives a release commit's checksums.txt lists.
+version=""
+if [[ $ref =~ ^v([0-9]+\.[0-9]+\.[0-9]+)$ ]]; then
+    version=${BASH_REMATCH[1]}
+elif [[ -f $checksums ]]; then
+    while read -r sum name; do
+        if [[ $sum =~ ^[0-9a-f]{64}$ && $name =~ ^gangplank-([0-9]+\.[0-9]+\.[0-9]+)- ]]; then
+            version=${BASH_REMATCH[1]}
+            break
+        fi
+    done <"$checksums"
+fi
+
+build_from_source() {
+    command -v cargo >/dev/null 2>&1 ||
+        die "cannot build $bin from source: cargo is not installed" \
+            "use a released version of the action (@vX.Y.Z), or install Rust first (rustup)"
+    [[ -f $root/Cargo.toml ]] || die "cannot build $bin from source: $root/Cargo.toml is missing"
+    local cache=${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:-${TMPDIR:-/tmp}}}/gangplank/source
+    mkdir -p "$cache/bin"
+    say "building $bin from $root (ref: ${ref:-local checkout}); target dir $cache/target"
+    CARGO_TARGET_DIR=$cache/target cargo build --release --locked --quiet \
+        --manifest-path "$root/Cargo.toml" -p "$bin" >&2
+    cp "$cache/target/release/$bin" "$cache/bin/$bin.new"
+    mv -f "$cache/bin/$bin.new" "$cache/bin/$bin"
+    emit "$cache/bin/$bin"
+}
+
+if [[ $local_checkout == true || -z $version ]]; then
+    build_from_source
+    exit 0
+fi
+
+# 3. Released: download, verify, extract.
+archive=gangplank-$version-$target.tar.gz
+
+if command -v sha256sum >/dev/null 2>&1; then
+    hash_file() { local h _; read -r h _ < <(sha256sum "$1"); printf '%s' "$h"; }
+elif command -v shasum >/dev/null 2>&1; then
+    hash_file() { local h _; read -r h _ < <(shasum -a 256 "$1"); printf '%s' "$h"; }
+else
+    die "neither sha256sum nor shasum is installed: refusing to install $archive unverified" \
+        "install coreutils (sha256sum) or perl's shasum on the runner"
+fi
+
+expected=""
+if [[ -f $checksums ]]; then
+    while read -r sum name; do
+        if [[ $name == "$archive" && $sum =~ ^[0-9a-f]{64}$ ]]; then
+            expected=$sum
+            break
+        fi
+    done <"$checksums"
+fi
+[[ -n $expected ]] ||
+    die "no SHA-256 for $archive in $checksums: refusing to install it unverified" \
+        "use a released version of the action whose checksums.txt lists $target, or build from source with a branch ref"
+
+base=${GANGPLANK_DOWNLOAD_URL:-https://github.com/${origin:-gangplank-dev/gangplank}/releases/download}
+base=${base%/}
+url=$base/v$version/$archive
+proto='=https'
+case $url in
+    https://*) ;;
+    http://127.* | http://localhost[:/]* | http://\[::1\]*)
+        [[ -n ${GANGPLANK_DOWNLOAD_URL:-} ]] || die "refusing to download over http: $url"
+        proto='=http'
+        say "downloading over plain http from loopback (GANGPLANK_DOWNLOAD_URL)"
+        ;;
+    *) die "refusing to download from $url: only https is allowed" "GANGPLANK_DOWNLOAD_URL must be an https URL" ;;
+esac
+
+cache=${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:-${TMPDIR:-/tmp}}}/gangplank/$version/$target
+mkdir -p "$cache"
+# The archive is verified on every run, also when it came from the cache: the check is cheap and the cache
+# directory may outlive the job on a self-hosted runner.
+if [[ ! -f $cache/$archive || $(hash_file "$cache/$archive") != "$expected" ]]; then
+    rm -f "$cache/$archive"
+    tmp=$(mktemp "$cache/.download.XXXXXX")
+    say "downloading $url"
+    if ! curl --proto "$proto" --tlsv1.2 -fsSL --retry 3 --retry-connrefused -o "$tmp" "$url"; then
+        rm -f "$tmp"
+        die "download of $url failed" "check that release v$version has $archive, or set GANGPLANK_DOWNLOAD_URL"
+    fi
+    actual=$(hash_file "$tmp")
+    if [[ $actual != "$expected" ]]; then
+        rm -f "$tmp"
+        die "checksum mismatch for $archive: expected $expected, got $actual; refusing to install it" \
+            "the download was corrupted or tampered with; do not retry against a mirror you do not trust"
+    fi
+    mv -f "$tmp" "$cache/$archive"
+fi
+
+dest=$(mktemp -d "${RUNNER_TEMP:-${TMPDIR:-/tmp}}/gangplank-bin.XXXXXX")
+tar -xzf "$cache/$archive" -C "$dest"
+exe=$dest/gangplank-$version-$target/$bin
+[[ -f $exe && ! -L $exe ]] || die "$archive has no $bin at gangplank-$version-$target/$bin"
+chmod 0755 "$exe"
+say "installed $bin $version ($target), sha256 $expected"
+emit "$exe"
