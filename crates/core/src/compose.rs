@@ -1,1 +1,569 @@
-//! docker compose and docker inspect command builders and parsers (being written).
+//! docker compose and docker command builders, and parsers of what they answer.
+//!
+//! Invariant: builders here are pure (they return [`Cmd`]s); container state comes from `docker inspect`
+//! JSON, never from the text of `docker compose ps` (issue 3: a seed script grepped `ps` output and
+//! called a restarting container "Up").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cmd::Cmd;
+use crate::error::{Error, Result};
+
+/// Which compose CLI the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// The `docker compose` plugin.
+    V2,
+    /// The standalone `docker-compose` 1.x.
+    V1,
+}
+
+/// Prints `v2`, `v1` or `none`: which compose the host has, v2 preferred.
+pub const DETECT_SCRIPT: &str = r#"if docker compose version >/dev/null 2>&1; then echo v2
+elif command -v docker-compose >/dev/null 2>&1; then echo v1
+else echo none; fi"#;
+
+pub fn detect() -> Cmd {
+    Cmd::script(DETECT_SCRIPT).privileged()
+}
+
+pub fn parse_detect(stdout: &str) -> Option<Flavor> {
+    match stdout.trim() {
+        "v2" => Some(Flavor::V2),
+        "v1" => Some(Flavor::V1),
+        _ => None,
+    }
+}
+
+/// One compose project on one host: the project name, its directory and files there, and the tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub flavor: Flavor,
+    pub name: String,
+    /// The app directory on the host; compose runs there, so relative paths and `.env` resolve in it.
+    pub dir: String,
+    /// Compose file names relative to `dir`.
+    pub files: Vec<String>,
+}
+
+impl Project {
+    /// `docker compose -p NAME -f F…` (or `docker-compose …`) with `IMAGE_TAG` in its environment, in `dir`.
+    fn base(&self, tag: &str) -> Cmd {
+        let mut c = match self.flavor {
+            Flavor::V2 => Cmd::new("docker").arg("compose"),
+            Flavor::V1 => Cmd::new("docker-compose"),
+        };
+        c = c.env("IMAGE_TAG", tag).arg("-p").arg(&self.name);
+        for f in &self.files {
+            c = c.arg("-f").arg(f);
+        }
+        c
+    }
+
+    fn finish(&self, c: Cmd) -> Cmd {
+        c.in_dir(&self.dir).privileged()
+    }
+
+    /// Pull the images of `services` (all when empty).
+    pub fn pull(&self, tag: &str, services: &[String]) -> Cmd {
+        let c = self.base(tag).arg("pull").arg("--quiet");
+        self.finish(with_services(c, services))
+    }
+
+    /// `up -d --remove-orphans`: compose pulls only images that are missing, so a rollback to an image
+    /// still on the host needs no registry.
+    pub fn up(&self, tag: &str, services: &[String]) -> Cmd {
+        let c = self.base(tag).args(["up", "-d", "--remove-orphans"]);
+        self.finish(with_services(c, services))
+    }
+
+    /// `config`: the resolved compose model (used to check the files before anything changes).
+    pub fn config_quiet(&self, tag: &str) -> Cmd {
+        self.finish(self.base(tag).args(["config", "-q"]))
+    }
+}
+
+fn with_services(mut c: Cmd, services: &[String]) -> Cmd {
+    if !services.is_empty() {
+        c = c.arg("--");
+        for s in services {
+            c = c.arg(s);
+        }
+    }
+    c
+}
+
+/// Prints a JSON array of `docker inspect` objects for every container of the project (`[]` when none).
+/// Containers are found by compose's project label, never by name patterns.
+pub const INSPECT_PROJECT_SCRIPT: &str = r#"ids=$(docker ps -aq --filter "label=com.docker.compose.project=$1") || exit $?
+if [ -z "$ids" ]; then echo '[]'; else docker inspect $ids; fi"#;
+
+pub fn inspect_project(project: &str) -> Cmd {
+    Cmd::script(INSPECT_PROJECT_SCRIPT)
+        .arg(project)
+        .privileged()
+}
+
+/// The last `lines` log lines of one container, stdout and stderr together.
+pub fn logs(container: &str, lines: u32) -> Cmd {
+    Cmd::script(r#"docker logs --tail "$2" "$1" 2>&1"#)
+        .arg(container)
+        .arg(lines.to_string())
+        .privileged()
+}
+
+/// `docker info` facts preflight needs: the data root, then whether the daemon answered.
+pub fn docker_info() -> Cmd {
+    Cmd::new("docker")
+        .args(["info", "--format", "{{.DockerRootDir}}"])
+        .privileged()
+}
+
+/// Free bytes on the filesystem holding `path` (POSIX `df -P -k`, 1024-byte blocks).
+pub fn free_disk(path: &str) -> Cmd {
+    Cmd::new("df").args(["-P", "-k", "--"]).arg(path)
+}
+
+pub fn parse_df_free_bytes(stdout: &str) -> Option<u64> {
+    let line = stdout.lines().filter(|l| !l.trim().is_empty()).nth(1)?;
+    let avail: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(avail * 1024)
+}
+
+/// Tags of a repository on the host, newest first (`docker image ls` sorts by creation).
+pub fn image_tags(repo: &str) -> Cmd {
+    Cmd::new("docker")
+        .args(["image", "ls", "--format", "{{.Tag}}"])
+        .arg(repo)
+        .privileged()
+}
+
+/// Remove one image tag; never forced, so an image a container uses stays.
+pub fn remove_image(reference: &str) -> Cmd {
+    Cmd::new("docker")
+        .args(["image", "rm"])
+        .arg(reference)
+        .privileged()
+}
+
+/// The state of one container, from `docker inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub image: String,
+    /// The image ID (`sha256:…`) the container runs.
+    pub image_id: String,
+    pub status: String,
+    pub running: bool,
+    pub exit_code: i64,
+    /// `None` when the image has no HEALTHCHECK.
+    pub health: Option<String>,
+    pub health_log: Vec<String>,
+    pub restart_count: i64,
+    pub oneoff: bool,
+}
+
+/// Whether a container passes the gate, is still on its way, or has failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Ready,
+    Waiting(String),
+    Failed(String),
+}
+
+impl Container {
+    pub fn verdict(&self) -> Verdict {
+        if !self.running {
+            return match self.status.as_str() {
+                "created" => Verdict::Waiting(format!("{} is created, not started", self.name)),
+                "restarting" => Verdict::Failed(format!(
+                    "{} keeps restarting (exit code {}, {} restarts)",
+                    self.name, self.exit_code, self.restart_count
+                )),
+                s => Verdict::Failed(format!(
+                    "{} is {s} (exit code {})",
+                    self.name, self.exit_code
+                )),
+            };
+        }
+        if self.restart_count > 0 {
+            return Verdict::Failed(format!(
+                "{} restarted {} times",
+                self.name, self.restart_count
+            ));
+        }
+        match self.health.as_deref() {
+            None | Some("healthy") => Verdict::Ready,
+            Some("unhealthy") => {
+                Verdict::Failed(format!("{} is unhealthy (HEALTHCHECK)", self.name))
+            }
+            Some(s) => Verdict::Waiting(format!("{} health is {s}", self.name)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawContainer {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    restart_count: i64,
+    state: RawState,
+    config: RawConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawState {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    running: bool,
+    #[serde(default)]
+    exit_code: i64,
+    #[serde(default)]
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawHealth {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    log: Option<Vec<RawHealthLog>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawHealthLog {
+    #[serde(default)]
+    exit_code: i64,
+    #[serde(default)]
+    output: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawConfig {
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+/// Parse `docker inspect` output for containers.
+pub fn parse_inspect(json: &str) -> Result<Vec<Container>> {
+    let raw: Vec<RawContainer> = serde_json::from_str(json.trim()).map_err(|e| {
+        Error::failed(format!(
+            "docker inspect answered something that is not container JSON: {e}"
+        ))
+    })?;
+    Ok(raw
+        .into_iter()
+        .map(|r| {
+            let labels = r.config.labels.unwrap_or_default();
+            Container {
+                id: r.id,
+                name: r.name.trim_start_matches('/').to_string(),
+                service: labels
+                    .get("com.docker.compose.service")
+                    .cloned()
+                    .unwrap_or_default(),
+                oneoff: labels
+                    .get("com.docker.compose.oneoff")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                image: r.config.image,
+                image_id: r.image,
+                status: r.state.status,
+                running: r.state.running,
+                exit_code: r.state.exit_code,
+                health_log: r
+                    .state
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.log.as_ref())
+                    .map(|l| {
+                        l.iter()
+                            .map(|e| format!("exit {}: {}", e.exit_code, e.output.trim_end()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                health: r
+                    .state
+                    .health
+                    .map(|h| h.status)
+                    .filter(|s| !s.is_empty() && s != "none"),
+                restart_count: r.restart_count,
+            }
+        })
+        .collect())
+}
+
+/// What a compose file needs besides itself: files it references, and the images it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    /// Paths as written (relative to the compose file's directory, or absolute), with what uses them.
+    pub files: Vec<(String, String)>,
+    /// `image:` values as written (e.g. `registry/app:${IMAGE_TAG}`).
+    pub images: Vec<String>,
+}
+
+/// Read a compose file's references: bind-mount sources, `env_file`, `configs`/`secrets` files, images.
+/// Paths that use interpolation other than nothing at all are left out (they can't be checked before
+/// compose resolves them).
+pub fn references(yaml: &str) -> std::result::Result<References, String> {
+    let doc: serde_json::Value = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
+    let mut refs = References::default();
+    let mut add = |path: &str, what: String| {
+        if !path.is_empty() && !path.contains('$') {
+            refs.files.push((path.to_string(), what));
+        }
+    };
+    if let Some(services) = doc.get("services").and_then(|s| s.as_object()) {
+        for (name, svc) in services {
+            if let Some(img) = svc.get("image").and_then(|i| i.as_str()) {
+                refs.images.push(img.to_string());
+            }
+            match svc.get("env_file") {
+                Some(serde_json::Value::String(s)) => {
+                    add(s, format!("env_file of service `{name}`"))
+                }
+                Some(serde_json::Value::Array(a)) => {
+                    for e in a {
+                        let (path, required) = match e {
+                            serde_json::Value::String(s) => (s.as_str(), true),
+                            serde_json::Value::Object(o) => (
+                                o.get("path").and_then(|p| p.as_str()).unwrap_or(""),
+                                o.get("required").and_then(|r| r.as_bool()).unwrap_or(true),
+                            ),
+                            _ => ("", false),
+                        };
+                        if required {
+                            add(path, format!("env_file of service `{name}`"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for v in svc
+                .get("volumes")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                match v {
+                    serde_json::Value::String(s) => {
+                        let src = s.split(':').next().unwrap_or("");
+                        if src.starts_with('.') || src.starts_with('/') || src.starts_with('~') {
+                            add(src, format!("bind mount of service `{name}`"));
+                        }
+                    }
+                    serde_json::Value::Object(o)
+                        if o.get("type").and_then(|t| t.as_str()) == Some("bind") =>
+                    {
+                        if let Some(src) = o.get("source").and_then(|s| s.as_str()) {
+                            add(src, format!("bind mount of service `{name}`"));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for section in ["configs", "secrets"] {
+        if let Some(items) = doc.get(section).and_then(|s| s.as_object()) {
+            for (name, item) in items {
+                if let Some(file) = item.get("file").and_then(|f| f.as_str()) {
+                    add(
+                        file,
+                        format!("file of {} `{name}`", section.trim_end_matches('s')),
+                    );
+                }
+            }
+        }
+    }
+    Ok(refs)
+}
+
+/// The repository part of an image reference (`registry:5000/app:${IMAGE_TAG}` → `registry:5000/app`).
+pub fn image_repo(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let last_slash = no_digest.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match no_digest[last_slash..].find(':') {
+        Some(i) => &no_digest[..last_slash + i],
+        None => no_digest,
+    }
+}
+
+/// Normalise a compose reference to a path relative to the app dir (or absolute), `~` left as is.
+pub fn resolve_reference(path: &str) -> String {
+    let p = Path::new(path);
+    if p.is_absolute() || path.starts_with('~') {
+        return path.to_string();
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(flavor: Flavor) -> Project {
+        Project {
+            flavor,
+            name: "my-app".into(),
+            dir: "/opt/it's $x; y".into(),
+            files: vec!["compose.yaml".into()],
+        }
+    }
+
+    #[test]
+    fn v1_and_v2_command_lines() {
+        let svc = vec!["web".to_string()];
+        assert_eq!(
+            project(Flavor::V1).up("v1", &svc).render(false),
+            r#"cd '/opt/it'\''s $x; y' && IMAGE_TAG=v1 docker-compose -p my-app -f compose.yaml up -d --remove-orphans -- web"#
+        );
+        assert_eq!(
+            project(Flavor::V2).pull("v2", &[]).render(false),
+            r#"cd '/opt/it'\''s $x; y' && IMAGE_TAG=v2 docker compose -p my-app -f compose.yaml pull --quiet"#
+        );
+        assert_eq!(
+            project(Flavor::V2).up("v2", &[]).render(true),
+            r#"sudo -n sh -c 'cd '\''/opt/it'\''\'\'''\''s $x; y'\'' && IMAGE_TAG=v2 docker compose -p my-app -f compose.yaml up -d --remove-orphans'"#
+        );
+    }
+
+    #[test]
+    fn detect_and_other_builders() {
+        assert_eq!(parse_detect("v1\n"), Some(Flavor::V1));
+        assert_eq!(parse_detect("none\n"), None);
+        assert_eq!(
+            inspect_project("a'b").render(false),
+            format!(
+                "sh -c {} gangplank 'a'\\''b'",
+                crate::quote(INSPECT_PROJECT_SCRIPT)
+            )
+        );
+        assert_eq!(
+            free_disk("/var/lib/docker").render(false),
+            "df -P -k -- /var/lib/docker"
+        );
+        assert_eq!(
+            image_tags("127.0.0.1:5000/app").render(true),
+            "sudo -n docker image ls --format '{{.Tag}}' 127.0.0.1:5000/app"
+        );
+        assert_eq!(
+            remove_image("r/app:v1").render(false),
+            "docker image rm r/app:v1"
+        );
+    }
+
+    #[test]
+    fn df_output() {
+        let out = "Filesystem     1024-blocks      Used Available Capacity Mounted on\n/dev/sda1 100 50 2048 3% /\n";
+        assert_eq!(parse_df_free_bytes(out), Some(2048 * 1024));
+        assert_eq!(parse_df_free_bytes("garbage"), None);
+    }
+
+    #[test]
+    fn inspect_json_gives_state_health_and_restarts() {
+        let json = r#"[{"Id":"abc","Name":"/my-app_web_1","Image":"sha256:111","RestartCount":0,
+            "State":{"Status":"running","Running":true,"ExitCode":0,"Health":{"Status":"unhealthy","Log":[{"ExitCode":1,"Output":"wget: 404\n"}]}},
+            "Config":{"Image":"r/app:broken","Labels":{"com.docker.compose.service":"web"}}},
+            {"Id":"def","Name":"/db","Image":"sha256:222","RestartCount":3,
+            "State":{"Status":"restarting","Running":false,"ExitCode":1},"Config":{"Image":"db","Labels":null}}]"#;
+        let c = parse_inspect(json).unwrap();
+        assert_eq!(c[0].service, "web");
+        assert_eq!(c[0].name, "my-app_web_1");
+        assert_eq!(c[0].health.as_deref(), Some("unhealthy"));
+        assert_eq!(c[0].health_log, vec!["exit 1: wget: 404"]);
+        assert!(matches!(c[0].verdict(), Verdict::Failed(_)));
+        assert!(matches!(c[1].verdict(), Verdict::Failed(m) if m.contains("keeps restarting")));
+        let ok = r#"[{"Id":"x","State":{"Status":"running","Running":true,"Health":{"Status":"starting"}},"Config":{}}]"#;
+        assert!(matches!(
+            parse_inspect(ok).unwrap()[0].verdict(),
+            Verdict::Waiting(_)
+        ));
+        let plain = r#"[{"Id":"x","State":{"Status":"running","Running":true},"Config":{}}]"#;
+        assert_eq!(parse_inspect(plain).unwrap()[0].verdict(), Verdict::Ready);
+        assert!(parse_inspect("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn compose_references() {
+        let yaml = r#"
+services:
+  web:
+    image: "127.0.0.1:5000/app:${IMAGE_TAG}"
+    env_file: .env
+    volumes:
+      - ./conf/site.conf:/etc/site.conf:ro
+      - data:/data
+      - type: bind
+        source: /srv/shared
+        target: /shared
+  worker:
+    image: worker
+    env_file:
+      - path: ./optional.env
+        required: false
+      - worker.env
+volumes:
+  data: {}
+configs:
+  caddy:
+    file: ./Caddyfile
+secrets:
+  token:
+    file: ./secrets/token.txt
+"#;
+        let r = references(yaml).unwrap();
+        let paths: Vec<&str> = r.files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                ".env",
+                "./conf/site.conf",
+                "/srv/shared",
+                "worker.env",
+                "./Caddyfile",
+                "./secrets/token.txt"
+            ]
+        );
+        assert_eq!(r.images, vec!["127.0.0.1:5000/app:${IMAGE_TAG}", "worker"]);
+        assert!(references("services: [").is_err());
+    }
+
+    #[test]
+    fn image_repos_and_paths() {
+        assert_eq!(
+            image_repo("127.0.0.1:5000/app:${IMAGE_TAG}"),
+            "127.0.0.1:5000/app"
+        );
+        assert_eq!(image_repo("ghcr.io/o/app"), "ghcr.io/o/app");
+        assert_eq!(image_repo("busybox:1@sha256:ab"), "busybox");
+        assert_eq!(resolve_reference("./conf/../site.conf"), "site.conf");
+        assert_eq!(resolve_reference("/srv/x"), "/srv/x");
+    }
+}

@@ -1,1 +1,1308 @@
-//! The deploy engine shared by deploy-remote and rollback (being written).
+//! The deploy engine shared by `deploy-remote` and `rollback`.
+//!
+//! A deploy is a [`Plan`]: steps computed before anything runs, printed by `preflight-only` and walked
+//! by [`deploy`] (spec/actions.md, "Order of work"): connect → preflight (every host, every failure at
+//! once) → per host, one at a time: lock → read state → upload (backups, atomic) → pull → up → health
+//! gate → write state, audit, prune → unlock. A failed gate with `auto-rollback` puts the replaced files
+//! back, starts the previous tag, gates it and records `rolled-back`; hosts already changed are rolled
+//! back too.
+//!
+//! Invariant: every remote action is a [`Cmd`] run through an [`Executor`]; one executor (one SSH
+//! connection) per host serves the whole run. The engine never prints a secret: messages go through
+//! [`crate::actions`], which redacts every registered value.
+
+pub mod files;
+pub mod health;
+pub mod lock;
+pub mod preflight;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::actions::{group, info, warning};
+use crate::cmd::Cmd;
+use crate::compose::{self, Flavor, Project};
+use crate::error::{combine, Error, Result};
+use crate::exec::Executor;
+use crate::input::{HostSpec, SshConfig};
+
+pub use state::{Record, RunMeta, State};
+
+/// How many backups of each file survive a successful deploy.
+pub const KEEP_BACKUPS: usize = 10;
+
+/// A valid Docker tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`. Checked before any connection, so a tag
+/// can never smuggle shell text or flags anywhere.
+pub fn validate_tag(tag: &str, input: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_input(format!("`{input}` {tag:?} is not a valid Docker tag"))
+            .hint("a tag is 1 to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-` (e.g. the first 12 characters of the commit SHA)"))
+    }
+}
+
+/// A compose project name: lowercase letters, digits, `_` and `-`, starting with a letter or digit
+/// (what both compose v1 and v2 accept unchanged).
+pub fn validate_app_name(name: &str) -> Result<()> {
+    let ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name.len() <= 63;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_input(format!(
+            "`app-name` {name:?} is not a valid compose project name"
+        ))
+        .hint("use lowercase letters, digits, `-` and `_`, starting with a letter or digit"))
+    }
+}
+
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Catch SIGINT and SIGTERM: the run stops at the next step boundary, releasing its lock on the way out.
+pub fn install_signal_handlers() {
+    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.get().is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+fn check_interrupt() -> Result<()> {
+    if interrupted() {
+        Err(Error::failed("interrupted by a signal")
+            .hint("the lock was released; run the deploy again"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Validated settings of a deploy ("high args").
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    pub ssh: SshConfig,
+    pub app: String,
+    pub app_dir: String,
+    pub compose_files: Vec<PathBuf>,
+    pub files: Vec<PathBuf>,
+    pub env_file: Option<PathBuf>,
+    pub tag: String,
+    pub services: Vec<String>,
+    pub health_url: Option<String>,
+    pub health_timeout: Duration,
+    pub auto_rollback: bool,
+    pub keep_images: usize,
+    pub lock_timeout: Duration,
+    pub force_unlock: bool,
+    pub min_free_disk: u64,
+    pub preflight_only: bool,
+    pub record_file: PathBuf,
+    pub meta: RunMeta,
+}
+
+/// Validated settings of a rollback.
+#[derive(Debug, Clone)]
+pub struct RollbackConfig {
+    pub ssh: SshConfig,
+    pub app: String,
+    pub app_dir: String,
+    pub services: Vec<String>,
+    pub health_url: Option<String>,
+    pub health_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub force_unlock: bool,
+    pub to_tag: Option<String>,
+    pub record_file: PathBuf,
+    pub meta: RunMeta,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Connect,
+    Preflight,
+    ForceUnlock,
+    Lock,
+    ReadState,
+    Upload(Vec<String>),
+    Pull,
+    Up(String),
+    HealthGate,
+    WriteState,
+    Prune(usize),
+    Unlock,
+    ShowLogs,
+    RestoreFiles,
+    UpPrevious,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Connect => write!(f, "connect over SSH, host key verified (one connection per host for the whole run)"),
+            Step::Preflight => write!(f, "preflight: sudo, docker daemon, compose, free disk, app-dir, referenced files"),
+            Step::ForceUnlock => write!(f, "force-unlock: print the lock's owner, then break it"),
+            Step::Lock => write!(f, "take the lock .gangplank/lock (mkdir), waiting up to lock-timeout"),
+            Step::ReadState => write!(f, "read .gangplank/state.json (current and previous tag)"),
+            Step::Upload(files) => write!(f, "upload atomically, backing up replaced files: {}", files.join(", ")),
+            Step::Pull => write!(f, "compose pull"),
+            Step::Up(tag) => write!(f, "compose up -d --remove-orphans with IMAGE_TAG={tag}"),
+            Step::HealthGate => write!(f, "health gate: containers running/healthy (docker inspect), health-url 2xx"),
+            Step::WriteState => write!(f, "write state.json and an audit.log line"),
+            Step::Prune(n) => write!(f, "prune: keep {n} image tags of this app (never current or previous), {KEEP_BACKUPS} backups per file"),
+            Step::Unlock => write!(f, "release the lock"),
+            Step::ShowLogs => write!(f, "print the last 100 log lines and the health log of each failing container"),
+            Step::RestoreFiles => write!(f, "put the replaced files back from their backups"),
+            Step::UpPrevious => write!(f, "compose up the previous tag (no pull), gate it, record rolled-back"),
+        }
+    }
+}
+
+/// The steps of a run, computed before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub title: String,
+    pub hosts: Vec<String>,
+    /// Done for every host before anything changes.
+    pub checks: Vec<Step>,
+    /// Done per host, one host at a time.
+    pub steps: Vec<Step>,
+    /// Done when the gate fails (and for hosts already changed when a later host fails).
+    pub on_failure: Vec<Step>,
+}
+
+impl Plan {
+    pub fn deploy(cfg: &DeployConfig, uploads: &[String]) -> Plan {
+        let mut steps = vec![];
+        if cfg.force_unlock {
+            steps.push(Step::ForceUnlock);
+        }
+        steps.extend([
+            Step::Lock,
+            Step::ReadState,
+            Step::Upload(uploads.to_vec()),
+            Step::Pull,
+            Step::Up(cfg.tag.clone()),
+            Step::HealthGate,
+            Step::WriteState,
+            Step::Prune(cfg.keep_images),
+            Step::Unlock,
+        ]);
+        let on_failure = if cfg.auto_rollback {
+            vec![
+                Step::ShowLogs,
+                Step::RestoreFiles,
+                Step::UpPrevious,
+                Step::WriteState,
+                Step::Unlock,
+            ]
+        } else {
+            vec![Step::ShowLogs, Step::WriteState, Step::Unlock]
+        };
+        Plan {
+            title: format!(
+                "deploy `{}` tag `{}` into {}",
+                cfg.app, cfg.tag, cfg.app_dir
+            ),
+            hosts: cfg.ssh.hosts.iter().map(|h| h.to_string()).collect(),
+            checks: vec![Step::Connect, Step::Preflight],
+            steps,
+            on_failure,
+        }
+    }
+
+    pub fn rollback(cfg: &RollbackConfig) -> Plan {
+        let mut steps = vec![];
+        if cfg.force_unlock {
+            steps.push(Step::ForceUnlock);
+        }
+        let target = cfg
+            .to_tag
+            .clone()
+            .unwrap_or_else(|| "the previous tag".into());
+        steps.extend([
+            Step::Lock,
+            Step::ReadState,
+            Step::Up(target),
+            Step::HealthGate,
+            Step::WriteState,
+            Step::Unlock,
+        ]);
+        Plan {
+            title: format!("roll back `{}` in {}", cfg.app, cfg.app_dir),
+            hosts: cfg.ssh.hosts.iter().map(|h| h.to_string()).collect(),
+            checks: vec![Step::Connect],
+            steps,
+            on_failure: vec![Step::ShowLogs, Step::Unlock],
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "plan: {}\nhosts, one at a time: {}\n",
+            self.title,
+            self.hosts.join(", ")
+        );
+        let mut n = 0;
+        for step in &self.checks {
+            n += 1;
+            s.push_str(&format!(
+                "  {n}. {step} (every host, before anything changes)\n"
+            ));
+        }
+        for step in &self.steps {
+            n += 1;
+            s.push_str(&format!("  {n}. {step}\n"));
+        }
+        s.push_str("on failure:\n");
+        for step in &self.on_failure {
+            s.push_str(&format!("  - {step}\n"));
+        }
+        s
+    }
+}
+
+/// How one host ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub host: String,
+    pub previous_tag: String,
+    pub new_tag: String,
+    pub result: String,
+    pub duration: Duration,
+}
+
+/// What a run did, for outputs, record file and summary. `error` decides the exit code.
+#[derive(Debug)]
+pub struct Outcome {
+    pub record: Record,
+    pub rows: Vec<Row>,
+    pub rolled_back: bool,
+    pub error: Option<Error>,
+}
+
+pub fn summary_table(title: &str, rows: &[Row]) -> String {
+    let mut s = format!("### {title}\n\n| host | previous tag | new tag | result | duration |\n|---|---|---|---|---|\n");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1}s |\n",
+            r.host,
+            if r.previous_tag.is_empty() {
+                "—"
+            } else {
+                &r.previous_tag
+            },
+            r.new_tag,
+            r.result,
+            r.duration.as_secs_f32()
+        ));
+    }
+    s
+}
+
+/// Opens the connection to one host. Binaries pass the SSH executor; tests pass recordings.
+pub type Connect<'a> = dyn FnMut(&HostSpec) -> Result<Box<dyn Executor>> + 'a;
+
+/// Holds a host's lock; releases it when dropped (error, early return, panic).
+struct Held<'a> {
+    exec: &'a mut dyn Executor,
+    app_dir: &'a str,
+    id: String,
+    released: bool,
+}
+
+impl Held<'_> {
+    fn release(mut self) -> Result<()> {
+        self.released = true;
+        lock::release(self.exec, self.app_dir, &self.id)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            if let Err(e) = lock::release(self.exec, self.app_dir, &self.id) {
+                warning(
+                    "lock",
+                    format!(
+                        "could not release the lock on {}: {}",
+                        self.exec.label(),
+                        e.message
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn new_lock_id() -> String {
+    use rand::Rng;
+    format!("{:032x}", rand::thread_rng().gen::<u128>())
+}
+
+/// Take the lock (after `force-unlock` if asked), run `body`, release — also when `body` fails.
+fn with_lock<T>(
+    exec: &mut dyn Executor,
+    app_dir: &str,
+    action: &str,
+    tag: &str,
+    meta: &RunMeta,
+    timeout: Duration,
+    force: bool,
+    body: impl FnOnce(&mut dyn Executor) -> Result<T>,
+) -> Result<T> {
+    if force {
+        match lock::force_unlock(exec, app_dir)? {
+            Some(who) => warning(
+                "force-unlock",
+                format!("broke the lock on {} held by {who}", exec.label()),
+            ),
+            None => info(format!("force-unlock: no lock on {}", exec.label())),
+        }
+    }
+    let owner = lock::Owner {
+        id: new_lock_id(),
+        action: action.into(),
+        tag: tag.into(),
+        run_url: meta.run_url.clone(),
+        git_sha: meta.git_sha.clone(),
+        runner_host: meta.runner_host.clone(),
+        started_at: state::now_rfc3339(),
+        pid: std::process::id(),
+    };
+    lock::acquire(exec, app_dir, &owner, timeout, &interrupted)?;
+    let held = Held {
+        exec,
+        app_dir,
+        id: owner.id,
+        released: false,
+    };
+    let r = body(&mut *held.exec);
+    let released = held.release();
+    let v = r?;
+    released?;
+    Ok(v)
+}
+
+fn read_state(exec: &mut dyn Executor, app_dir: &str, app: &str) -> Result<State> {
+    let out = exec.check(&files::read_state_cmd(app_dir), "reading state.json")?;
+    let text = out.stdout_str();
+    if text.trim().is_empty() {
+        return Ok(State::new(app));
+    }
+    State::parse(&text).map_err(|e| {
+        Error::failed(format!("{app_dir}/.gangplank/state.json on {} is not valid: {e}", exec.label()))
+            .hint("fix or remove the file (it is rebuilt by the next deploy; audit.log keeps the history)")
+    })
+}
+
+fn write_state(exec: &mut dyn Executor, app_dir: &str, st: &State) -> Result<()> {
+    exec.upload(
+        &format!("{app_dir}/.gangplank/state.json"),
+        st.to_json().as_bytes(),
+        0o644,
+    )
+}
+
+fn audit(
+    exec: &mut dyn Executor,
+    app_dir: &str,
+    meta: &RunMeta,
+    action: &str,
+    tag: &str,
+    prev: &str,
+    result: &str,
+) {
+    let host = exec.label().to_string();
+    let line = state::AuditLine {
+        time: state::now_rfc3339(),
+        action,
+        tag,
+        previous_tag: prev,
+        result,
+        host: &host,
+        run_url: &meta.run_url,
+        actor: &meta.actor,
+    }
+    .to_line();
+    if let Err(e) = exec.check(&files::audit_cmd(app_dir, &line), "appending to audit.log") {
+        warning("audit", e.message);
+    }
+}
+
+fn digests(containers: &[compose::Container]) -> BTreeMap<String, String> {
+    containers
+        .iter()
+        .filter(|c| !c.service.is_empty())
+        .map(|c| (c.service.clone(), c.image_id.clone()))
+        .collect()
+}
+
+/// Run the gate; on failure print the logs and return the reason.
+fn gate(
+    exec: &mut dyn Executor,
+    app: &str,
+    services: &[String],
+    url: Option<&str>,
+    timeout: Duration,
+) -> Result<std::result::Result<Vec<compose::Container>, String>> {
+    let g = health::Gate {
+        project: app,
+        services,
+        health_url: url,
+        timeout,
+        interrupted: &interrupted,
+    };
+    let start = Instant::now();
+    match health::wait(exec, &g)? {
+        Ok(c) => {
+            info(format!(
+                "healthy on {} after {:.1}s",
+                exec.label(),
+                start.elapsed().as_secs_f32()
+            ));
+            Ok(Ok(c))
+        }
+        Err(f) => {
+            health::show_failure(exec, &f);
+            Ok(Err(f.reason))
+        }
+    }
+}
+
+/// What happened on one host during a deploy, kept for rolling it back if a later host fails.
+struct HostDone {
+    previous: Option<String>,
+    changed: Vec<String>,
+    stamp: String,
+    flavor: Flavor,
+}
+
+enum HostEnd {
+    Deployed(HostDone),
+    /// Failed; `rolled_back` says whether the previous version serves again.
+    Failed {
+        error: Error,
+        rolled_back: bool,
+        previous: Option<String>,
+    },
+}
+
+/// Everything about the run that does not depend on the host.
+struct Job<'a> {
+    cfg: &'a DeployConfig,
+    uploads: Vec<files::Upload>,
+    compose_names: Vec<String>,
+    image_repos: Vec<String>,
+}
+
+/// Read local files, check the compose files, connect and preflight every host. Every failure found is
+/// returned at once, as one exit-2 error.
+fn prepare<'c>(
+    cfg: &'c DeployConfig,
+    connect: &mut Connect,
+) -> Result<(
+    Job<'c>,
+    Vec<(HostSpec, Box<dyn Executor>, preflight::HostFacts)>,
+)> {
+    let mut errs = vec![];
+    let (uploads, mut file_errs) =
+        files::collect(&cfg.compose_files, &cfg.files, cfg.env_file.as_deref());
+    errs.append(&mut file_errs);
+    if let Some(env) = uploads.iter().find(|u| u.remote == ".env") {
+        for v in files::dotenv_values(&env.content) {
+            crate::actions::register_mask(&v);
+        }
+    }
+    let uploaded: Vec<String> = uploads.iter().map(|u| u.remote.clone()).collect();
+    let compose_names: Vec<String> = cfg
+        .compose_files
+        .iter()
+        .map(|c| {
+            c.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut host_refs: Vec<(String, String)> = vec![];
+    let mut image_repos: Vec<String> = vec![];
+    for u in uploads
+        .iter()
+        .filter(|u| compose_names.contains(&u.remote) && u.remote != ".env")
+    {
+        let text = String::from_utf8_lossy(&u.content);
+        match compose::references(&text) {
+            Err(e) => errs.push(
+                Error::bad_input(format!(
+                    "compose file `{}` is not valid YAML: {e}",
+                    u.local.display()
+                ))
+                .hint("check it with `docker compose config`"),
+            ),
+            Ok(refs) => {
+                for (p, what) in refs.files {
+                    if p.starts_with('~') {
+                        continue;
+                    }
+                    let r = compose::resolve_reference(&p);
+                    if r.starts_with('/') {
+                        host_refs.push((r, format!("{what} in {}", u.remote)));
+                    } else if !uploaded
+                        .iter()
+                        .any(|up| up == &r || up.starts_with(&format!("{r}/")))
+                    {
+                        host_refs.push((
+                            format!("{}/{r}", cfg.app_dir),
+                            format!("{what} in {}", u.remote),
+                        ));
+                    }
+                }
+                for img in refs.images {
+                    let repo = compose::image_repo(&img).to_string();
+                    if img.contains("IMAGE_TAG")
+                        && !repo.contains('$')
+                        && !image_repos.contains(&repo)
+                    {
+                        image_repos.push(repo);
+                    }
+                }
+            }
+        }
+    }
+    let mut hosts = vec![];
+    for h in &cfg.ssh.hosts {
+        match connect(h) {
+            Err(e) => errs.push(e),
+            Ok(mut exec) => {
+                let checks = preflight::Checks {
+                    app_dir: &cfg.app_dir,
+                    min_free_disk: cfg.min_free_disk,
+                    host_references: &host_refs,
+                };
+                match preflight::run(exec.as_mut(), &checks) {
+                    Ok(facts) => hosts.push((h.clone(), exec, facts)),
+                    Err(mut e) => errs.append(&mut e),
+                }
+            }
+        }
+    }
+    if let Some(e) = combine(errs) {
+        return Err(e);
+    }
+    Ok((
+        Job {
+            cfg,
+            uploads,
+            compose_names,
+            image_repos,
+        },
+        hosts,
+    ))
+}
+
+/// Run a deploy: plan, preflight every host, then each host in turn; roll back on failure.
+pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
+    let started_at = state::now_rfc3339();
+    let mut record = Record {
+        app: cfg.app.clone(),
+        hosts: cfg.ssh.hosts.iter().map(|h| h.to_string()).collect(),
+        deployed_tag: cfg.tag.clone(),
+        status: "failed".into(),
+        started_at,
+        git_sha: cfg.meta.git_sha.clone(),
+        run_url: cfg.meta.run_url.clone(),
+        action: "deploy".into(),
+        ..Default::default()
+    };
+    let mut out = Outcome {
+        record: record.clone(),
+        rows: vec![],
+        rolled_back: false,
+        error: None,
+    };
+    let finish = |mut out: Outcome, mut record: Record| {
+        record.finished_at = state::now_rfc3339();
+        out.record = record;
+        out
+    };
+
+    let prepared = {
+        let _g = group("preflight");
+        prepare(cfg, connect)
+    };
+    let (job, mut hosts) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            out.error = Some(e);
+            return finish(out, record);
+        }
+    };
+    let plan = Plan::deploy(
+        cfg,
+        &job.uploads
+            .iter()
+            .map(|u| u.remote.clone())
+            .collect::<Vec<_>>(),
+    );
+    info(plan.render().trim_end());
+    info(format!("preflight passed on {} host(s)", hosts.len()));
+    if cfg.preflight_only {
+        record.status = "preflight-passed".into();
+        return finish(out, record);
+    }
+
+    let mut done: Vec<(usize, HostDone, Instant)> = vec![];
+    for i in 0..hosts.len() {
+        let start = Instant::now();
+        let (spec, exec, facts) = &mut hosts[i];
+        let label = spec.to_string();
+        let _g = group(&format!("deploy {} to {label}", cfg.tag));
+        let end = deploy_host(&job, &plan, exec.as_mut(), facts.flavor);
+        match end {
+            HostEnd::Deployed(d) => {
+                if record.previous_tag.is_empty() {
+                    record.previous_tag = d.previous.clone().unwrap_or_default();
+                }
+                out.rows.push(Row {
+                    host: label,
+                    previous_tag: d.previous.clone().unwrap_or_default(),
+                    new_tag: cfg.tag.clone(),
+                    result: "deployed".into(),
+                    duration: start.elapsed(),
+                });
+                done.push((i, d, start));
+            }
+            HostEnd::Failed {
+                error,
+                rolled_back,
+                previous,
+            } => {
+                if record.previous_tag.is_empty() {
+                    record.previous_tag = previous.clone().unwrap_or_default();
+                }
+                out.rows.push(Row {
+                    host: label,
+                    previous_tag: previous.unwrap_or_default(),
+                    new_tag: cfg.tag.clone(),
+                    result: if rolled_back {
+                        "rolled back".into()
+                    } else {
+                        "failed".into()
+                    },
+                    duration: start.elapsed(),
+                });
+                let mut all_back = rolled_back;
+                // The first failure stops the run: hosts already changed go back too.
+                for (j, d, _) in done.iter().rev() {
+                    let (spec, exec, _) = &mut hosts[*j];
+                    let _g = group(&format!("roll back {spec} (a later host failed)"));
+                    let t = Instant::now();
+                    let ok = match undo_host(&job, exec.as_mut(), d) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            crate::actions::error(
+                                "rollback failed",
+                                format!("{spec}: {}", e.message),
+                            );
+                            false
+                        }
+                    };
+                    all_back &= ok;
+                    if let Some(row) = out.rows.iter_mut().find(|r| r.host == spec.to_string()) {
+                        row.result = if ok {
+                            "rolled back (a later host failed)".into()
+                        } else {
+                            "deployed, rollback failed".into()
+                        };
+                        row.duration += t.elapsed();
+                    }
+                }
+                out.rolled_back = all_back && (rolled_back || !done.is_empty());
+                record.status = if out.rolled_back {
+                    "rolled-back".into()
+                } else {
+                    "failed".into()
+                };
+                out.error = Some(error);
+                return finish(out, record);
+            }
+        }
+    }
+    record.status = "deployed".into();
+    finish(out, record)
+}
+
+fn project_for(cfg_app: &str, app_dir: &str, flavor: Flavor, files: &[String]) -> Project {
+    Project {
+        flavor,
+        name: cfg_app.to_string(),
+        dir: app_dir.to_string(),
+        files: files.to_vec(),
+    }
+}
+
+/// Stage (back up what will be replaced) and upload what differs. Returns the files that were replaced.
+fn upload(ex: &mut dyn Executor, job: &Job, stamp: &str) -> Result<Vec<String>> {
+    let app_dir = &job.cfg.app_dir;
+    let list: Vec<(String, String)> = job
+        .uploads
+        .iter()
+        .map(|u| (u.remote.clone(), u.sha256()))
+        .collect();
+    let out = ex.check(
+        &files::stage_cmd(app_dir, stamp, &list),
+        "backing up the files to replace",
+    )?;
+    let verdicts: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
+    if verdicts.len() != job.uploads.len() {
+        return Err(Error::failed(format!(
+            "staging the upload on {} answered {} lines for {} files",
+            ex.label(),
+            verdicts.len(),
+            job.uploads.len()
+        )));
+    }
+    let mut changed = vec![];
+    let mut same = 0;
+    for (u, v) in job.uploads.iter().zip(&verdicts) {
+        if v == "same" {
+            same += 1;
+            continue;
+        }
+        ex.upload(&format!("{app_dir}/{}", u.remote), &u.content, u.mode)?;
+        info(format!("uploaded {} ({v})", u.remote));
+        if v == "changed" {
+            changed.push(u.remote.clone());
+        }
+    }
+    if same > 0 {
+        info(format!("{same} file(s) already up to date"));
+    }
+    Ok(changed)
+}
+
+fn restore(ex: &mut dyn Executor, app_dir: &str, stamp: &str, changed: &[String]) -> Result<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    ex.check(
+        &files::restore_cmd(app_dir, stamp, changed),
+        "restoring the replaced files from their backups",
+    )?;
+    info(format!("restored from backups: {}", changed.join(", ")));
+    Ok(())
+}
+
+/// Keep `keep` newest tags of each of the app's image repositories, and always current and previous.
+fn prune_images(
+    ex: &mut dyn Executor,
+    repos: &[String],
+    keep: usize,
+    current: &str,
+    previous: Option<&str>,
+) {
+    for repo in repos {
+        let Ok(out) = ex.run(&compose::image_tags(repo)) else {
+            continue;
+        };
+        let tags: Vec<String> = out
+            .stdout_str()
+            .lines()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && *t != "<none>")
+            .map(str::to_string)
+            .collect();
+        for (i, t) in tags.iter().enumerate() {
+            if i < keep || t == current || Some(t.as_str()) == previous {
+                continue;
+            }
+            let reference = format!("{repo}:{t}");
+            match ex.run(&compose::remove_image(&reference)) {
+                Ok(o) if o.success() => info(format!("removed old image {reference}")),
+                _ => info(format!("kept {reference} (still in use)")),
+            }
+        }
+    }
+}
+
+fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) -> HostEnd {
+    let cfg = job.cfg;
+    let project = project_for(&cfg.app, &cfg.app_dir, flavor, &job.compose_names);
+    let stamp = state::backup_stamp();
+    let mut previous: Option<String> = None;
+    let force = plan.steps.contains(&Step::ForceUnlock);
+    let r = with_lock(
+        exec,
+        &cfg.app_dir,
+        "deploy",
+        &cfg.tag,
+        &cfg.meta,
+        cfg.lock_timeout,
+        force,
+        |ex| {
+            let mut st = State::new(&cfg.app);
+            let mut changed: Vec<String> = vec![];
+            let mut containers = vec![];
+            let mut upped = false;
+            for step in &plan.steps {
+                if let Err(e) = check_interrupt() {
+                    if !upped {
+                        let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
+                    }
+                    return Err(e);
+                }
+                match step {
+                    Step::Connect
+                    | Step::Preflight
+                    | Step::ForceUnlock
+                    | Step::Lock
+                    | Step::Unlock => {}
+                    Step::ReadState => {
+                        st = read_state(ex, &cfg.app_dir, &cfg.app)?;
+                        previous = st.current_tag().map(str::to_string);
+                        info(format!(
+                            "current tag on {}: {}",
+                            ex.label(),
+                            previous.as_deref().unwrap_or("none (first deploy)")
+                        ));
+                    }
+                    Step::Upload(_) => changed = upload(ex, job, &stamp)?,
+                    Step::Pull => {
+                        let out = ex.run(&project.pull(&cfg.tag, &cfg.services))?;
+                        if !out.success() {
+                            let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
+                            audit(
+                                ex,
+                                &cfg.app_dir,
+                                &cfg.meta,
+                                "deploy",
+                                &cfg.tag,
+                                previous.as_deref().unwrap_or(""),
+                                "pull-failed",
+                            );
+                            return Ok(HostEnd::Failed {
+                            error: Error::failed(format!("pulling `{}` on {} failed: {}", cfg.tag, ex.label(), out.tail(5)))
+                                .hint("check that the tag was pushed and that the host is logged in to the registry (`docker login`); nothing was restarted"),
+                            rolled_back: false,
+                            previous: previous.clone(),
+                        });
+                        }
+                    }
+                    Step::Up(tag) => {
+                        upped = true;
+                        let out = ex.run(&project.up(tag, &cfg.services))?;
+                        if !out.success() {
+                            let reason = format!("`compose up` failed: {}", out.tail(5));
+                            return Ok(on_failure(
+                                ex,
+                                job,
+                                &project,
+                                &mut st,
+                                previous.clone(),
+                                &changed,
+                                &stamp,
+                                reason,
+                                vec![],
+                            ));
+                        }
+                    }
+                    Step::HealthGate => match gate(
+                        ex,
+                        &cfg.app,
+                        &cfg.services,
+                        cfg.health_url.as_deref(),
+                        cfg.health_timeout,
+                    )? {
+                        Ok(c) => containers = c,
+                        Err(reason) => {
+                            return Ok(on_failure(
+                                ex,
+                                job,
+                                &project,
+                                &mut st,
+                                previous.clone(),
+                                &changed,
+                                &stamp,
+                                reason,
+                                vec![],
+                            ));
+                        }
+                    },
+                    Step::WriteState => {
+                        let cur = state::Current {
+                            tag: cfg.tag.clone(),
+                            digests: digests(&containers),
+                            deployed_at: state::now_rfc3339(),
+                            git_sha: cfg.meta.git_sha.clone(),
+                            run_url: cfg.meta.run_url.clone(),
+                            compose_files: job.compose_names.clone(),
+                        };
+                        st.promote(cur, "replaced");
+                        write_state(ex, &cfg.app_dir, &st)?;
+                        audit(
+                            ex,
+                            &cfg.app_dir,
+                            &cfg.meta,
+                            "deploy",
+                            &cfg.tag,
+                            previous.as_deref().unwrap_or(""),
+                            "deployed",
+                        );
+                    }
+                    Step::Prune(keep) => {
+                        prune_images(ex, &job.image_repos, *keep, &cfg.tag, previous.as_deref());
+                        let rels: Vec<String> =
+                            job.uploads.iter().map(|u| u.remote.clone()).collect();
+                        if let Err(e) = ex.check(
+                            &files::prune_backups_cmd(&cfg.app_dir, KEEP_BACKUPS, &rels),
+                            "pruning backups",
+                        ) {
+                            warning("prune", e.message);
+                        }
+                    }
+                    Step::ShowLogs | Step::RestoreFiles | Step::UpPrevious => {}
+                }
+            }
+            Ok(HostEnd::Deployed(HostDone {
+                previous: previous.clone(),
+                changed,
+                stamp: stamp.clone(),
+                flavor,
+            }))
+        },
+    );
+    match r {
+        Ok(end) => end,
+        Err(error) => HostEnd::Failed {
+            error,
+            rolled_back: false,
+            previous,
+        },
+    }
+}
+
+/// A failed `up` or gate: record it, and with `auto-rollback` go back to the previous tag.
+#[allow(clippy::too_many_arguments)]
+fn on_failure(
+    ex: &mut dyn Executor,
+    job: &Job,
+    project: &Project,
+    st: &mut State,
+    previous: Option<String>,
+    changed: &[String],
+    stamp: &str,
+    reason: String,
+    _containers: Vec<compose::Container>,
+) -> HostEnd {
+    let cfg = job.cfg;
+    let host = ex.label().to_string();
+    let prev = previous.clone().unwrap_or_default();
+    crate::actions::error("health gate", format!("{} on {host}: {reason}", cfg.tag));
+    audit(
+        ex,
+        &cfg.app_dir,
+        &cfg.meta,
+        "deploy",
+        &cfg.tag,
+        &prev,
+        "health-gate-failed",
+    );
+    st.record_failure(&cfg.tag, &state::now_rfc3339());
+    let fail = |msg: String, hint: &str, rolled_back: bool| HostEnd::Failed {
+        error: Error::failed(msg).hint(hint),
+        rolled_back,
+        previous: previous.clone(),
+    };
+    let end = match (&previous, cfg.auto_rollback) {
+        (None, _) => fail(
+            format!("deploy of `{}` on {host} failed ({reason}); this was the first deploy, so there is nothing to roll back to", cfg.tag),
+            "read the container logs above, fix the image or compose file and deploy again",
+            false,
+        ),
+        (Some(_), false) => fail(
+            format!("deploy of `{}` on {host} failed ({reason}); auto-rollback is off, so it stays in place", cfg.tag),
+            &format!("run the rollback action to go back to `{prev}`, or fix and deploy again"),
+            false,
+        ),
+        (Some(p), true) => {
+            let _g = group(&format!("roll back {host} to {p}"));
+            match rollback_in_place(ex, job, project, st, p, changed, stamp) {
+                Ok(()) => fail(
+                    format!("deploy of `{}` on {host} failed ({reason}); rolled back to `{p}`, which is healthy", cfg.tag),
+                    "read the container logs above, fix the image and deploy again",
+                    true,
+                ),
+                Err(e) => fail(
+                    format!("deploy of `{}` on {host} failed ({reason}), and the rollback to `{p}` failed too: {}", cfg.tag, e.message),
+                    "the host needs attention: read the logs above, then run the rollback action with `to-tag`",
+                    false,
+                ),
+            }
+        }
+    };
+    if let Err(e) = write_state(ex, &cfg.app_dir, st) {
+        warning("state", e.message);
+    }
+    end
+}
+
+/// Put the replaced files back and start `prev` (no pull: its image is still on the host), then gate it.
+fn rollback_in_place(
+    ex: &mut dyn Executor,
+    job: &Job,
+    project: &Project,
+    st: &mut State,
+    prev: &str,
+    changed: &[String],
+    stamp: &str,
+) -> Result<()> {
+    let cfg = job.cfg;
+    restore(ex, &cfg.app_dir, stamp, changed)?;
+    ex.check(
+        &project.up(prev, &cfg.services),
+        "compose up of the previous tag",
+    )?;
+    let r = match gate(
+        ex,
+        &cfg.app,
+        &cfg.services,
+        cfg.health_url.as_deref(),
+        cfg.health_timeout,
+    )? {
+        Ok(c) => {
+            if let Some(cur) = st.current.as_mut() {
+                cur.digests = digests(&c);
+            }
+            Ok(())
+        }
+        Err(reason) => Err(Error::failed(reason)),
+    };
+    let result = if r.is_ok() {
+        "rolled-back"
+    } else {
+        "rollback-failed"
+    };
+    audit(
+        ex,
+        &cfg.app_dir,
+        &cfg.meta,
+        "rollback",
+        prev,
+        &cfg.tag,
+        result,
+    );
+    r
+}
+
+/// A host that deployed fine goes back because a later host failed.
+fn undo_host(job: &Job, exec: &mut dyn Executor, d: &HostDone) -> Result<()> {
+    let cfg = job.cfg;
+    let Some(prev) = d.previous.clone() else {
+        return Err(Error::failed("it had no previous deploy to go back to")
+            .hint("deploy a working tag to every host"));
+    };
+    let project = project_for(&cfg.app, &cfg.app_dir, d.flavor, &job.compose_names);
+    with_lock(
+        exec,
+        &cfg.app_dir,
+        "rollback",
+        &prev,
+        &cfg.meta,
+        cfg.lock_timeout,
+        false,
+        |ex| {
+            let mut st = read_state(ex, &cfg.app_dir, &cfg.app)?;
+            restore(ex, &cfg.app_dir, &d.stamp, &d.changed)?;
+            ex.check(
+                &project.up(&prev, &cfg.services),
+                "compose up of the previous tag",
+            )?;
+            let c = gate(
+                ex,
+                &cfg.app,
+                &cfg.services,
+                cfg.health_url.as_deref(),
+                cfg.health_timeout,
+            )?
+            .map_err(Error::failed)?;
+            let cur = state::Current {
+                tag: prev.clone(),
+                digests: digests(&c),
+                deployed_at: state::now_rfc3339(),
+                git_sha: cfg.meta.git_sha.clone(),
+                run_url: cfg.meta.run_url.clone(),
+                compose_files: job.compose_names.clone(),
+            };
+            st.promote(cur, "rolled-back");
+            write_state(ex, &cfg.app_dir, &st)?;
+            audit(
+                ex,
+                &cfg.app_dir,
+                &cfg.meta,
+                "rollback",
+                &prev,
+                &cfg.tag,
+                "rolled-back",
+            );
+            Ok(())
+        },
+    )
+}
+
+/// Run a rollback on every host, one at a time: to `to-tag`, else `record_previous` (the record file's
+/// `previous_tag`), else the host state's previous tag. Uses the compose files and `.env` on the host.
+pub fn rollback(
+    cfg: &RollbackConfig,
+    record_previous: Option<String>,
+    connect: &mut Connect,
+) -> Outcome {
+    let mut record = Record {
+        app: cfg.app.clone(),
+        hosts: cfg.ssh.hosts.iter().map(|h| h.to_string()).collect(),
+        status: "failed".into(),
+        started_at: state::now_rfc3339(),
+        git_sha: cfg.meta.git_sha.clone(),
+        run_url: cfg.meta.run_url.clone(),
+        action: "rollback".into(),
+        ..Default::default()
+    };
+    let mut out = Outcome {
+        record: record.clone(),
+        rows: vec![],
+        rolled_back: false,
+        error: None,
+    };
+    let plan = Plan::rollback(cfg);
+    info(plan.render().trim_end());
+    let force = plan.steps.contains(&Step::ForceUnlock);
+    for h in &cfg.ssh.hosts {
+        let start = Instant::now();
+        let _g = group(&format!("roll back {h}"));
+        let r = connect(h).and_then(|mut exec| {
+            let det = exec.check(&compose::detect(), "detecting compose")?;
+            let flavor = compose::parse_detect(&det.stdout_str()).ok_or_else(|| {
+                Error::bad_input(format!("neither `docker compose` nor `docker-compose` is installed on {h}"))
+                    .hint("install the compose plugin or docker-compose")
+            })?;
+            let label = h.to_string();
+            let wanted = cfg.to_tag.clone().or_else(|| record_previous.clone());
+            with_lock(exec.as_mut(), &cfg.app_dir, "rollback", wanted.as_deref().unwrap_or("previous"), &cfg.meta, cfg.lock_timeout, force, |ex| {
+                let mut st = read_state(ex, &cfg.app_dir, &cfg.app)?;
+                let from = st.current_tag().unwrap_or("").to_string();
+                let target = match wanted.clone().or_else(|| st.previous_tag().map(str::to_string)) {
+                    Some(t) => t,
+                    None => {
+                        return Err(Error::bad_input(format!("there is no previous tag of `{}` on {label} to roll back to", cfg.app))
+                            .hint("pass `to-tag` with the tag to go back to"))
+                    }
+                };
+                validate_tag(&target, "to-tag")?;
+                info(format!("rolling back {label} from `{}` to `{target}`", if from.is_empty() { "nothing" } else { &from }));
+                let compose_files = st
+                    .current
+                    .as_ref()
+                    .map(|c| c.compose_files.clone())
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or_else(|| vec!["compose.yaml".to_string()]);
+                let project = project_for(&cfg.app, &cfg.app_dir, flavor, &compose_files);
+                let up = ex.run(&project.up(&target, &cfg.services))?;
+                if !up.success() {
+                    audit(ex, &cfg.app_dir, &cfg.meta, "rollback", &target, &from, "failed");
+                    return Err(Error::failed(format!("`compose up` of `{target}` on {label} failed: {}", up.tail(5)))
+                        .hint("if the image is no longer on the host, the registry must be reachable (or pass another `to-tag`)"));
+                }
+                match gate(ex, &cfg.app, &cfg.services, cfg.health_url.as_deref(), cfg.health_timeout)? {
+                    Ok(c) => {
+                        let cur = state::Current {
+                            tag: target.clone(),
+                            digests: digests(&c),
+                            deployed_at: state::now_rfc3339(),
+                            git_sha: cfg.meta.git_sha.clone(),
+                            run_url: cfg.meta.run_url.clone(),
+                            compose_files,
+                        };
+                        st.promote(cur, "rolled-back");
+                        write_state(ex, &cfg.app_dir, &st)?;
+                        audit(ex, &cfg.app_dir, &cfg.meta, "rollback", &target, &from, "rolled-back");
+                        Ok((from, target))
+                    }
+                    Err(reason) => {
+                        audit(ex, &cfg.app_dir, &cfg.meta, "rollback", &target, &from, "health-gate-failed");
+                        Err(Error::failed(format!("rollback to `{target}` on {label} is not healthy: {reason}"))
+                            .hint("read the container logs above; pass another `to-tag` to try an older version"))
+                    }
+                }
+            })
+        });
+        match r {
+            Ok((from, to)) => {
+                if record.deployed_tag.is_empty() {
+                    record.deployed_tag = to.clone();
+                    record.previous_tag = from.clone();
+                }
+                out.rows.push(Row {
+                    host: h.to_string(),
+                    previous_tag: from,
+                    new_tag: to,
+                    result: "rolled back".into(),
+                    duration: start.elapsed(),
+                });
+            }
+            Err(e) => {
+                out.rows.push(Row {
+                    host: h.to_string(),
+                    previous_tag: String::new(),
+                    new_tag: cfg.to_tag.clone().unwrap_or_default(),
+                    result: "failed".into(),
+                    duration: start.elapsed(),
+                });
+                out.error = Some(e);
+                record.finished_at = state::now_rfc3339();
+                out.record = record;
+                return out;
+            }
+        }
+    }
+    record.status = "rolled-back".into();
+    out.rolled_back = true;
+    record.finished_at = state::now_rfc3339();
+    out.record = record;
+    out
+}
+
+/// Where the record file goes by default: `$RUNNER_TEMP/gangplank/<name>`, else the system temp dir.
+pub fn default_record_file(name: &str) -> PathBuf {
+    let base = std::env::var_os("RUNNER_TEMP")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("gangplank").join(name)
+}
+
+/// The command that makes sure a plain `Cmd` is available to callers that build their own checks.
+pub fn noop() -> Cmd {
+    Cmd::new("true")
+}

@@ -1,0 +1,345 @@
+//! The files a deploy uploads: read locally before anything connects, staged on the host with a backup
+//! of every file about to be replaced, then written atomically (spec/host-layout.md).
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::cmd::Cmd;
+use crate::error::Error;
+use crate::exec::sha256_hex;
+
+/// One file to upload.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub local: PathBuf,
+    /// Path relative to the app dir.
+    pub remote: String,
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for Upload {
+    // Never the content: a `.env` is secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Upload({} -> {}, {:o}, {} bytes)",
+            self.local.display(),
+            self.remote,
+            self.mode,
+            self.content.len()
+        )
+    }
+}
+
+impl Upload {
+    pub fn sha256(&self) -> String {
+        sha256_hex(&self.content)
+    }
+}
+
+/// A relative path that stays inside the app dir, `/`-separated.
+fn clean_relative(p: &Path) -> Option<String> {
+    let mut parts = vec![];
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+/// Collect the uploads: compose files at the app dir's top level, `files` (files or folders) under
+/// their relative path (an absolute path goes under its base name), the env file as `.env` (0600).
+/// Every missing or unreadable file is an error; all are returned at once.
+pub fn collect(
+    compose_files: &[PathBuf],
+    files: &[PathBuf],
+    env_file: Option<&Path>,
+) -> (Vec<Upload>, Vec<Error>) {
+    let mut ups = vec![];
+    let mut errs = vec![];
+    let read = |local: &Path,
+                remote: String,
+                mode: Option<u32>,
+                what: &str,
+                ups: &mut Vec<Upload>,
+                errs: &mut Vec<Error>| {
+        match std::fs::metadata(local).and_then(|m| std::fs::read(local).map(|c| (m, c))) {
+            Ok((m, content)) => ups.push(Upload { local: local.to_path_buf(), remote, mode: mode.unwrap_or_else(|| mode_of(&m)), content }),
+            Err(e) => errs.push(
+                Error::bad_input(format!("{what} `{}` cannot be read: {e}", local.display()))
+                    .hint("check the path: it is relative to the working directory of the step (usually the repository root)"),
+            ),
+        }
+    };
+    for c in compose_files {
+        let name = c
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        read(c, name, Some(0o644), "compose file", &mut ups, &mut errs);
+    }
+    for f in files {
+        let base = if f.is_absolute() {
+            f.file_name().map(PathBuf::from)
+        } else {
+            clean_relative(f).map(PathBuf::from)
+        };
+        let Some(base) = base else {
+            errs.push(
+                Error::bad_input(format!(
+                    "file `{}` would land outside the app dir",
+                    f.display()
+                ))
+                .hint("list files by a path below the working directory, without `..`"),
+            );
+            continue;
+        };
+        if f.is_dir() {
+            let mut stack = vec![(f.clone(), base)];
+            while let Some((dir, rel)) = stack.pop() {
+                let mut entries: Vec<_> = match std::fs::read_dir(&dir) {
+                    Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+                    Err(e) => {
+                        errs.push(Error::bad_input(format!(
+                            "folder `{}` cannot be read: {e}",
+                            dir.display()
+                        )));
+                        continue;
+                    }
+                };
+                entries.sort_by_key(|e| e.file_name());
+                for e in entries {
+                    let p = e.path();
+                    let r = rel.join(e.file_name());
+                    if p.is_dir() {
+                        stack.push((p, r));
+                    } else {
+                        read(
+                            &p,
+                            r.to_string_lossy().into_owned(),
+                            None,
+                            "file",
+                            &mut ups,
+                            &mut errs,
+                        );
+                    }
+                }
+            }
+        } else {
+            read(
+                f,
+                base.to_string_lossy().into_owned(),
+                None,
+                "file",
+                &mut ups,
+                &mut errs,
+            );
+        }
+    }
+    if let Some(env) = env_file {
+        read(
+            env,
+            ".env".into(),
+            Some(0o600),
+            "env-file",
+            &mut ups,
+            &mut errs,
+        );
+    }
+    (ups, errs)
+}
+
+/// The values of a dotenv file, to register as masks: a `.env` holds secrets, and the app may print them.
+pub fn dotenv_values(content: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(content)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.starts_with('#') {
+                return None;
+            }
+            let (_, v) = l.split_once('=')?;
+            let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+            (v.len() >= 6).then(|| v.to_string())
+        })
+        .collect()
+}
+
+/// For each `(relative path, sha256)`: make its folder, and print `same`, `new` or `changed`; a changed
+/// file is copied to `.gangplank/backups/<path>.<stamp>` first (mode kept, so `.env` backups stay 0600).
+pub const STAGE_SCRIPT: &str = r#"set -u
+app=$1; stamp=$2; shift 2
+umask 077
+mkdir -p -- "$app/.gangplank/backups" || exit 1
+while [ $# -ge 2 ]; do
+  rel=$1; sum=$2; shift 2
+  dest=$app/$rel
+  mkdir -p -- "$(dirname -- "$dest")" || exit 1
+  if [ ! -e "$dest" ]; then echo new; continue; fi
+  cur=$(sha256sum < "$dest" | cut -d' ' -f1)
+  if [ "$cur" = "$sum" ]; then echo same; continue; fi
+  bak=$app/.gangplank/backups/$rel.$stamp
+  mkdir -p -- "$(dirname -- "$bak")" && cp -p -- "$dest" "$bak" || exit 1
+  echo changed
+done"#;
+
+pub fn stage_cmd(app_dir: &str, stamp: &str, files: &[(String, String)]) -> Cmd {
+    let mut c = Cmd::script(STAGE_SCRIPT).arg(app_dir).arg(stamp);
+    for (rel, sum) in files {
+        c = c.arg(rel).arg(sum);
+    }
+    c.privileged()
+}
+
+/// Put backups back: for each `(relative path, stamp)`, copy the backup over the file atomically.
+/// Backups stay (host-layout.md: a failed run never deletes them).
+pub const RESTORE_SCRIPT: &str = r#"set -eu
+app=$1; stamp=$2; shift 2
+for rel in "$@"; do
+  dest=$app/$rel; tmp=$(dirname -- "$dest")/.$(basename -- "$dest").gangplank-restore.$$
+  cp -p -- "$app/.gangplank/backups/$rel.$stamp" "$tmp"
+  mv -f -- "$tmp" "$dest"
+done"#;
+
+pub fn restore_cmd(app_dir: &str, stamp: &str, rels: &[String]) -> Cmd {
+    Cmd::script(RESTORE_SCRIPT)
+        .arg(app_dir)
+        .arg(stamp)
+        .args(rels)
+        .privileged()
+}
+
+/// Keep the newest `keep` backups of each given file (stamps sort as time), after a success only.
+pub const PRUNE_BACKUPS_SCRIPT: &str = r#"app=$1; keep=$2; shift 2
+prune() { total=0; for f in "$@"; do [ -e "$f" ] && total=$((total+1)); done
+  i=0; for f in "$@"; do [ -e "$f" ] || continue; i=$((i+1)); [ "$i" -le $((total-keep)) ] && rm -f -- "$f"; done; return 0; }
+for rel in "$@"; do prune "$app/.gangplank/backups/$rel".*; done"#;
+
+pub fn prune_backups_cmd(app_dir: &str, keep: usize, rels: &[String]) -> Cmd {
+    Cmd::script(PRUNE_BACKUPS_SCRIPT)
+        .arg(app_dir)
+        .arg(keep.to_string())
+        .args(rels)
+        .privileged()
+}
+
+/// Read `.gangplank/state.json` (empty output when there is none).
+pub fn read_state_cmd(app_dir: &str) -> Cmd {
+    Cmd::script(r#"f=$1/.gangplank/state.json; if [ -f "$f" ]; then cat -- "$f"; fi"#)
+        .arg(app_dir)
+        .privileged()
+}
+
+/// Append one line to `.gangplank/audit.log`.
+pub fn audit_cmd(app_dir: &str, line: &str) -> Cmd {
+    Cmd::script(r#"mkdir -p -- "$1/.gangplank" && printf '%s\n' "$2" >> "$1/.gangplank/audit.log""#)
+        .arg(app_dir)
+        .arg(line)
+        .privileged()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Executor, Local};
+
+    #[test]
+    fn collect_maps_paths_and_reports_every_missing_file() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(root.join("compose.yaml"), "services: {}\n").unwrap();
+        std::fs::create_dir_all(root.join("conf/sub")).unwrap();
+        std::fs::write(root.join("conf/sub/a.conf"), "a").unwrap();
+        std::fs::write(root.join("prod.env"), "TOKEN=canary-value\n").unwrap();
+        let (ups, errs) = collect(
+            &[root.join("compose.yaml"), root.join("missing.yaml")],
+            &[root.join("conf"), PathBuf::from("../escape")],
+            Some(&root.join("prod.env")),
+        );
+        let names: Vec<(&str, u32)> = ups.iter().map(|u| (u.remote.as_str(), u.mode)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("compose.yaml", 0o644),
+                ("conf/sub/a.conf", 0o644),
+                (".env", 0o600)
+            ]
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].message.contains("missing.yaml"));
+        assert!(!format!("{ups:?}").contains("canary"));
+        assert_eq!(
+            dotenv_values(b"# c\nTOKEN=\"canary-value\"\nX=1\n"),
+            vec!["canary-value"]
+        );
+    }
+
+    #[test]
+    fn stage_backs_up_changed_files_and_restore_puts_them_back() {
+        let d = tempfile::tempdir().unwrap();
+        let app = d.path().join("a $b; 'c'");
+        let app_s = app.to_str().unwrap();
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("compose.yaml"), "old").unwrap();
+        std::fs::write(app.join("same.txt"), "same").unwrap();
+        let mut l = Local::new(false);
+        let files = vec![
+            ("compose.yaml".to_string(), sha256_hex(b"new")),
+            ("same.txt".to_string(), sha256_hex(b"same")),
+            ("dir x/new.txt".to_string(), sha256_hex(b"n")),
+        ];
+        let out = l.check(&stage_cmd(app_s, "S1", &files), "stage").unwrap();
+        assert_eq!(out.stdout_str(), "changed\nsame\nnew\n");
+        assert_eq!(
+            std::fs::read(app.join(".gangplank/backups/compose.yaml.S1")).unwrap(),
+            b"old"
+        );
+        assert!(app.join("dir x").is_dir());
+        std::fs::write(app.join("compose.yaml"), "new").unwrap();
+        l.check(
+            &restore_cmd(app_s, "S1", &["compose.yaml".into()]),
+            "restore",
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(app.join("compose.yaml")).unwrap(), b"old");
+        assert!(app.join(".gangplank/backups/compose.yaml.S1").exists());
+        for s in ["S2", "S3"] {
+            std::fs::write(app.join(format!(".gangplank/backups/compose.yaml.{s}")), s).unwrap();
+        }
+        l.check(
+            &prune_backups_cmd(app_s, 2, &["compose.yaml".into()]),
+            "prune",
+        )
+        .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(app.join(".gangplank/backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["compose.yaml.S2", "compose.yaml.S3"]);
+        l.check(&audit_cmd(app_s, "{\"a\":\"$x;'\"}"), "audit")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(app.join(".gangplank/audit.log")).unwrap(),
+            "{\"a\":\"$x;'\"}\n"
+        );
+        assert_eq!(
+            l.check(&read_state_cmd(app_s), "state")
+                .unwrap()
+                .stdout_str(),
+            ""
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! What gangplank keeps on a host (`.gangplank/state.json`, `audit.log`) and the local record file
+//! (spec/host-layout.md, spec/actions.md "record file"). None of these ever holds a secret.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// How many past deploys `state.json` remembers.
+pub const HISTORY_LEN: usize = 20;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub app: String,
+    #[serde(default)]
+    pub current: Option<Current>,
+    #[serde(default)]
+    pub history: Vec<Past>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Current {
+    pub tag: String,
+    /// Service → image ID the service's container runs.
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
+    pub deployed_at: String,
+    #[serde(default)]
+    pub git_sha: String,
+    #[serde(default)]
+    pub run_url: String,
+    /// Compose file names relative to the app dir, so `rollback` can use what is on the host.
+    #[serde(default)]
+    pub compose_files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Past {
+    pub tag: String,
+    pub deployed_at: String,
+    /// `replaced` (was serving, then a newer deploy replaced it), `failed` (never passed the gate),
+    /// `rolled-back` (was serving, then a rollback went back past it).
+    pub status: String,
+}
+
+impl State {
+    pub fn new(app: &str) -> State {
+        State {
+            app: app.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<State, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("state serialises");
+        s.push('\n');
+        s
+    }
+
+    pub fn current_tag(&self) -> Option<&str> {
+        self.current.as_ref().map(|c| c.tag.as_str())
+    }
+
+    /// The tag to go back to: the newest one that served and was replaced, other than the current one.
+    pub fn previous_tag(&self) -> Option<&str> {
+        let cur = self.current_tag();
+        self.history
+            .iter()
+            .find(|p| p.status == "replaced" && Some(p.tag.as_str()) != cur)
+            .map(|p| p.tag.as_str())
+    }
+
+    /// `new` passed the gate and now serves; the old current goes to history as `how`.
+    pub fn promote(&mut self, new: Current, how: &str) {
+        if let Some(old) = self.current.take() {
+            if old.tag != new.tag {
+                self.push_history(Past {
+                    tag: old.tag,
+                    deployed_at: old.deployed_at,
+                    status: how.to_string(),
+                });
+            }
+        }
+        self.current = Some(new);
+    }
+
+    /// A tag that was tried and failed its gate.
+    pub fn record_failure(&mut self, tag: &str, at: &str) {
+        self.push_history(Past {
+            tag: tag.to_string(),
+            deployed_at: at.to_string(),
+            status: "failed".into(),
+        });
+    }
+
+    fn push_history(&mut self, p: Past) {
+        self.history.insert(0, p);
+        self.history.truncate(HISTORY_LEN);
+    }
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .expect("RFC 3339 formats every UTC time")
+}
+
+/// Now, as a sortable stamp for backup names (`20261122T153611.123Z`).
+pub fn backup_stamp() -> String {
+    let t = OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Who runs this deploy, for owner.json, state, audit and the record file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunMeta {
+    pub git_sha: String,
+    pub run_url: String,
+    pub actor: String,
+    pub runner_host: String,
+}
+
+impl RunMeta {
+    /// From the runner's `GITHUB_*` variables (empty outside Actions) and this machine's host name.
+    pub fn from_env() -> RunMeta {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        let run_url = match (
+            var("GITHUB_SERVER_URL"),
+            var("GITHUB_REPOSITORY"),
+            var("GITHUB_RUN_ID"),
+        ) {
+            (s, r, id) if !s.is_empty() && !r.is_empty() && !id.is_empty() => {
+                format!("{s}/{r}/actions/runs/{id}")
+            }
+            _ => String::new(),
+        };
+        let actor = match var("GITHUB_ACTOR") {
+            a if a.is_empty() => var("USER"),
+            a => a,
+        };
+        RunMeta {
+            git_sha: var("GITHUB_SHA"),
+            run_url,
+            actor,
+            runner_host: hostname(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
+
+/// One line of `audit.log`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditLine<'a> {
+    pub time: String,
+    pub action: &'a str,
+    pub tag: &'a str,
+    pub previous_tag: &'a str,
+    pub result: &'a str,
+    pub host: &'a str,
+    pub run_url: &'a str,
+    pub actor: &'a str,
+}
+
+impl AuditLine<'_> {
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("audit line serialises")
+    }
+}
+
+/// The deploy record written on the runner (spec/actions.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub app: String,
+    pub hosts: Vec<String>,
+    pub deployed_tag: String,
+    pub previous_tag: String,
+    /// `deployed`, `rolled-back` or `failed`.
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub git_sha: String,
+    pub run_url: String,
+    #[serde(default)]
+    pub action: String,
+}
+
+impl Record {
+    pub fn write(&self, path: &std::path::Path) -> crate::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                crate::Error::failed(format!("cannot create {}: {e}", dir.display()))
+                    .hint("set `record-file` to a writable path")
+            })?;
+        }
+        let text = serde_json::to_string_pretty(self).expect("record serialises");
+        std::fs::write(path, text + "\n").map_err(|e| {
+            crate::Error::failed(format!("cannot write record file {}: {e}", path.display()))
+                .hint("set `record-file` to a writable path")
+        })
+    }
+
+    pub fn read(path: &std::path::Path) -> Option<Record> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cur(tag: &str) -> Current {
+        Current {
+            tag: tag.into(),
+            deployed_at: "t".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn previous_tag_follows_replacements_and_skips_failures() {
+        let mut s = State::new("app");
+        assert_eq!(s.previous_tag(), None);
+        s.promote(cur("v1"), "replaced");
+        assert_eq!(s.previous_tag(), None);
+        s.promote(cur("v2"), "replaced");
+        assert_eq!(
+            (s.current_tag(), s.previous_tag()),
+            (Some("v2"), Some("v1"))
+        );
+        s.record_failure("broken", "t");
+        assert_eq!(s.previous_tag(), Some("v1"));
+        // A rollback to v1: v2 is remembered as rolled back, and v1 is not its own previous.
+        s.promote(cur("v1"), "rolled-back");
+        assert_eq!((s.current_tag(), s.previous_tag()), (Some("v1"), None));
+        // Redeploying the same tag does not push history.
+        let n = s.history.len();
+        s.promote(cur("v1"), "replaced");
+        assert_eq!(s.history.len(), n);
+        let back = State::parse(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn stamps_sort_as_time() {
+        let a = backup_stamp();
+        assert_eq!(a.len(), "20261122T153611.123Z".len(), "{a}");
+        assert!(now_rfc3339().ends_with('Z'));
+    }
+}
