@@ -1,0 +1,425 @@
+//! actions/install.sh against release archives served on loopback (issue 6): a good archive installs; a tampered
+//! one, a missing checksum and a missing hasher are each refused before anything is extracted.
+//!
+//! Each case lays out a copy of the script next to its own `checksums.txt` (the script trusts only the manifest
+//! beside it, as in a release commit), serves archives over plain http from 127.0.0.1 (allowed only because
+//! `GANGPLANK_DOWNLOAD_URL` names a loopback host) and runs it with a `PATH` of exactly the tools it may use.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use gangplank_testbed::{find_program, scrubbed_command};
+
+const VERSION: &str = "1.2.3";
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+const BINARIES: [&str; 5] = [
+    "sync-secrets",
+    "verify-image",
+    "push-registry",
+    "deploy-remote",
+    "rollback",
+];
+/// What install.sh may use besides a hasher.
+const TOOLS: [&str; 10] = [
+    "bash", "curl", "tar", "gzip", "mktemp", "mkdir", "rm", "chmod", "mv", "cp",
+];
+
+fn archive_name() -> String {
+    format!("gangplank-{VERSION}-{TARGET}.tar.gz")
+}
+
+/// A static file server on 127.0.0.1 that counts the requests it answers.
+struct Server {
+    url: String,
+    hits: Arc<AtomicUsize>,
+}
+
+fn serve(root: PathBuf) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let path = request
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_string();
+            let file = root.join(&path);
+            let response = match std::fs::read(&file) {
+                Ok(body) if !path.contains("..") => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/gzip\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&body);
+                    r
+                }
+                _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    Server { url, hits }
+}
+
+struct Case {
+    tmp: tempfile::TempDir,
+    script: PathBuf,
+    served: PathBuf,
+    good_archive: PathBuf,
+}
+
+impl Case {
+    fn new() -> Case {
+        let tmp = tempfile::tempdir().unwrap();
+        let actions = tmp.path().join("gangplank").join("actions");
+        std::fs::create_dir_all(&actions).unwrap();
+        let script = actions.join("install.sh");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        std::fs::copy(repo.join("actions").join("install.sh"), &script).unwrap();
+
+        // The archive: one folder holding the five binaries, as `cargo xtask dist` lays it out.
+        let stage = tmp.path().join("stage");
+        let folder = stage.join(format!("gangplank-{VERSION}-{TARGET}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for bin in BINARIES {
+            let p = folder.join(bin);
+            std::fs::write(
+                &p,
+                format!("#!/bin/sh\necho \"stand-in {bin} {VERSION}\"\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let served = tmp.path().join("served");
+        std::fs::create_dir_all(served.join(format!("v{VERSION}"))).unwrap();
+        let good_archive = tmp.path().join(archive_name());
+        let status = std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&good_archive)
+            .arg("-C")
+            .arg(&stage)
+            .arg(format!("gangplank-{VERSION}-{TARGET}"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Case {
+            tmp,
+            script,
+            served,
+            good_archive,
+        }
+    }
+
+    fn serve_archive(&self, bytes: &[u8]) {
+        std::fs::write(
+            self.served.join(format!("v{VERSION}")).join(archive_name()),
+            bytes,
+        )
+        .unwrap();
+    }
+
+    fn write_checksums(&self, body: &str) {
+        let text = format!("# test manifest\n{body}");
+        std::fs::write(self.script.with_file_name("checksums.txt"), text).unwrap();
+    }
+
+    fn good_sum(&self) -> String {
+        sha256_hex(&std::fs::read(&self.good_archive).unwrap())
+    }
+
+    /// A directory of symlinks to exactly the tools install.sh may use, with or without the hashers.
+    fn tools(&self, with_hasher: bool) -> PathBuf {
+        let dir = self
+            .tmp
+            .path()
+            .join(if with_hasher { "tools" } else { "tools-nohash" });
+        if dir.exists() {
+            return dir;
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut names: Vec<&str> = TOOLS.to_vec();
+        if with_hasher {
+            names.push("sha256sum");
+        }
+        for name in names {
+            let target =
+                find_program(name).unwrap_or_else(|| panic!("`{name}` is needed by this test"));
+            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+        }
+        dir
+    }
+
+    fn run(&self, path: &Path, env: &[(&str, &str)]) -> (Output, String) {
+        let output_file = self.tmp.path().join("github-output");
+        std::fs::write(&output_file, "").unwrap();
+        let runner_temp = self.tmp.path().join("runner-temp");
+        std::fs::create_dir_all(&runner_temp).unwrap();
+        let mut cmd = scrubbed_command(find_program("bash").unwrap());
+        cmd.arg(&self.script)
+            .arg("deploy-remote")
+            .env_remove("GANGPLANK_BIN_DIR")
+            .env_remove("GANGPLANK_DOWNLOAD_URL")
+            .env_remove("GANGPLANK_ACTION_REF")
+            .env_remove("GANGPLANK_ACTION_PATH")
+            .env("PATH", path)
+            .env("RUNNER_OS", "Linux")
+            .env("RUNNER_ARCH", "X64")
+            .env("RUNNER_TEMP", &runner_temp)
+            .env("RUNNER_TOOL_CACHE", self.tmp.path().join("tool-cache"))
+            .env("GITHUB_OUTPUT", &output_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out, std::fs::read_to_string(&output_file).unwrap())
+    }
+
+    /// Binaries extracted anywhere under the runner's temp directory.
+    fn extracted(&self) -> bool {
+        let rt = self.tmp.path().join("runner-temp");
+        std::fs::read_dir(rt)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    // sha256sum is a test prerequisite anyway (the good case needs a hasher); no crypto crate for one digest.
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), bytes).unwrap();
+    let out = std::process::Command::new("sha256sum")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn good_archive_installs_and_is_cached() {
+    let case = Case::new();
+    case.serve_archive(&std::fs::read(&case.good_archive).unwrap());
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    let server = serve(case.served.clone());
+    let tools = case.tools(true);
+    let env = [
+        ("GANGPLANK_ACTION_REF", "v1.2.3"),
+        ("GANGPLANK_DOWNLOAD_URL", server.url.as_str()),
+    ];
+
+    let (out, outputs) = case.run(&tools, &env);
+    assert!(out.status.success(), "install failed: {}", stderr(&out));
+    let path = outputs
+        .strip_prefix("path=")
+        .expect("a path= output")
+        .trim();
+    assert!(
+        path.ends_with(&format!("gangplank-{VERSION}-{TARGET}/deploy-remote")),
+        "{path}"
+    );
+    let ran = std::process::Command::new(path).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        "stand-in deploy-remote 1.2.3"
+    );
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+
+    // Second run: the verified archive comes from the tool cache, checked again, not downloaded again.
+    let (out, outputs) = case.run(&tools, &env);
+    assert!(
+        out.status.success(),
+        "cached install failed: {}",
+        stderr(&out)
+    );
+    assert!(outputs.starts_with("path="));
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "served from the cache"
+    );
+}
+
+#[test]
+fn a_release_commit_pinned_by_sha_takes_its_version_from_checksums() {
+    let case = Case::new();
+    case.serve_archive(&std::fs::read(&case.good_archive).unwrap());
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    let server = serve(case.served.clone());
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let (out, outputs) = case.run(
+        &case.tools(true),
+        &[
+            ("GANGPLANK_ACTION_REF", sha),
+            ("GANGPLANK_DOWNLOAD_URL", &server.url),
+        ],
+    );
+    assert!(out.status.success(), "install failed: {}", stderr(&out));
+    assert!(outputs.starts_with("path="), "{outputs}");
+}
+
+#[test]
+fn tampered_archive_is_refused() {
+    let case = Case::new();
+    let mut bytes = std::fs::read(&case.good_archive).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0xff;
+    case.serve_archive(&bytes);
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    let server = serve(case.served.clone());
+    let (out, outputs) = case.run(
+        &case.tools(true),
+        &[
+            ("GANGPLANK_ACTION_REF", "v1.2.3"),
+            ("GANGPLANK_DOWNLOAD_URL", &server.url),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(outputs, "", "no path output");
+    assert!(!case.extracted(), "nothing extracted");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn missing_checksum_is_refused_before_downloading() {
+    let case = Case::new();
+    case.serve_archive(&std::fs::read(&case.good_archive).unwrap());
+    // A digest for another target only.
+    case.write_checksums(&format!(
+        "{}  gangplank-{VERSION}-aarch64-apple-darwin.tar.gz\n",
+        case.good_sum()
+    ));
+    let server = serve(case.served.clone());
+    let (out, outputs) = case.run(
+        &case.tools(true),
+        &[
+            ("GANGPLANK_ACTION_REF", "v1.2.3"),
+            ("GANGPLANK_DOWNLOAD_URL", &server.url),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no SHA-256"), "{}", stderr(&out));
+    assert_eq!(outputs, "");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0, "nothing downloaded");
+
+    // And an empty manifest at a release tag is refused too, never a silent build from source.
+    case.write_checksums("");
+    let (out, _) = case.run(
+        &case.tools(true),
+        &[
+            ("GANGPLANK_ACTION_REF", "v1.2.3"),
+            ("GANGPLANK_DOWNLOAD_URL", &server.url),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no SHA-256"), "{}", stderr(&out));
+}
+
+#[test]
+fn no_hasher_is_refused_before_downloading() {
+    let case = Case::new();
+    case.serve_archive(&std::fs::read(&case.good_archive).unwrap());
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    let server = serve(case.served.clone());
+    let (out, outputs) = case.run(
+        &case.tools(false),
+        &[
+            ("GANGPLANK_ACTION_REF", "v1.2.3"),
+            ("GANGPLANK_DOWNLOAD_URL", &server.url),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("neither sha256sum nor shasum"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(outputs, "");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0, "nothing downloaded");
+}
+
+#[test]
+fn plain_http_to_a_host_off_this_machine_is_refused() {
+    let case = Case::new();
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    // Refused before any connection is attempted: the URL is never contacted.
+    let (out, _) = case.run(
+        &case.tools(true),
+        &[
+            ("GANGPLANK_ACTION_REF", "v1.2.3"),
+            ("GANGPLANK_DOWNLOAD_URL", "http://downloads.example.invalid"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("only https is allowed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unreleased_ref_builds_from_source_and_says_so_without_cargo() {
+    let case = Case::new();
+    case.write_checksums("");
+    let (out, outputs) = case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", "main")]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cargo is not installed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(outputs, "");
+}
+
+#[test]
+fn a_preinstalled_binary_is_used_as_it_is() {
+    let case = Case::new();
+    let bin_dir = case.tmp.path().join("preinstalled");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let bin = bin_dir.join("deploy-remote");
+    std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (out, outputs) = case.run(
+        &case.tools(true),
+        &[("GANGPLANK_BIN_DIR", bin_dir.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outputs.trim(), format!("path={}", bin.display()));
+}
