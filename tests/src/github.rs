@@ -1,1 +1,879 @@
-//! The GitHub REST API stand-in (being written).
+//! The GitHub REST API stand-in: just the endpoints gangplank calls, as GitHub documents them
+//! (testbed.md, "The GitHub API stand-in").
+//!
+//! - Actions secrets for the repository, environment and organization scopes: `public-key`, list (paginated),
+//!   get, put, delete. Every scope holds a real X25519 key pair and every `encrypted_value` is opened as a
+//!   libsodium sealed box; a wrong `key_id`, bad base64 or a box that does not open is a 422, as on GitHub.
+//!   Organization secrets keep `visibility` and `selected_repository_ids`.
+//! - Actions variables for the same scopes: create (POST, 201; 409 when it exists), update (PATCH, 204), get,
+//!   list (paginated), delete.
+//! - `GET /repos/{owner}/{repo}` (to resolve repository names to ids).
+//! - GitHub's rules: names of letters, digits and `_`, not starting with a digit or `GITHUB_` (422); 100
+//!   repository secrets (422); 48 KB per value (422); 401 for a bad token; 404 for an unknown repository,
+//!   environment or organization.
+//! - Knobs for tests and benches: latency per request, scripted rate-limit answers (403/429 with
+//!   `retry-after`, or `x-ratelimit-remaining: 0` with `x-ratelimit-reset`), and a concurrency cap: a request
+//!   that arrives while `cap` others are in flight is answered with a secondary rate limit, so a client that
+//!   keeps to the cap never sees one. Every request is recorded with its timing, and the highest number in
+//!   flight at once is kept.
+//!
+//! The server runs on its own thread and tokio runtime, so it serves blocking tests and async code alike,
+//! and stops when the [`GitHub`] value drops.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use base64::Engine as _;
+use crypto_box::SecretKey;
+use serde_json::{json, Value};
+
+/// The token the stand-in accepts unless told otherwise.
+pub const TOKEN: &str = "ghp_standin0000000000000000000000000000";
+
+/// GitHub's limit on one secret or variable value: 48 KB.
+pub const MAX_VALUE_BYTES: usize = 48 * 1024;
+/// GitHub's limit on repository secrets.
+pub const MAX_REPO_SECRETS: usize = 100;
+
+const TIMESTAMP: &str = "2026-01-01T00:00:00Z";
+
+/// Where a secret or variable lives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// `owner/name`
+    Repo(String),
+    /// `owner/name` and environment name
+    Env(String, String),
+    /// organization login
+    Org(String),
+}
+
+/// One scripted rate-limit answer, given to the next request that arrives.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    /// 403 or 429.
+    pub status: u16,
+    /// `retry-after` in seconds (secondary limits).
+    pub retry_after: Option<u64>,
+    /// Seconds from now for `x-ratelimit-reset`, sent with `x-ratelimit-remaining: 0` (primary limits).
+    pub reset_in: Option<u64>,
+}
+
+impl Limit {
+    /// A secondary rate limit: `status` (403 or 429) with `retry-after`.
+    pub fn secondary(status: u16, retry_after: u64) -> Limit {
+        Limit {
+            status,
+            retry_after: Some(retry_after),
+            reset_in: None,
+        }
+    }
+    /// A primary rate limit: `status` with `x-ratelimit-remaining: 0` and `x-ratelimit-reset` `reset_in` from now.
+    pub fn primary(status: u16, reset_in: u64) -> Limit {
+        Limit {
+            status,
+            retry_after: None,
+            reset_in: Some(reset_in),
+        }
+    }
+}
+
+/// One request as the stand-in saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+    /// Milliseconds since the stand-in started.
+    pub started_ms: u64,
+    pub finished_ms: u64,
+}
+
+/// A decrypted organization secret with its visibility.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgSecret {
+    pub value: String,
+    pub visibility: String,
+    pub selected_repository_ids: Vec<u64>,
+}
+
+struct Stored {
+    value: String,
+    /// The `encrypted_value` as sent (base64), for interoperability checks with libsodium itself.
+    sealed: String,
+    visibility: Option<String>,
+    selected: Vec<u64>,
+}
+
+struct Var {
+    value: String,
+    visibility: Option<String>,
+    selected: Vec<u64>,
+}
+
+struct ScopeData {
+    secret_key: SecretKey,
+    key_id: String,
+    secrets: BTreeMap<String, Stored>,
+    variables: BTreeMap<String, Var>,
+}
+
+impl ScopeData {
+    fn new(n: usize) -> ScopeData {
+        let secret_key = SecretKey::generate(&mut rand::rngs::OsRng);
+        ScopeData {
+            secret_key,
+            key_id: format!(
+                "{:019}",
+                3_380_204_578_043_523_366u64.wrapping_add(n as u64)
+            ),
+            secrets: BTreeMap::new(),
+            variables: BTreeMap::new(),
+        }
+    }
+}
+
+struct State {
+    token: String,
+    latency: Duration,
+    cap: Option<usize>,
+    limits: VecDeque<Limit>,
+    repos: BTreeMap<String, u64>,
+    environments: BTreeMap<String, Vec<String>>,
+    orgs: Vec<String>,
+    scopes: BTreeMap<Scope, ScopeData>,
+    log: Vec<Recorded>,
+    in_flight: usize,
+    max_in_flight: usize,
+    rate_limited: usize,
+    next_id: u64,
+}
+
+impl State {
+    fn scope(&mut self, s: &Scope) -> &mut ScopeData {
+        let n = self.scopes.len();
+        self.scopes
+            .entry(s.clone())
+            .or_insert_with(|| ScopeData::new(n))
+    }
+}
+
+type Shared = Arc<(Mutex<State>, Instant)>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    s.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running stand-in. Stops when dropped.
+pub struct GitHub {
+    url: String,
+    shared: Shared,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GitHub {
+    /// Start on `127.0.0.1:<free port>` with repository `acme/app` (environment `production`), repository
+    /// `acme/web`, and organization `acme`.
+    pub fn start() -> GitHub {
+        let state = State {
+            token: TOKEN.to_string(),
+            latency: Duration::ZERO,
+            cap: None,
+            limits: VecDeque::new(),
+            repos: BTreeMap::new(),
+            environments: BTreeMap::new(),
+            orgs: Vec::new(),
+            scopes: BTreeMap::new(),
+            log: Vec::new(),
+            in_flight: 0,
+            max_in_flight: 0,
+            rate_limited: 0,
+            next_id: 1_296_269,
+        };
+        let shared: Shared = Arc::new((Mutex::new(state), Instant::now()));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let served = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime for the GitHub stand-in");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind 127.0.0.1:0");
+                addr_tx
+                    .send(listener.local_addr().expect("local addr"))
+                    .expect("send addr");
+                let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                    let s = served.clone();
+                    async move { serve(s, req).await }
+                });
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            });
+        });
+        let addr = addr_rx.recv().expect("the GitHub stand-in did not start");
+        let gh = GitHub {
+            url: format!("http://{addr}"),
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        gh.add_repo("acme/app");
+        gh.add_repo("acme/web");
+        gh.add_environment("acme/app", "production");
+        gh.add_org("acme");
+        gh
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234` (what `api-url` should be set to).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The token the stand-in accepts.
+    pub fn token(&self) -> String {
+        lock(&self.shared).token.clone()
+    }
+
+    /// Add a repository `owner/name`; returns its id.
+    pub fn add_repo(&self, full_name: &str) -> u64 {
+        let mut s = lock(&self.shared);
+        if let Some(id) = s.repos.get(full_name) {
+            return *id;
+        }
+        s.next_id += 1;
+        let id = s.next_id;
+        s.repos.insert(full_name.to_string(), id);
+        s.scope(&Scope::Repo(full_name.to_string()));
+        id
+    }
+
+    /// The id of a repository added before.
+    pub fn repo_id(&self, full_name: &str) -> Option<u64> {
+        lock(&self.shared).repos.get(full_name).copied()
+    }
+
+    pub fn add_environment(&self, repo: &str, env: &str) {
+        let mut s = lock(&self.shared);
+        s.environments
+            .entry(repo.to_string())
+            .or_default()
+            .push(env.to_string());
+        s.scope(&Scope::Env(repo.to_string(), env.to_string()));
+    }
+
+    pub fn add_org(&self, org: &str) {
+        let mut s = lock(&self.shared);
+        s.orgs.push(org.to_string());
+        s.scope(&Scope::Org(org.to_string()));
+    }
+
+    /// Latency added to every request before it is answered.
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.shared).latency = latency;
+    }
+
+    /// At most `cap` requests in flight; one more is answered with a 403 secondary rate limit.
+    pub fn set_concurrency_cap(&self, cap: Option<usize>) {
+        lock(&self.shared).cap = cap;
+    }
+
+    /// Answer the next request that arrives with this rate limit (queued: several calls, several requests).
+    pub fn push_limit(&self, limit: Limit) {
+        lock(&self.shared).limits.push_back(limit);
+    }
+
+    /// Store a secret directly (as if set earlier through the UI).
+    pub fn preset_secret(&self, scope: &Scope, name: &str, value: &str) {
+        let mut s = lock(&self.shared);
+        s.scope(scope).secrets.insert(
+            name.to_string(),
+            Stored {
+                value: value.to_string(),
+                sealed: String::new(),
+                visibility: None,
+                selected: Vec::new(),
+            },
+        );
+    }
+
+    /// Store a variable directly.
+    pub fn preset_variable(&self, scope: &Scope, name: &str, value: &str) {
+        let mut s = lock(&self.shared);
+        s.scope(scope).variables.insert(
+            name.to_string(),
+            Var {
+                value: value.to_string(),
+                visibility: None,
+                selected: Vec::new(),
+            },
+        );
+    }
+
+    /// Every secret of a scope, decrypted.
+    pub fn secrets(&self, scope: &Scope) -> BTreeMap<String, String> {
+        let mut s = lock(&self.shared);
+        s.scope(scope)
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect()
+    }
+
+    pub fn secret(&self, scope: &Scope, name: &str) -> Option<String> {
+        self.secrets(scope).remove(name)
+    }
+
+    /// An organization secret with its visibility and selected repository ids.
+    pub fn org_secret(&self, org: &str, name: &str) -> Option<OrgSecret> {
+        let mut s = lock(&self.shared);
+        s.scope(&Scope::Org(org.to_string()))
+            .secrets
+            .get(name)
+            .map(|v| OrgSecret {
+                value: v.value.clone(),
+                visibility: v.visibility.clone().unwrap_or_default(),
+                selected_repository_ids: v.selected.clone(),
+            })
+    }
+
+    /// The sealed box (base64, as sent) last stored for a secret.
+    pub fn sealed_box(&self, scope: &Scope, name: &str) -> Option<String> {
+        let mut s = lock(&self.shared);
+        s.scope(scope)
+            .secrets
+            .get(name)
+            .map(|v| v.sealed.clone())
+            .filter(|b| !b.is_empty())
+    }
+
+    /// The scope's X25519 private key, base64: for opening boxes with libsodium itself in tests.
+    pub fn private_key_base64(&self, scope: &Scope) -> String {
+        let mut s = lock(&self.shared);
+        base64::engine::general_purpose::STANDARD.encode(s.scope(scope).secret_key.to_bytes())
+    }
+
+    /// Every variable of a scope.
+    pub fn variables(&self, scope: &Scope) -> BTreeMap<String, String> {
+        let mut s = lock(&self.shared);
+        s.scope(scope)
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect()
+    }
+
+    pub fn variable(&self, scope: &Scope, name: &str) -> Option<String> {
+        self.variables(scope).remove(name)
+    }
+
+    /// Visibility of an organization variable.
+    pub fn org_variable_visibility(&self, org: &str, name: &str) -> Option<(String, Vec<u64>)> {
+        let mut s = lock(&self.shared);
+        s.scope(&Scope::Org(org.to_string()))
+            .variables
+            .get(name)
+            .map(|v| (v.visibility.clone().unwrap_or_default(), v.selected.clone()))
+    }
+
+    /// Every request seen so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.shared).log.clone()
+    }
+
+    /// The highest number of requests in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        lock(&self.shared).max_in_flight
+    }
+
+    /// How many requests were answered with a rate limit (scripted or over the concurrency cap).
+    pub fn rate_limited(&self) -> usize {
+        lock(&self.shared).rate_limited
+    }
+
+    /// Forget the request log and counters (keeps secrets, variables and knobs).
+    pub fn reset_stats(&self) {
+        let mut s = lock(&self.shared);
+        s.log.clear();
+        s.max_in_flight = 0;
+        s.rate_limited = 0;
+    }
+}
+
+impl Drop for GitHub {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn reply(status: u16, body: Value) -> Response<Body> {
+    let mut r = Response::new(if status == 204 {
+        Body::empty()
+    } else {
+        Body::from(body.to_string())
+    });
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status != 204 {
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    r
+}
+
+fn message(status: u16, msg: &str) -> Response<Body> {
+    reply(
+        status,
+        json!({ "message": msg, "documentation_url": "https://docs.github.com/rest" }),
+    )
+}
+
+fn limited(limit: &Limit) -> Response<Body> {
+    let primary = limit.reset_in.is_some();
+    let mut r = message(
+        limit.status,
+        if primary {
+            "API rate limit exceeded for user ID 1."
+        } else {
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+        },
+    );
+    let h = r.headers_mut();
+    if let Some(s) = limit.retry_after {
+        h.insert("retry-after", HeaderValue::from(s));
+    }
+    if let Some(s) = limit.reset_in {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        h.insert("x-ratelimit-limit", HeaderValue::from(5000u64));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
+        h.insert("x-ratelimit-reset", HeaderValue::from(now + s));
+    }
+    r
+}
+
+/// Decrements the in-flight count however the handler ends.
+struct InFlight(Shared);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.0).in_flight -= 1;
+    }
+}
+
+async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
+    let started = shared.1.elapsed();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let headers = req.headers().clone();
+    let over_cap;
+    let latency;
+    {
+        let mut s = lock(&shared);
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        over_cap = s.cap.is_some_and(|c| s.in_flight > c);
+        latency = s.latency;
+    }
+    let _guard = InFlight(shared.clone());
+    let body = axum::body::to_bytes(req.into_body(), 4 << 20)
+        .await
+        .unwrap_or_default();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let response = {
+        let mut s = lock(&shared);
+        if over_cap {
+            s.rate_limited += 1;
+            limited(&Limit::secondary(403, 1))
+        } else if let Some(l) = s.limits.pop_front() {
+            s.rate_limited += 1;
+            limited(&l)
+        } else if !authorized(&s, &headers) {
+            message(401, "Bad credentials")
+        } else {
+            route(&mut s, &method, &path, &query, &body)
+        }
+    };
+    let mut s = lock(&shared);
+    let finished = shared.1.elapsed();
+    s.log.push(Recorded {
+        method: method.to_string(),
+        path,
+        query,
+        status: response.status().as_u16(),
+        started_ms: started.as_millis() as u64,
+        finished_ms: finished.as_millis() as u64,
+    });
+    response
+}
+
+fn authorized(s: &State, headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("token "))
+        .unwrap_or("");
+    token == s.token
+}
+
+/// GitHub's rule for secret and variable names.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && !b[0].is_ascii_digit()
+        && !name.to_ascii_uppercase().starts_with("GITHUB_")
+}
+
+fn page_params(query: &str) -> (usize, usize) {
+    let mut per_page = 30;
+    let mut page = 1;
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("per_page", v)) => per_page = v.parse().unwrap_or(30).clamp(1, 100),
+            Some(("page", v)) => page = v.parse().unwrap_or(1).max(1),
+            _ => {}
+        }
+    }
+    (per_page, page)
+}
+
+fn paginate(path: &str, query: &str, field: &str, items: Vec<Value>) -> Response<Body> {
+    let (per_page, page) = page_params(query);
+    let total = items.len();
+    let last = total.div_ceil(per_page).max(1);
+    let slice: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let mut r = reply(200, json!({ "total_count": total, field: slice }));
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!(
+            "<{path}?per_page={per_page}&page={}>; rel=\"next\"",
+            page + 1
+        ));
+        links.push(format!(
+            "<{path}?per_page={per_page}&page={last}>; rel=\"last\""
+        ));
+    }
+    if page > 1 {
+        links.push(format!(
+            "<{path}?per_page={per_page}&page={}>; rel=\"prev\"",
+            page - 1
+        ));
+        links.push(format!(
+            "<{path}?per_page={per_page}&page=1>; rel=\"first\""
+        ));
+    }
+    if !links.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&links.join(", ")) {
+            r.headers_mut().insert("link", v);
+        }
+    }
+    r
+}
+
+fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]) -> Response<Body> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let not_found = || message(404, "Not Found");
+    // (scope, "secrets"|"variables", rest)
+    let (scope, kind, rest): (Scope, &str, &[&str]) = match segs.as_slice() {
+        ["repos", o, r] if method == Method::GET => {
+            let full = format!("{o}/{r}");
+            return match s.repos.get(&full) {
+                Some(id) => reply(
+                    200,
+                    json!({ "id": id, "name": r, "full_name": full, "owner": { "login": o }, "private": true }),
+                ),
+                None => not_found(),
+            };
+        }
+        ["repos", o, r, "actions", kind, rest @ ..] => {
+            (Scope::Repo(format!("{o}/{r}")), *kind, rest)
+        }
+        ["repos", o, r, "environments", e, kind, rest @ ..] => {
+            (Scope::Env(format!("{o}/{r}"), e.to_string()), *kind, rest)
+        }
+        ["orgs", org, "actions", kind, rest @ ..] => (Scope::Org(org.to_string()), *kind, rest),
+        _ => return not_found(),
+    };
+    let exists = match &scope {
+        Scope::Repo(r) => s.repos.contains_key(r),
+        Scope::Env(r, e) => {
+            s.repos.contains_key(r) && s.environments.get(r).is_some_and(|es| es.contains(e))
+        }
+        Scope::Org(o) => s.orgs.contains(o),
+    };
+    if !exists {
+        return not_found();
+    }
+    let is_org = matches!(scope, Scope::Org(_));
+    let body_json: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).unwrap_or(Value::Null)
+    };
+    match (kind, rest, method.clone()) {
+        ("secrets", ["public-key"], Method::GET) => {
+            let d = s.scope(&scope);
+            let key = base64::engine::general_purpose::STANDARD
+                .encode(d.secret_key.public_key().as_bytes());
+            reply(200, json!({ "key_id": d.key_id, "key": key }))
+        }
+        ("secrets", [], Method::GET) => {
+            let items = s
+                .scope(&scope)
+                .secrets
+                .iter()
+                .map(|(n, v)| secret_json(n, v, is_org))
+                .collect();
+            paginate(path, query, "secrets", items)
+        }
+        ("secrets", [name], Method::GET) => match s.scope(&scope).secrets.get(*name) {
+            Some(v) => reply(200, secret_json(name, v, is_org)),
+            None => not_found(),
+        },
+        ("secrets", [name], Method::DELETE) => match s.scope(&scope).secrets.remove(*name) {
+            Some(_) => reply(204, Value::Null),
+            None => not_found(),
+        },
+        ("secrets", [name], Method::PUT) => put_secret(s, &scope, name, &body_json),
+        ("variables", [], Method::GET) => {
+            let items = s
+                .scope(&scope)
+                .variables
+                .iter()
+                .map(|(n, v)| variable_json(n, v, is_org))
+                .collect();
+            paginate(path, query, "variables", items)
+        }
+        ("variables", [], Method::POST) => {
+            let name = body_json
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let Some(value) = body_json.get("value").and_then(Value::as_str) else {
+                return message(422, "Invalid request.\n\n\"value\" wasn't supplied.");
+            };
+            if !valid_name(&name) {
+                return message(422, "Failed to create variable. Variable names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_). Spaces are not allowed. Must start with a letter ([a-z], [A-Z]) or underscores (_).");
+            }
+            if value.len() > MAX_VALUE_BYTES {
+                return message(422, "Variable value is too large.");
+            }
+            let (visibility, selected) = match org_visibility(s, is_org, &body_json) {
+                Ok(v) => v,
+                Err(r) => return r,
+            };
+            let d = s.scope(&scope);
+            if d.variables.contains_key(&name) {
+                return message(409, "Already exists - Variable already exists");
+            }
+            d.variables.insert(
+                name,
+                Var {
+                    value: value.to_string(),
+                    visibility,
+                    selected,
+                },
+            );
+            reply(201, json!({}))
+        }
+        ("variables", [name], Method::GET) => match s.scope(&scope).variables.get(*name) {
+            Some(v) => reply(200, variable_json(name, v, is_org)),
+            None => not_found(),
+        },
+        ("variables", [name], Method::PATCH) => {
+            let value = body_json
+                .get("value")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if value.as_ref().is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
+                return message(422, "Variable value is too large.");
+            }
+            let vis = if is_org && body_json.get("visibility").is_some() {
+                match org_visibility(s, is_org, &body_json) {
+                    Ok(v) => Some(v),
+                    Err(r) => return r,
+                }
+            } else {
+                None
+            };
+            let d = s.scope(&scope);
+            match d.variables.get_mut(*name) {
+                Some(v) => {
+                    if let Some(value) = value {
+                        v.value = value;
+                    }
+                    if let Some((visibility, selected)) = vis {
+                        v.visibility = visibility;
+                        v.selected = selected;
+                    }
+                    reply(204, Value::Null)
+                }
+                None => not_found(),
+            }
+        }
+        ("variables", [name], Method::DELETE) => match s.scope(&scope).variables.remove(*name) {
+            Some(_) => reply(204, Value::Null),
+            None => not_found(),
+        },
+        _ => not_found(),
+    }
+}
+
+fn secret_json(name: &str, v: &Stored, is_org: bool) -> Value {
+    let mut j = json!({ "name": name, "created_at": TIMESTAMP, "updated_at": TIMESTAMP });
+    if is_org {
+        j["visibility"] = json!(v.visibility.clone().unwrap_or_else(|| "all".into()));
+    }
+    j
+}
+
+fn variable_json(name: &str, v: &Var, is_org: bool) -> Value {
+    let mut j =
+        json!({ "name": name, "value": v.value, "created_at": TIMESTAMP, "updated_at": TIMESTAMP });
+    if is_org {
+        j["visibility"] = json!(v.visibility.clone().unwrap_or_else(|| "all".into()));
+    }
+    j
+}
+
+/// `visibility` and `selected_repository_ids` of an organization secret or variable.
+#[allow(clippy::result_large_err)]
+fn org_visibility(
+    s: &State,
+    is_org: bool,
+    body: &Value,
+) -> Result<(Option<String>, Vec<u64>), Response<Body>> {
+    if !is_org {
+        return Ok((None, Vec::new()));
+    }
+    let visibility = body.get("visibility").and_then(Value::as_str).unwrap_or("");
+    if !["all", "private", "selected"].contains(&visibility) {
+        return Err(message(422, "Invalid request.\n\nNo subschema in \"anyOf\" matched. \"visibility\" must be one of all, private, selected."));
+    }
+    let ids: Vec<u64> = body
+        .get("selected_repository_ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    if visibility == "selected" {
+        let known: Vec<u64> = s.repos.values().copied().collect();
+        if let Some(bad) = ids.iter().find(|i| !known.contains(i)) {
+            return Err(message(422, &format!("Repository {bad} is not accessible")));
+        }
+    }
+    Ok((
+        Some(visibility.to_string()),
+        if visibility == "selected" {
+            ids
+        } else {
+            Vec::new()
+        },
+    ))
+}
+
+fn put_secret(s: &mut State, scope: &Scope, name: &str, body: &Value) -> Response<Body> {
+    if !valid_name(name) {
+        return message(422, "Failed to add secret. Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_). Spaces are not allowed. Must start with a letter ([a-z], [A-Z]) or underscores (_).");
+    }
+    let (Some(enc), Some(key_id)) = (
+        body.get("encrypted_value").and_then(Value::as_str),
+        body.get("key_id").and_then(Value::as_str),
+    ) else {
+        return message(
+            422,
+            "Invalid request.\n\n\"encrypted_value\" and \"key_id\" are required.",
+        );
+    };
+    let is_org = matches!(scope, Scope::Org(_));
+    let (visibility, selected) = match org_visibility(s, is_org, body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let d = s.scope(scope);
+    if key_id != d.key_id {
+        return message(
+            422,
+            "Bad request: key_id does not match the current public key.",
+        );
+    }
+    let Ok(sealed) = base64::engine::general_purpose::STANDARD.decode(enc) else {
+        return message(422, "Bad request: encrypted_value is not valid base64.");
+    };
+    let Ok(plain) = d.secret_key.unseal(&sealed) else {
+        return message(422, "Bad request: encrypted_value could not be decrypted.");
+    };
+    if plain.len() > MAX_VALUE_BYTES {
+        return message(422, "Secret value is too large: the limit is 48 KB.");
+    }
+    let Ok(value) = String::from_utf8(plain) else {
+        return message(422, "Bad request: the decrypted value is not UTF-8.");
+    };
+    let created = !d.secrets.contains_key(name);
+    if created && matches!(scope, Scope::Repo(_)) && d.secrets.len() >= MAX_REPO_SECRETS {
+        return message(
+            422,
+            "Secret limit reached: a repository can have up to 100 secrets.",
+        );
+    }
+    d.secrets.insert(
+        name.to_string(),
+        Stored {
+            value,
+            sealed: enc.to_string(),
+            visibility,
+            selected,
+        },
+    );
+    if created {
+        reply(201, json!({}))
+    } else {
+        reply(204, Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_github_rules() {
+        for ok in ["A", "_x", "DATABASE_PASSWORD", "a1"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "GITHUB_TOKEN", "github_x", "A-B", "A B", "É"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,6 +1,6 @@
-//! `sync-secrets`: see the contract in spec/actions.md. Not built yet.
+//! `sync-secrets`: see the contract in spec/actions.md and the library docs.
 
 fn main() {
-    eprintln!("sync-secrets: not implemented yet");
-    std::process::exit(2);
+    let args = gangplank_core::input::parse_inputs::<sync_secrets::Args>();
+    gangplank_core::actions::main_with(|| sync_secrets::run(args))
 }

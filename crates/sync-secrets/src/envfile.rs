@@ -1,0 +1,354 @@
+//! The `env-file` target: render the server `.env` from the manifest, compare it with the file on the host
+//! by key and by hash, and replace it atomically with a backup (spec/host-layout.md).
+//!
+//! Quoting: the file must read back byte for byte through both compose parsers: compose v1
+//! (`docker-compose` 1.29, python-dotenv 0.21) and compose v2 (compose-go's dotenv). What they agree on:
+//! - double quotes with `\\`, `\"`, `\n`, `\r` escapes read back exactly in both, as long as the value has no
+//!   `$` (v2 expands `$X` and `${X}` inside double quotes; v1 expands `${X}` and keeps `\$` as two characters);
+//! - single quotes are literal in v2 and keep everything but `\\`, `\'` and `${X}` in v1, so a value with `$`
+//!   but without `'`, `\` and `${` is written single-quoted (newlines included, as real newlines);
+//! - a value with `$` and also `'`, `\` or `${` has no spelling both read back: it is refused before anything
+//!   is written (rule `env-file quoting`).
+//!
+//! Drift without revealing values: the host runs [`HASHES_SCRIPT`], which splits the file into entries (a
+//! line `KEY=…` starts one; following lines that do not start a key belong to it) and prints each key with the
+//! SHA-256 of the entry's text. [`entry_hashes`] does the same split on the rendered file, so equal hashes mean
+//! equal entries. Values never leave the host and never reach a log.
+
+use std::collections::BTreeMap;
+
+use gangplank_core::exec::sha256_hex;
+use gangplank_core::{Cmd, Error, Executor, Result};
+
+/// Quote one value for a `.env` line, or say which rule stops it.
+pub fn quote_value(v: &str) -> std::result::Result<String, &'static str> {
+    if v.contains('$') {
+        if v.contains('\'') || v.contains('\\') || v.contains("${") {
+            return Err("env-file quoting (a value with `$` and also `'`, `\\` or `${` reads back differently in compose v1 and v2)");
+        }
+        return Ok(format!("'{v}'"));
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    Ok(out)
+}
+
+pub const HEADER: &str =
+    "# Written by gangplank sync-secrets from the secrets manifest: edits here are overwritten.\n";
+
+/// The whole file: a header comment, then `KEY=value` lines in the given (stable) order.
+pub fn render(values: &[(String, String)]) -> std::result::Result<String, String> {
+    let mut out = String::from(HEADER);
+    for (k, v) in values {
+        let q = quote_value(v).map_err(|_| k.clone())?;
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&q);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn starts_entry(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let b = key.as_bytes();
+    let ok = !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    ok.then_some(key)
+}
+
+/// Key → SHA-256 of its entry's text, split exactly as [`HASHES_SCRIPT`] splits the file on the host:
+/// a line `KEY=…` starts an entry unless a single quote is still open; other lines belong to the entry.
+pub fn entry_hashes(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut cur: Option<(String, String)> = None;
+    // Inside an open single quote (a multi-line value), a line that looks like `KEY=` is still the value.
+    let mut open = false;
+    let lines: Vec<&str> = text
+        .strip_suffix('\n')
+        .unwrap_or(text)
+        .split('\n')
+        .collect();
+    for line in lines {
+        let odd = line.matches('\'').count() % 2 == 1;
+        match starts_entry(line) {
+            Some(key) if !open => {
+                if let Some((k, e)) = cur.take() {
+                    out.insert(k, sha256_hex(e.as_bytes()));
+                }
+                cur = Some((key.to_string(), format!("{line}\n")));
+                open = odd;
+            }
+            _ => {
+                if let Some((_, e)) = cur.as_mut() {
+                    e.push_str(line);
+                    e.push('\n');
+                    if odd {
+                        open = !open;
+                    }
+                }
+            }
+        }
+    }
+    if let Some((k, e)) = cur {
+        out.insert(k, sha256_hex(e.as_bytes()));
+    }
+    out
+}
+
+/// Prints `absent`, or `file <sha256>` then `<KEY> <sha256>  -` per entry. Never prints a value.
+pub const HASHES_SCRIPT: &str = r#"set -eu
+f=$1
+if [ ! -e "$f" ]; then echo absent; exit 0; fi
+printf 'file %s\n' "$(sha256sum < "$f" | cut -d' ' -f1)"
+printf 'mode %s\n' "$(stat -c %a "$f" 2>/dev/null || echo unknown)"
+awk '
+function flush() {
+  if (key != "") { printf "%s ", key; fflush(); printf "%s", entry | "sha256sum"; close("sha256sum") }
+  key = ""; entry = ""
+}
+{ line = $0; odd = gsub(/\047/, "", line) % 2 }
+open == 0 && /^[A-Za-z_][A-Za-z0-9_]*=/ { flush(); key = substr($0, 1, index($0, "=") - 1); entry = $0 "\n"; open = odd; next }
+{ if (key != "") { entry = entry $0 "\n"; if (odd) open = 1 - open } }
+END { flush() }
+' "$f"
+"#;
+
+/// What the host's file looks like, by hashes only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remote {
+    pub present: bool,
+    pub file_hash: String,
+    pub mode: String,
+    pub keys: BTreeMap<String, String>,
+}
+
+pub fn read_remote(ex: &mut dyn Executor, path: &str) -> Result<Remote> {
+    let out = ex.check(
+        &Cmd::script(HASHES_SCRIPT).arg(path).privileged(),
+        &format!("reading hashes of {path}"),
+    )?;
+    let text = out.stdout_str();
+    let mut r = Remote::default();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some("absent"), None) => return Ok(Remote::default()),
+            (Some("file"), Some(h)) => {
+                r.present = true;
+                r.file_hash = h.to_string();
+            }
+            (Some("mode"), Some(m)) => r.mode = m.to_string(),
+            (Some(k), Some(h)) => {
+                r.keys.insert(k.to_string(), h.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+/// Per-key drift between the rendered file and the host's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drift {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+pub fn drift(local: &BTreeMap<String, String>, remote: &BTreeMap<String, String>) -> Drift {
+    let mut d = Drift::default();
+    for (k, h) in local {
+        match remote.get(k) {
+            None => d.added.push(k.clone()),
+            Some(r) if r == h => d.unchanged.push(k.clone()),
+            Some(_) => d.changed.push(k.clone()),
+        }
+    }
+    d.removed = remote
+        .keys()
+        .filter(|k| !local.contains_key(*k))
+        .cloned()
+        .collect();
+    d
+}
+
+/// Back up the current file into `backups/.env.<stamp>` (mode 0600) and keep the newest `keep`.
+pub const BACKUP_SCRIPT: &str = r#"set -eu
+f=$1; dir=$2; stamp=$3; keep=$4
+umask 077
+mkdir -p -- "$dir"
+if [ -e "$f" ]; then
+  cp -- "$f" "$dir/.env.$stamp"
+  chmod 600 "$dir/.env.$stamp"
+fi
+ls -1A -- "$dir" | grep '^\.env\.' | sort -r | tail -n +"$((keep + 1))" | while IFS= read -r old; do
+  rm -f -- "$dir/$old"
+done
+"#;
+
+/// `sha256sum` of the file and its mode, to verify a write.
+pub const VERIFY_SCRIPT: &str = r#"set -eu
+printf '%s %s\n' "$(sha256sum < "$1" | cut -d' ' -f1)" "$(stat -c %a "$1")"
+"#;
+
+pub const AUDIT_SCRIPT: &str = r#"set -eu
+umask 077
+mkdir -p -- "$(dirname -- "$1")"
+printf '%s\n' "$2" >> "$1"
+"#;
+
+/// Directory of `path` (`/opt/app/.env` → `/opt/app`).
+pub fn parent(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) => "/".into(),
+        Some((d, _)) => d.into(),
+        None => ".".into(),
+    }
+}
+
+/// The UTC timestamp used in backup names: sortable, no `:`.
+pub fn stamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    )
+}
+
+/// Write `content` to `path` on the host: backup, atomic upload at 0600, verify by hash and mode, audit line.
+pub fn write(
+    ex: &mut dyn Executor,
+    path: &str,
+    app_dir: &str,
+    content: &str,
+    keep_backups: usize,
+    audit: &serde_json::Value,
+) -> Result<()> {
+    let backups = format!("{}/.gangplank/backups", app_dir.trim_end_matches('/'));
+    ex.check(
+        &Cmd::script(BACKUP_SCRIPT)
+            .arg(path)
+            .arg(&backups)
+            .arg(stamp())
+            .arg(keep_backups.to_string())
+            .privileged(),
+        &format!("backing up {path}"),
+    )?;
+    ex.upload(path, content.as_bytes(), 0o600)?;
+    let out = ex.check(
+        &Cmd::script(VERIFY_SCRIPT).arg(path).privileged(),
+        &format!("verifying {path}"),
+    )?;
+    let text = out.stdout_str();
+    let mut parts = text.split_whitespace();
+    let (hash, mode) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if hash != sha256_hex(content.as_bytes()) {
+        return Err(Error::failed(format!(
+            "{path} on {} does not match what was written",
+            ex.label()
+        ))
+        .hint("another process may be writing the file at the same time; run again"));
+    }
+    if mode != "600" {
+        return Err(
+            Error::failed(format!("{path} on {} has mode {mode}, not 600", ex.label())).hint(
+                "check that the file system honours chmod (and that no other tool resets the mode)",
+            ),
+        );
+    }
+    let audit_log = format!("{}/.gangplank/audit.log", app_dir.trim_end_matches('/'));
+    ex.check(
+        &Cmd::script(AUDIT_SCRIPT)
+            .arg(&audit_log)
+            .arg(audit.to_string())
+            .privileged(),
+        "writing the audit line",
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_value("plain").unwrap(), "\"plain\"");
+        assert_eq!(quote_value("a\"b\\c\nd").unwrap(), r#""a\"b\\c\nd""#);
+        assert_eq!(
+            quote_value("it's # not a comment").unwrap(),
+            "\"it's # not a comment\""
+        );
+        assert_eq!(quote_value("pa$word\nline2").unwrap(), "'pa$word\nline2'");
+        assert!(quote_value("a$b'c").is_err());
+        assert!(quote_value("${X}").is_err());
+        assert!(quote_value("$a\\b").is_err());
+    }
+
+    #[test]
+    fn entries_split_like_the_host_script() {
+        let text = "# c\nA=\"1\"\nB='x\ny=z'\n\nC=3\n";
+        let h = entry_hashes(text);
+        assert_eq!(
+            h.keys().cloned().collect::<Vec<_>>(),
+            ["A", "B", "C"],
+            "`y=z` inside quotes is not a key"
+        );
+        assert_eq!(h["A"], sha256_hex(b"A=\"1\"\n"));
+        assert_eq!(h["B"], sha256_hex(b"B='x\ny=z'\n\n"));
+        let d = drift(&entry_hashes("A=1\nB=2\n"), &entry_hashes("B=3\nC=4\n"));
+        assert_eq!(
+            (d.added, d.removed, d.changed),
+            (
+                vec!["A".to_string()],
+                vec!["C".to_string()],
+                vec!["B".to_string()]
+            )
+        );
+    }
+
+    #[test]
+    fn hashes_script_matches_local_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        let text = render(&[
+            ("A".into(), "one".into()),
+            ("B".into(), "multi\nline $x\nNOT_A_KEY=1".into()),
+            ("C".into(), "q\"uo\\te".into()),
+        ])
+        .unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let mut l = gangplank_core::exec::Local::new(false);
+        let r = read_remote(&mut l, path.to_str().unwrap()).unwrap();
+        assert!(r.present);
+        assert_eq!(r.file_hash, sha256_hex(text.as_bytes()));
+        assert_eq!(r.keys, entry_hashes(&text));
+        let absent = read_remote(&mut l, dir.path().join("nope").to_str().unwrap()).unwrap();
+        assert!(!absent.present);
+    }
+}

@@ -1,0 +1,855 @@
+//! `sync-secrets`: make GitHub secrets/variables and the server `.env` match one manifest
+//! (spec/actions.md "sync-secrets", spec/secrets-manifest.md).
+//!
+//! Order of work: read the manifest and the values, masking every secret value before anything is
+//! printed → validate every value (a failure stops here with exit 2: nothing was read from or written to
+//! any target) → `check` ends here → plan per target (GitHub lists, hashes of the host's `.env`) → print the
+//! plan and write the plan file → `apply` carries it out.
+//!
+//! Choices where the spec is silent:
+//! - `pattern` is searched in the value (as JSON Schema's `pattern` is), so `'^sk-or-'` checks a prefix;
+//!   anchor both ends to match the whole value.
+//! - placeholder detection applies to secrets by default; a `secret: false` entry opts in with its own
+//!   `placeholders:`.
+//! - GitHub never shows a secret's value, so an existing secret is always `update`; variables are compared.
+//! - an org entry without `visibility` is `private`.
+//! - in `plan`, the `created`/`updated`/`deleted`/`unchanged` outputs count what `apply` would do.
+
+pub mod envfile;
+pub mod github;
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+use futures::StreamExt;
+use gangplank_core::actions::{self, info};
+use gangplank_core::error::combine;
+use gangplank_core::input::{list_value, parse_bool, SshArgs};
+use gangplank_core::{Class, Error, Result, Secret};
+use serde_json::json;
+
+use crate::github::{Gh, Method};
+use crate::manifest::{Entry, GhScope, Manifest, Target, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Validate values; no network
+    Check,
+    /// Show what would change; no writes
+    Plan,
+    /// Make every target match
+    Apply,
+}
+
+fn secret_value(s: &str) -> std::result::Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+/// Inputs of the sync-secrets action (flag `--foo-bar` = env `INPUT_FOO_BAR`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "sync-secrets",
+    version,
+    about = "Make GitHub secrets/variables and the server .env match one manifest"
+)]
+pub struct Args {
+    /// The secrets manifest
+    #[arg(long, env = "INPUT_MANIFEST", default_value = ".github/secrets.yml")]
+    pub manifest: PathBuf,
+
+    /// Dotenv file with values; environment variables named as the entries win over it
+    #[arg(long, env = "INPUT_VALUES_FILE")]
+    pub values_file: Option<PathBuf>,
+
+    /// check (validate, no network), plan (show changes), apply
+    #[arg(long, env = "INPUT_MODE", value_enum, default_value = "plan")]
+    pub mode: Mode,
+
+    /// Subset of targets: github, env-file [default: every target in the manifest]
+    #[arg(long, env = "INPUT_TARGETS", value_parser = list_value)]
+    pub targets: Option<Vec<String>>,
+
+    /// Token for the github target (a PAT or app token: GITHUB_TOKEN cannot write secrets)
+    #[arg(long, env = "INPUT_GITHUB_TOKEN", hide_env_values = true, value_parser = secret_value)]
+    pub github_token: Option<Secret>,
+
+    /// GitHub API URL [default: $GITHUB_API_URL or https://api.github.com]
+    #[arg(long, env = "INPUT_API_URL")]
+    pub api_url: Option<String>,
+
+    /// owner/name [default: $GITHUB_REPOSITORY]
+    #[arg(long, env = "INPUT_REPOSITORY")]
+    pub repository: Option<String>,
+
+    /// Delete GitHub secrets/variables that the manifest marks retired
+    #[arg(long, env = "INPUT_PRUNE", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub prune: bool,
+
+    /// GitHub requests in flight at once
+    #[arg(long, env = "INPUT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub concurrency: u32,
+
+    /// Retries of one GitHub request after rate limits or server errors
+    #[arg(long, env = "INPUT_MAX_RETRIES", default_value_t = 5)]
+    pub max_retries: u32,
+
+    /// Where the plan (JSON, no values) is written [default: $RUNNER_TEMP/gangplank/secrets-plan.json]
+    #[arg(long, env = "INPUT_PLAN_FILE")]
+    pub plan_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub ssh: SshArgs,
+
+    /// Application directory on the host [default: /opt/<repository name>]
+    #[arg(long, env = "INPUT_APP_DIR")]
+    pub app_dir: Option<String>,
+
+    /// Path of the server .env [default: <app-dir>/.env]
+    #[arg(long, env = "INPUT_REMOTE_ENV_PATH")]
+    pub remote_env_path: Option<String>,
+
+    /// Backups of the server .env to keep
+    #[arg(long, env = "INPUT_KEEP_BACKUPS", default_value_t = 10)]
+    pub keep_backups: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Unchanged,
+    Invalid,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Unchanged => "unchanged",
+            Action::Invalid => "invalid",
+        }
+    }
+}
+
+/// One line of the report and of the plan file: never a value.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub key: String,
+    pub target: &'static str,
+    pub place: String,
+    pub action: Action,
+    pub rule: String,
+}
+
+enum OpKind {
+    PutSecret,
+    CreateVar,
+    UpdateVar,
+    DeleteSecret,
+    DeleteVar,
+}
+
+struct Op {
+    kind: OpKind,
+    scope: GhScope,
+    name: String,
+    value: Option<String>,
+    org: Option<(manifest::OrgVisibility, Vec<u64>)>,
+}
+
+fn scope_label(repo: &str, s: &GhScope) -> String {
+    match s {
+        GhScope::Repo => format!("repo {repo}"),
+        GhScope::Env(e) => format!("environment {e}"),
+        GhScope::Org(o) => format!("org {o}"),
+    }
+}
+
+/// The binary's body: inputs → plan → (apply) → report, outputs, summary.
+pub fn run(args: Args) -> Result<()> {
+    // Masks first: nothing is printed before every secret value is registered.
+    let loaded = manifest::load(&args.manifest);
+    let values = manifest::load_values(loaded.as_ref().ok(), args.values_file.as_deref(), &|k| {
+        std::env::var(k).ok()
+    })?;
+    let m = loaded?;
+
+    let targets = selected_targets(&args, &m)?;
+    let _g = actions::group("validate");
+    let findings = manifest::validate(&m, &values);
+    drop(_g);
+    let mut items = Vec::new();
+    for f in &findings {
+        if !f.fatal {
+            actions::warning(
+                "placeholder",
+                format!("{}: {} (placeholders: warn)", f.key, f.rule),
+            );
+        }
+    }
+    let fatal: Vec<&manifest::Finding> = findings.iter().filter(|f| f.fatal).collect();
+    for f in &fatal {
+        let e = m.get(&f.key);
+        let t = e
+            .map(|e| {
+                e.targets
+                    .iter()
+                    .filter(|t| targets.contains(t))
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        items.push(Item {
+            key: f.key.clone(),
+            target: leak(t),
+            place: String::new(),
+            action: Action::Invalid,
+            rule: f.rule.clone(),
+        });
+    }
+    let invalid_keys = {
+        let mut k: Vec<&str> = fatal.iter().map(|f| f.key.as_str()).collect();
+        k.dedup();
+        k.len()
+    };
+
+    if !fatal.is_empty() || args.mode == Mode::Check {
+        finish(&args, &items, invalid_keys)?;
+        if fatal.is_empty() {
+            info(format!(
+                "all {} entries of the manifest are valid",
+                m.entries.len()
+            ));
+            return Ok(());
+        }
+        let list: Vec<String> = fatal
+            .iter()
+            .map(|f| format!("{} ({})", f.key, f.rule))
+            .collect();
+        return Err(Error::bad_input(format!(
+            "{invalid_keys} value(s) failed validation, so nothing was written: {}",
+            list.join(", ")
+        ))
+        .hint("fix the values (values-file or environment variables) or the manifest's rules, then run again"));
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::failed(format!("cannot start the async runtime: {e}")))?;
+
+    // Inputs for every selected target, checked before any network use.
+    let gh_cfg = if targets.contains(&Target::Github) {
+        Some(github_config(&args)?)
+    } else {
+        None
+    };
+    let env_cfg = if targets.contains(&Target::EnvFile) {
+        Some(env_config(&args)?)
+    } else {
+        None
+    };
+
+    // Plan.
+    let mut gh_plan = None;
+    if let Some((api, token, repo)) = &gh_cfg {
+        let _g = actions::group("plan: github");
+        let gh = Gh::new(
+            api,
+            token,
+            repo,
+            args.concurrency as usize,
+            args.max_retries,
+        )?;
+        let (gi, ops) = rt.block_on(plan_github(&gh, &m, &values, args.prune))?;
+        items.extend(gi);
+        gh_plan = Some((gh, ops));
+    }
+    let mut env_plan = Vec::new();
+    let mut env_content = String::new();
+    if let Some(cfg) = &env_cfg {
+        let _g = actions::group("plan: env-file");
+        let content = render_env(&m, &values)?;
+        let local = envfile::entry_hashes(&content);
+        for host in &cfg.ssh.hosts {
+            let mut ex = gangplank_core::exec::ssh::SshExecutor::connect(host, &cfg.ssh)?;
+            let remote = envfile::read_remote(&mut ex, &cfg.path)?;
+            let d = envfile::drift(&local, &remote.keys);
+            let place = format!("{host}:{}", cfg.path);
+            for (keys, action) in [
+                (&d.added, Action::Create),
+                (&d.changed, Action::Update),
+                (&d.removed, Action::Delete),
+                (&d.unchanged, Action::Unchanged),
+            ] {
+                for k in keys {
+                    items.push(Item {
+                        key: k.clone(),
+                        target: "env-file",
+                        place: place.clone(),
+                        action,
+                        rule: String::new(),
+                    });
+                }
+            }
+            let needs_write = !d.is_empty()
+                || !remote.present
+                || remote.file_hash != gangplank_core::exec::sha256_hex(content.as_bytes())
+                || remote.mode != "600";
+            env_plan.push((ex, place, d, needs_write));
+        }
+        env_content = content;
+    }
+    items.sort_by(|a, b| (a.target, &a.key, &a.place).cmp(&(b.target, &b.key, &b.place)));
+    print_table(&items);
+
+    if args.mode == Mode::Plan {
+        finish(&args, &items, 0)?;
+        return Ok(());
+    }
+
+    // Apply.
+    if let Some((gh, ops)) = gh_plan {
+        let _g = actions::group("apply: github");
+        *gh.class.lock().unwrap_or_else(|p| p.into_inner()) = Class::Failed;
+        rt.block_on(apply_github(&gh, ops, args.concurrency as usize))?;
+        let waits = gh.rate_limited.load(Ordering::Relaxed);
+        if waits > 0 {
+            info(format!("GitHub asked us to slow down {waits} time(s); every request completed after waiting"));
+        }
+    }
+    if let Some(cfg) = &env_cfg {
+        let _g = actions::group("apply: env-file");
+        for (ex, place, d, needs_write) in env_plan.iter_mut() {
+            if !*needs_write {
+                info(format!("{place}: already up to date"));
+                continue;
+            }
+            let audit = json!({
+                "time": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "action": "env-sync",
+                "file": cfg.path,
+                "result": "written",
+                "added": d.added, "changed": d.changed, "removed": d.removed,
+                "run_url": run_url(),
+                "actor": std::env::var("GITHUB_ACTOR").unwrap_or_default(),
+            });
+            envfile::write(
+                ex,
+                &cfg.path,
+                &cfg.app_dir,
+                &env_content,
+                args.keep_backups,
+                &audit,
+            )
+            .map_err(|e| {
+                if e.class == Class::BadInput {
+                    Error {
+                        class: Class::Failed,
+                        ..e
+                    }
+                } else {
+                    e
+                }
+            })?;
+            info(format!("{place}: written (mode 0600, verified by hash)"));
+        }
+    }
+    finish(&args, &items, 0)?;
+    Ok(())
+}
+
+fn leak(s: String) -> &'static str {
+    match s.as_str() {
+        "github" => "github",
+        "env-file" => "env-file",
+        "github,env-file" => "github,env-file",
+        "" => "",
+        _ => Box::leak(s.into_boxed_str()),
+    }
+}
+
+fn selected_targets(args: &Args, m: &Manifest) -> Result<Vec<Target>> {
+    let in_manifest = m.targets();
+    match &args.targets {
+        None => Ok(in_manifest),
+        Some(list) if list.is_empty() => Ok(in_manifest),
+        Some(list) => {
+            let mut out = Vec::new();
+            for t in list {
+                let t = Target::parse(t).ok_or_else(|| {
+                    Error::bad_input(format!("target `{t}` is not known"))
+                        .hint("use `github`, `env-file` or both")
+                })?;
+                if in_manifest.contains(&t) && !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn github_config(args: &Args) -> Result<(String, Secret, String)> {
+    let token = args
+        .github_token
+        .clone()
+        .filter(|t| !t.expose().trim().is_empty())
+        .ok_or_else(|| {
+            Error::bad_input("input `github-token` is required for the github target")
+                .hint(format!("{}; or set `targets: env-file`", TOKEN_HINT_SHORT))
+        })?;
+    let api = args
+        .api_url
+        .clone()
+        .or_else(|| std::env::var("GITHUB_API_URL").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "https://api.github.com".into());
+    let repo = repository(args).ok_or_else(|| {
+        Error::bad_input("input `repository` is required outside Actions")
+            .hint("set `repository: owner/name`")
+    })?;
+    Ok((api, token, repo))
+}
+
+const TOKEN_HINT_SHORT: &str =
+    "pass a fine-grained PAT or GitHub App token with Secrets and Variables write access as `github-token: ${{ secrets.SECRETS_SYNC_TOKEN }}` (GITHUB_TOKEN cannot write secrets)";
+
+fn repository(args: &Args) -> Option<String> {
+    let r = args
+        .repository
+        .clone()
+        .or_else(|| std::env::var("GITHUB_REPOSITORY").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())?;
+    let ok = r.split('/').count() == 2
+        && r.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    ok.then_some(r)
+}
+
+struct EnvCfg {
+    ssh: gangplank_core::input::SshConfig,
+    app_dir: String,
+    path: String,
+}
+
+fn env_config(args: &Args) -> Result<EnvCfg> {
+    let ssh = args.ssh.to_config().map_err(|e| match &e.hint {
+        Some(h) => Error { hint: Some(format!("{h} (the env-file target writes the server .env over SSH; or set `targets: github`)")), ..e },
+        None => e,
+    })?;
+    let app_dir = match &args.app_dir {
+        Some(d) if !d.trim().is_empty() => d.trim().trim_end_matches('/').to_string(),
+        _ => match repository(args) {
+            Some(r) => format!("/opt/{}", r.rsplit('/').next().unwrap_or(&r)),
+            None => {
+                return Err(
+                    Error::bad_input("input `app-dir` is required for the env-file target").hint(
+                        "set `app-dir` to the application's directory on the host, e.g. /opt/myapp",
+                    ),
+                )
+            }
+        },
+    };
+    if !app_dir.starts_with('/') {
+        return Err(
+            Error::bad_input(format!("app-dir `{app_dir}` is not an absolute path"))
+                .hint("use e.g. /opt/myapp"),
+        );
+    }
+    let path = match &args.remote_env_path {
+        Some(p) if !p.trim().is_empty() => p.trim().to_string(),
+        _ => format!("{app_dir}/.env"),
+    };
+    Ok(EnvCfg { ssh, app_dir, path })
+}
+
+fn render_env(m: &Manifest, values: &BTreeMap<String, Value>) -> Result<String> {
+    let pairs: Vec<(String, String)> = m
+        .entries
+        .iter()
+        .filter(|e| e.targets.contains(&Target::EnvFile) && !e.retired)
+        .filter_map(|e| {
+            values
+                .get(&e.name)
+                .map(|v| (e.name.clone(), v.expose().to_string()))
+        })
+        .collect();
+    envfile::render(&pairs).map_err(|k| {
+        Error::bad_input(format!("{k}: env-file quoting"))
+            .hint("see the quoting rules in the sync-secrets docs")
+    })
+}
+
+async fn plan_github(
+    gh: &Gh,
+    m: &Manifest,
+    values: &BTreeMap<String, Value>,
+    prune: bool,
+) -> Result<(Vec<Item>, Vec<Op>)> {
+    let entries: Vec<&Entry> = m
+        .entries
+        .iter()
+        .filter(|e| e.targets.contains(&Target::Github))
+        .collect();
+    let mut scopes: Vec<GhScope> = entries.iter().map(|e| e.scope.clone()).collect();
+    scopes.sort();
+    scopes.dedup();
+    let entries_ref = &entries;
+    let listed = futures::future::join_all(scopes.iter().map(|s| async move {
+        let need_secrets = entries_ref
+            .iter()
+            .any(|e| &e.scope == s && (e.secret || e.retired));
+        let need_vars = entries_ref
+            .iter()
+            .any(|e| &e.scope == s && (!e.secret || e.retired));
+        let secrets = if need_secrets {
+            gh.secret_names(s).await?
+        } else {
+            Vec::new()
+        };
+        let vars = if need_vars {
+            gh.variables(s).await?
+        } else {
+            BTreeMap::new()
+        };
+        Ok::<_, Error>((s.clone(), (secrets, vars)))
+    }))
+    .await;
+    let mut existing = BTreeMap::new();
+    for r in listed {
+        let (s, v) = r?;
+        existing.insert(s, v);
+    }
+    // Repository names of org entries → ids.
+    let mut ids: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for e in &entries {
+        if let (GhScope::Org(org), Some(v)) = (&e.scope, &e.org_visibility) {
+            for r in &v.repositories {
+                if !ids.contains_key(&(org.clone(), r.clone())) {
+                    let id = gh.repo_id(org, r).await?;
+                    ids.insert((org.clone(), r.clone()), id);
+                }
+            }
+        }
+    }
+    let repo = gh.base(&GhScope::Repo);
+    let repo_name = repo
+        .trim_start_matches("/repos/")
+        .trim_end_matches("/actions")
+        .to_string();
+    let mut items = Vec::new();
+    let mut ops = Vec::new();
+    for e in entries {
+        let (secrets, vars) = &existing[&e.scope];
+        let place = scope_label(&repo_name, &e.scope);
+        let org = match (&e.scope, &e.org_visibility) {
+            (GhScope::Org(o), Some(v)) => Some((
+                v.clone(),
+                v.repositories
+                    .iter()
+                    .map(|r| ids[&(o.clone(), r.clone())])
+                    .collect::<Vec<u64>>(),
+            )),
+            _ => None,
+        };
+        let item = |action: Action, rule: &str| Item {
+            key: e.name.clone(),
+            target: "github",
+            place: place.clone(),
+            action,
+            rule: rule.to_string(),
+        };
+        let op = |kind: OpKind, value: Option<String>| Op {
+            kind,
+            scope: e.scope.clone(),
+            name: e.name.clone(),
+            value,
+            org: org.clone(),
+        };
+        if e.retired {
+            let is_secret = secrets.contains(&e.name);
+            let is_var = vars.contains_key(&e.name);
+            if !is_secret && !is_var {
+                continue;
+            }
+            if prune {
+                items.push(item(Action::Delete, "retired"));
+                if is_secret {
+                    ops.push(op(OpKind::DeleteSecret, None));
+                }
+                if is_var {
+                    ops.push(op(OpKind::DeleteVar, None));
+                }
+            } else {
+                actions::warning(
+                    "retired",
+                    format!(
+                        "{} is retired but still set on GitHub ({place}); `prune: true` deletes it",
+                        e.name
+                    ),
+                );
+                items.push(item(Action::Unchanged, "retired, still set (prune: false)"));
+            }
+            continue;
+        }
+        let Some(v) = values.get(&e.name) else {
+            continue;
+        };
+        if e.secret {
+            let action = if secrets.contains(&e.name) {
+                Action::Update
+            } else {
+                Action::Create
+            };
+            items.push(item(action, ""));
+            ops.push(op(OpKind::PutSecret, Some(v.expose().to_string())));
+        } else {
+            match vars.get(&e.name) {
+                None => {
+                    items.push(item(Action::Create, ""));
+                    ops.push(op(OpKind::CreateVar, Some(v.expose().to_string())));
+                }
+                Some((cur, vis)) => {
+                    let same_vis = match &org {
+                        None => true,
+                        Some((ov, _)) => {
+                            ov.visibility != manifest::Visibility::Selected
+                                && vis.as_deref() == Some(ov.visibility.name())
+                        }
+                    };
+                    if cur == v.expose() && same_vis {
+                        items.push(item(Action::Unchanged, ""));
+                    } else {
+                        items.push(item(Action::Update, ""));
+                        ops.push(op(OpKind::UpdateVar, Some(v.expose().to_string())));
+                    }
+                }
+            }
+        }
+    }
+    Ok((items, ops))
+}
+
+async fn apply_github(gh: &Gh, mut ops: Vec<Op>, concurrency: usize) -> Result<()> {
+    // Writes first, deletes last: a failed run never leaves a retired name deleted with its successor unset.
+    ops.sort_by_key(|o| matches!(o.kind, OpKind::DeleteSecret | OpKind::DeleteVar));
+    let mut key_scopes: Vec<GhScope> = ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::PutSecret))
+        .map(|o| o.scope.clone())
+        .collect();
+    key_scopes.sort();
+    key_scopes.dedup();
+    let mut keys = BTreeMap::new();
+    for s in key_scopes {
+        let k = gh.public_key(&s).await?;
+        keys.insert(s, k);
+    }
+    let keys = &keys;
+    let results: Vec<Result<()>> = futures::stream::iter(ops)
+        .map(|op| async move {
+            let base = gh.base(&op.scope);
+            let value = op.value.as_deref().unwrap_or("");
+            match op.kind {
+                OpKind::PutSecret => {
+                    let (key_id, key) = &keys[&op.scope];
+                    let mut body =
+                        json!({ "encrypted_value": github::seal(key, value)?, "key_id": key_id });
+                    if let Some((v, ids)) = &op.org {
+                        github::org_fields(&mut body, v, ids);
+                    }
+                    gh.call(
+                        Method::Put,
+                        &format!("{base}/secrets/{}", op.name),
+                        Some(&body),
+                        &[],
+                    )
+                    .await?;
+                }
+                OpKind::CreateVar | OpKind::UpdateVar => {
+                    let mut body = json!({ "name": op.name, "value": value });
+                    if let Some((v, ids)) = &op.org {
+                        github::org_fields(&mut body, v, ids);
+                    }
+                    if matches!(op.kind, OpKind::CreateVar) {
+                        gh.call(Method::Post, &format!("{base}/variables"), Some(&body), &[])
+                            .await?;
+                    } else {
+                        gh.call(
+                            Method::Patch,
+                            &format!("{base}/variables/{}", op.name),
+                            Some(&body),
+                            &[],
+                        )
+                        .await?;
+                    }
+                }
+                OpKind::DeleteSecret => {
+                    gh.call(
+                        Method::Delete,
+                        &format!("{base}/secrets/{}", op.name),
+                        None,
+                        &[404],
+                    )
+                    .await?;
+                }
+                OpKind::DeleteVar => {
+                    gh.call(
+                        Method::Delete,
+                        &format!("{base}/variables/{}", op.name),
+                        None,
+                        &[404],
+                    )
+                    .await?;
+                }
+            }
+            Ok(())
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    match combine(results.into_iter().filter_map(|r| r.err()).collect()) {
+        Some(e) => Err(Error {
+            class: Class::Failed,
+            ..e
+        }),
+        None => Ok(()),
+    }
+}
+
+fn run_url() -> String {
+    match (
+        std::env::var("GITHUB_SERVER_URL"),
+        std::env::var("GITHUB_REPOSITORY"),
+        std::env::var("GITHUB_RUN_ID"),
+    ) {
+        (Ok(s), Ok(r), Ok(id)) => format!("{s}/{r}/actions/runs/{id}"),
+        _ => String::new(),
+    }
+}
+
+fn print_table(items: &[Item]) {
+    let _g = actions::group("plan");
+    if items.is_empty() {
+        info("nothing to do");
+        return;
+    }
+    let wk = items.iter().map(|i| i.key.len()).max().unwrap_or(3).max(3);
+    let wt = items
+        .iter()
+        .map(|i| i.target.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let wp = items
+        .iter()
+        .map(|i| i.place.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    info(format!(
+        "{:<wk$}  {:<wt$}  {:<wp$}  {:<9}  rule",
+        "key", "target", "where", "action"
+    ));
+    for i in items {
+        info(
+            format!(
+                "{:<wk$}  {:<wt$}  {:<wp$}  {:<9}  {}",
+                i.key,
+                i.target,
+                i.place,
+                i.action.name(),
+                i.rule
+            )
+            .trim_end(),
+        );
+    }
+}
+
+fn count(items: &[Item], a: Action) -> usize {
+    items.iter().filter(|i| i.action == a).count()
+}
+
+/// Plan file, outputs and summary: the same counts everywhere.
+fn finish(args: &Args, items: &[Item], invalid_keys: usize) -> Result<()> {
+    if args.mode == Mode::Check || invalid_keys > 0 {
+        print_table(items);
+    }
+    let plan_file = args.plan_file.clone().unwrap_or_else(|| {
+        let base = std::env::var_os("RUNNER_TEMP")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("gangplank").join("secrets-plan.json")
+    });
+    let mode = match args.mode {
+        Mode::Check => "check",
+        Mode::Plan => "plan",
+        Mode::Apply => "apply",
+    };
+    let counts = [
+        ("created", count(items, Action::Create)),
+        ("updated", count(items, Action::Update)),
+        ("deleted", count(items, Action::Delete)),
+        ("unchanged", count(items, Action::Unchanged)),
+        ("invalid", invalid_keys),
+    ];
+    let doc = json!({
+        "mode": mode,
+        "counts": counts.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "items": items.iter().map(|i| json!({
+            "key": i.key, "target": i.target, "where": i.place, "action": i.action.name(), "rule": i.rule,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(dir) = plan_file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let text = actions::redact(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+    std::fs::write(&plan_file, text + "\n").map_err(|e| {
+        Error::failed(format!(
+            "cannot write the plan file {}: {e}",
+            plan_file.display()
+        ))
+        .hint("set `plan-file` to a writable path")
+    })?;
+    for (k, v) in counts {
+        actions::set_output(k, &v.to_string())?;
+    }
+    actions::set_output("plan-file", &plan_file.to_string_lossy())?;
+    let mut md = format!("### sync-secrets ({mode})\n\n");
+    md.push_str(
+        &counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    md.push_str("\n\n");
+    if !items.is_empty() {
+        md.push_str("| key | target | where | action | rule |\n|---|---|---|---|---|\n");
+        for i in items {
+            md.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                i.key,
+                i.target,
+                i.place,
+                i.action.name(),
+                i.rule
+            ));
+        }
+    }
+    actions::append_summary(&md)?;
+    Ok(())
+}
