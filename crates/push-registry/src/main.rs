@@ -1,6 +1,5 @@
-//! `push-registry`: see the contract in spec/actions.md. Not built yet.
+//! `push-registry`: see the contract in spec/actions.md and the crate's library.
 
 fn main() {
-    eprintln!("push-registry: not implemented yet");
-    std::process::exit(2);
+    push_registry::main()
 }

@@ -1,0 +1,217 @@
+//! Child processes with a deadline and an interrupt flag.
+//!
+//! SIGINT/SIGTERM/SIGHUP only set a flag (signal-hook); every wait on a child polls that flag, kills the
+//! child and returns [`RunError::Interrupted`], so the caller's cleanup (Drop guards) runs on the main
+//! thread before the process exits. Commands are argv vectors, never shell text.
+//!
+//! The same file lives in push-registry and verify-image; it belongs in gangplank-core once its owner
+//! takes it.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+static SIGNAL: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// Catch SIGINT, SIGTERM and SIGHUP: from now on they only set the flag [`interrupted`] reads.
+pub fn install_signal_flag() {
+    let flag = SIGNAL.get_or_init(|| Arc::new(AtomicUsize::new(0)));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        let _ = signal_hook::flag::register_usize(sig, Arc::clone(flag), sig as usize);
+    }
+}
+
+/// The signal received, if any.
+pub fn interrupted() -> Option<i32> {
+    SIGNAL.get().map(|f| f.load(Ordering::SeqCst)).filter(|s| *s != 0).map(|s| s as i32)
+}
+
+/// Sleep up to `d`, waking early when a signal arrives.
+pub fn sleep(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && interrupted().is_none() {
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(20)));
+    }
+}
+
+/// What a finished child left.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+    /// stderr and stdout together, for classifying failures.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stderr, self.stdout)
+    }
+    /// The last `n` non-blank lines of stderr (or stdout when stderr is empty).
+    pub fn tail(&self, n: usize) -> String {
+        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+#[derive(Debug)]
+pub enum RunError {
+    /// The program could not be started (not installed).
+    Spawn(String, std::io::Error),
+    /// The deadline passed; the child was killed. Holds what it printed so far.
+    TimedOut(Finished),
+    /// A signal arrived; the child was killed.
+    Interrupted(i32),
+}
+
+/// Options of one run.
+#[derive(Default, Clone, Copy)]
+pub struct Opts<'a> {
+    pub stdin: Option<&'a [u8]>,
+    pub deadline: Option<Instant>,
+    /// Cleanup commands are not interruptible: they must finish even after a signal.
+    pub uninterruptible: bool,
+}
+
+fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Run `cmd` to the end (or deadline, or signal), capturing stdout and stderr.
+pub fn run(cmd: &mut Command, opts: Opts<'_>) -> Result<Finished, RunError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| RunError::Spawn(program.clone(), e))?;
+    if let (Some(data), Some(mut pipe)) = (opts.stdin, child.stdin.take()) {
+        // Small inputs (a password): written whole, then the pipe closes so the child sees EOF.
+        let _ = pipe.write_all(data);
+    }
+    let out = child.stdout.take().map(reader);
+    let err = child.stderr.take().map(reader);
+    let collect = |out: Option<std::thread::JoinHandle<String>>, err: Option<std::thread::JoinHandle<String>>, status| Finished {
+        status,
+        stdout: out.and_then(|h| h.join().ok()).unwrap_or_default(),
+        stderr: err.and_then(|h| h.join().ok()).unwrap_or_default(),
+    };
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Ok(collect(out, err, st.code().unwrap_or(-1))),
+            Ok(None) => {}
+            Err(e) => return Err(RunError::Spawn(program, e)),
+        }
+        if !opts.uninterruptible {
+            if let Some(sig) = interrupted() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RunError::Interrupted(sig));
+            }
+        }
+        if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RunError::TimedOut(collect(out, err, -1)));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Whether an executable named `name` is on `PATH`.
+pub fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            std::fs::metadata(d.join(name)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Which compose command this machine has: the v2 plugin (`docker compose`) or v1 (`docker-compose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compose {
+    V2,
+    V1,
+}
+
+impl Compose {
+    /// Detect compose: `docker compose version` first, then `docker-compose` on PATH.
+    pub fn detect() -> Option<Compose> {
+        let v2 = run(Command::new("docker").args(["compose", "version"]), Opts::default());
+        if v2.is_ok_and(|f| f.ok()) {
+            return Some(Compose::V2);
+        }
+        on_path("docker-compose").then_some(Compose::V1)
+    }
+
+    /// A command for this compose, with `args` after the program.
+    pub fn command(self) -> Command {
+        match self {
+            Compose::V2 => {
+                let mut c = Command::new("docker");
+                c.arg("compose");
+                c
+            }
+            Compose::V1 => Command::new("docker-compose"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compose::V2 => "docker compose",
+            Compose::V1 => "docker-compose",
+        }
+    }
+}
+
+/// RFC 3339 time, UTC, now.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The run's URL from the runner's variables, when they are all set.
+pub fn run_url() -> Option<String> {
+    let v = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+    Some(format!("{}/{}/actions/runs/{}", v("GITHUB_SERVER_URL")?, v("GITHUB_REPOSITORY")?, v("GITHUB_RUN_ID")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_with_stdin_and_deadline() {
+        let f = run(&mut Command::new("cat"), Opts { stdin: Some(b"hello"), ..Default::default() }).unwrap();
+        assert_eq!((f.status, f.stdout.as_str()), (0, "hello"));
+        let t = Instant::now();
+        let r = run(
+            Command::new("sleep").arg("5"),
+            Opts { deadline: Some(Instant::now() + Duration::from_millis(200)), ..Default::default() },
+        );
+        assert!(matches!(r, Err(RunError::TimedOut(_))));
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(matches!(run(&mut Command::new("/nonexistent/x"), Opts::default()), Err(RunError::Spawn(..))));
+    }
+
+    #[test]
+    fn tail_prefers_stderr() {
+        let f = Finished { status: 1, stdout: "o".into(), stderr: "a\n\nb\nc\n".into() };
+        assert_eq!(f.tail(2), "b\nc");
+    }
+}
