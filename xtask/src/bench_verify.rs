@@ -1,5 +1,205 @@
-//! `cargo xtask bench_verify` (not written yet).
+//! `cargo xtask bench verify [--iterations N]`: verify-image (release build) against the shell script
+//! teams write by hand, on the same stack, in one run; then push-registry times for a changed and an
+//! unchanged image (issue 4, "Measure").
+//!
+//! The stack is the testbed's sample app plus a busybox dependency it waits for (`depends_on:
+//! service_healthy`). Baseline: `docker-compose up -d`, a `curl` loop every second until the app's
+//! `/health` answers, `docker-compose down -v`. Target: verify-image ≤ 0.8× the baseline's median.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`bench_verify` is not written yet")
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use gangplank_testbed::{compose_program, free_port, images, require_docker, scrubbed_command, unique_name, Registry};
+
+const BASELINE: &str = r#"set -eu
+$COMPOSE -p "$PROJECT" -f "$FILE" up -d
+for i in $(seq 1 120); do
+  if curl -fsS "$URL" >/dev/null 2>&1; then break; fi
+  sleep 1
+done
+$COMPOSE -p "$PROJECT" -f "$FILE" down -v
+"#;
+
+fn stack_yaml(app: &str, db: &str, port: u16) -> String {
+    format!(
+        r#"services:
+  app:
+    image: {app}
+    ports:
+      - "127.0.0.1:{port}:8080"
+    depends_on:
+      db:
+        condition: service_healthy
+  db:
+    image: {db}
+    command: ["/bin/busybox", "httpd", "-f", "-p", "9000", "-h", "/www"]
+    volumes:
+      - data:/data
+    healthcheck:
+      test: ["CMD", "/bin/wget", "-q", "-O-", "http://127.0.0.1:9000/health"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+volumes:
+  data: {{}}
+"#
+    )
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+/// Remove anything of `project` a failed run may have left, so every iteration starts clean.
+fn sweep(project: &str) {
+    let filter = format!("label=com.docker.compose.project={project}");
+    for (list, rm) in [
+        (&["ps", "-a"][..], &["rm", "-f", "-v"][..]),
+        (&["network", "ls"][..], &["network", "rm"][..]),
+        (&["volume", "ls"][..], &["volume", "rm", "-f"][..]),
+    ] {
+        let out = scrubbed_command("docker").args(list).args(["-q", "--filter", &filter]).output();
+        let ids: Vec<String> = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = scrubbed_command("docker").args(rm).args(&ids).output();
+        }
+    }
+}
+
+fn timed(cmd: &mut Command, what: &str) -> Result<Duration> {
+    let t = Instant::now();
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().with_context(|| format!("running {what}"))?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut iterations = 3usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--iterations" | "-n" => {
+                iterations = it.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).context("--iterations needs a number")?
+            }
+            other => bail!("unknown argument `{other}`; usage: cargo xtask bench verify [--iterations N]"),
+        }
+    }
+    require_docker()?;
+    let compose = compose_program()?.join(" ");
+    gangplank_testbed::require_program("curl", "curl")?;
+    let root = crate::project_root();
+    eprintln!("building release binaries…");
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "-p", "verify-image", "-p", "push-registry"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !st.success() {
+        bail!("cargo build --release failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let verify = target.join("release/verify-image");
+    let push = target.join("release/push-registry");
+
+    let s = images::samples()?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, stack_yaml(&s.v1, &s.v2, port))?;
+    let url = format!("http://127.0.0.1:{port}/health");
+
+    let mut ours = Vec::new();
+    let mut base = Vec::new();
+    for i in 0..iterations {
+        // Alternate which goes first so neither always gets a warm or cold engine.
+        for ours_first in [i % 2 == 0, i % 2 != 0] {
+            let project = unique_name("gpbench");
+            let took = if ours_first {
+                let r = timed(
+                    scrubbed_command(&verify)
+                        .arg("--compose-files")
+                        .arg(&file)
+                        .args(["--service", "app", "--health-url", &url, "--project-name", &project])
+                        .arg("--report-file")
+                        .arg(dir.path().join("report.json")),
+                    "verify-image",
+                );
+                sweep(&project);
+                let t = r?;
+                ours.push(t);
+                eprintln!("  run {}: verify-image {}", i + 1, secs(t));
+                t
+            } else {
+                let r = timed(
+                    scrubbed_command("bash")
+                        .args(["-c", BASELINE])
+                        .env("COMPOSE", &compose)
+                        .env("PROJECT", &project)
+                        .env("FILE", &file)
+                        .env("URL", &url),
+                    "baseline script",
+                );
+                sweep(&project);
+                let t = r?;
+                base.push(t);
+                eprintln!("  run {}: baseline     {}", i + 1, secs(t));
+                t
+            };
+            let _ = took;
+        }
+    }
+    let (m_ours, m_base) = (median(&mut ours), median(&mut base));
+    let ratio = m_ours.as_secs_f64() / m_base.as_secs_f64();
+    println!("verify on the sample stack (app + dependency), {iterations} iterations each, medians:");
+    println!("  baseline (compose up -d, curl every 1s, compose down -v): {}", secs(m_base));
+    println!("  verify-image (health gate + teardown of containers, networks, volumes): {}", secs(m_ours));
+    println!("  ratio: {ratio:.2}x (target <= 0.80x) {}", if ratio <= 0.8 { "OK" } else { "OVER TARGET" });
+
+    push_times(&push, dir.path())?;
+    Ok(())
+}
+
+/// Push time of a changed image (one new layer on top of layers the registry has) and of the same image
+/// again (nothing to upload).
+fn push_times(push: &Path, dir: &Path) -> Result<()> {
+    let s = images::samples()?;
+    let (user, pass) = ("bench", "bench-password-not-secret");
+    let reg = Registry::start_with_auth(user, pass)?;
+    let base_args = |images: &str, tag: &str| {
+        let mut c = scrubbed_command(push);
+        c.args(["--registry", &reg.addr, "--username", user, "--images", images, "--tag", tag])
+            .env("INPUT_PASSWORD", pass)
+            .arg("--metadata-file")
+            .arg(dir.join("push-metadata.json"))
+            .env("TMPDIR", dir);
+        c
+    };
+    // Warm-up: the registry holds the base layers, as it does after the first deploy.
+    timed(&mut base_args(&format!("app={}", s.v1), "base"), "push of the base image")?;
+    let changed = format!("gangplank-bench-changed:{}", unique_name("c"));
+    images::build(&changed, &format!("FROM {}\nRUN echo {} > /stamp\n", s.v1, unique_name("stamp")), &[])?;
+    let t_changed = timed(&mut base_args(&format!("app={changed}"), "changed"), "push of the changed image");
+    let t_same = timed(&mut base_args(&format!("app={changed}"), "unchanged"), "push of the unchanged image");
+    let _ = scrubbed_command("docker").args(["image", "rm", &changed]).output();
+    println!("push-registry (login, tag, push, digest from the registry):");
+    println!("  changed image (one new layer): {}", secs(t_changed?));
+    println!("  unchanged image (no layer uploaded): {}", secs(t_same?));
+    Ok(())
 }

@@ -1,0 +1,284 @@
+//! verify-image against the real Docker engine and compose (issue 4). After every run, nothing of its
+//! project may be left: containers, networks, volumes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gangplank_testbed::{free_port, images, require_docker, scrubbed_command, unique_name};
+
+/// A stack of the sample app plus a busybox dependency (`db`) with a named volume. The app waits for the
+/// dependency to be healthy; `db_health` is the dependency's health check path.
+fn stack_yaml(port: u16, db_health: &str, db_retries: u32) -> String {
+    let s = images::samples().unwrap();
+    format!(
+        r#"services:
+  app:
+    image: {app}
+    ports:
+      - "127.0.0.1:{port}:8080"
+    depends_on:
+      db:
+        condition: service_healthy
+  db:
+    image: {db}
+    command: ["/bin/sh", "-c", "echo db starting on 9000; exec /bin/busybox httpd -f -p 9000 -h /www"]
+    volumes:
+      - data:/data
+    healthcheck:
+      test: ["CMD", "/bin/wget", "-q", "-O-", "http://127.0.0.1:9000{db_health}"]
+      interval: 1s
+      timeout: 2s
+      retries: {db_retries}
+volumes:
+  data: {{}}
+"#,
+        app = s.v1,
+        db = s.v2,
+    )
+}
+
+struct Stack {
+    dir: tempfile::TempDir,
+    project: String,
+    port: u16,
+}
+
+impl Stack {
+    fn new(yaml_for_port: impl Fn(u16) -> String) -> Stack {
+        require_docker().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(dir.path().join("compose.yaml"), yaml_for_port(port)).unwrap();
+        Stack { dir, project: unique_name("gpverify"), port }
+    }
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("compose.yaml")
+    }
+    fn command(&self, more: &[&str]) -> Command {
+        let mut c = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"));
+        c.arg("--compose-files")
+            .arg(self.file())
+            .args(["--service", "app", "--project-name", &self.project])
+            .arg("--report-file")
+            .arg(self.dir.path().join("report.json"))
+            .env("GITHUB_OUTPUT", self.dir.path().join("output"))
+            .args(more);
+        c
+    }
+    fn run(&self, more: &[&str]) -> Output {
+        self.command(more).output().unwrap()
+    }
+    fn report(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("report.json")).unwrap()).unwrap()
+    }
+    fn outputs(&self) -> BTreeMap<String, String> {
+        let text = std::fs::read_to_string(self.dir.path().join("output")).unwrap_or_default();
+        gangplank_core::actions::parse_output_file(&text).unwrap().into_iter().collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Only reached with leftovers when an assertion failed first; never leave them for other tests.
+        remove_everything(&format!("label=com.docker.compose.project={}", self.project));
+    }
+}
+
+fn docker_ids(args: &[&str], filter: &str) -> Vec<String> {
+    let out = scrubbed_command("docker").args(args).args(["-q", "--filter", filter]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+fn remove_everything(filter: &str) {
+    for (list, rm) in [
+        (&["ps", "-a"][..], &["rm", "-f", "-v"][..]),
+        (&["network", "ls"][..], &["network", "rm"][..]),
+        (&["volume", "ls"][..], &["volume", "rm", "-f"][..]),
+    ] {
+        let ids = docker_ids(list, filter);
+        if !ids.is_empty() {
+            let _ = scrubbed_command("docker").args(rm).args(&ids).output();
+        }
+    }
+}
+
+/// No container, network or volume carries the project's label.
+fn assert_nothing_left(filter: &str) {
+    for (what, list) in [("container", &["ps", "-a"][..]), ("network", &["network", "ls"][..]), ("volume", &["volume", "ls"][..])] {
+        let ids = docker_ids(list, filter);
+        assert!(ids.is_empty(), "{what}(s) of {filter} left behind: {ids:?}");
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn stack_with_a_real_dependency_is_healthy_and_removed_after() {
+    let st = Stack::new(|p| stack_yaml(p, "/health", 3));
+    let url = format!("http://127.0.0.1:{}/health", st.port);
+    let o = st.run(&[
+        "--health-url",
+        &url,
+        "--timeout",
+        "60s",
+        // The app reaches its dependency over the stack's network, and serves its own version.
+        "--smoke",
+        "wget -q -O- http://db:9000/health | grep -qx v2\ntest -f /www/health",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(st.outputs()["healthy"], "true");
+    let r = st.report();
+    assert_eq!(r["healthy"], true);
+    assert_eq!(r["status"], "healthy");
+    assert_eq!(r["health_url_status"], 200);
+    assert_eq!(r["smoke"].as_array().unwrap().len(), 2);
+    let services: Vec<&str> = r["containers"].as_array().unwrap().iter().map(|c| c["service"].as_str().unwrap()).collect();
+    assert!(services.contains(&"app") && services.contains(&"db"), "{services:?}");
+    assert_eq!(r["leftovers"].as_array().unwrap().len(), 0);
+    assert_nothing_left(&format!("label=com.docker.compose.project={}", st.project));
+}
+
+#[test]
+fn failing_smoke_command_is_exit_1_naming_it_with_logs() {
+    let st = Stack::new(|p| stack_yaml(p, "/health", 3));
+    let o = st.run(&["--smoke", "true\ntest -f /usr/lib/libpq.so.5", "--timeout", "60s"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("smoke command `test -f /usr/lib/libpq.so.5` failed"), "{err}");
+    assert!(err.contains("logs of"), "no logs shown:\n{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert_eq!(st.outputs()["healthy"], "false");
+    assert_eq!(st.report()["status"], "smoke-failed");
+    assert_nothing_left(&format!("label=com.docker.compose.project={}", st.project));
+}
+
+#[test]
+fn dependency_never_ready_fails_within_timeout_with_its_logs() {
+    // The dependency's health check fails forever (a missing path, retried far more than the timeout allows).
+    let st = Stack::new(|p| stack_yaml(p, "/not-there", 1000));
+    let t = Instant::now();
+    let o = st.run(&["--timeout", "8s"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // The timeout covers start and health gate; teardown comes on top.
+    assert!(took < Duration::from_secs(8 + 15), "took {took:?}");
+    let err = stderr(&o);
+    assert!(err.contains("logs of") && err.contains("db starting on 9000"), "the dependency's logs are missing:\n{err}");
+    assert!(err.contains("8s"), "{err}");
+    assert_eq!(st.report()["healthy"], false);
+    assert_nothing_left(&format!("label=com.docker.compose.project={}", st.project));
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn sigterm_mid_run_still_tears_everything_down() {
+    let st = Stack::new(|p| stack_yaml(p, "/not-there", 1000));
+    let filter = format!("label=com.docker.compose.project={}", st.project);
+    let child = st.command(&["--timeout", "120s"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Wait until the stack is really up (its containers exist), then interrupt.
+    let t = Instant::now();
+    while docker_ids(&["ps", "-a"], &filter).len() < 1 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the stack never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm(&child);
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(30), "took {:?} to stop after SIGTERM", t.elapsed());
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tear down"), "{}", stderr(&out));
+    assert_eq!(st.report()["status"], "interrupted");
+    assert_nothing_left(&filter);
+}
+
+/// Runs verify-image on a single image; returns (exit code, stderr, report).
+fn verify_single(image: &str, more: &[&str]) -> (i32, String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let project = unique_name("gpverify-one");
+    let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"))
+        .args(["--image", image, "--project-name", &project])
+        .env("INPUT_TIMEOUT", "30s")
+        .arg("--report-file")
+        .arg(dir.path().join("r.json"))
+        .env("GITHUB_OUTPUT", dir.path().join("out"))
+        .args(more)
+        .output()
+        .unwrap();
+    let filter = format!("label=dev.gangplank.verify={project}");
+    let left = docker_ids(&["ps", "-a"], &filter);
+    remove_everything(&filter);
+    assert!(left.is_empty(), "containers left: {left:?}");
+    let report = std::fs::read_to_string(dir.path().join("r.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (o.status.code().unwrap_or(-1), stderr(&o), report)
+}
+
+fn non_root_image() -> String {
+    let s = images::samples().unwrap();
+    let tag = "gangplank-sample:nonroot";
+    images::build(tag, &format!("FROM {}\nUSER 10001\n", s.v1), &[]).unwrap();
+    tag.to_string()
+}
+
+#[test]
+fn expect_non_root_fails_on_root_and_passes_on_a_user() {
+    let s = images::samples().unwrap();
+    let (code, err, report) = verify_single(&s.v1, &["--expect-non-root", "true"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("runs as root"), "{err}");
+    assert_eq!(report["checks"][0]["ok"], false);
+
+    let nonroot = non_root_image();
+    let port = free_port();
+    let ports = format!("127.0.0.1:{port}:8080");
+    let url = format!("http://127.0.0.1:{port}/health");
+    let (code, err, report) = verify_single(&nonroot, &["--expect-non-root", "true", "--ports", &ports, "--health-url", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["checks"][0]["name"], "expect-non-root");
+    assert_eq!(report["checks"][0]["ok"], true);
+    assert_eq!(report["health_url_status"], 200);
+}
+
+#[test]
+fn max_size_fails_over_the_limit_and_passes_under_it() {
+    let s = images::samples().unwrap();
+    let (code, err, _) = verify_single(&s.v1, &["--max-size", "100KiB"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("over max-size 100.0KiB"), "{err}");
+    let (code, err, report) = verify_single(&s.v1, &["--max-size", "50MiB"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["checks"][0]["name"], "max-size");
+    assert_eq!(report["checks"][0]["ok"], true);
+}
+
+#[test]
+fn unhealthy_single_image_is_exit_1_with_logs() {
+    let s = images::samples().unwrap();
+    let (code, err, report) = verify_single(&s.broken, &["--timeout", "10s"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not healthy within 10s") && err.contains("unhealthy"), "{err}");
+    assert!(err.contains("logs of"), "{err}");
+    assert_eq!(report["healthy"], false);
+}
+
+#[test]
+fn bad_inputs_are_exit_2_and_start_nothing() {
+    let (code, err, _) = verify_single("gangplank-surely-absent:1", &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("gangplank-surely-absent:1") && err.contains("hint:"), "{err}");
+    let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image")).args(["--compose-files", "/nonexistent/compose.yaml", "--service", "x"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image")).args(["--image", "x", "--timeout", "soon"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
