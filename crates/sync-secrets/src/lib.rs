@@ -27,7 +27,7 @@ use clap::Parser;
 use futures::StreamExt;
 use gangplank_core::actions::{self, info};
 use gangplank_core::error::combine;
-use gangplank_core::input::{list_value, parse_bool, SshArgs};
+use gangplank_core::input::{parse_bool, parse_list, SshArgs};
 use gangplank_core::{Class, Error, Result, Secret};
 use serde_json::json;
 
@@ -69,8 +69,8 @@ pub struct Args {
     pub mode: Mode,
 
     /// Subset of targets: github, env-file [default: every target in the manifest]
-    #[arg(long, env = "INPUT_TARGETS", value_parser = list_value)]
-    pub targets: Option<Vec<String>>,
+    #[arg(long, env = "INPUT_TARGETS")]
+    pub targets: Option<String>,
 
     /// Token for the github target (a PAT or app token: GITHUB_TOKEN cannot write secrets)
     #[arg(long, env = "INPUT_GITHUB_TOKEN", hide_env_values = true, value_parser = secret_value)]
@@ -261,6 +261,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut gh_plan = None;
     if let Some((api, token, repo)) = &gh_cfg {
         let _g = actions::group("plan: github");
+        // octocrab's client spawns its worker on the runtime when it is built.
+        let _rt = rt.enter();
         let gh = Gh::new(
             api,
             token,
@@ -380,11 +382,12 @@ fn selected_targets(args: &Args, m: &Manifest) -> Result<Vec<Target>> {
     let in_manifest = m.targets();
     match &args.targets {
         None => Ok(in_manifest),
-        Some(list) if list.is_empty() => Ok(in_manifest),
-        Some(list) => {
+        Some(raw) if parse_list(raw).is_empty() => Ok(in_manifest),
+        Some(raw) => {
+            let list = parse_list(raw);
             let mut out = Vec::new();
             for t in list {
-                let t = Target::parse(t).ok_or_else(|| {
+                let t = Target::parse(&t).ok_or_else(|| {
                     Error::bad_input(format!("target `{t}` is not known"))
                         .hint("use `github`, `env-file` or both")
                 })?;

@@ -1,0 +1,736 @@
+//! The `sync-secrets` binary end to end: the real binary as a child process with a scrubbed environment,
+//! against the GitHub API stand-in and the testbed's real sshd (issue 5, "Must show").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gangplank_testbed::github::{GitHub, Limit, Scope};
+use gangplank_testbed::{assert_no_secret, scrubbed_command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sync-secrets");
+
+/// A working directory with a manifest and a values file.
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    outputs: BTreeMap<String, String>,
+    output_text: String,
+    summary: String,
+    plan: String,
+}
+
+impl Run {
+    fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    fn out(&self, name: &str) -> &str {
+        self.outputs
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no output {name}: {:?}", self.outputs))
+    }
+    /// No secret value anywhere we print or write, raw or base64 (add-mask lines excepted).
+    fn assert_no_secret(&self, secret: &str) {
+        let texts = [
+            ("stdout", self.stdout.as_str()),
+            ("stderr", self.stderr.as_str()),
+            ("outputs", self.output_text.as_str()),
+            ("summary", self.summary.as_str()),
+            ("plan file", self.plan.as_str()),
+        ];
+        assert_no_secret(&texts, secret);
+        for line in secret.lines().filter(|l| l.len() >= 8) {
+            assert_no_secret(&texts, line);
+        }
+    }
+}
+
+impl Case {
+    fn new(manifest: &str, values: &str) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secrets.yml"), manifest).unwrap();
+        std::fs::write(dir.path().join("values.env"), values).unwrap();
+        Case { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out_file = self.path("github_output");
+        let summary_file = self.path("step_summary");
+        std::fs::write(&out_file, "").unwrap();
+        std::fs::write(&summary_file, "").unwrap();
+        let out = scrubbed_command(BIN)
+            .current_dir(self.dir.path())
+            .args(["--manifest", "secrets.yml", "--values-file", "values.env"])
+            .args(args)
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_OUTPUT", &out_file)
+            .env("GITHUB_STEP_SUMMARY", &summary_file)
+            .env("RUNNER_TEMP", self.dir.path())
+            .envs(env.iter().copied())
+            .output()
+            .expect("run sync-secrets");
+        let output_text = std::fs::read_to_string(&out_file).unwrap();
+        let outputs: BTreeMap<String, String> =
+            gangplank_core::actions::parse_output_file(&output_text)
+                .expect("GITHUB_OUTPUT parses")
+                .into_iter()
+                .collect();
+        let plan = outputs
+            .get("plan-file")
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            outputs,
+            output_text,
+            summary: std::fs::read_to_string(&summary_file).unwrap(),
+            plan,
+        }
+    }
+
+    /// Run against the stand-in (github target only).
+    fn gh(&self, gh: &GitHub, mode: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut args = vec![
+            "--mode",
+            mode,
+            "--api-url",
+            gh.url(),
+            "--repository",
+            "acme/app",
+            "--targets",
+            "github",
+        ];
+        args.extend_from_slice(extra);
+        let token = gh.token();
+        let mut envs = vec![("INPUT_GITHUB_TOKEN", token.as_str())];
+        envs.extend_from_slice(env);
+        self.run(&args, &envs)
+    }
+}
+
+/// A value of `len` bytes that no placeholder rule matches.
+fn random_value(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_.";
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    let mut s = String::from("k9");
+    while s.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push(ALPHABET[(x % ALPHABET.len() as u64) as usize] as char);
+    }
+    s.truncate(len);
+    s
+}
+
+const MULTILINE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDcanary7Tq0pLmN3vXy\n-----END OPENSSH PRIVATE KEY-----\n";
+
+fn writes(gh: &GitHub) -> usize {
+    gh.requests().iter().filter(|r| r.method != "GET").count()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Manifest rules: a failing value stops every mode with exit 2 before anything is read or written.
+
+#[test]
+fn every_rule_fails_with_exit_2_in_every_mode_and_nothing_is_touched() {
+    let gh = GitHub::start();
+    let big = random_value(48 * 1024 + 1, 7);
+    // (manifest entry, values file, key, words the report must name)
+    let cases: Vec<(String, String, &str, &str)> = vec![
+        (
+            "DB_PASSWORD: {}".into(),
+            "".into(),
+            "DB_PASSWORD",
+            "required",
+        ),
+        (
+            "API_KEY: {pattern: '^sk-or-'}".into(),
+            "API_KEY=k9Tq0pLmN3vXy8Rw\n".into(),
+            "API_KEY",
+            "pattern",
+        ),
+        (
+            "DB_PASSWORD: {min-length: 16}".into(),
+            "DB_PASSWORD=k9Tq0pLm\n".into(),
+            "DB_PASSWORD",
+            "min-length",
+        ),
+        (
+            "DB_PASSWORD: {max-length: 4}".into(),
+            "DB_PASSWORD=k9Tq0pLm\n".into(),
+            "DB_PASSWORD",
+            "max-length",
+        ),
+        (
+            "BIG: {}".into(),
+            format!("BIG={big}\n"),
+            "BIG",
+            "max-length",
+        ),
+        (
+            "MINIO_ROOT_PASSWORD: {}\n  MINIO_SECRET_KEY: {equals: MINIO_ROOT_PASSWORD}".into(),
+            "MINIO_ROOT_PASSWORD=k9Tq0pLmN3vXy8Rw\nMINIO_SECRET_KEY=k9Tq0pLmN3vXy8Rz\n".into(),
+            "MINIO_SECRET_KEY",
+            "equals",
+        ),
+        (
+            "LLM_PROVIDER: {secret: false, allowed: [openrouter, openai]}".into(),
+            "LLM_PROVIDER=gradient\n".into(),
+            "LLM_PROVIDER",
+            "allowed",
+        ),
+        (
+            "SENTRY_DSN: {forbidden: ['', 'k9Tq0pLmN3vXy8Rw']}".into(),
+            "SENTRY_DSN=k9Tq0pLmN3vXy8Rw\n".into(),
+            "SENTRY_DSN",
+            "forbidden",
+        ),
+        (
+            "GRADIENT_API_KEY: {retired: true}".into(),
+            "GRADIENT_API_KEY=k9Tq0pLmN3vXy8Rw\n".into(),
+            "GRADIENT_API_KEY",
+            "retired",
+        ),
+        (
+            "OPENAI_API_KEY: {}".into(),
+            "OPENAI_API_KEY=changeme\n".into(),
+            "OPENAI_API_KEY",
+            "placeholder",
+        ),
+        (
+            "OPENAI_API_KEY: {}".into(),
+            "OPENAI_API_KEY=YOUR_TOKEN_HERE\n".into(),
+            "OPENAI_API_KEY",
+            "placeholder",
+        ),
+        (
+            "OPENAI_API_KEY: {}".into(),
+            "OPENAI_API_KEY=xxxxxxxx\n".into(),
+            "OPENAI_API_KEY",
+            "placeholder",
+        ),
+        (
+            "OPENAI_API_KEY: {}".into(),
+            "OPENAI_API_KEY='<your key>'\n".into(),
+            "OPENAI_API_KEY",
+            "placeholder",
+        ),
+        (
+            "OPENAI_API_KEY: {}".into(),
+            "OPENAI_API_KEY=\"  \"\n".into(),
+            "OPENAI_API_KEY",
+            "placeholder",
+        ),
+        (
+            "WEIRD: {targets: [env-file]}".into(),
+            "WEIRD='k9$Tq0\\pLm'\n".into(),
+            "WEIRD",
+            "env-file quoting",
+        ),
+    ];
+    for (entry, values, key, rule) in &cases {
+        let manifest = format!("values:\n  {entry}\n  OK_VALUE: {{}}\n");
+        let values = format!("{values}OK_VALUE=k9Zz8Yy7Xx6Ww5Vv\n");
+        let case = Case::new(&manifest, &values);
+        for mode in ["check", "plan", "apply"] {
+            let before = gh.requests().len();
+            // Default targets (github and env-file): the env-file target has no SSH inputs at all, so any
+            // attempt to reach it would fail differently; validation must stop the run first.
+            let r = case.run(
+                &[
+                    "--mode",
+                    mode,
+                    "--api-url",
+                    gh.url(),
+                    "--repository",
+                    "acme/app",
+                ],
+                &[("INPUT_GITHUB_TOKEN", &gh.token())],
+            );
+            let ctx = format!("{key} / {rule} / {mode}");
+            assert_eq!(r.code, 2, "{ctx}: exit code\n{}", r.stderr);
+            assert!(
+                r.stderr.contains(key) && r.stderr.contains(rule),
+                "{ctx}: report must name key and rule:\n{}",
+                r.stderr
+            );
+            assert!(r.stderr.contains("hint:"), "{ctx}: {}", r.stderr);
+            assert_eq!(
+                gh.requests().len(),
+                before,
+                "{ctx}: the stand-in was contacted"
+            );
+            assert_eq!(r.out("invalid"), "1", "{ctx}");
+            assert!(
+                r.plan.contains(key) && r.plan.contains("invalid"),
+                "{ctx}: {}",
+                r.plan
+            );
+            if let Some(v) = values.lines().find(|l| l.starts_with(&format!("{key}="))) {
+                let v = v.split_once('=').unwrap().1.trim_matches(['\'', '"']);
+                if v.len() >= 8 && *rule != "allowed" {
+                    r.assert_no_secret(v);
+                }
+            }
+        }
+    }
+    assert!(gh.secrets(&Scope::Repo("acme/app".into())).is_empty());
+}
+
+#[test]
+fn a_manifest_typo_is_exit_2_naming_the_key() {
+    for (manifest, word) in [
+        ("values:\n  A:\n    min-lenght: 3\n", "min-lenght"),
+        ("default:\n  targets: [github]\nvalues: {}\n", "default"),
+        ("values:\n  A: {targets: [gitlab]}\n", "gitlab"),
+        ("values:\n  GITHUB_SHA_X: {}\n", "GITHUB_SHA_X"),
+        ("values:\n  9LIVES: {}\n", "9LIVES"),
+        ("values:\n  A: {equals: NOPE}\n", "NOPE"),
+    ] {
+        let case = Case::new(manifest, "A=k9Tq0pLmN3vXy8Rw\n");
+        let r = case.run(&["--mode", "check"], &[]);
+        assert_eq!(r.code, 2, "{manifest}\n{}", r.stderr);
+        assert!(r.stderr.contains(word), "{manifest}: {}", r.stderr);
+        assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+        r.assert_no_secret("k9Tq0pLmN3vXy8Rw");
+    }
+}
+
+#[test]
+fn check_passes_valid_values_and_env_wins_over_the_file() {
+    let case = Case::new(
+        "values:\n  API_KEY: {pattern: '^sk-or-', min-length: 20}\n  LLM_PROVIDER: {secret: false, allowed: [openrouter]}\n  REDIS_URL: {required: false}\n",
+        "API_KEY=changeme\nLLM_PROVIDER=openrouter\n",
+    );
+    let r = case.run(
+        &["--mode", "check"],
+        &[("API_KEY", "sk-or-k9Tq0pLmN3vXy8Rw")],
+    );
+    r.assert_code(0);
+    assert_eq!(r.out("invalid"), "0");
+    assert!(
+        r.stdout.contains("::add-mask::sk-or-k9Tq0pLmN3vXy8Rw"),
+        "{}",
+        r.stdout
+    );
+    r.assert_no_secret("sk-or-k9Tq0pLmN3vXy8Rw");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// GitHub target against the stand-in.
+
+fn full_manifest() -> &'static str {
+    "defaults:\n  targets: [github]\nvalues:\n  \
+       API_KEY: {pattern: '^sk-'}\n  \
+       DEPLOY_KEY: {}\n  \
+       BIG_BLOB: {}\n  \
+       DATABASE_PASSWORD:\n    min-length: 16\n    github: {environment: production}\n  \
+       SHARED_TOKEN:\n    github: {org: acme, visibility: selected, repositories: [app, acme/web]}\n  \
+       ORG_WIDE:\n    github: {org: acme, visibility: all}\n  \
+       LLM_PROVIDER: {secret: false, allowed: [openrouter, openai]}\n  \
+       ORG_REGION: {secret: false, github: {org: acme, visibility: private}}\n  \
+       GRADIENT_API_KEY: {retired: true}\n"
+}
+
+#[test]
+fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
+    let gh = GitHub::start();
+    let big = random_value(48 * 1024, 11);
+    let api_key = "sk-k9Tq0pLmN3vXy8Rw-canary";
+    let db = "k9Db-canary-pass-0123456789";
+    let shared = "k9Shared-canary-token-42";
+    let org_wide = "k9OrgWide-canary-token-43";
+    let case = Case::new(
+        full_manifest(),
+        &format!(
+            "API_KEY={api_key}\nDATABASE_PASSWORD={db}\nLLM_PROVIDER=openrouter\nORG_REGION=fra1\n"
+        ),
+    );
+    let env = [
+        ("DEPLOY_KEY", MULTILINE),
+        ("BIG_BLOB", big.as_str()),
+        ("SHARED_TOKEN", shared),
+        ("ORG_WIDE", org_wide),
+    ];
+    let r = case.gh(&gh, "apply", &[], &env);
+    r.assert_code(0);
+    let repo = Scope::Repo("acme/app".into());
+    assert_eq!(gh.secret(&repo, "API_KEY").as_deref(), Some(api_key));
+    assert_eq!(gh.secret(&repo, "DEPLOY_KEY").as_deref(), Some(MULTILINE));
+    assert_eq!(gh.secret(&repo, "BIG_BLOB").as_deref(), Some(big.as_str()));
+    assert_eq!(gh.secrets(&repo).len(), 3);
+    let env_scope = Scope::Env("acme/app".into(), "production".into());
+    assert_eq!(
+        gh.secret(&env_scope, "DATABASE_PASSWORD").as_deref(),
+        Some(db)
+    );
+    let s = gh.org_secret("acme", "SHARED_TOKEN").unwrap();
+    assert_eq!(
+        (s.value.as_str(), s.visibility.as_str()),
+        (shared, "selected")
+    );
+    let mut ids = s.selected_repository_ids.clone();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![
+            gh.repo_id("acme/app").unwrap(),
+            gh.repo_id("acme/web").unwrap()
+        ]
+    );
+    let s = gh.org_secret("acme", "ORG_WIDE").unwrap();
+    assert_eq!((s.value.as_str(), s.visibility.as_str()), (org_wide, "all"));
+    assert_eq!(
+        gh.variable(&repo, "LLM_PROVIDER").as_deref(),
+        Some("openrouter")
+    );
+    assert_eq!(
+        gh.variable(&Scope::Org("acme".into()), "ORG_REGION")
+            .as_deref(),
+        Some("fra1")
+    );
+    assert_eq!(
+        gh.org_variable_visibility("acme", "ORG_REGION").unwrap().0,
+        "private"
+    );
+    assert_eq!(
+        (r.out("created"), r.out("updated"), r.out("invalid")),
+        ("8", "0", "0")
+    );
+    for secret in [api_key, db, shared, org_wide, MULTILINE, big.as_str()] {
+        r.assert_no_secret(secret);
+    }
+    // Every line of the multi-line key was masked, one add-mask each.
+    for line in MULTILINE.lines() {
+        assert!(r.stdout.contains(&format!("::add-mask::{line}")), "{line}");
+    }
+
+    // The same sealed boxes open with libsodium itself (PyNaCl).
+    for (scope, name, want) in [
+        (&repo, "DEPLOY_KEY", MULTILINE),
+        (&repo, "BIG_BLOB", big.as_str()),
+        (&env_scope, "DATABASE_PASSWORD", db),
+    ] {
+        let opened = pynacl_open(
+            &gh.private_key_base64(scope),
+            &gh.sealed_box(scope, name).unwrap(),
+        );
+        assert_eq!(opened, want.as_bytes(), "{name} through PyNaCl");
+    }
+
+    // Second run: variables updated in place, secrets updated (GitHub never shows their values).
+    let r = case.gh(
+        &gh,
+        "apply",
+        &[],
+        &[
+            ("LLM_PROVIDER", "openai"),
+            ("DEPLOY_KEY", MULTILINE),
+            ("BIG_BLOB", &big),
+            ("SHARED_TOKEN", shared),
+            ("ORG_WIDE", org_wide),
+        ],
+    );
+    r.assert_code(0);
+    assert_eq!(
+        gh.variable(&repo, "LLM_PROVIDER").as_deref(),
+        Some("openai")
+    );
+    assert_eq!(
+        (r.out("created"), r.out("updated"), r.out("unchanged")),
+        ("0", "7", "1")
+    );
+    assert!(gh
+        .requests()
+        .iter()
+        .any(|q| q.method == "PATCH" && q.path.ends_with("/variables/LLM_PROVIDER")));
+}
+
+fn pynacl_open(private_key_b64: &str, box_b64: &str) -> Vec<u8> {
+    let script = "import base64, os, sys\n\
+try:\n    from nacl.public import PrivateKey, SealedBox\n\
+except ImportError:\n    sys.stderr.write('PyNaCl is missing: pip install pynacl\\n'); sys.exit(3)\n\
+sk = PrivateKey(base64.b64decode(os.environ['SK']))\n\
+sys.stdout.buffer.write(SealedBox(sk).decrypt(base64.b64decode(os.environ['BOX'])))\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("SK", private_key_b64)
+        .env("BOX", box_b64)
+        .output()
+        .expect("python3 is needed to check interoperability with libsodium: apt-get install python3, then pip install pynacl");
+    assert!(
+        out.status.success(),
+        "PyNaCl could not open the box: {} (pip install pynacl)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn plan_writes_nothing_and_shows_each_action() {
+    let gh = GitHub::start();
+    let repo = Scope::Repo("acme/app".into());
+    gh.preset_secret(&repo, "API_KEY", "old");
+    gh.preset_variable(&repo, "LLM_PROVIDER", "openrouter");
+    gh.preset_secret(&repo, "GRADIENT_API_KEY", "old");
+    let case = Case::new(
+        "defaults: {targets: [github]}\nvalues:\n  API_KEY: {}\n  NEW_KEY: {}\n  LLM_PROVIDER: {secret: false}\n  GRADIENT_API_KEY: {retired: true}\n",
+        "API_KEY=k9Tq0pLmN3vXy8Rw\nNEW_KEY=k9Zz8Yy7Xx6Ww5Vv\nLLM_PROVIDER=openrouter\n",
+    );
+    let r = case.gh(&gh, "plan", &["--prune", "true"], &[]);
+    r.assert_code(0);
+    assert_eq!(writes(&gh), 0, "plan wrote: {:?}", gh.requests());
+    assert_eq!(
+        (
+            r.out("created"),
+            r.out("updated"),
+            r.out("deleted"),
+            r.out("unchanged")
+        ),
+        ("1", "1", "1", "1")
+    );
+    let plan: serde_json::Value = serde_json::from_str(&r.plan).unwrap();
+    let actions: BTreeMap<String, String> = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["key"].as_str().unwrap().to_string(),
+                i["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(actions["API_KEY"], "update");
+    assert_eq!(actions["NEW_KEY"], "create");
+    assert_eq!(actions["LLM_PROVIDER"], "unchanged");
+    assert_eq!(actions["GRADIENT_API_KEY"], "delete");
+    assert!(r.summary.contains("NEW_KEY"), "{}", r.summary);
+    r.assert_no_secret("k9Tq0pLmN3vXy8Rw");
+    r.assert_no_secret("k9Zz8Yy7Xx6Ww5Vv");
+}
+
+#[test]
+fn prune_deletes_retired_names_only_when_asked() {
+    let gh = GitHub::start();
+    let repo = Scope::Repo("acme/app".into());
+    gh.preset_secret(&repo, "GRADIENT_API_KEY", "old");
+    gh.preset_variable(&repo, "OLD_PROVIDER", "gradient");
+    gh.preset_secret(&repo, "UNMANAGED", "keep");
+    let case = Case::new(
+        "defaults: {targets: [github]}\nvalues:\n  API_KEY: {}\n  GRADIENT_API_KEY: {retired: true}\n  OLD_PROVIDER: {retired: true, secret: false}\n",
+        "API_KEY=k9Tq0pLmN3vXy8Rw\n",
+    );
+    let r = case.gh(&gh, "apply", &[], &[]);
+    r.assert_code(0);
+    assert!(
+        r.stderr.contains("GRADIENT_API_KEY") && r.stderr.contains("prune"),
+        "{}",
+        r.stderr
+    );
+    assert!(gh.secret(&repo, "GRADIENT_API_KEY").is_some());
+    let r = case.gh(&gh, "apply", &["--prune", "true"], &[]);
+    r.assert_code(0);
+    assert_eq!(r.out("deleted"), "2");
+    assert!(gh.secret(&repo, "GRADIENT_API_KEY").is_none());
+    assert!(gh.variable(&repo, "OLD_PROVIDER").is_none());
+    assert!(
+        gh.secret(&repo, "UNMANAGED").is_some(),
+        "names the manifest does not mention are left alone"
+    );
+    assert_eq!(
+        gh.secret(&repo, "API_KEY").as_deref(),
+        Some("k9Tq0pLmN3vXy8Rw")
+    );
+}
+
+#[test]
+fn rate_limits_are_waited_out_and_every_value_lands() {
+    let gh = GitHub::start();
+    let n = 12;
+    let manifest: String = std::iter::once("defaults: {targets: [github]}\nvalues:\n".to_string())
+        .chain((0..n).map(|i| format!("  KEY_{i}: {{}}\n")))
+        .collect();
+    let values: String = (0..n)
+        .map(|i| format!("KEY_{i}={}\n", random_value(24, i as u64)))
+        .collect();
+    let case = Case::new(&manifest, &values);
+    gh.push_limit(Limit::secondary(403, 1));
+    gh.push_limit(Limit::primary(429, 2));
+    let t = Instant::now();
+    let r = case.gh(&gh, "apply", &[], &[]);
+    r.assert_code(0);
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "did not wait: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(gh.rate_limited(), 2);
+    let repo = Scope::Repo("acme/app".into());
+    for i in 0..n {
+        assert_eq!(
+            gh.secret(&repo, &format!("KEY_{i}")),
+            Some(random_value(24, i as u64))
+        );
+    }
+    assert!(r.stderr.contains("slow down"), "{}", r.stderr);
+}
+
+#[test]
+fn never_more_requests_in_flight_than_the_concurrency() {
+    let gh = GitHub::start();
+    gh.set_latency(Duration::from_millis(40));
+    gh.set_concurrency_cap(Some(4));
+    let n = 30;
+    let manifest: String = std::iter::once("defaults: {targets: [github]}\nvalues:\n".to_string())
+        .chain((0..n).map(|i| format!("  KEY_{i}: {{}}\n")))
+        .collect();
+    let values: String = (0..n)
+        .map(|i| format!("KEY_{i}={}\n", random_value(24, 100 + i as u64)))
+        .collect();
+    let case = Case::new(&manifest, &values);
+    let r = case.gh(&gh, "apply", &[], &[]);
+    r.assert_code(0);
+    assert_eq!(gh.rate_limited(), 0);
+    assert_eq!(
+        gh.max_in_flight(),
+        4,
+        "default concurrency is 4 and it should be used"
+    );
+    gh.reset_stats();
+    let r = case.gh(&gh, "apply", &["--concurrency", "2"], &[]);
+    r.assert_code(0);
+    assert!(gh.max_in_flight() <= 2, "{}", gh.max_in_flight());
+    assert_eq!(gh.secrets(&Scope::Repo("acme/app".into())).len(), n);
+}
+
+#[test]
+fn token_and_repository_errors_are_explained() {
+    let gh = GitHub::start();
+    let case = Case::new(
+        "defaults: {targets: [github]}\nvalues:\n  API_KEY: {}\n",
+        "API_KEY=k9Tq0pLmN3vXy8Rw\n",
+    );
+    let r = case.run(
+        &[
+            "--mode",
+            "plan",
+            "--api-url",
+            gh.url(),
+            "--repository",
+            "acme/app",
+        ],
+        &[("INPUT_GITHUB_TOKEN", "ghp_wrong0000000000000000")],
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("401")
+            && r.stderr.contains("hint:")
+            && r.stderr.contains("GITHUB_TOKEN cannot write secrets"),
+        "{}",
+        r.stderr
+    );
+    assert_no_secret(&[("stderr", &r.stderr)], "ghp_wrong0000000000000000");
+
+    let r = case.run(
+        &[
+            "--mode",
+            "plan",
+            "--api-url",
+            gh.url(),
+            "--repository",
+            "acme/nope",
+        ],
+        &[("INPUT_GITHUB_TOKEN", &gh.token())],
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("404") && r.stderr.contains("acme/nope"),
+        "{}",
+        r.stderr
+    );
+
+    let r = case.run(
+        &[
+            "--mode",
+            "plan",
+            "--api-url",
+            gh.url(),
+            "--repository",
+            "acme/app",
+        ],
+        &[],
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("github-token") && r.stderr.contains("hint:"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(writes(&gh), 0);
+
+    // Environments must exist: a missing one is a 404 with a hint, nothing written.
+    let case = Case::new(
+        "defaults: {targets: [github]}\nvalues:\n  A: {github: {environment: staging}}\n",
+        "A=k9Tq0pLmN3vXy8Rw\n",
+    );
+    let r = case.gh(&gh, "apply", &[], &[]);
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains("staging") && r.stderr.contains("hint:"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(writes(&gh), 0);
+}
+
+#[test]
+fn help_lists_every_input() {
+    let out = scrubbed_command(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for input in [
+        "--manifest",
+        "--values-file",
+        "--mode",
+        "--targets",
+        "--github-token",
+        "--api-url",
+        "--repository",
+        "--prune",
+        "--concurrency",
+        "--host",
+        "--ssh-key",
+        "--known-hosts",
+        "--app-dir",
+        "--remote-env-path",
+        "--keep-backups",
+    ] {
+        assert!(help.contains(input), "{input} missing from --help");
+    }
+}
+
+#[allow(dead_code)]
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
