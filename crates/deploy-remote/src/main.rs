@@ -1,6 +1,193 @@
-//! `deploy-remote`: see the contract in spec/actions.md. Not built yet.
+//! `deploy-remote`: deploy a docker compose app to one or more hosts over SSH, health-gated, rolling
+//! back by itself (contract: spec/actions.md, "deploy-remote"). Raw inputs → validated config → plan →
+//! engine (`gangplank_core::deploy`) → outputs, record, summary → exit code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use gangplank_core::deploy::{self, DeployConfig, RunMeta};
+use gangplank_core::exec::ssh::SshExecutor;
+use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs, parse_size};
+use gangplank_core::{Error, Executor, Result};
+
+/// Deploy a docker compose application to one or more hosts over SSH; roll back when it is not healthy.
+#[derive(Debug, Parser)]
+#[command(name = "deploy-remote", version)]
+struct Args {
+    #[command(flatten)]
+    ssh: deploy::cli::SshInputs,
+
+    /// Compose project name; names the state directory [default: the repository name]
+    #[arg(long, env = "INPUT_APP_NAME")]
+    app_name: Option<String>,
+
+    /// Where files live on the host [default: /opt/<app-name>]
+    #[arg(long, env = "INPUT_APP_DIR")]
+    app_dir: Option<String>,
+
+    /// Local compose file(s), uploaded to app-dir
+    #[arg(long, env = "INPUT_COMPOSE_FILES", default_value = "compose.yaml", value_parser = list_value)]
+    compose_files: ::std::vec::Vec<String>,
+
+    /// Extra local files or folders uploaded under app-dir
+    #[arg(long, env = "INPUT_FILES", value_parser = list_value)]
+    files: Option<::std::vec::Vec<String>>,
+
+    /// A local .env uploaded as <app-dir>/.env (mode 0600, backup kept)
+    #[arg(long, env = "INPUT_ENV_FILE")]
+    env_file: Option<PathBuf>,
+
+    /// Exported as IMAGE_TAG to compose interpolation
+    #[arg(long, env = "INPUT_IMAGE_TAG")]
+    image_tag: Option<String>,
+
+    /// Subset of services to pull and restart [default: all]
+    #[arg(long, env = "INPUT_SERVICES", value_parser = list_value)]
+    services: Option<::std::vec::Vec<String>>,
+
+    /// HTTP URL that must answer 2xx; localhost URLs are probed on the host itself
+    #[arg(long, env = "INPUT_HEALTH_URL")]
+    health_url: Option<String>,
+
+    /// How long the health gate waits
+    #[arg(long, env = "INPUT_HEALTH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    health_timeout: Duration,
+
+    /// On a failed health gate, redeploy the previous tag
+    #[arg(long, env = "INPUT_AUTO_ROLLBACK", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    auto_rollback: bool,
+
+    /// Image tags of this app kept on the host (never the current or previous one removed)
+    #[arg(long, env = "INPUT_KEEP_IMAGES", default_value_t = 5)]
+    keep_images: usize,
+
+    /// How long to wait for another deploy's lock before exit 3
+    #[arg(long, env = "INPUT_LOCK_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    lock_timeout: Duration,
+
+    /// Break a lock left by a dead run (its owner is printed first)
+    #[arg(long, env = "INPUT_FORCE_UNLOCK", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    force_unlock: bool,
+
+    /// Preflight threshold of free space on the Docker data root
+    #[arg(long, env = "INPUT_MIN_FREE_DISK", default_value = "1GiB", value_parser = parse_size)]
+    min_free_disk: u64,
+
+    /// Run every check, print the plan, change nothing
+    #[arg(long, env = "INPUT_PREFLIGHT_ONLY", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    preflight_only: bool,
+
+    /// Where the deploy record is written [default: $RUNNER_TEMP/gangplank/deploy-record.json]
+    #[arg(long, env = "INPUT_RECORD_FILE")]
+    record_file: Option<PathBuf>,
+}
+
+/// The app name when none is given: the repository name, lowercased.
+fn default_app_name() -> Option<String> {
+    let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
+    let name = repo
+        .rsplit('/')
+        .next()?
+        .to_ascii_lowercase()
+        .replace('.', "-");
+    (!name.is_empty()).then_some(name)
+}
+
+fn config(a: Args) -> Result<DeployConfig> {
+    // The tag first: a bad one is refused before anything else, above all before any connection.
+    let tag = a.image_tag.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+        Error::bad_input("input `image-tag` is required").hint("pass the tag pushed by push-registry, e.g. `image-tag: ${{ steps.push.outputs.tag }}`")
+    })?;
+    deploy::validate_tag(&tag, "image-tag")?;
+    let app = a
+        .app_name
+        .filter(|n| !n.is_empty())
+        .or_else(default_app_name)
+        .ok_or_else(|| {
+            Error::bad_input("input `app-name` is required outside GitHub Actions")
+                .hint("pass `--app-name myapp`")
+        })?;
+    deploy::validate_app_name(&app)?;
+    let app_dir = a
+        .app_dir
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| format!("/opt/{app}"));
+    if !app_dir.starts_with('/')
+        || app_dir.contains('\0')
+        || app_dir.trim_end_matches('/').is_empty()
+    {
+        return Err(Error::bad_input(format!(
+            "`app-dir` {app_dir:?} is not an absolute directory path"
+        ))
+        .hint("use an absolute path such as /opt/myapp"));
+    }
+    let app_dir = app_dir.trim_end_matches('/').to_string();
+    if let Some(u) = &a.health_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(Error::bad_input(format!("`health-url` {u:?} is not an http:// or https:// URL"))
+                .hint("e.g. http://localhost:8080/health (probed on the host) or https://example.com/health"));
+        }
+    }
+    if a.compose_files.is_empty() {
+        return Err(
+            Error::bad_input("`compose-files` is empty").hint("list at least one compose file")
+        );
+    }
+    let ssh = a.ssh.to_ssh_args().to_config()?;
+    Ok(DeployConfig {
+        ssh,
+        app,
+        app_dir,
+        compose_files: a.compose_files.iter().map(PathBuf::from).collect(),
+        files: a
+            .files
+            .unwrap_or_default()
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        env_file: a.env_file.filter(|p| !p.as_os_str().is_empty()),
+        tag,
+        services: a.services.unwrap_or_default(),
+        health_url: a.health_url.filter(|u| !u.is_empty()),
+        health_timeout: a.health_timeout,
+        auto_rollback: a.auto_rollback,
+        keep_images: a.keep_images.max(1),
+        lock_timeout: a.lock_timeout,
+        force_unlock: a.force_unlock,
+        min_free_disk: a.min_free_disk,
+        preflight_only: a.preflight_only,
+        record_file: a
+            .record_file
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| deploy::default_record_file("deploy-record.json")),
+        meta: RunMeta::from_env(),
+    })
+}
 
 fn main() {
-    eprintln!("deploy-remote: not implemented yet");
-    std::process::exit(2);
+    let args: Args = parse_inputs();
+    gangplank_core::actions::main_with(|| {
+        deploy::install_signal_handlers();
+        let cfg = config(args)?;
+        let ssh = cfg.ssh.clone();
+        let mut connect = |h: &gangplank_core::input::HostSpec| -> Result<Box<dyn Executor>> {
+            Ok(Box::new(SshExecutor::connect(h, &ssh)?))
+        };
+        let out = deploy::deploy(&cfg, &mut connect);
+        if cfg.preflight_only && out.error.is_none() {
+            return Ok(());
+        }
+        let outputs = [
+            ("deployed-tag", cfg.tag.clone()),
+            ("previous-tag", out.record.previous_tag.clone()),
+            ("rolled-back", out.rolled_back.to_string()),
+        ];
+        deploy::publish(
+            out,
+            &cfg.record_file,
+            &outputs,
+            &format!("deploy-remote: `{}` → `{}`", cfg.app, cfg.tag),
+        )
+    })
 }

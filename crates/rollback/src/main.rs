@@ -1,6 +1,139 @@
-//! `rollback`: see the contract in spec/actions.md. Not built yet.
+//! `rollback`: go back to an earlier tag with the compose files and `.env` already on the host
+//! (contract: spec/actions.md, "rollback"). Needs no registry when the image is still on the host:
+//! it runs `compose up` without a pull, and compose pulls only images that are missing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use gangplank_core::deploy::{self, Record, RollbackConfig, RunMeta};
+use gangplank_core::exec::ssh::SshExecutor;
+use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs};
+use gangplank_core::{Error, Executor, Result};
+
+/// Roll a docker compose application back to an earlier tag on one or more hosts.
+#[derive(Debug, Parser)]
+#[command(name = "rollback", version)]
+struct Args {
+    #[command(flatten)]
+    ssh: deploy::cli::SshInputs,
+
+    /// Compose project name; names the state directory [default: the repository name]
+    #[arg(long, env = "INPUT_APP_NAME")]
+    app_name: Option<String>,
+
+    /// Where the app lives on the host [default: /opt/<app-name>]
+    #[arg(long, env = "INPUT_APP_DIR")]
+    app_dir: Option<String>,
+
+    /// Subset of services to restart [default: all]
+    #[arg(long, env = "INPUT_SERVICES", value_parser = list_value)]
+    services: Option<::std::vec::Vec<String>>,
+
+    /// HTTP URL that must answer 2xx; localhost URLs are probed on the host itself
+    #[arg(long, env = "INPUT_HEALTH_URL")]
+    health_url: Option<String>,
+
+    /// How long the health gate waits
+    #[arg(long, env = "INPUT_HEALTH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    health_timeout: Duration,
+
+    /// How long to wait for another deploy's lock before exit 3
+    #[arg(long, env = "INPUT_LOCK_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    lock_timeout: Duration,
+
+    /// Break a lock left by a dead run (its owner is printed first)
+    #[arg(long, env = "INPUT_FORCE_UNLOCK", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    force_unlock: bool,
+
+    /// Tag to go back to [default: previous_tag of record-file, else the host state's previous tag]
+    #[arg(long, env = "INPUT_TO_TAG")]
+    to_tag: Option<String>,
+
+    /// Deploy record to read previous_tag from, and where this rollback's record is written
+    /// [default: $RUNNER_TEMP/gangplank/deploy-record.json]
+    #[arg(long, env = "INPUT_RECORD_FILE")]
+    record_file: Option<PathBuf>,
+}
+
+fn default_app_name() -> Option<String> {
+    let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
+    let name = repo
+        .rsplit('/')
+        .next()?
+        .to_ascii_lowercase()
+        .replace('.', "-");
+    (!name.is_empty()).then_some(name)
+}
+
+fn config(a: Args) -> Result<RollbackConfig> {
+    let to_tag = a.to_tag.filter(|t| !t.trim().is_empty());
+    if let Some(t) = &to_tag {
+        deploy::validate_tag(t, "to-tag")?;
+    }
+    let app = a
+        .app_name
+        .filter(|n| !n.is_empty())
+        .or_else(default_app_name)
+        .ok_or_else(|| {
+            Error::bad_input("input `app-name` is required outside GitHub Actions")
+                .hint("pass `--app-name myapp`")
+        })?;
+    deploy::validate_app_name(&app)?;
+    let app_dir = a
+        .app_dir
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| format!("/opt/{app}"));
+    if !app_dir.starts_with('/') || app_dir.trim_end_matches('/').is_empty() {
+        return Err(Error::bad_input(format!(
+            "`app-dir` {app_dir:?} is not an absolute directory path"
+        ))
+        .hint("use an absolute path such as /opt/myapp"));
+    }
+    let ssh = a.ssh.to_ssh_args().to_config()?;
+    Ok(RollbackConfig {
+        ssh,
+        app,
+        app_dir: app_dir.trim_end_matches('/').to_string(),
+        services: a.services.unwrap_or_default(),
+        health_url: a.health_url.filter(|u| !u.is_empty()),
+        health_timeout: a.health_timeout,
+        lock_timeout: a.lock_timeout,
+        force_unlock: a.force_unlock,
+        to_tag,
+        record_file: a
+            .record_file
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| deploy::default_record_file("deploy-record.json")),
+        meta: RunMeta::from_env(),
+    })
+}
 
 fn main() {
-    eprintln!("rollback: not implemented yet");
-    std::process::exit(2);
+    let args: Args = parse_inputs();
+    gangplank_core::actions::main_with(|| {
+        deploy::install_signal_handlers();
+        let cfg = config(args)?;
+        // The record of the deploy being undone names the tag to go back to (when it is a valid tag
+        // of this app that actually replaced something).
+        let record_previous = Record::read(&cfg.record_file)
+            .filter(|r| r.app == cfg.app && r.action != "rollback" && !r.previous_tag.is_empty())
+            .map(|r| r.previous_tag)
+            .filter(|t| deploy::validate_tag(t, "previous_tag").is_ok());
+        let ssh = cfg.ssh.clone();
+        let mut connect = |h: &gangplank_core::input::HostSpec| -> Result<Box<dyn Executor>> {
+            Ok(Box::new(SshExecutor::connect(h, &ssh)?))
+        };
+        let out = deploy::rollback(&cfg, record_previous, &mut connect);
+        let outputs = [
+            ("rolled-back-to", out.record.deployed_tag.clone()),
+            ("rolled-back-from", out.record.previous_tag.clone()),
+        ];
+        deploy::publish(
+            out,
+            &cfg.record_file,
+            &outputs,
+            &format!("rollback: `{}`", cfg.app),
+        )
+    })
 }

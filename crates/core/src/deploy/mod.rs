@@ -11,6 +11,7 @@
 //! connection) per host serves the whole run. The engine never prints a secret: messages go through
 //! [`crate::actions`], which redacts every registered value.
 
+pub mod cli;
 pub mod files;
 pub mod health;
 pub mod lock;
@@ -1305,4 +1306,44 @@ pub fn default_record_file(name: &str) -> PathBuf {
 /// The command that makes sure a plain `Cmd` is available to callers that build their own checks.
 pub fn noop() -> Cmd {
     Cmd::new("true")
+}
+
+/// The end of every run: write the record file, set the outputs, append the summary, and hand back
+/// the error (if any) for the exit code. Nothing here can carry a secret: the record holds tags, hosts
+/// and run metadata only, and the summary goes through the redacting writer.
+pub fn publish(
+    out: Outcome,
+    record_file: &std::path::Path,
+    outputs: &[(&str, String)],
+    title: &str,
+) -> Result<()> {
+    let mut errs = vec![];
+    if let Err(e) = out.record.write(record_file) {
+        errs.push(e);
+    }
+    for (k, v) in outputs {
+        if let Err(e) = crate::actions::set_output(k, v) {
+            errs.push(e);
+        }
+    }
+    let _ = crate::actions::set_output("record-file", &record_file.to_string_lossy());
+    if !out.rows.is_empty() {
+        let mut md = summary_table(title, &out.rows);
+        if let Some(e) = &out.error {
+            md.push_str(&format!(
+                "\n**{}**\n",
+                e.message.lines().next().unwrap_or("")
+            ));
+        }
+        if let Err(e) = crate::actions::append_summary(&md) {
+            errs.push(e);
+        }
+    }
+    match out.error {
+        Some(e) => Err(e),
+        None => match combine(errs) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        },
+    }
 }

@@ -1,0 +1,296 @@
+//! What the deploy-remote and rollback tests share: a fixture with a real sshd, a real registry holding
+//! the sample images as `REGISTRY/APP:{v1,v2,broken}`, a compose file publishing a free loopback port,
+//! and an app dir in a temp dir. Dropping it takes the compose project down.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use gangplank_testbed::{
+    free_port, http_get, images, scrubbed_command, unique_name, Registry, Sshd,
+};
+
+pub struct Fixture {
+    pub sshd: Sshd,
+    pub registry: Registry,
+    pub app: String,
+    pub image: String,
+    pub port: u16,
+    /// The local "repository": compose.yaml, prod.env, extra files.
+    pub work: tempfile::TempDir,
+    /// Parent of the host-side app dir.
+    pub host_root: tempfile::TempDir,
+    pub app_dir: PathBuf,
+}
+
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: BTreeMap<String, String>,
+    pub summary: String,
+    pub record: String,
+}
+
+impl Run {
+    pub fn out(&self, k: &str) -> &str {
+        self.outputs.get(k).map(String::as_str).unwrap_or("")
+    }
+    pub fn texts(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("stdout", self.stdout.as_str()),
+            ("stderr", self.stderr.as_str()),
+            ("summary", self.summary.as_str()),
+            ("record", self.record.as_str()),
+        ]
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub const ENV_CANARY: &str = "envCanary-7f3b9d2e41";
+
+impl Fixture {
+    pub fn new(prefix: &str) -> Fixture {
+        Self::with_app_dir(prefix, "app")
+    }
+
+    /// `app_dir_name` is the last component of the app dir (may hold shell metacharacters).
+    pub fn with_app_dir(prefix: &str, app_dir_name: &str) -> Fixture {
+        let samples = images::samples().expect("sample images build");
+        let sshd = Sshd::start().expect("sshd starts");
+        let registry = Registry::start().expect("registry starts");
+        let app = unique_name(prefix);
+        let image = registry.image(&app);
+        for (tag, src) in [
+            ("v1", &samples.v1),
+            ("v2", &samples.v2),
+            ("broken", &samples.broken),
+        ] {
+            sh(&format!("docker tag {src} {image}:{tag} && docker push -q {image}:{tag} >/dev/null && docker rmi {image}:{tag} >/dev/null"));
+        }
+        let port = free_port();
+        let work = tempfile::tempdir().unwrap();
+        let host_root = tempfile::tempdir().unwrap();
+        let app_dir = host_root.path().join(app_dir_name);
+        let fx = Fixture {
+            sshd,
+            registry,
+            app,
+            image,
+            port,
+            work,
+            host_root,
+            app_dir,
+        };
+        fx.write_compose("");
+        fx.write_env(&format!("APP_TOKEN={ENV_CANARY}\n"));
+        fx
+    }
+
+    /// compose.yaml with the sample service; `extra` is appended under the service.
+    pub fn write_compose(&self, extra: &str) {
+        let yaml = format!(
+            "services:\n  web:\n    image: \"{}:${{IMAGE_TAG}}\"\n    ports:\n      - \"127.0.0.1:{}:8080\"\n    env_file: .env\n{extra}",
+            self.image, self.port
+        );
+        std::fs::write(self.work.path().join("compose.yaml"), yaml).unwrap();
+    }
+
+    pub fn write_env(&self, text: &str) {
+        std::fs::write(self.work.path().join("prod.env"), text).unwrap();
+    }
+
+    pub fn app_dir(&self) -> String {
+        self.app_dir.to_string_lossy().into_owned()
+    }
+
+    /// Base arguments for either binary.
+    pub fn ssh_args(&self) -> Vec<String> {
+        vec![
+            "--host".into(),
+            self.sshd.host_spec(),
+            format!("--ssh-key={}", self.sshd.client_key),
+            "--known-hosts".into(),
+            self.sshd.known_hosts.clone(),
+            "--app-name".into(),
+            self.app.clone(),
+            "--app-dir".into(),
+            self.app_dir(),
+            "--connect-timeout".into(),
+            "10s".into(),
+        ]
+    }
+
+    pub fn deploy_args(&self, tag: &str) -> Vec<String> {
+        let mut a = self.ssh_args();
+        a.extend(
+            [
+                "--image-tag",
+                tag,
+                "--compose-files",
+                "compose.yaml",
+                "--env-file",
+                "prod.env",
+                "--health-timeout",
+                "20s",
+                "--min-free-disk",
+                "1MiB",
+                "--lock-timeout",
+                "30s",
+            ]
+            .map(String::from),
+        );
+        a.push("--health-url".into());
+        a.push(format!("http://127.0.0.1:{}/health", self.port));
+        a
+    }
+
+    pub fn deploy(&self, args: &[String]) -> Run {
+        self.run(&deploy_remote(), args, &[])
+    }
+
+    pub fn rollback(&self, args: &[String]) -> Run {
+        self.run(&rollback_bin(), args, &[])
+    }
+
+    pub fn command(
+        &self,
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> (Command, tempfile::TempDir) {
+        let gh = tempfile::tempdir().unwrap();
+        let mut c = scrubbed_command(bin);
+        c.args(args).current_dir(self.work.path());
+        c.env("GITHUB_OUTPUT", gh.path().join("output"));
+        c.env("GITHUB_STEP_SUMMARY", gh.path().join("summary"));
+        if !args.iter().any(|a| a == "--record-file") {
+            c.env("RUNNER_TEMP", gh.path());
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        (c, gh)
+    }
+
+    pub fn run(&self, bin: &Path, args: &[String], env: &[(&str, &str)]) -> Run {
+        let (mut c, gh) = self.command(bin, args, env);
+        let out = c.output().expect("binary runs");
+        collect(out, gh.path(), args)
+    }
+
+    /// What the sample app answers on /health, over HTTP from here.
+    pub fn health(&self) -> Option<String> {
+        http_get(&format!("127.0.0.1:{}", self.port), "/health", None)
+            .ok()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b.trim().to_string())
+    }
+
+    pub fn read_host(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.app_dir.join(rel)).unwrap_or_default()
+    }
+
+    /// A hash of every path, mode and content under the app dir.
+    pub fn tree_hash(&self) -> String {
+        if !self.app_dir.exists() {
+            return "absent".into();
+        }
+        sh(&format!(
+            "cd {} && find . -printf '%p %m %s\\n' | sort && find . -type f -print0 | sort -z | xargs -0 -r sha256sum",
+            gangplank_core::quote(&self.app_dir())
+        ))
+    }
+}
+
+pub fn collect(out: Output, gh: &Path, args: &[String]) -> Run {
+    let outputs = std::fs::read_to_string(gh.join("output")).unwrap_or_default();
+    let outputs = gangplank_core::actions::parse_output_file(&outputs)
+        .unwrap()
+        .into_iter()
+        .collect::<BTreeMap<_, _>>();
+    let record_path = args
+        .iter()
+        .position(|a| a == "--record-file")
+        .map(|i| PathBuf::from(&args[i + 1]))
+        .unwrap_or_else(|| gh.join("gangplank/deploy-record.json"));
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        outputs,
+        summary: std::fs::read_to_string(gh.join("summary")).unwrap_or_default(),
+        record: std::fs::read_to_string(record_path).unwrap_or_default(),
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ids=$(docker ps -aq --filter label=com.docker.compose.project={a}); [ -n \"$ids\" ] && docker rm -f -v $ids; \
+                 docker network rm {a}_default; imgs=$(docker image ls -q {img}); [ -n \"$imgs\" ] && docker rmi -f $imgs",
+                a = self.app,
+                img = self.image
+            ))
+            .output();
+    }
+}
+
+pub fn deploy_remote() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_deploy-remote"))
+}
+
+/// The rollback binary sits next to deploy-remote in the same target dir; built on demand.
+pub fn rollback_bin() -> PathBuf {
+    let p = deploy_remote().with_file_name("rollback");
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-q", "-p", "rollback"])
+            .status()
+            .expect("cargo runs");
+        assert!(st.success(), "building rollback failed");
+    }
+    p
+}
+
+pub fn wait_health(fx: &Fixture, want: &str) {
+    gangplank_testbed::wait_for(
+        &format!("{want} on /health"),
+        Duration::from_secs(10),
+        || (fx.health().as_deref() == Some(want)).then_some(()),
+    )
+    .unwrap();
+}
+
+pub fn record_json(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.record)
+        .unwrap_or_else(|e| panic!("record file is not JSON ({e}): {:?}", r.record))
+}
