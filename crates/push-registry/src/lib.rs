@@ -96,7 +96,8 @@ pub struct Config {
 pub fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && !t.starts_with(['.', '-'])
 }
 
@@ -113,7 +114,9 @@ pub fn default_name(local: &str, registry: &RegistryRef) -> String {
         return rest.to_string();
     }
     match repo.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest.to_string(),
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            rest.to_string()
+        }
         _ => repo.to_string(),
     }
 }
@@ -128,7 +131,8 @@ pub fn parse_image_line(line: &str, registry: &RegistryRef) -> Result<ImageSpec>
         Some((n, l)) => (n.trim().to_string(), l.trim().to_string()),
         None => (default_name(line.trim(), registry), line.trim().to_string()),
     };
-    let local_ok = !local.is_empty() && !local.starts_with('-') && !local.chars().any(char::is_whitespace);
+    let local_ok =
+        !local.is_empty() && !local.starts_with('-') && !local.chars().any(char::is_whitespace);
     if !local_ok || !valid_name(&name) {
         return Err(Error::bad_input(format!("image `{line}` is not a valid image reference"))
             .hint("write one image per line as `local-ref` or `name=local-ref`, e.g. `app=myapp:dev`; names are lowercase"));
@@ -138,9 +142,15 @@ pub fn parse_image_line(line: &str, registry: &RegistryRef) -> Result<ImageSpec>
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
-        let registry = RegistryRef::parse(self.registry.as_deref().filter(|r| !r.trim().is_empty()).ok_or_else(|| {
-            Error::bad_input("input `registry` is required").hint("set `registry:` to e.g. `ghcr.io` or `127.0.0.1:5000`")
-        })?)?;
+        let registry = RegistryRef::parse(
+            self.registry
+                .as_deref()
+                .filter(|r| !r.trim().is_empty())
+                .ok_or_else(|| {
+                    Error::bad_input("input `registry` is required")
+                        .hint("set `registry:` to e.g. `ghcr.io` or `127.0.0.1:5000`")
+                })?,
+        )?;
         let login = match (self.username.filter(|u| !u.trim().is_empty()), self.password.filter(|p| !p.is_empty())) {
             (Some(u), Some(p)) => Some((u.trim().to_string(), p)),
             (None, None) => None,
@@ -159,8 +169,10 @@ impl Args {
             .collect::<Result<Vec<_>>>()?;
         let compose_files = parse_list(self.compose_files.as_deref().unwrap_or(""));
         if images.is_empty() && compose_files.is_empty() {
-            return Err(Error::bad_input("give `images` or `compose-files`: there is nothing to push")
-                .hint("list local images one per line in `images:`, e.g. `app=myapp:dev`"));
+            return Err(Error::bad_input(
+                "give `images` or `compose-files`: there is nothing to push",
+            )
+            .hint("list local images one per line in `images:`, e.g. `app=myapp:dev`"));
         }
         for f in &compose_files {
             if !std::path::Path::new(f).is_file() {
@@ -186,7 +198,9 @@ impl Args {
                     .hint("tags use letters, digits, `_`, `.` and `-`, at most 128 characters, not starting with `.` or `-`"));
             }
         }
-        let metadata_file = self.metadata_file.unwrap_or_else(|| default_out_dir().join("push-metadata.json"));
+        let metadata_file = self
+            .metadata_file
+            .unwrap_or_else(|| default_out_dir().join("push-metadata.json"));
         Ok(Config {
             registry,
             login,
@@ -252,25 +266,39 @@ impl Docker<'_> {
     }
 
     fn run(&self, mut c: Command, stdin: Option<&[u8]>) -> Result<Finished> {
-        proc::run(&mut c, Opts { stdin, ..Default::default() }).map_err(run_error)
+        proc::run(
+            &mut c,
+            Opts {
+                stdin,
+                ..Default::default()
+            },
+        )
+        .map_err(run_error)
     }
 }
 
 fn run_error(e: RunError) -> Error {
     match e {
-        RunError::Spawn(p, e) => Error::bad_input(format!("cannot run `{p}`: {e}"))
-            .hint("install the Docker CLI on the runner (and docker compose when `compose-files` is set)"),
-        RunError::TimedOut(f) => Error::failed(format!("a docker command timed out: {}", f.tail(3))),
-        RunError::Interrupted(sig) => {
-            Error::failed(format!("interrupted by signal {sig}")).hint("the run was cancelled; nothing more was pushed")
+        RunError::Spawn(p, e) => Error::bad_input(format!("cannot run `{p}`: {e}")).hint(
+            "install the Docker CLI on the runner (and docker compose when `compose-files` is set)",
+        ),
+        RunError::TimedOut(f) => {
+            Error::failed(format!("a docker command timed out: {}", f.tail(3)))
         }
+        RunError::Interrupted(sig) => Error::failed(format!("interrupted by signal {sig}"))
+            .hint("the run was cancelled; nothing more was pushed"),
     }
 }
 
 /// Whether a failed docker login/push looks like a registry that is down or overloaded (worth a retry).
 pub fn is_transient(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    let auth = ["unauthorized", "denied", "authentication required", "incorrect username or password"];
+    let auth = [
+        "unauthorized",
+        "denied",
+        "authentication required",
+        "incorrect username or password",
+    ];
     if auth.iter().any(|a| t.contains(a)) {
         return false;
     }
@@ -297,9 +325,15 @@ pub fn is_transient(text: &str) -> bool {
 /// Whether a failed login means the credentials were refused.
 pub fn is_auth_failure(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    ["unauthorized", "401", "incorrect username or password", "authentication required", "denied"]
-        .iter()
-        .any(|p| t.contains(p))
+    [
+        "unauthorized",
+        "401",
+        "incorrect username or password",
+        "authentication required",
+        "denied",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
 }
 
 /// How many times a transient failure is tried, and the pause before each retry.
@@ -309,7 +343,11 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Run `make()` until it succeeds, fails for good, or [`ATTEMPTS`] transient failures happened.
-fn with_retries(what: &str, docker: &Docker<'_>, make: impl Fn() -> Command) -> Result<std::result::Result<Finished, Finished>> {
+fn with_retries(
+    what: &str,
+    docker: &Docker<'_>,
+    make: impl Fn() -> Command,
+) -> Result<std::result::Result<Finished, Finished>> {
     let mut last = Finished::default();
     for attempt in 1..=ATTEMPTS {
         let f = docker.run(make(), None)?;
@@ -323,7 +361,11 @@ fn with_retries(what: &str, docker: &Docker<'_>, make: impl Fn() -> Command) -> 
             let pause = backoff(attempt);
             actions::warning(
                 "retrying",
-                format!("{what} failed (attempt {attempt} of {ATTEMPTS}), retrying in {:.1}s: {}", pause.as_secs_f32(), f.tail(1)),
+                format!(
+                    "{what} failed (attempt {attempt} of {ATTEMPTS}), retrying in {:.1}s: {}",
+                    pause.as_secs_f32(),
+                    f.tail(1)
+                ),
             );
             proc::sleep(pause);
             if let Some(sig) = proc::interrupted() {
@@ -339,10 +381,19 @@ fn login(cfg: &Config, docker: &Docker<'_>, user: &str, password: &Secret) -> Re
     let _g = actions::group(&format!("log in to {}", cfg.registry.host));
     let mut last = Finished::default();
     for attempt in 1..=ATTEMPTS {
-        let c = docker.cmd(&["login", "--username", user, "--password-stdin", &cfg.registry.host]);
+        let c = docker.cmd(&[
+            "login",
+            "--username",
+            user,
+            "--password-stdin",
+            &cfg.registry.host,
+        ]);
         let f = docker.run(c, Some(password.expose().as_bytes()))?;
         if f.ok() {
-            info(format!("logged in to {} as {user} (credentials in a temporary DOCKER_CONFIG)", cfg.registry.host));
+            info(format!(
+                "logged in to {} as {user} (credentials in a temporary DOCKER_CONFIG)",
+                cfg.registry.host
+            ));
             return Ok(());
         }
         if is_auth_failure(&f.all()) {
@@ -356,7 +407,11 @@ fn login(cfg: &Config, docker: &Docker<'_>, user: &str, password: &Secret) -> Re
         if attempt < ATTEMPTS {
             actions::warning(
                 "retrying",
-                format!("login to {} failed (attempt {attempt} of {ATTEMPTS}): {}", cfg.registry.host, f.tail(1)),
+                format!(
+                    "login to {} failed (attempt {attempt} of {ATTEMPTS}): {}",
+                    cfg.registry.host,
+                    f.tail(1)
+                ),
             );
             proc::sleep(backoff(attempt));
             if let Some(sig) = proc::interrupted() {
@@ -387,7 +442,11 @@ struct ComposeService {
 
 /// The services of the compose files with a `build:` section, and their `image:` (IMAGE_TAG resolved by
 /// compose itself through `config`).
-fn compose_build_services(cfg: &Config, compose: proc::Compose, docker: &Docker<'_>) -> Result<Vec<(String, String)>> {
+fn compose_build_services(
+    cfg: &Config,
+    compose: proc::Compose,
+    docker: &Docker<'_>,
+) -> Result<Vec<(String, String)>> {
     let mut c = compose.command();
     for f in &cfg.compose_files {
         c.arg("-f").arg(f);
@@ -398,25 +457,43 @@ fn compose_build_services(cfg: &Config, compose: proc::Compose, docker: &Docker<
     }
     let f = docker.run(c, None)?;
     if !f.ok() {
-        return Err(Error::bad_input(format!("the compose files are not valid: {}", f.tail(3)))
-            .hint(format!("run `IMAGE_TAG={} {} -f … config` locally to see the problem", cfg.tag, compose.name())));
+        return Err(
+            Error::bad_input(format!("the compose files are not valid: {}", f.tail(3))).hint(
+                format!(
+                    "run `IMAGE_TAG={} {} -f … config` locally to see the problem",
+                    cfg.tag,
+                    compose.name()
+                ),
+            ),
+        );
     }
-    let parsed: ComposeConfig = serde_saphyr::from_str(&f.stdout)
-        .map_err(|e| Error::bad_input(format!("cannot read the output of `{} config`: {e}", compose.name())))?;
+    let parsed: ComposeConfig = serde_saphyr::from_str(&f.stdout).map_err(|e| {
+        Error::bad_input(format!(
+            "cannot read the output of `{} config`: {e}",
+            compose.name()
+        ))
+    })?;
     let mut out = Vec::new();
     for (svc, s) in parsed.services {
         if s.build.is_none() {
             continue;
         }
         let image = s.image.filter(|i| !i.trim().is_empty()).ok_or_else(|| {
-            Error::bad_input(format!("compose service `{svc}` has a `build:` section but no `image:`"))
-                .hint(format!("give it a name to push, e.g. `image: {}/{svc}:${{IMAGE_TAG}}`", cfg.registry.base()))
+            Error::bad_input(format!(
+                "compose service `{svc}` has a `build:` section but no `image:`"
+            ))
+            .hint(format!(
+                "give it a name to push, e.g. `image: {}/{svc}:${{IMAGE_TAG}}`",
+                cfg.registry.base()
+            ))
         })?;
         out.push((svc, image));
     }
     if out.is_empty() {
-        return Err(Error::bad_input("no service of the compose files has a `build:` section")
-            .hint("list prebuilt images in `images:` instead of `compose-files:`"));
+        return Err(
+            Error::bad_input("no service of the compose files has a `build:` section")
+                .hint("list prebuilt images in `images:` instead of `compose-files:`"),
+        );
     }
     Ok(out)
 }
@@ -456,16 +533,31 @@ impl Drop for CreatedTags<'_> {
         }
         let mut c = self.docker.cmd(&["image", "rm", "--no-prune"]);
         c.args(&self.refs);
-        let _ = proc::run(&mut c, Opts { uninterruptible: true, ..Default::default() });
+        let _ = proc::run(
+            &mut c,
+            Opts {
+                uninterruptible: true,
+                ..Default::default()
+            },
+        );
     }
 }
 
 fn prune(docker: &Docker<'_>) {
     // Only build cache and dangling images: never `system prune -a`, which deletes rollback targets.
     let _g = actions::group("cleanup after failure: prune build cache and dangling images");
-    for args in [["builder", "prune", "--force"], ["image", "prune", "--force"]] {
+    for args in [
+        ["builder", "prune", "--force"],
+        ["image", "prune", "--force"],
+    ] {
         let mut c = docker.cmd(&args);
-        match proc::run(&mut c, Opts { uninterruptible: true, ..Default::default() }) {
+        match proc::run(
+            &mut c,
+            Opts {
+                uninterruptible: true,
+                ..Default::default()
+            },
+        ) {
             Ok(f) => info(format!("docker {}: {}", args.join(" "), f.tail(1))),
             Err(e) => info(format!("docker {} could not run: {e:?}", args.join(" "))),
         }
@@ -475,15 +567,23 @@ fn prune(docker: &Docker<'_>) {
 /// Push one reference; returns (layers uploaded, layers already in the registry).
 fn push_ref(docker: &Docker<'_>, target: &str) -> Result<(usize, usize)> {
     let _g = actions::group(&format!("push {target}"));
-    let res = with_retries(&format!("push of {target}"), docker, || docker.cmd(&["push", target]))?;
+    let res = with_retries(&format!("push of {target}"), docker, || {
+        docker.cmd(&["push", target])
+    })?;
     match res {
         Ok(f) => {
             for l in f.stdout.lines().filter(|l| !l.trim().is_empty()) {
                 info(l);
             }
             let uploaded = f.stdout.lines().filter(|l| l.ends_with(": Pushed")).count();
-            let existing = f.stdout.lines().filter(|l| l.ends_with(": Layer already exists")).count();
-            info(format!("{target}: {uploaded} layer(s) uploaded, {existing} already in the registry"));
+            let existing = f
+                .stdout
+                .lines()
+                .filter(|l| l.ends_with(": Layer already exists"))
+                .count();
+            info(format!(
+                "{target}: {uploaded} layer(s) uploaded, {existing} already in the registry"
+            ));
             Ok((uploaded, existing))
         }
         Err(f) => {
@@ -508,19 +608,29 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = args.into_config()?;
     let mut config = DockerConfig { dir: None };
     if cfg.login.is_some() {
-        let base = std::env::var_os("RUNNER_TEMP").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let base = std::env::var_os("RUNNER_TEMP")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
         let dir = tempfile::Builder::new()
             .prefix("gangplank-docker-config-")
             .tempdir_in(&base)
-            .map_err(|e| Error::failed(format!("cannot create a temporary docker config in {}: {e}", base.display())))?;
+            .map_err(|e| {
+                Error::failed(format!(
+                    "cannot create a temporary docker config in {}: {e}",
+                    base.display()
+                ))
+            })?;
         config.dir = Some(dir);
     }
     let docker = Docker { config: &config };
     let result = push_all(&cfg, &docker);
-    if result.is_err() && cfg.cleanup_on_failure && matches!(&result, Err(e) if e.class == gangplank_core::Class::Failed) {
+    if result.is_err()
+        && cfg.cleanup_on_failure
+        && matches!(&result, Err(e) if e.class == gangplank_core::Class::Failed)
+    {
         prune(&docker);
     }
-    drop(docker);
     drop(config);
     let pushed = result?;
     write_results(&cfg, &pushed)
@@ -543,11 +653,17 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
     if !images.is_empty() {
         let mut missing = Vec::new();
         for img in &images {
-            let f = docker.run(docker.cmd(&["image", "inspect", "--format", "{{.Id}}", &img.local]), None)?;
+            let f = docker.run(
+                docker.cmd(&["image", "inspect", "--format", "{{.Id}}", &img.local]),
+                None,
+            )?;
             if !f.ok() {
                 if f.all().contains("Cannot connect to the Docker daemon") {
-                    return Err(Error::bad_input(format!("the Docker engine does not answer: {}", f.tail(1)))
-                        .hint("start the Docker daemon (or set DOCKER_HOST) on the runner"));
+                    return Err(Error::bad_input(format!(
+                        "the Docker engine does not answer: {}",
+                        f.tail(1)
+                    ))
+                    .hint("start the Docker daemon (or set DOCKER_HOST) on the runner"));
                 }
                 missing.push(img.local.clone());
             }
@@ -568,7 +684,9 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
         for f in &cfg.compose_files {
             cmd.arg("-f").arg(f);
         }
-        cmd.arg("build").args(services.iter().map(|(s, _)| s)).env("IMAGE_TAG", &cfg.tag);
+        cmd.arg("build")
+            .args(services.iter().map(|(s, _)| s))
+            .env("IMAGE_TAG", &cfg.tag);
         if let Some(p) = docker.config.path() {
             cmd.env("DOCKER_CONFIG", p);
         }
@@ -577,21 +695,32 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
             info(l);
         }
         if !f.ok() {
-            return Err(Error::failed(format!("building the compose services failed: {}", f.tail(2)))
-                .hint("the build log is in the group above; run the same build locally to reproduce"));
+            return Err(Error::failed(format!(
+                "building the compose services failed: {}",
+                f.tail(2)
+            ))
+            .hint("the build log is in the group above; run the same build locally to reproduce"));
         }
         for (svc, image) in services {
             let name = default_name(image, &cfg.registry);
             if !valid_name(&name) {
-                return Err(Error::bad_input(format!("the image `{image}` of service `{svc}` has no valid repository name"))
-                    .hint("use lowercase names, e.g. `image: 127.0.0.1:5000/app:${IMAGE_TAG}`"));
+                return Err(Error::bad_input(format!(
+                    "the image `{image}` of service `{svc}` has no valid repository name"
+                ))
+                .hint("use lowercase names, e.g. `image: 127.0.0.1:5000/app:${IMAGE_TAG}`"));
             }
-            images.push(ImageSpec { name, local: image.clone() });
+            images.push(ImageSpec {
+                name,
+                local: image.clone(),
+            });
         }
     }
 
     let tags: Vec<&String> = std::iter::once(&cfg.tag).chain(&cfg.extra_tags).collect();
-    let mut created = CreatedTags { docker, refs: Vec::new() };
+    let mut created = CreatedTags {
+        docker,
+        refs: Vec::new(),
+    };
     let mut pushed = Vec::new();
     for img in &images {
         let repo = format!("{}/{}", cfg.registry.base(), img.name);
@@ -602,7 +731,11 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
             if target != img.local {
                 let f = docker.run(docker.cmd(&["tag", &img.local, &target]), None)?;
                 if !f.ok() {
-                    return Err(Error::failed(format!("docker tag {} {target} failed: {}", img.local, f.tail(1))));
+                    return Err(Error::failed(format!(
+                        "docker tag {} {target} failed: {}",
+                        img.local,
+                        f.tail(1)
+                    )));
                 }
                 created.refs.push(target.clone());
             }
@@ -622,7 +755,10 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
     drop(created);
 
     let _g = actions::group("read digests from the registry");
-    let login = cfg.login.as_ref().map(|(u, p)| Login { username: u, password: p });
+    let login = cfg.login.as_ref().map(|(u, p)| Login {
+        username: u,
+        password: p,
+    });
     let reader = DigestReader::new(&cfg.registry, login)?;
     for p in &mut pushed {
         let mut digest: Option<String> = None;
@@ -636,7 +772,9 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
                         "tag `{t}` of {} points at {d}, not at {first} like `{}`",
                         p.name, cfg.tag
                     ))
-                    .hint("another push to the same repository ran at the same time; re-run the job"));
+                    .hint(
+                        "another push to the same repository ran at the same time; re-run the job",
+                    ));
                 }
                 Some(_) => {}
             }
@@ -655,22 +793,44 @@ fn write_results(cfg: &Config, pushed: &[Pushed]) -> Result<()> {
         created_at: proc::now_rfc3339(),
         run_url: proc::run_url(),
     };
-    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::failed(format!("cannot encode metadata: {e}")))?;
-    if let Some(dir) = cfg.metadata_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())).hint("set `metadata-file` to a writable path"))?;
+    let json = serde_json::to_string_pretty(&meta)
+        .map_err(|e| Error::failed(format!("cannot encode metadata: {e}")))?;
+    if let Some(dir) = cfg
+        .metadata_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::failed(format!("cannot create {}: {e}", dir.display()))
+                .hint("set `metadata-file` to a writable path")
+        })?;
     }
     std::fs::write(&cfg.metadata_file, json + "\n").map_err(|e| {
-        Error::failed(format!("cannot write {}: {e}", cfg.metadata_file.display())).hint("set `metadata-file` to a writable path")
+        Error::failed(format!("cannot write {}: {e}", cfg.metadata_file.display()))
+            .hint("set `metadata-file` to a writable path")
     })?;
-    let digests: BTreeMap<&str, &str> = pushed.iter().map(|p| (p.name.as_str(), p.digest.as_str())).collect();
+    let digests: BTreeMap<&str, &str> = pushed
+        .iter()
+        .map(|p| (p.name.as_str(), p.digest.as_str()))
+        .collect();
     actions::set_output("tag", &cfg.tag)?;
     actions::set_output("digest", pushed.first().map_or("", |p| p.digest.as_str()))?;
-    actions::set_output("digests", &serde_json::to_string(&digests).unwrap_or_default())?;
+    actions::set_output(
+        "digests",
+        &serde_json::to_string(&digests).unwrap_or_default(),
+    )?;
     actions::set_output("metadata-file", &cfg.metadata_file.to_string_lossy())?;
-    let mut md = format!("### push-registry\n\n| image | tags | digest | layers uploaded |\n|---|---|---|---|\n");
+    let mut md =
+        "### push-registry\n\n| image | tags | digest | layers uploaded |\n|---|---|---|---|\n"
+            .to_string();
     for p in pushed {
-        md.push_str(&format!("| `{}` | {} | `{}` | {} |\n", p.reference, p.tags.join(", "), p.digest, p.layers_uploaded));
+        md.push_str(&format!(
+            "| `{}` | {} | `{}` | {} |\n",
+            p.reference,
+            p.tags.join(", "),
+            p.digest,
+            p.layers_uploaded
+        ));
     }
     actions::append_summary(&md)?;
     Ok(())
@@ -704,13 +864,25 @@ mod tests {
         ] {
             assert_eq!(default_name(local, &r), name, "{local}");
         }
-        assert_eq!(default_name("registry.example.com/team/app:1", &reg("registry.example.com/team")), "app");
+        assert_eq!(
+            default_name(
+                "registry.example.com/team/app:1",
+                &reg("registry.example.com/team")
+            ),
+            "app"
+        );
     }
 
     #[test]
     fn image_lines() {
         let r = reg("ghcr.io");
-        assert_eq!(parse_image_line("web=myapp:dev", &r).unwrap(), ImageSpec { name: "web".into(), local: "myapp:dev".into() });
+        assert_eq!(
+            parse_image_line("web=myapp:dev", &r).unwrap(),
+            ImageSpec {
+                name: "web".into(),
+                local: "myapp:dev".into()
+            }
+        );
         assert_eq!(parse_image_line("Web=x", &r).unwrap_err().exit_code(), 2);
         assert_eq!(parse_image_line("a=b c", &r).unwrap_err().exit_code(), 2);
     }
@@ -718,7 +890,13 @@ mod tests {
     #[test]
     fn tags() {
         assert!(valid_tag("latest") && valid_tag("0123456789ab") && valid_tag("v1.2_3-rc"));
-        assert!(!valid_tag("") && !valid_tag("-x") && !valid_tag("a b") && !valid_tag("a:b") && !valid_tag(&"x".repeat(129)));
+        assert!(
+            !valid_tag("")
+                && !valid_tag("-x")
+                && !valid_tag("a b")
+                && !valid_tag("a:b")
+                && !valid_tag(&"x".repeat(129))
+        );
     }
 
     #[test]
@@ -727,7 +905,9 @@ mod tests {
         assert!(is_transient(refused) && !is_auth_failure(refused));
         let bad = r#"Error response from daemon: Get "http://127.0.0.1:5000/v2/": unauthorized: authentication required"#;
         assert!(!is_transient(bad) && is_auth_failure(bad));
-        assert!(is_transient("received unexpected HTTP status: 503 Service Unavailable"));
+        assert!(is_transient(
+            "received unexpected HTTP status: 503 Service Unavailable"
+        ));
         assert!(!is_transient("manifest invalid"));
     }
 
@@ -737,18 +917,42 @@ mod tests {
 
     #[test]
     fn config_validation() {
-        let c = args(&["--registry", "127.0.0.1:5000", "--images", "a:1\nweb=b:2", "--tag", "v1", "--extra-tags", "latest,stable"])
-            .into_config()
-            .unwrap();
+        let c = args(&[
+            "--registry",
+            "127.0.0.1:5000",
+            "--images",
+            "a:1\nweb=b:2",
+            "--tag",
+            "v1",
+            "--extra-tags",
+            "latest,stable",
+        ])
+        .into_config()
+        .unwrap();
         assert_eq!(c.images.len(), 2);
         assert_eq!(c.extra_tags, vec!["latest", "stable"]);
         assert!(c.login.is_none() && c.cleanup_on_failure);
-        let e = args(&["--registry", "r.io", "--images", "a", "--tag", "v1", "--username", "u"]).into_config().unwrap_err();
+        let e = args(&[
+            "--registry",
+            "r.io",
+            "--images",
+            "a",
+            "--tag",
+            "v1",
+            "--username",
+            "u",
+        ])
+        .into_config()
+        .unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.hint.is_some());
-        let e = args(&["--registry", "r.io", "--tag", "v1"]).into_config().unwrap_err();
+        let e = args(&["--registry", "r.io", "--tag", "v1"])
+            .into_config()
+            .unwrap_err();
         assert!(e.message.contains("nothing to push"));
-        let e = args(&["--registry", "r.io", "--images", "a", "--tag", "bad tag"]).into_config().unwrap_err();
+        let e = args(&["--registry", "r.io", "--images", "a", "--tag", "bad tag"])
+            .into_config()
+            .unwrap_err();
         assert_eq!(e.exit_code(), 2);
     }
 }
