@@ -1,1 +1,150 @@
-//! Sample images built from busybox-static (being written).
+//! Sample images built `FROM scratch` with busybox-static: nothing is ever pulled (no registry outside is
+//! reachable from the machines this runs on).
+//!
+//! The sample app is `busybox httpd -f -p 8080 -h /www`; `/www/health` holds the version, and the image's
+//! HEALTHCHECK fetches it every second. `broken` has no health file, so HTTP `/health` is 404 and the
+//! container turns unhealthy after three failed checks.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{find_program, require_docker, run_checked, scrubbed_command, write_files};
+
+/// The sample image tags, e.g. `gangplank-sample:v1`.
+#[derive(Debug)]
+pub struct Samples {
+    /// `gangplank-sample`.
+    pub repo: String,
+    /// Healthy, `/health` answers `v1`.
+    pub v1: String,
+    /// Healthy, `/health` answers `v2`; a different image ID from v1.
+    pub v2: String,
+    /// Same app without its health file: unhealthy, `/health` is 404.
+    pub broken: String,
+}
+
+/// Port the sample app listens on inside its container.
+pub const APP_PORT: u16 = 8080;
+
+/// Builds the sample images once per process and returns their tags.
+pub fn samples() -> Result<&'static Samples> {
+    static SAMPLES: OnceLock<Samples> = OnceLock::new();
+    static BUILDING: Mutex<()> = Mutex::new(());
+    if let Some(s) = SAMPLES.get() {
+        return Ok(s);
+    }
+    // One build at a time; a failed build is retried by the next caller rather than cached.
+    let _guard = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = SAMPLES.get() {
+        return Ok(s);
+    }
+    let busybox = busybox_static()?;
+    let repo = "gangplank-sample".to_string();
+    let tag = |t: &str| format!("{repo}:{t}");
+    for (version, health) in [("v1", Some("v1")), ("v2", Some("v2")), ("broken", None)] {
+        let index = format!("<h1>gangplank sample {version}</h1>\n");
+        let mut files: Vec<(&str, &[u8])> =
+            vec![("busybox", &busybox), ("www/index.html", index.as_bytes())];
+        if let Some(h) = health {
+            files.push(("www/health", h.as_bytes()));
+        }
+        build(&tag(version), &sample_dockerfile(version), &files)
+            .with_context(|| format!("building {}", tag(version)))?;
+    }
+    Ok(SAMPLES.get_or_init(|| Samples {
+        v1: tag("v1"),
+        v2: tag("v2"),
+        broken: tag("broken"),
+        repo: repo.clone(),
+    }))
+}
+
+fn sample_dockerfile(version: &str) -> String {
+    format!(
+        r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY www /www
+LABEL dev.gangplank.testbed="sample" dev.gangplank.version="{version}"
+EXPOSE 8080
+HEALTHCHECK --interval=1s --timeout=2s --start-period=1s --retries=3 CMD ["/bin/wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
+CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+"#
+    )
+}
+
+/// Builds image `tag` from a Dockerfile text and context files (written with mode 0755, so a copied binary
+/// stays executable). Never pulls: the Dockerfile must start `FROM scratch` or from a local image.
+pub fn build(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()> {
+    require_docker()?;
+    let dir = tempfile::Builder::new()
+        .prefix("gangplank-build-")
+        .tempdir()
+        .context("creating build context")?;
+    write_files(dir.path(), &[("Dockerfile", dockerfile.as_bytes())])?;
+    write_files(dir.path(), files)?;
+    for (name, _) in files {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(name);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    // The classic builder: BuildKit (buildx) is not packaged on Debian 12, and it never pulls `scratch`.
+    run_checked(
+        scrubbed_command("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "--quiet", "--tag", tag])
+            .arg(dir.path()),
+    )
+    .with_context(|| format!("docker build -t {tag}"))?;
+    Ok(())
+}
+
+/// The statically linked busybox binary (a dynamic one would not run in a `FROM scratch` image).
+fn busybox_static() -> Result<Vec<u8>> {
+    let path = busybox_static_path()?;
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Where busybox-static's binary is; an error naming the package when busybox is missing or dynamic.
+pub fn busybox_static_path() -> Result<PathBuf> {
+    const HINT: &str =
+        "install the Debian package `busybox-static` (apt-get install -y busybox-static)";
+    let path = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find_map(find_program)
+        .with_context(|| format!("busybox is not installed: {HINT}"))?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    if has_interpreter(&bytes) {
+        bail!(
+            "{} is dynamically linked (the `busybox` package): {HINT}",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header, i.e. is dynamically linked.
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    if elf.get(..5) != Some(b"\x7fELF\x02") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        elf.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
+    })
+}

@@ -23,7 +23,7 @@ pub mod images;
 mod registry;
 mod sshd;
 
-pub use compose::{Compose, Container};
+pub use compose::{compose_program, Compose, Container, TESTBED_LABEL};
 pub use registry::Registry;
 pub use sshd::Sshd;
 

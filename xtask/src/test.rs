@@ -1,5 +1,329 @@
-//! `cargo xtask test` (not written yet).
+//! `cargo xtask test`: make sure the real parts are installed (testbed.md), then fmt check, clippy with
+//! warnings denied, and `cargo test --workspace`, stopping at the first failure.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`test` is not written yet")
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use gangplank_testbed::{find_program, images, scrubbed_command};
+
+/// `cargo xtask test [ARGS]`: ARGS go to `cargo test --workspace` (e.g. `-- --nocapture`, or a filter).
+pub fn run(args: &[String]) -> Result<()> {
+    ensure_real_parts()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let steps: [(&str, Vec<String>); 3] = [
+        ("fmt", strings(&["fmt", "--all", "--", "--check"])),
+        (
+            "clippy",
+            strings(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
+        (
+            "test",
+            strings(&["test", "--workspace"])
+                .into_iter()
+                .chain(args.iter().cloned())
+                .collect(),
+        ),
+    ];
+    for (name, step_args) in steps {
+        println!("==> {name}: cargo {}", step_args.join(" "));
+        let status = Command::new(&cargo)
+            .args(&step_args)
+            .current_dir(crate::project_root())
+            .status()
+            .with_context(|| format!("running cargo {name}"))?;
+        if !status.success() {
+            bail!("step `{name}` failed ({status})");
+        }
+    }
+    println!("==> all steps passed");
+    Ok(())
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// A part the tests need and the Debian package that provides it.
+struct Part {
+    what: &'static str,
+    package: &'static str,
+    present: fn() -> bool,
+}
+
+const APT_PARTS: &[Part] = &[
+    Part {
+        what: "sshd",
+        package: "openssh-server",
+        present: || Path::new("/usr/sbin/sshd").is_file(),
+    },
+    Part {
+        what: "ssh, ssh-keygen",
+        package: "openssh-client",
+        present: || has("ssh") && has("ssh-keygen"),
+    },
+    Part {
+        what: "docker-registry",
+        package: "docker-registry",
+        present: || has("docker-registry"),
+    },
+    Part {
+        what: "busybox (static)",
+        package: "busybox-static",
+        present: || images::busybox_static_path().is_ok(),
+    },
+    Part {
+        what: "htpasswd",
+        package: "apache2-utils",
+        present: || has("htpasswd"),
+    },
+    Part {
+        what: "docker compose",
+        package: "docker-compose",
+        present: || gangplank_testbed::compose_program().is_ok(),
+    },
+    Part {
+        what: "docker",
+        package: "docker.io",
+        present: || has("docker"),
+    },
+    Part {
+        what: "pkg-config",
+        package: "pkg-config",
+        present: || has("pkg-config"),
+    },
+    // ssh2 builds against the system OpenSSL.
+    Part {
+        what: "OpenSSL headers",
+        package: "libssl-dev",
+        present: || succeeds(Command::new("pkg-config").args(["--exists", "openssl"])),
+    },
+    Part {
+        what: "python3",
+        package: "python3",
+        present: || has("python3"),
+    },
+    Part {
+        what: "pip",
+        package: "python3-pip",
+        present: || succeeds(Command::new("python3").args(["-m", "pip", "--version"])),
+    },
+];
+
+/// Python tools: (what, pip package, present).
+const PIP_PARTS: &[Part] = &[
+    Part {
+        what: "zizmor",
+        package: "zizmor",
+        present: || has("zizmor"),
+    },
+    Part {
+        what: "check-jsonschema",
+        package: "check-jsonschema",
+        present: || has("check-jsonschema"),
+    },
+    Part {
+        what: "python module nacl",
+        package: "pynacl",
+        present: || succeeds(Command::new("python3").args(["-c", "import nacl.public"])),
+    },
+];
+
+fn has(program: &str) -> bool {
+    find_program(program).is_some()
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn missing(parts: &[Part]) -> Vec<&Part> {
+    parts.iter().filter(|p| !(p.present)()).collect()
+}
+
+/// Installs the missing real parts (as root on Debian/Ubuntu) and makes sure the Docker engine answers.
+/// Where it cannot install, prints the exact commands and exits with status 2.
+pub fn ensure_real_parts() -> Result<()> {
+    let apt = missing(APT_PARTS);
+    let pip = missing(PIP_PARTS);
+    if !apt.is_empty() || !pip.is_empty() {
+        let apt_packages: Vec<&str> = dedup(apt.iter().map(|p| p.package));
+        let pip_packages: Vec<&str> = pip.iter().map(|p| p.package).collect();
+        for p in apt.iter().chain(&pip) {
+            eprintln!("missing: {} (package {})", p.what, p.package);
+        }
+        if !(is_root() && is_debian()) {
+            let mut commands = Vec::new();
+            if !apt_packages.is_empty() {
+                commands.push("sudo apt-get update".to_string());
+                commands.push(format!(
+                    "sudo apt-get install -y {}",
+                    apt_packages.join(" ")
+                ));
+            }
+            if !pip_packages.is_empty() {
+                commands.push(format!("python3 -m pip install {}", pip_packages.join(" ")));
+            }
+            exit_setup(&format!(
+                "the real parts the tests use are missing ({}); install them with:\n  {}",
+                if is_debian() {
+                    "not root"
+                } else {
+                    "not Debian/Ubuntu"
+                },
+                commands.join("\n  ")
+            ));
+        }
+        if !apt_packages.is_empty() {
+            println!("==> installing {}", apt_packages.join(" "));
+            run_status(
+                Command::new("apt-get")
+                    .arg("update")
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            run_status(
+                Command::new("apt-get")
+                    .args(["install", "-y", "--no-install-recommends"])
+                    .args(&apt_packages)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        }
+        // Python tools may have been missing only because pip was; look again.
+        let pip_packages: Vec<&str> = missing(PIP_PARTS).iter().map(|p| p.package).collect();
+        if !pip_packages.is_empty() {
+            pip_install(&pip_packages)?;
+        }
+        let still: Vec<String> = missing(APT_PARTS)
+            .iter()
+            .chain(&missing(PIP_PARTS))
+            .map(|p| format!("{} ({})", p.what, p.package))
+            .collect();
+        if !still.is_empty() {
+            bail!(
+                "still missing after installing: {} (is pip's script directory on PATH?)",
+                still.join(", ")
+            );
+        }
+    }
+    ensure_docker_engine()
+}
+
+fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+fn pip_install(packages: &[&str]) -> Result<()> {
+    println!("==> pip installing {}", packages.join(" "));
+    let out = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(packages)
+        .output()
+        .context("running python3 -m pip install")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // Debian's system Python refuses pip installs (PEP 668) unless told; only then pass the flag.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("externally-managed-environment") {
+        return run_status(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--break-system-packages"])
+                .args(packages),
+        );
+    }
+    bail!(
+        "python3 -m pip install {} failed ({}):\n{stderr}",
+        packages.join(" "),
+        out.status
+    )
+}
+
+/// `docker info` must answer; as root with dockerd installed, start it when it does not.
+fn ensure_docker_engine() -> Result<()> {
+    if gangplank_testbed::require_docker().is_ok() {
+        return Ok(());
+    }
+    if !(is_root() && has("dockerd")) {
+        exit_setup(
+            "the Docker engine does not answer `docker info`: start it (`sudo systemctl start docker`, or \
+             `sudo dockerd &`); if it is not installed: sudo apt-get install -y docker.io",
+        );
+    }
+    println!("==> starting dockerd (log: /var/log/gangplank-dockerd.log)");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/var/log/gangplank-dockerd.log")
+        .context("opening dockerd log")?;
+    // Left running on purpose: the engine outlives this command, as a service would.
+    let mut child = scrubbed_command("dockerd")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("spawning dockerd")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if gangplank_testbed::require_docker().is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("dockerd exited ({status}); see /var/log/gangplank-dockerd.log");
+        }
+        if Instant::now() > deadline {
+            bail!("dockerd did not answer `docker info` within 60s; see /var/log/gangplank-dockerd.log");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn run_status(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Setup problems the user must fix (not test failures) exit with status 2.
+fn exit_setup(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2)
+}
+
+fn is_root() -> bool {
+    // /proc/self belongs to the effective user of this process.
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn is_debian() -> bool {
+    if !has("apt-get") {
+        return false;
+    }
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    os.lines().any(|l| {
+        let l = l.replace('"', "");
+        (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
+            && (l.contains("debian") || l.contains("ubuntu"))
+    })
 }
