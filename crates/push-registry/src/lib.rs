@@ -621,6 +621,14 @@ pub fn run(args: Args) -> Result<()> {
                     base.display()
                 ))
             })?;
+        // An empty config lets docker pick a platform credential helper (secretservice, pass) when one is
+        // installed, which would store the login outside this directory and keep it after we exit. A
+        // config that already holds an `auths` entry makes docker use the plain file store right here.
+        std::fs::write(
+            dir.path().join("config.json"),
+            "{\"auths\": {\"gangplank.invalid\": {}}}\n",
+        )
+        .map_err(|e| Error::failed(format!("cannot write the temporary docker config: {e}")))?;
         config.dir = Some(dir);
     }
     let docker = Docker { config: &config };
