@@ -56,18 +56,33 @@ impl Registry {
             }
             None => String::new(),
         };
-        // The port is fixed at first start so restart() keeps the address images were tagged with.
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1
+        let mut registry = Registry {
+            addr: String::new(),
+            auth,
+            dir,
+            config,
+            child: None,
+        };
+        // The port is free when chosen but may be taken before the registry binds it; try a few. It stays
+        // fixed after the first start so restart() keeps the address images were tagged with.
+        let mut last_err = None;
+        for _ in 0..3 {
+            registry.addr = format!("127.0.0.1:{}", free_port());
+            registry.write_config(&storage, &auth_section)?;
+            match registry.restart() {
+                Ok(()) => return Ok(registry),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt")).context("starting docker-registry")
+    }
+
+    fn write_config(&self, storage: &std::path::Path, auth_section: &str) -> Result<()> {
+        let config = format!(
+            "version: 0.1
 log:
   level: info
-  accesslog:
-    disabled: false
 storage:
   filesystem:
     rootdirectory: {}
@@ -77,22 +92,13 @@ storage:
     uploadpurging:
       enabled: false
 http:
-  addr: {addr}
+  addr: {}
   secret: gangplank-testbed-secret
 {auth_section}",
-                storage.display()
-            ),
-        )
-        .context("writing registry config")?;
-        let mut registry = Registry {
-            addr,
-            auth,
-            dir,
-            config,
-            child: None,
-        };
-        registry.restart()?;
-        Ok(registry)
+            storage.display(),
+            self.addr
+        );
+        fs::write(&self.config, config).context("writing registry config")
     }
 
     /// The registry's log (stdout and stderr) so far, for failure messages.
