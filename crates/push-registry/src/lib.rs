@@ -96,8 +96,7 @@ pub struct Config {
 pub fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && !t.starts_with(['.', '-'])
 }
 
@@ -114,9 +113,7 @@ pub fn default_name(local: &str, registry: &RegistryRef) -> String {
         return rest.to_string();
     }
     match repo.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
-            rest.to_string()
-        }
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest.to_string(),
         _ => repo.to_string(),
     }
 }
@@ -131,26 +128,22 @@ pub fn parse_image_line(line: &str, registry: &RegistryRef) -> Result<ImageSpec>
         Some((n, l)) => (n.trim().to_string(), l.trim().to_string()),
         None => (default_name(line.trim(), registry), line.trim().to_string()),
     };
-    let local_ok =
-        !local.is_empty() && !local.starts_with('-') && !local.chars().any(char::is_whitespace);
+    let local_ok = !local.is_empty() && !local.starts_with('-') && !local.chars().any(char::is_whitespace);
     if !local_ok || !valid_name(&name) {
-        return Err(Error::bad_input(format!("image `{line}` is not a valid image reference"))
-            .hint("write one image per line as `local-ref` or `name=local-ref`, e.g. `app=myapp:dev`; names are lowercase"));
+        return Err(Error::bad_input(format!("image `{line}` is not a valid image reference")).hint(
+            "write one image per line as `local-ref` or `name=local-ref`, e.g. `app=myapp:dev`; names are lowercase",
+        ));
     }
     Ok(ImageSpec { name, local })
 }
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
-        let registry = RegistryRef::parse(
-            self.registry
-                .as_deref()
-                .filter(|r| !r.trim().is_empty())
-                .ok_or_else(|| {
-                    Error::bad_input("input `registry` is required")
-                        .hint("set `registry:` to e.g. `ghcr.io` or `127.0.0.1:5000`")
-                })?,
-        )?;
+        let registry =
+            RegistryRef::parse(self.registry.as_deref().filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+                Error::bad_input("input `registry` is required")
+                    .hint("set `registry:` to e.g. `ghcr.io` or `127.0.0.1:5000`")
+            })?)?;
         let login = match (self.username.filter(|u| !u.trim().is_empty()), self.password.filter(|p| !p.is_empty())) {
             (Some(u), Some(p)) => Some((u.trim().to_string(), p)),
             (None, None) => None,
@@ -169,10 +162,8 @@ impl Args {
             .collect::<Result<Vec<_>>>()?;
         let compose_files = parse_list(self.compose_files.as_deref().unwrap_or(""));
         if images.is_empty() && compose_files.is_empty() {
-            return Err(Error::bad_input(
-                "give `images` or `compose-files`: there is nothing to push",
-            )
-            .hint("list local images one per line in `images:`, e.g. `app=myapp:dev`"));
+            return Err(Error::bad_input("give `images` or `compose-files`: there is nothing to push")
+                .hint("list local images one per line in `images:`, e.g. `app=myapp:dev`"));
         }
         for f in &compose_files {
             if !std::path::Path::new(f).is_file() {
@@ -182,25 +173,24 @@ impl Args {
         }
         let tag = match self.tag.filter(|t| !t.trim().is_empty()) {
             Some(t) => t.trim().to_string(),
-            None => std::env::var("GITHUB_SHA")
-                .ok()
-                .filter(|s| s.len() >= 12)
-                .map(|s| s[..12].to_string())
-                .ok_or_else(|| {
-                    Error::bad_input("input `tag` is not set and GITHUB_SHA is not available")
-                        .hint("set `tag:` (outside Actions there is no GITHUB_SHA to default to)")
-                })?,
+            None => {
+                std::env::var("GITHUB_SHA").ok().filter(|s| s.len() >= 12).map(|s| s[..12].to_string()).ok_or_else(
+                    || {
+                        Error::bad_input("input `tag` is not set and GITHUB_SHA is not available")
+                            .hint("set `tag:` (outside Actions there is no GITHUB_SHA to default to)")
+                    },
+                )?
+            }
         };
         let extra_tags = parse_list(self.extra_tags.as_deref().unwrap_or(""));
         for t in std::iter::once(&tag).chain(&extra_tags) {
             if !valid_tag(t) {
-                return Err(Error::bad_input(format!("`{t}` is not a valid image tag"))
-                    .hint("tags use letters, digits, `_`, `.` and `-`, at most 128 characters, not starting with `.` or `-`"));
+                return Err(Error::bad_input(format!("`{t}` is not a valid image tag")).hint(
+                    "tags use letters, digits, `_`, `.` and `-`, at most 128 characters, not starting with `.` or `-`",
+                ));
             }
         }
-        let metadata_file = self
-            .metadata_file
-            .unwrap_or_else(|| default_out_dir().join("push-metadata.json"));
+        let metadata_file = self.metadata_file.unwrap_or_else(|| default_out_dir().join("push-metadata.json"));
         Ok(Config {
             registry,
             login,
@@ -266,39 +256,25 @@ impl Docker<'_> {
     }
 
     fn run(&self, mut c: Command, stdin: Option<&[u8]>) -> Result<Finished> {
-        proc::run(
-            &mut c,
-            Opts {
-                stdin,
-                ..Default::default()
-            },
-        )
-        .map_err(run_error)
+        proc::run(&mut c, Opts { stdin, ..Default::default() }).map_err(run_error)
     }
 }
 
 fn run_error(e: RunError) -> Error {
     match e {
-        RunError::Spawn(p, e) => Error::bad_input(format!("cannot run `{p}`: {e}")).hint(
-            "install the Docker CLI on the runner (and docker compose when `compose-files` is set)",
-        ),
-        RunError::TimedOut(f) => {
-            Error::failed(format!("a docker command timed out: {}", f.tail(3)))
+        RunError::Spawn(p, e) => Error::bad_input(format!("cannot run `{p}`: {e}"))
+            .hint("install the Docker CLI on the runner (and docker compose when `compose-files` is set)"),
+        RunError::TimedOut(f) => Error::failed(format!("a docker command timed out: {}", f.tail(3))),
+        RunError::Interrupted(sig) => {
+            Error::failed(format!("interrupted by signal {sig}")).hint("the run was cancelled; nothing more was pushed")
         }
-        RunError::Interrupted(sig) => Error::failed(format!("interrupted by signal {sig}"))
-            .hint("the run was cancelled; nothing more was pushed"),
     }
 }
 
 /// Whether a failed docker login/push looks like a registry that is down or overloaded (worth a retry).
 pub fn is_transient(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    let auth = [
-        "unauthorized",
-        "denied",
-        "authentication required",
-        "incorrect username or password",
-    ];
+    let auth = ["unauthorized", "denied", "authentication required", "incorrect username or password"];
     if auth.iter().any(|a| t.contains(a)) {
         return false;
     }
@@ -325,15 +301,9 @@ pub fn is_transient(text: &str) -> bool {
 /// Whether a failed login means the credentials were refused.
 pub fn is_auth_failure(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    [
-        "unauthorized",
-        "401",
-        "incorrect username or password",
-        "authentication required",
-        "denied",
-    ]
-    .iter()
-    .any(|p| t.contains(p))
+    ["unauthorized", "401", "incorrect username or password", "authentication required", "denied"]
+        .iter()
+        .any(|p| t.contains(p))
 }
 
 /// How many times a transient failure is tried, and the pause before each retry.
@@ -381,19 +351,10 @@ fn login(cfg: &Config, docker: &Docker<'_>, user: &str, password: &Secret) -> Re
     let _g = actions::group(&format!("log in to {}", cfg.registry.host));
     let mut last = Finished::default();
     for attempt in 1..=ATTEMPTS {
-        let c = docker.cmd(&[
-            "login",
-            "--username",
-            user,
-            "--password-stdin",
-            &cfg.registry.host,
-        ]);
+        let c = docker.cmd(&["login", "--username", user, "--password-stdin", &cfg.registry.host]);
         let f = docker.run(c, Some(password.expose().as_bytes()))?;
         if f.ok() {
-            info(format!(
-                "logged in to {} as {user} (credentials in a temporary DOCKER_CONFIG)",
-                cfg.registry.host
-            ));
+            info(format!("logged in to {} as {user} (credentials in a temporary DOCKER_CONFIG)", cfg.registry.host));
             return Ok(());
         }
         if is_auth_failure(&f.all()) {
@@ -407,11 +368,7 @@ fn login(cfg: &Config, docker: &Docker<'_>, user: &str, password: &Secret) -> Re
         if attempt < ATTEMPTS {
             actions::warning(
                 "retrying",
-                format!(
-                    "login to {} failed (attempt {attempt} of {ATTEMPTS}): {}",
-                    cfg.registry.host,
-                    f.tail(1)
-                ),
+                format!("login to {} failed (attempt {attempt} of {ATTEMPTS}): {}", cfg.registry.host, f.tail(1)),
             );
             proc::sleep(backoff(attempt));
             if let Some(sig) = proc::interrupted() {
@@ -442,11 +399,7 @@ struct ComposeService {
 
 /// The services of the compose files with a `build:` section, and their `image:` (IMAGE_TAG resolved by
 /// compose itself through `config`).
-fn compose_build_services(
-    cfg: &Config,
-    compose: proc::Compose,
-    docker: &Docker<'_>,
-) -> Result<Vec<(String, String)>> {
+fn compose_build_services(cfg: &Config, compose: proc::Compose, docker: &Docker<'_>) -> Result<Vec<(String, String)>> {
     let mut c = compose.command();
     for f in &cfg.compose_files {
         c.arg("-f").arg(f);
@@ -457,43 +410,28 @@ fn compose_build_services(
     }
     let f = docker.run(c, None)?;
     if !f.ok() {
-        return Err(
-            Error::bad_input(format!("the compose files are not valid: {}", f.tail(3))).hint(
-                format!(
-                    "run `IMAGE_TAG={} {} -f … config` locally to see the problem",
-                    cfg.tag,
-                    compose.name()
-                ),
-            ),
-        );
-    }
-    let parsed: ComposeConfig = serde_saphyr::from_str(&f.stdout).map_err(|e| {
-        Error::bad_input(format!(
-            "cannot read the output of `{} config`: {e}",
+        return Err(Error::bad_input(format!("the compose files are not valid: {}", f.tail(3))).hint(format!(
+            "run `IMAGE_TAG={} {} -f … config` locally to see the problem",
+            cfg.tag,
             compose.name()
-        ))
-    })?;
+        )));
+    }
+    let parsed: ComposeConfig = serde_saphyr::from_str(&f.stdout)
+        .map_err(|e| Error::bad_input(format!("cannot read the output of `{} config`: {e}", compose.name())))?;
     let mut out = Vec::new();
     for (svc, s) in parsed.services {
         if s.build.is_none() {
             continue;
         }
         let image = s.image.filter(|i| !i.trim().is_empty()).ok_or_else(|| {
-            Error::bad_input(format!(
-                "compose service `{svc}` has a `build:` section but no `image:`"
-            ))
-            .hint(format!(
-                "give it a name to push, e.g. `image: {}/{svc}:${{IMAGE_TAG}}`",
-                cfg.registry.base()
-            ))
+            Error::bad_input(format!("compose service `{svc}` has a `build:` section but no `image:`"))
+                .hint(format!("give it a name to push, e.g. `image: {}/{svc}:${{IMAGE_TAG}}`", cfg.registry.base()))
         })?;
         out.push((svc, image));
     }
     if out.is_empty() {
-        return Err(
-            Error::bad_input("no service of the compose files has a `build:` section")
-                .hint("list prebuilt images in `images:` instead of `compose-files:`"),
-        );
+        return Err(Error::bad_input("no service of the compose files has a `build:` section")
+            .hint("list prebuilt images in `images:` instead of `compose-files:`"));
     }
     Ok(out)
 }
@@ -533,31 +471,16 @@ impl Drop for CreatedTags<'_> {
         }
         let mut c = self.docker.cmd(&["image", "rm", "--no-prune"]);
         c.args(&self.refs);
-        let _ = proc::run(
-            &mut c,
-            Opts {
-                uninterruptible: true,
-                ..Default::default()
-            },
-        );
+        let _ = proc::run(&mut c, Opts { uninterruptible: true, ..Default::default() });
     }
 }
 
 fn prune(docker: &Docker<'_>) {
     // Only build cache and dangling images: never `system prune -a`, which deletes rollback targets.
     let _g = actions::group("cleanup after failure: prune build cache and dangling images");
-    for args in [
-        ["builder", "prune", "--force"],
-        ["image", "prune", "--force"],
-    ] {
+    for args in [["builder", "prune", "--force"], ["image", "prune", "--force"]] {
         let mut c = docker.cmd(&args);
-        match proc::run(
-            &mut c,
-            Opts {
-                uninterruptible: true,
-                ..Default::default()
-            },
-        ) {
+        match proc::run(&mut c, Opts { uninterruptible: true, ..Default::default() }) {
             Ok(f) => info(format!("docker {}: {}", args.join(" "), f.tail(1))),
             Err(e) => info(format!("docker {} could not run: {e:?}", args.join(" "))),
         }
@@ -567,23 +490,15 @@ fn prune(docker: &Docker<'_>) {
 /// Push one reference; returns (layers uploaded, layers already in the registry).
 fn push_ref(docker: &Docker<'_>, target: &str) -> Result<(usize, usize)> {
     let _g = actions::group(&format!("push {target}"));
-    let res = with_retries(&format!("push of {target}"), docker, || {
-        docker.cmd(&["push", target])
-    })?;
+    let res = with_retries(&format!("push of {target}"), docker, || docker.cmd(&["push", target]))?;
     match res {
         Ok(f) => {
             for l in f.stdout.lines().filter(|l| !l.trim().is_empty()) {
                 info(l);
             }
             let uploaded = f.stdout.lines().filter(|l| l.ends_with(": Pushed")).count();
-            let existing = f
-                .stdout
-                .lines()
-                .filter(|l| l.ends_with(": Layer already exists"))
-                .count();
-            info(format!(
-                "{target}: {uploaded} layer(s) uploaded, {existing} already in the registry"
-            ));
+            let existing = f.stdout.lines().filter(|l| l.ends_with(": Layer already exists")).count();
+            info(format!("{target}: {uploaded} layer(s) uploaded, {existing} already in the registry"));
             Ok((uploaded, existing))
         }
         Err(f) => {
@@ -612,23 +527,14 @@ pub fn run(args: Args) -> Result<()> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
-        let dir = tempfile::Builder::new()
-            .prefix("gangplank-docker-config-")
-            .tempdir_in(&base)
-            .map_err(|e| {
-                Error::failed(format!(
-                    "cannot create a temporary docker config in {}: {e}",
-                    base.display()
-                ))
-            })?;
+        let dir = tempfile::Builder::new().prefix("gangplank-docker-config-").tempdir_in(&base).map_err(|e| {
+            Error::failed(format!("cannot create a temporary docker config in {}: {e}", base.display()))
+        })?;
         // An empty config lets docker pick a platform credential helper (secretservice, pass) when one is
         // installed, which would store the login outside this directory and keep it after we exit. A
         // config that already holds an `auths` entry makes docker use the plain file store right here.
-        std::fs::write(
-            dir.path().join("config.json"),
-            "{\"auths\": {\"gangplank.invalid\": {}}}\n",
-        )
-        .map_err(|e| Error::failed(format!("cannot write the temporary docker config: {e}")))?;
+        std::fs::write(dir.path().join("config.json"), "{\"auths\": {\"gangplank.invalid\": {}}}\n")
+            .map_err(|e| Error::failed(format!("cannot write the temporary docker config: {e}")))?;
         config.dir = Some(dir);
     }
     let docker = Docker { config: &config };
@@ -661,24 +567,19 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
     if !images.is_empty() {
         let mut missing = Vec::new();
         for img in &images {
-            let f = docker.run(
-                docker.cmd(&["image", "inspect", "--format", "{{.Id}}", &img.local]),
-                None,
-            )?;
+            let f = docker.run(docker.cmd(&["image", "inspect", "--format", "{{.Id}}", &img.local]), None)?;
             if !f.ok() {
                 if f.all().contains("Cannot connect to the Docker daemon") {
-                    return Err(Error::bad_input(format!(
-                        "the Docker engine does not answer: {}",
-                        f.tail(1)
-                    ))
-                    .hint("start the Docker daemon (or set DOCKER_HOST) on the runner"));
+                    return Err(Error::bad_input(format!("the Docker engine does not answer: {}", f.tail(1)))
+                        .hint("start the Docker daemon (or set DOCKER_HOST) on the runner"));
                 }
                 missing.push(img.local.clone());
             }
         }
         if !missing.is_empty() {
-            return Err(Error::bad_input(format!("image {} does not exist locally", missing.join(", ")))
-                .hint("build it in an earlier step (or fix the name in `images:`); `docker image ls` lists what exists"));
+            return Err(Error::bad_input(format!("image {} does not exist locally", missing.join(", "))).hint(
+                "build it in an earlier step (or fix the name in `images:`); `docker image ls` lists what exists",
+            ));
         }
     }
 
@@ -692,9 +593,7 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
         for f in &cfg.compose_files {
             cmd.arg("-f").arg(f);
         }
-        cmd.arg("build")
-            .args(services.iter().map(|(s, _)| s))
-            .env("IMAGE_TAG", &cfg.tag);
+        cmd.arg("build").args(services.iter().map(|(s, _)| s)).env("IMAGE_TAG", &cfg.tag);
         if let Some(p) = docker.config.path() {
             cmd.env("DOCKER_CONFIG", p);
         }
@@ -703,11 +602,8 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
             info(l);
         }
         if !f.ok() {
-            return Err(Error::failed(format!(
-                "building the compose services failed: {}",
-                f.tail(2)
-            ))
-            .hint("the build log is in the group above; run the same build locally to reproduce"));
+            return Err(Error::failed(format!("building the compose services failed: {}", f.tail(2)))
+                .hint("the build log is in the group above; run the same build locally to reproduce"));
         }
         for (svc, image) in services {
             let name = default_name(image, &cfg.registry);
@@ -717,18 +613,12 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
                 ))
                 .hint("use lowercase names, e.g. `image: 127.0.0.1:5000/app:${IMAGE_TAG}`"));
             }
-            images.push(ImageSpec {
-                name,
-                local: image.clone(),
-            });
+            images.push(ImageSpec { name, local: image.clone() });
         }
     }
 
     let tags: Vec<&String> = std::iter::once(&cfg.tag).chain(&cfg.extra_tags).collect();
-    let mut created = CreatedTags {
-        docker,
-        refs: Vec::new(),
-    };
+    let mut created = CreatedTags { docker, refs: Vec::new() };
     let mut pushed = Vec::new();
     for img in &images {
         let repo = format!("{}/{}", cfg.registry.base(), img.name);
@@ -739,11 +629,7 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
             if target != img.local {
                 let f = docker.run(docker.cmd(&["tag", &img.local, &target]), None)?;
                 if !f.ok() {
-                    return Err(Error::failed(format!(
-                        "docker tag {} {target} failed: {}",
-                        img.local,
-                        f.tail(1)
-                    )));
+                    return Err(Error::failed(format!("docker tag {} {target} failed: {}", img.local, f.tail(1))));
                 }
                 created.refs.push(target.clone());
             }
@@ -763,10 +649,7 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
     drop(created);
 
     let _g = actions::group("read digests from the registry");
-    let login = cfg.login.as_ref().map(|(u, p)| Login {
-        username: u,
-        password: p,
-    });
+    let login = cfg.login.as_ref().map(|(u, p)| Login { username: u, password: p });
     let reader = DigestReader::new(&cfg.registry, login)?;
     for p in &mut pushed {
         let mut digest: Option<String> = None;
@@ -780,9 +663,7 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
                         "tag `{t}` of {} points at {d}, not at {first} like `{}`",
                         p.name, cfg.tag
                     ))
-                    .hint(
-                        "another push to the same repository ran at the same time; re-run the job",
-                    ));
+                    .hint("another push to the same repository ran at the same time; re-run the job"));
                 }
                 Some(_) => {}
             }
@@ -801,13 +682,9 @@ fn write_results(cfg: &Config, pushed: &[Pushed]) -> Result<()> {
         created_at: proc::now_rfc3339(),
         run_url: proc::run_url(),
     };
-    let json = serde_json::to_string_pretty(&meta)
-        .map_err(|e| Error::failed(format!("cannot encode metadata: {e}")))?;
-    if let Some(dir) = cfg
-        .metadata_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    let json =
+        serde_json::to_string_pretty(&meta).map_err(|e| Error::failed(format!("cannot encode metadata: {e}")))?;
+    if let Some(dir) = cfg.metadata_file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::failed(format!("cannot create {}: {e}", dir.display()))
                 .hint("set `metadata-file` to a writable path")
@@ -817,20 +694,12 @@ fn write_results(cfg: &Config, pushed: &[Pushed]) -> Result<()> {
         Error::failed(format!("cannot write {}: {e}", cfg.metadata_file.display()))
             .hint("set `metadata-file` to a writable path")
     })?;
-    let digests: BTreeMap<&str, &str> = pushed
-        .iter()
-        .map(|p| (p.name.as_str(), p.digest.as_str()))
-        .collect();
+    let digests: BTreeMap<&str, &str> = pushed.iter().map(|p| (p.name.as_str(), p.digest.as_str())).collect();
     actions::set_output("tag", &cfg.tag)?;
     actions::set_output("digest", pushed.first().map_or("", |p| p.digest.as_str()))?;
-    actions::set_output(
-        "digests",
-        &serde_json::to_string(&digests).unwrap_or_default(),
-    )?;
+    actions::set_output("digests", &serde_json::to_string(&digests).unwrap_or_default())?;
     actions::set_output("metadata-file", &cfg.metadata_file.to_string_lossy())?;
-    let mut md =
-        "### push-registry\n\n| image | tags | digest | layers uploaded |\n|---|---|---|---|\n"
-            .to_string();
+    let mut md = "### push-registry\n\n| image | tags | digest | layers uploaded |\n|---|---|---|---|\n".to_string();
     for p in pushed {
         md.push_str(&format!(
             "| `{}` | {} | `{}` | {} |\n",
@@ -872,13 +741,7 @@ mod tests {
         ] {
             assert_eq!(default_name(local, &r), name, "{local}");
         }
-        assert_eq!(
-            default_name(
-                "registry.example.com/team/app:1",
-                &reg("registry.example.com/team")
-            ),
-            "app"
-        );
+        assert_eq!(default_name("registry.example.com/team/app:1", &reg("registry.example.com/team")), "app");
     }
 
     #[test]
@@ -886,10 +749,7 @@ mod tests {
         let r = reg("ghcr.io");
         assert_eq!(
             parse_image_line("web=myapp:dev", &r).unwrap(),
-            ImageSpec {
-                name: "web".into(),
-                local: "myapp:dev".into()
-            }
+            ImageSpec { name: "web".into(), local: "myapp:dev".into() }
         );
         assert_eq!(parse_image_line("Web=x", &r).unwrap_err().exit_code(), 2);
         assert_eq!(parse_image_line("a=b c", &r).unwrap_err().exit_code(), 2);
@@ -911,11 +771,10 @@ mod tests {
     fn failure_classes() {
         let refused = r#"Error response from daemon: Get "http://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused"#;
         assert!(is_transient(refused) && !is_auth_failure(refused));
-        let bad = r#"Error response from daemon: Get "http://127.0.0.1:5000/v2/": unauthorized: authentication required"#;
+        let bad =
+            r#"Error response from daemon: Get "http://127.0.0.1:5000/v2/": unauthorized: authentication required"#;
         assert!(!is_transient(bad) && is_auth_failure(bad));
-        assert!(is_transient(
-            "received unexpected HTTP status: 503 Service Unavailable"
-        ));
+        assert!(is_transient("received unexpected HTTP status: 503 Service Unavailable"));
         assert!(!is_transient("manifest invalid"));
     }
 
@@ -940,27 +799,13 @@ mod tests {
         assert_eq!(c.images.len(), 2);
         assert_eq!(c.extra_tags, vec!["latest", "stable"]);
         assert!(c.login.is_none() && c.cleanup_on_failure);
-        let e = args(&[
-            "--registry",
-            "r.io",
-            "--images",
-            "a",
-            "--tag",
-            "v1",
-            "--username",
-            "u",
-        ])
-        .into_config()
-        .unwrap_err();
+        let e =
+            args(&["--registry", "r.io", "--images", "a", "--tag", "v1", "--username", "u"]).into_config().unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.hint.is_some());
-        let e = args(&["--registry", "r.io", "--tag", "v1"])
-            .into_config()
-            .unwrap_err();
+        let e = args(&["--registry", "r.io", "--tag", "v1"]).into_config().unwrap_err();
         assert!(e.message.contains("nothing to push"));
-        let e = args(&["--registry", "r.io", "--images", "a", "--tag", "bad tag"])
-            .into_config()
-            .unwrap_err();
+        let e = args(&["--registry", "r.io", "--images", "a", "--tag", "bad tag"]).into_config().unwrap_err();
         assert_eq!(e.exit_code(), 2);
     }
 }

@@ -30,29 +30,16 @@ pub struct RegistryRef {
 
 impl RegistryRef {
     pub fn parse(s: &str) -> Result<RegistryRef> {
-        let t = s
-            .trim()
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
+        let t = s.trim().trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
         let (host, prefix) = t.split_once('/').unwrap_or((t, ""));
         let ok_host = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-        let ok_prefix = prefix
-            .split('/')
-            .all(|p| prefix.is_empty() || valid_path_component(p));
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        let ok_prefix = prefix.split('/').all(|p| prefix.is_empty() || valid_path_component(p));
         if !ok_host || !ok_prefix {
-            return Err(
-                Error::bad_input(format!("registry `{s}` is not a registry address"))
-                    .hint("write it as `ghcr.io`, `registry.example.com/team` or `127.0.0.1:5000`"),
-            );
+            return Err(Error::bad_input(format!("registry `{s}` is not a registry address"))
+                .hint("write it as `ghcr.io`, `registry.example.com/team` or `127.0.0.1:5000`"));
         }
-        Ok(RegistryRef {
-            host: host.to_string(),
-            prefix: prefix.to_string(),
-        })
+        Ok(RegistryRef { host: host.to_string(), prefix: prefix.to_string() })
     }
 
     /// `host/prefix` (what goes in front of image names).
@@ -75,16 +62,13 @@ impl RegistryRef {
 
     /// Docker talks plain HTTP to loopback registries and HTTPS to every other one; so do we.
     pub fn scheme(&self) -> &'static str {
-        let h = self
-            .host
-            .rsplit_once(':')
-            .map_or(self.host.as_str(), |(h, p)| {
-                if p.chars().all(|c| c.is_ascii_digit()) {
-                    h
-                } else {
-                    self.host.as_str()
-                }
-            });
+        let h = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                self.host.as_str()
+            }
+        });
         if h == "localhost" || h.starts_with("127.") || h == "[::1]" {
             "http"
         } else {
@@ -96,8 +80,7 @@ impl RegistryRef {
 /// `[a-z0-9]+([._-][a-z0-9]+)*`, the distribution spec's path component.
 pub fn valid_path_component(p: &str) -> bool {
     !p.is_empty()
-        && p.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
         && p.starts_with(|c: char| c.is_ascii_alphanumeric())
         && p.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -106,11 +89,7 @@ pub fn valid_path_component(p: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-        scope: Option<String>,
-    },
+    Bearer { realm: String, service: Option<String>, scope: Option<String> },
 }
 
 /// Parse `Basic realm="x"` or `Bearer realm="https://…",service="…",scope="repository:a:pull"`.
@@ -124,17 +103,8 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
         return None;
     }
     let params = parse_params(rest);
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-    };
-    Some(Challenge::Bearer {
-        realm: get("realm")?,
-        service: get("service"),
-        scope: get("scope"),
-    })
+    let get = |k: &str| params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    Some(Challenge::Bearer { realm: get("realm")?, service: get("service"), scope: get("scope") })
 }
 
 /// `k="v",k2=v2` with quoted values that may hold commas (scopes do: `repository:a:pull,push`).
@@ -184,17 +154,10 @@ impl<'a> DigestReader<'a> {
         let client = Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!(
-                "gangplank-push-registry/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(concat!("gangplank-push-registry/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::failed(format!("cannot build the HTTP client: {e}")))?;
-        Ok(DigestReader {
-            client,
-            registry,
-            login,
-        })
+        Ok(DigestReader { client, registry, login })
     }
 
     /// The `Docker-Content-Digest` of `name:tag` on the registry.
@@ -208,24 +171,14 @@ impl<'a> DigestReader<'a> {
         let head = || self.client.head(&url).header(ACCEPT, MANIFEST_ACCEPT);
         let mut resp = send(head(), &url)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_challenge);
+            let challenge =
+                resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
             resp = match challenge {
                 Some(Challenge::Basic) => match &self.login {
-                    Some(l) => send(
-                        head().basic_auth(l.username, Some(l.password.expose())),
-                        &url,
-                    )?,
+                    Some(l) => send(head().basic_auth(l.username, Some(l.password.expose())), &url)?,
                     None => resp,
                 },
-                Some(Challenge::Bearer {
-                    realm,
-                    service,
-                    scope,
-                }) => {
+                Some(Challenge::Bearer { realm, service, scope }) => {
                     let token = self.token(&realm, service.as_deref(), scope.as_deref())?;
                     let r = send(head().bearer_auth(token.expose()), &url)?;
                     drop(token);
@@ -236,18 +189,12 @@ impl<'a> DigestReader<'a> {
         }
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(Error::failed(format!(
-                "the registry refused to show the manifest of {name}:{tag} ({status})"
-            ))
-            .hint("the login needs pull permission on the repository it pushed to"));
+            return Err(Error::failed(format!("the registry refused to show the manifest of {name}:{tag} ({status})"))
+                .hint("the login needs pull permission on the repository it pushed to"));
         }
         if !status.is_success() {
-            return Err(Error::failed(format!(
-                "the registry answered {status} for the manifest of {name}:{tag}"
-            ))
-            .hint(
-                "check that the push finished and that `registry` names the registry pushed to",
-            ));
+            return Err(Error::failed(format!("the registry answered {status} for the manifest of {name}:{tag}"))
+                .hint("check that the push finished and that `registry` names the registry pushed to"));
         }
         resp.headers()
             .get("docker-content-digest")
@@ -255,10 +202,8 @@ impl<'a> DigestReader<'a> {
             .filter(|d| d.starts_with("sha256:"))
             .map(str::to_string)
             .ok_or_else(|| {
-                Error::failed(format!(
-                    "the registry sent no Docker-Content-Digest for {name}:{tag}"
-                ))
-                .hint("the registry must implement the distribution API v2 manifest endpoint")
+                Error::failed(format!("the registry sent no Docker-Content-Digest for {name}:{tag}"))
+                    .hint("the registry must implement the distribution API v2 manifest endpoint")
             })
     }
 
@@ -280,9 +225,8 @@ impl<'a> DigestReader<'a> {
             return Err(Error::failed(format!("the registry's token service answered {}", resp.status()))
                 .hint("check `username` and `password`; the token needs pull permission on the repository"));
         }
-        let body: serde_json::Value = resp
-            .json()
-            .map_err(|e| Error::failed(format!("the registry's token answer is not JSON: {e}")))?;
+        let body: serde_json::Value =
+            resp.json().map_err(|e| Error::failed(format!("the registry's token answer is not JSON: {e}")))?;
         let token = body
             .get("token")
             .or_else(|| body.get("access_token"))
@@ -307,10 +251,7 @@ mod tests {
 
     #[test]
     fn challenges() {
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(
             parse_challenge(
                 r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:team/app:pull,push""#
@@ -336,22 +277,13 @@ mod tests {
     #[test]
     fn registries() {
         let r = RegistryRef::parse("registry.digitalocean.com/team").unwrap();
-        assert_eq!(
-            (r.host.as_str(), r.prefix.as_str(), r.scheme()),
-            ("registry.digitalocean.com", "team", "https")
-        );
+        assert_eq!((r.host.as_str(), r.prefix.as_str(), r.scheme()), ("registry.digitalocean.com", "team", "https"));
         assert_eq!(r.repo_path("app"), "team/app");
         let r = RegistryRef::parse("127.0.0.1:5000").unwrap();
         assert_eq!((r.base().as_str(), r.scheme()), ("127.0.0.1:5000", "http"));
-        assert_eq!(
-            RegistryRef::parse("localhost:5000/").unwrap().scheme(),
-            "http"
-        );
+        assert_eq!(RegistryRef::parse("localhost:5000/").unwrap().scheme(), "http");
         assert_eq!(RegistryRef::parse("ghcr.io").unwrap().scheme(), "https");
         assert_eq!(RegistryRef::parse("bad host").unwrap_err().exit_code(), 2);
-        assert_eq!(
-            RegistryRef::parse("ghcr.io/Team").unwrap_err().exit_code(),
-            2
-        );
+        assert_eq!(RegistryRef::parse("ghcr.io/Team").unwrap_err().exit_code(), 2);
     }
 }

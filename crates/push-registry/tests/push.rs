@@ -29,10 +29,7 @@ impl Run {
         std::fs::read_to_string(self.tmp.path().join("output")).unwrap_or_default()
     }
     fn outputs(&self) -> BTreeMap<String, String> {
-        gangplank_core::actions::parse_output_file(&self.outputs_text())
-            .unwrap()
-            .into_iter()
-            .collect()
+        gangplank_core::actions::parse_output_file(&self.outputs_text()).unwrap().into_iter().collect()
     }
     fn summary(&self) -> String {
         std::fs::read_to_string(self.tmp.path().join("summary")).unwrap_or_default()
@@ -54,21 +51,10 @@ impl Run {
         let left: Vec<PathBuf> = std::fs::read_dir(self.tmp.path().join("tmp"))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .contains("docker-config")
-            })
+            .filter(|p| p.file_name().unwrap().to_string_lossy().contains("docker-config"))
             .collect();
-        assert!(
-            left.is_empty(),
-            "temporary docker config left behind: {left:?}"
-        );
-        assert!(
-            !self.tmp.path().join("home/.docker").exists(),
-            "the login was written under $HOME/.docker"
-        );
+        assert!(left.is_empty(), "temporary docker config left behind: {left:?}");
+        assert!(!self.tmp.path().join("home/.docker").exists(), "the login was written under $HOME/.docker");
         for (label, text) in self.all_text() {
             assert_no_secret(&[(label, &text)], PASS);
         }
@@ -98,29 +84,19 @@ fn push(args: &[&str]) -> Run {
 fn registry_digest(reg: &Registry, name: &str, tag: &str) -> String {
     let resp = reqwest::blocking::Client::new()
         .head(format!("http://{}/v2/{name}/manifests/{tag}", reg.addr))
-        .header("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
         .basic_auth(USER, Some(PASS))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200, "HEAD {name}:{tag}");
-    resp.headers()["docker-content-digest"]
-        .to_str()
-        .unwrap()
-        .to_string()
+    resp.headers()["docker-content-digest"].to_str().unwrap().to_string()
 }
 
 fn login_args(reg: &Registry) -> Vec<String> {
-    [
-        "--registry",
-        &reg.addr,
-        "--username",
-        USER,
-        "--password",
-        PASS,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["--registry", &reg.addr, "--username", USER, "--password", PASS].iter().map(|s| s.to_string()).collect()
 }
 
 fn args_with(reg: &Registry, more: &[&str]) -> Vec<String> {
@@ -139,17 +115,7 @@ fn push_with_htpasswd_digests_match_the_registry_and_unchanged_push_uploads_noth
     let s = images::samples().unwrap();
     let reg = Registry::start_with_auth(USER, PASS).unwrap();
     let images = format!("app={}\nother={}", s.v1, s.v2);
-    let r = run_push(&args_with(
-        &reg,
-        &[
-            "--images",
-            &images,
-            "--tag",
-            "build-1",
-            "--extra-tags",
-            "latest, stable",
-        ],
-    ));
+    let r = run_push(&args_with(&reg, &["--images", &images, "--tag", "build-1", "--extra-tags", "latest, stable"]));
     assert_eq!(r.code(), 0, "{}", r.stderr());
     r.assert_no_credentials_left();
 
@@ -164,39 +130,22 @@ fn push_with_htpasswd_digests_match_the_registry_and_unchanged_push_uploads_noth
         let want = registry_digest(&reg, name, "build-1");
         assert_eq!(digests[*name], want, "output digest of {name}");
         assert_eq!(meta["images"][i]["name"], *name);
-        assert_eq!(
-            meta["images"][i]["digest"],
-            want.as_str(),
-            "metadata digest of {name}"
-        );
-        assert_eq!(
-            meta["images"][i]["ref"],
-            format!("{}/{name}:build-1", reg.addr)
-        );
+        assert_eq!(meta["images"][i]["digest"], want.as_str(), "metadata digest of {name}");
+        assert_eq!(meta["images"][i]["ref"], format!("{}/{name}:build-1", reg.addr));
         for extra in ["latest", "stable"] {
             assert_eq!(registry_digest(&reg, name, extra), want, "{name}:{extra}");
         }
     }
     assert_eq!(outs["digest"], digests["app"]);
     assert_ne!(digests["app"], digests["other"]);
-    assert!(
-        r.stderr().contains(": Pushed"),
-        "the first push uploads layers:\n{}",
-        r.stderr()
-    );
+    assert!(r.stderr().contains(": Pushed"), "the first push uploads layers:\n{}", r.stderr());
 
     // The same image again under a new tag: every layer is already there.
-    let r2 = run_push(&args_with(
-        &reg,
-        &["--images", &format!("app={}", s.v1), "--tag", "build-2"],
-    ));
+    let r2 = run_push(&args_with(&reg, &["--images", &format!("app={}", s.v1), "--tag", "build-2"]));
     assert_eq!(r2.code(), 0, "{}", r2.stderr());
     let err = r2.stderr();
     assert!(err.contains("Layer already exists"), "{err}");
-    assert!(
-        !err.contains(": Pushed"),
-        "an unchanged image uploaded a layer:\n{err}"
-    );
+    assert!(!err.contains(": Pushed"), "an unchanged image uploaded a layer:\n{err}");
     assert!(err.contains("0 layer(s) uploaded"), "{err}");
     assert_eq!(r2.outputs()["digest"], digests["app"]);
     r2.assert_no_credentials_left();
@@ -206,18 +155,7 @@ fn push_with_htpasswd_digests_match_the_registry_and_unchanged_push_uploads_noth
 fn wrong_password_is_exit_2_with_a_hint_and_leaves_no_credentials() {
     let s = images::samples().unwrap();
     let reg = Registry::start_with_auth(USER, "the-right-one").unwrap();
-    let r = push(&[
-        "--registry",
-        &reg.addr,
-        "--username",
-        USER,
-        "--password",
-        PASS,
-        "--images",
-        &s.v1,
-        "--tag",
-        "x",
-    ]);
+    let r = push(&["--registry", &reg.addr, "--username", USER, "--password", PASS, "--images", &s.v1, "--tag", "x"]);
     assert_eq!(r.code(), 2, "{}", r.stderr());
     let err = r.stderr();
     assert!(err.contains("refused the login"), "{err}");
@@ -234,31 +172,15 @@ fn registry_down_retries_then_exit_1() {
     let r = run_push(&args_with(&reg, &["--images", &s.v1, "--tag", "x"]));
     assert_eq!(r.code(), 1, "{}", r.stderr());
     let err = r.stderr();
-    assert!(
-        err.contains("attempt 1 of 3") && err.contains("attempt 2 of 3"),
-        "no retries:\n{err}"
-    );
+    assert!(err.contains("attempt 1 of 3") && err.contains("attempt 2 of 3"), "no retries:\n{err}");
     assert!(err.contains("did not answer after 3 attempts"), "{err}");
     assert!(err.contains("hint:"), "{err}");
     r.assert_no_credentials_left();
 
     // Without a login the push itself meets the dead registry.
-    let r = push(&[
-        "--registry",
-        &reg.addr,
-        "--images",
-        &s.v1,
-        "--tag",
-        "x",
-        "--cleanup-on-failure",
-        "false",
-    ]);
+    let r = push(&["--registry", &reg.addr, "--images", &s.v1, "--tag", "x", "--cleanup-on-failure", "false"]);
     assert_eq!(r.code(), 1, "{}", r.stderr());
-    assert!(
-        r.stderr().contains("failed after 3 attempts"),
-        "{}",
-        r.stderr()
-    );
+    assert!(r.stderr().contains("failed after 3 attempts"), "{}", r.stderr());
 }
 
 #[test]
@@ -268,11 +190,7 @@ fn missing_local_image_is_exit_2_naming_it() {
     let r = run_push(&args_with(&reg, &["--images", &missing, "--tag", "x"]));
     assert_eq!(r.code(), 2, "{}", r.stderr());
     assert!(r.stderr().contains(&missing), "{}", r.stderr());
-    assert!(
-        r.stderr().contains("does not exist locally"),
-        "{}",
-        r.stderr()
-    );
+    assert!(r.stderr().contains("does not exist locally"), "{}", r.stderr());
     r.assert_no_credentials_left();
 }
 
@@ -284,11 +202,7 @@ fn compose_build_services_are_built_with_image_tag_and_pushed() {
     let ctx = dir.path().join("web");
     std::fs::create_dir(&ctx).unwrap();
     let marker = unique_name("built");
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {}\nLABEL dev.gangplank.test=\"{marker}\"\n", s.v1),
-    )
-    .unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {}\nLABEL dev.gangplank.test=\"{marker}\"\n", s.v1)).unwrap();
     let compose = dir.path().join("compose.yaml");
     std::fs::write(
         &compose,
@@ -298,19 +212,12 @@ fn compose_build_services_are_built_with_image_tag_and_pushed() {
         ),
     )
     .unwrap();
-    let r = run_push(&args_with(
-        &reg,
-        &["--compose-files", compose.to_str().unwrap(), "--tag", "c1"],
-    ));
+    let r = run_push(&args_with(&reg, &["--compose-files", compose.to_str().unwrap(), "--tag", "c1"]));
     let local = format!("{}/web:c1", reg.addr);
     let _cleanup = RemoveImage(local.clone());
     assert_eq!(r.code(), 0, "{}", r.stderr());
     let digests: BTreeMap<String, String> = serde_json::from_str(&r.outputs()["digests"]).unwrap();
-    assert_eq!(
-        digests.keys().collect::<Vec<_>>(),
-        vec!["web"],
-        "only services with build: are pushed"
-    );
+    assert_eq!(digests.keys().collect::<Vec<_>>(), vec!["web"], "only services with build: are pushed");
     assert_eq!(digests["web"], registry_digest(&reg, "web", "c1"));
     r.assert_no_credentials_left();
 }
@@ -318,42 +225,19 @@ fn compose_build_services_are_built_with_image_tag_and_pushed() {
 struct RemoveImage(String);
 impl Drop for RemoveImage {
     fn drop(&mut self) {
-        let _ = scrubbed_command("docker")
-            .args(["image", "rm", &self.0])
-            .output();
+        let _ = scrubbed_command("docker").args(["image", "rm", &self.0]).output();
     }
 }
 
 #[test]
 fn bad_inputs_are_exit_2() {
-    let r = push(&[
-        "--registry",
-        "127.0.0.1:1",
-        "--images",
-        "gp-surely-absent:b",
-    ]);
+    let r = push(&["--registry", "127.0.0.1:1", "--images", "gp-surely-absent:b"]);
     assert_eq!(r.code(), 2, "{}", r.stderr());
     assert!(r.stderr().contains("gp-surely-absent:b"), "{}", r.stderr());
     // GITHUB_SHA is set by `push`, so the tag defaults to its first 12 characters; a bad tag is refused.
-    let r = push(&[
-        "--registry",
-        "127.0.0.1:1",
-        "--images",
-        "a:b",
-        "--tag",
-        "no good",
-    ]);
+    let r = push(&["--registry", "127.0.0.1:1", "--images", "a:b", "--tag", "no good"]);
     assert_eq!(r.code(), 2, "{}", r.stderr());
     assert!(r.stderr().contains("hint:"));
-    let r = push(&[
-        "--registry",
-        "127.0.0.1:1",
-        "--images",
-        "a:b",
-        "--tag",
-        "t",
-        "--cleanup-on-failure",
-        "maybe",
-    ]);
+    let r = push(&["--registry", "127.0.0.1:1", "--images", "a:b", "--tag", "t", "--cleanup-on-failure", "maybe"]);
     assert_eq!(r.code(), 2, "{}", r.stderr());
 }
