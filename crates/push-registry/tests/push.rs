@@ -241,3 +241,39 @@ fn bad_inputs_are_exit_2() {
     let r = push(&["--registry", "127.0.0.1:1", "--images", "a:b", "--tag", "t", "--cleanup-on-failure", "maybe"]);
     assert_eq!(r.code(), 2, "{}", r.stderr());
 }
+
+#[test]
+fn sigterm_during_retries_still_removes_the_login() {
+    let s = images::samples().unwrap();
+    let mut reg = Registry::start_with_auth(USER, PASS).unwrap();
+    reg.stop();
+    let tmp = tempfile::tempdir().unwrap();
+    let child = scrubbed_command(env!("CARGO_BIN_EXE_push-registry"))
+        .args(["--registry", &reg.addr, "--username", USER, "--images", &s.v1, "--tag", "x"])
+        .env("INPUT_PASSWORD", PASS)
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The login dir exists while the step runs (waiting between login attempts).
+    let has_config = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("docker-config"))
+    };
+    let t = std::time::Instant::now();
+    while !has_config() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "no temporary docker config appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted by signal 15"), "{err}");
+    assert!(!has_config(), "the temporary docker config survived SIGTERM");
+    assert_no_secret(&[("stderr", &err), ("stdout", &String::from_utf8_lossy(&out.stdout))], PASS);
+}
