@@ -102,24 +102,17 @@ pub const INSPECT_PROJECT_SCRIPT: &str = r#"ids=$(docker ps -aq --filter "label=
 if [ -z "$ids" ]; then echo '[]'; else docker inspect $ids; fi"#;
 
 pub fn inspect_project(project: &str) -> Cmd {
-    Cmd::script(INSPECT_PROJECT_SCRIPT)
-        .arg(project)
-        .privileged()
+    Cmd::script(INSPECT_PROJECT_SCRIPT).arg(project).privileged()
 }
 
 /// The last `lines` log lines of one container, stdout and stderr together.
 pub fn logs(container: &str, lines: u32) -> Cmd {
-    Cmd::script(r#"docker logs --tail "$2" "$1" 2>&1"#)
-        .arg(container)
-        .arg(lines.to_string())
-        .privileged()
+    Cmd::script(r#"docker logs --tail "$2" "$1" 2>&1"#).arg(container).arg(lines.to_string()).privileged()
 }
 
 /// `docker info` facts preflight needs: the data root, then whether the daemon answered.
 pub fn docker_info() -> Cmd {
-    Cmd::new("docker")
-        .args(["info", "--format", "{{.DockerRootDir}}"])
-        .privileged()
+    Cmd::new("docker").args(["info", "--format", "{{.DockerRootDir}}"]).privileged()
 }
 
 /// Free bytes on the filesystem holding `path` (POSIX `df -P -k`, 1024-byte blocks).
@@ -135,18 +128,12 @@ pub fn parse_df_free_bytes(stdout: &str) -> Option<u64> {
 
 /// Tags of a repository on the host, newest first (`docker image ls` sorts by creation).
 pub fn image_tags(repo: &str) -> Cmd {
-    Cmd::new("docker")
-        .args(["image", "ls", "--format", "{{.Tag}}"])
-        .arg(repo)
-        .privileged()
+    Cmd::new("docker").args(["image", "ls", "--format", "{{.Tag}}"]).arg(repo).privileged()
 }
 
 /// Remove one image tag; never forced, so an image a container uses stays.
 pub fn remove_image(reference: &str) -> Cmd {
-    Cmd::new("docker")
-        .args(["image", "rm"])
-        .arg(reference)
-        .privileged()
+    Cmd::new("docker").args(["image", "rm"]).arg(reference).privileged()
 }
 
 /// The state of one container, from `docker inspect`.
@@ -185,23 +172,15 @@ impl Container {
                     "{} keeps restarting (exit code {}, {} restarts)",
                     self.name, self.exit_code, self.restart_count
                 )),
-                s => Verdict::Failed(format!(
-                    "{} is {s} (exit code {})",
-                    self.name, self.exit_code
-                )),
+                s => Verdict::Failed(format!("{} is {s} (exit code {})", self.name, self.exit_code)),
             };
         }
         if self.restart_count > 0 {
-            return Verdict::Failed(format!(
-                "{} restarted {} times",
-                self.name, self.restart_count
-            ));
+            return Verdict::Failed(format!("{} restarted {} times", self.name, self.restart_count));
         }
         match self.health.as_deref() {
             None | Some("healthy") => Verdict::Ready,
-            Some("unhealthy") => {
-                Verdict::Failed(format!("{} is unhealthy (HEALTHCHECK)", self.name))
-            }
+            Some("unhealthy") => Verdict::Failed(format!("{} is unhealthy (HEALTHCHECK)", self.name)),
             Some(s) => Verdict::Waiting(format!("{} health is {s}", self.name)),
         }
     }
@@ -263,11 +242,8 @@ struct RawConfig {
 
 /// Parse `docker inspect` output for containers.
 pub fn parse_inspect(json: &str) -> Result<Vec<Container>> {
-    let raw: Vec<RawContainer> = serde_json::from_str(json.trim()).map_err(|e| {
-        Error::failed(format!(
-            "docker inspect answered something that is not container JSON: {e}"
-        ))
-    })?;
+    let raw: Vec<RawContainer> = serde_json::from_str(json.trim())
+        .map_err(|e| Error::failed(format!("docker inspect answered something that is not container JSON: {e}")))?;
     Ok(raw
         .into_iter()
         .map(|r| {
@@ -275,13 +251,8 @@ pub fn parse_inspect(json: &str) -> Result<Vec<Container>> {
             Container {
                 id: r.id,
                 name: r.name.trim_start_matches('/').to_string(),
-                service: labels
-                    .get("com.docker.compose.service")
-                    .cloned()
-                    .unwrap_or_default(),
-                oneoff: labels
-                    .get("com.docker.compose.oneoff")
-                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                service: labels.get("com.docker.compose.service").cloned().unwrap_or_default(),
+                oneoff: labels.get("com.docker.compose.oneoff").is_some_and(|v| v.eq_ignore_ascii_case("true")),
                 image: r.config.image,
                 image_id: r.image,
                 status: r.state.status,
@@ -292,17 +263,9 @@ pub fn parse_inspect(json: &str) -> Result<Vec<Container>> {
                     .health
                     .as_ref()
                     .and_then(|h| h.log.as_ref())
-                    .map(|l| {
-                        l.iter()
-                            .map(|e| format!("exit {}: {}", e.exit_code, e.output.trim_end()))
-                            .collect()
-                    })
+                    .map(|l| l.iter().map(|e| format!("exit {}: {}", e.exit_code, e.output.trim_end())).collect())
                     .unwrap_or_default(),
-                health: r
-                    .state
-                    .health
-                    .map(|h| h.status)
-                    .filter(|s| !s.is_empty() && s != "none"),
+                health: r.state.health.map(|h| h.status).filter(|s| !s.is_empty() && s != "none"),
                 restart_count: r.restart_count,
             }
         })
@@ -335,9 +298,7 @@ pub fn references(yaml: &str) -> std::result::Result<References, String> {
                 refs.images.push(img.to_string());
             }
             match svc.get("env_file") {
-                Some(serde_json::Value::String(s)) => {
-                    add(s, format!("env_file of service `{name}`"))
-                }
+                Some(serde_json::Value::String(s)) => add(s, format!("env_file of service `{name}`")),
                 Some(serde_json::Value::Array(a)) => {
                     for e in a {
                         let (path, required) = match e {
@@ -355,12 +316,7 @@ pub fn references(yaml: &str) -> std::result::Result<References, String> {
                 }
                 _ => {}
             }
-            for v in svc
-                .get("volumes")
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
+            for v in svc.get("volumes").and_then(|v| v.as_array()).into_iter().flatten() {
                 match v {
                     serde_json::Value::String(s) => {
                         let src = s.split(':').next().unwrap_or("");
@@ -368,9 +324,7 @@ pub fn references(yaml: &str) -> std::result::Result<References, String> {
                             add(src, format!("bind mount of service `{name}`"));
                         }
                     }
-                    serde_json::Value::Object(o)
-                        if o.get("type").and_then(|t| t.as_str()) == Some("bind") =>
-                    {
+                    serde_json::Value::Object(o) if o.get("type").and_then(|t| t.as_str()) == Some("bind") => {
                         if let Some(src) = o.get("source").and_then(|s| s.as_str()) {
                             add(src, format!("bind mount of service `{name}`"));
                         }
@@ -384,10 +338,7 @@ pub fn references(yaml: &str) -> std::result::Result<References, String> {
         if let Some(items) = doc.get(section).and_then(|s| s.as_object()) {
             for (name, item) in items {
                 if let Some(file) = item.get("file").and_then(|f| f.as_str()) {
-                    add(
-                        file,
-                        format!("file of {} `{name}`", section.trim_end_matches('s')),
-                    );
+                    add(file, format!("file of {} `{name}`", section.trim_end_matches('s')));
                 }
             }
         }
@@ -429,12 +380,7 @@ mod tests {
     use super::*;
 
     fn project(flavor: Flavor) -> Project {
-        Project {
-            flavor,
-            name: "my-app".into(),
-            dir: "/opt/it's $x; y".into(),
-            files: vec!["compose.yaml".into()],
-        }
+        Project { flavor, name: "my-app".into(), dir: "/opt/it's $x; y".into(), files: vec!["compose.yaml".into()] }
     }
 
     #[test]
@@ -460,23 +406,14 @@ mod tests {
         assert_eq!(parse_detect("none\n"), None);
         assert_eq!(
             inspect_project("a'b").render(false),
-            format!(
-                "sh -c {} gangplank 'a'\\''b'",
-                crate::quote(INSPECT_PROJECT_SCRIPT)
-            )
+            format!("sh -c {} gangplank 'a'\\''b'", crate::quote(INSPECT_PROJECT_SCRIPT))
         );
-        assert_eq!(
-            free_disk("/var/lib/docker").render(false),
-            "df -P -k -- /var/lib/docker"
-        );
+        assert_eq!(free_disk("/var/lib/docker").render(false), "df -P -k -- /var/lib/docker");
         assert_eq!(
             image_tags("127.0.0.1:5000/app").render(true),
             "sudo -n docker image ls --format '{{.Tag}}' 127.0.0.1:5000/app"
         );
-        assert_eq!(
-            remove_image("r/app:v1").render(false),
-            "docker image rm r/app:v1"
-        );
+        assert_eq!(remove_image("r/app:v1").render(false), "docker image rm r/app:v1");
     }
 
     #[test]
@@ -500,11 +437,9 @@ mod tests {
         assert_eq!(c[0].health_log, vec!["exit 1: wget: 404"]);
         assert!(matches!(c[0].verdict(), Verdict::Failed(_)));
         assert!(matches!(c[1].verdict(), Verdict::Failed(m) if m.contains("keeps restarting")));
-        let ok = r#"[{"Id":"x","State":{"Status":"running","Running":true,"Health":{"Status":"starting"}},"Config":{}}]"#;
-        assert!(matches!(
-            parse_inspect(ok).unwrap()[0].verdict(),
-            Verdict::Waiting(_)
-        ));
+        let ok =
+            r#"[{"Id":"x","State":{"Status":"running","Running":true,"Health":{"Status":"starting"}},"Config":{}}]"#;
+        assert!(matches!(parse_inspect(ok).unwrap()[0].verdict(), Verdict::Waiting(_)));
         let plain = r#"[{"Id":"x","State":{"Status":"running","Running":true},"Config":{}}]"#;
         assert_eq!(parse_inspect(plain).unwrap()[0].verdict(), Verdict::Ready);
         assert!(parse_inspect("[]").unwrap().is_empty());
@@ -542,14 +477,7 @@ secrets:
         let paths: Vec<&str> = r.files.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             paths,
-            vec![
-                ".env",
-                "./conf/site.conf",
-                "/srv/shared",
-                "worker.env",
-                "./Caddyfile",
-                "./secrets/token.txt"
-            ]
+            vec![".env", "./conf/site.conf", "/srv/shared", "worker.env", "./Caddyfile", "./secrets/token.txt"]
         );
         assert_eq!(r.images, vec!["127.0.0.1:5000/app:${IMAGE_TAG}", "worker"]);
         assert!(references("services: [").is_err());
@@ -557,10 +485,7 @@ secrets:
 
     #[test]
     fn image_repos_and_paths() {
-        assert_eq!(
-            image_repo("127.0.0.1:5000/app:${IMAGE_TAG}"),
-            "127.0.0.1:5000/app"
-        );
+        assert_eq!(image_repo("127.0.0.1:5000/app:${IMAGE_TAG}"), "127.0.0.1:5000/app");
         assert_eq!(image_repo("ghcr.io/o/app"), "ghcr.io/o/app");
         assert_eq!(image_repo("busybox:1@sha256:ab"), "busybox");
         assert_eq!(resolve_reference("./conf/../site.conf"), "site.conf");

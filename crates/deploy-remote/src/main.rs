@@ -13,7 +13,7 @@ use gangplank_core::{Error, Executor, Result};
 
 /// Deploy a docker compose application to one or more hosts over SSH; roll back when it is not healthy.
 #[derive(Debug, Parser)]
-#[command(name = "deploy-remote", version)]
+#[command(name = "deploy-remote", version, args_override_self = true)]
 struct Args {
     #[command(flatten)]
     ssh: deploy::cli::SshInputs,
@@ -86,41 +86,25 @@ struct Args {
 /// The app name when none is given: the repository name, lowercased.
 fn default_app_name() -> Option<String> {
     let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
-    let name = repo
-        .rsplit('/')
-        .next()?
-        .to_ascii_lowercase()
-        .replace('.', "-");
+    let name = repo.rsplit('/').next()?.to_ascii_lowercase().replace('.', "-");
     (!name.is_empty()).then_some(name)
 }
 
 fn config(a: Args) -> Result<DeployConfig> {
     // The tag first: a bad one is refused before anything else, above all before any connection.
     let tag = a.image_tag.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-        Error::bad_input("input `image-tag` is required").hint("pass the tag pushed by push-registry, e.g. `image-tag: ${{ steps.push.outputs.tag }}`")
+        Error::bad_input("input `image-tag` is required")
+            .hint("pass the tag pushed by push-registry, e.g. `image-tag: ${{ steps.push.outputs.tag }}`")
     })?;
     deploy::validate_tag(&tag, "image-tag")?;
-    let app = a
-        .app_name
-        .filter(|n| !n.is_empty())
-        .or_else(default_app_name)
-        .ok_or_else(|| {
-            Error::bad_input("input `app-name` is required outside GitHub Actions")
-                .hint("pass `--app-name myapp`")
-        })?;
+    let app = a.app_name.filter(|n| !n.is_empty()).or_else(default_app_name).ok_or_else(|| {
+        Error::bad_input("input `app-name` is required outside GitHub Actions").hint("pass `--app-name myapp`")
+    })?;
     deploy::validate_app_name(&app)?;
-    let app_dir = a
-        .app_dir
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| format!("/opt/{app}"));
-    if !app_dir.starts_with('/')
-        || app_dir.contains('\0')
-        || app_dir.trim_end_matches('/').is_empty()
-    {
-        return Err(Error::bad_input(format!(
-            "`app-dir` {app_dir:?} is not an absolute directory path"
-        ))
-        .hint("use an absolute path such as /opt/myapp"));
+    let app_dir = a.app_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| format!("/opt/{app}"));
+    if !app_dir.starts_with('/') || app_dir.contains('\0') || app_dir.trim_end_matches('/').is_empty() {
+        return Err(Error::bad_input(format!("`app-dir` {app_dir:?} is not an absolute directory path"))
+            .hint("use an absolute path such as /opt/myapp"));
     }
     let app_dir = app_dir.trim_end_matches('/').to_string();
     if let Some(u) = &a.health_url {
@@ -130,9 +114,7 @@ fn config(a: Args) -> Result<DeployConfig> {
         }
     }
     if a.compose_files.is_empty() {
-        return Err(
-            Error::bad_input("`compose-files` is empty").hint("list at least one compose file")
-        );
+        return Err(Error::bad_input("`compose-files` is empty").hint("list at least one compose file"));
     }
     let ssh = a.ssh.to_ssh_args().to_config()?;
     Ok(DeployConfig {
@@ -140,12 +122,7 @@ fn config(a: Args) -> Result<DeployConfig> {
         app,
         app_dir,
         compose_files: a.compose_files.iter().map(PathBuf::from).collect(),
-        files: a
-            .files
-            .unwrap_or_default()
-            .iter()
-            .map(PathBuf::from)
-            .collect(),
+        files: a.files.unwrap_or_default().iter().map(PathBuf::from).collect(),
         env_file: a.env_file.filter(|p| !p.as_os_str().is_empty()),
         tag,
         services: a.services.unwrap_or_default(),
@@ -183,11 +160,6 @@ fn main() {
             ("previous-tag", out.record.previous_tag.clone()),
             ("rolled-back", out.rolled_back.to_string()),
         ];
-        deploy::publish(
-            out,
-            &cfg.record_file,
-            &outputs,
-            &format!("deploy-remote: `{}` → `{}`", cfg.app, cfg.tag),
-        )
+        deploy::publish(out, &cfg.record_file, &outputs, &format!("deploy-remote: `{}` → `{}`", cfg.app, cfg.tag))
     })
 }

@@ -13,7 +13,7 @@ use gangplank_core::{Error, Executor, Result};
 
 /// Roll a docker compose application back to an earlier tag on one or more hosts.
 #[derive(Debug, Parser)]
-#[command(name = "rollback", version)]
+#[command(name = "rollback", version, args_override_self = true)]
 struct Args {
     #[command(flatten)]
     ssh: deploy::cli::SshInputs,
@@ -58,11 +58,7 @@ struct Args {
 
 fn default_app_name() -> Option<String> {
     let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
-    let name = repo
-        .rsplit('/')
-        .next()?
-        .to_ascii_lowercase()
-        .replace('.', "-");
+    let name = repo.rsplit('/').next()?.to_ascii_lowercase().replace('.', "-");
     (!name.is_empty()).then_some(name)
 }
 
@@ -71,24 +67,14 @@ fn config(a: Args) -> Result<RollbackConfig> {
     if let Some(t) = &to_tag {
         deploy::validate_tag(t, "to-tag")?;
     }
-    let app = a
-        .app_name
-        .filter(|n| !n.is_empty())
-        .or_else(default_app_name)
-        .ok_or_else(|| {
-            Error::bad_input("input `app-name` is required outside GitHub Actions")
-                .hint("pass `--app-name myapp`")
-        })?;
+    let app = a.app_name.filter(|n| !n.is_empty()).or_else(default_app_name).ok_or_else(|| {
+        Error::bad_input("input `app-name` is required outside GitHub Actions").hint("pass `--app-name myapp`")
+    })?;
     deploy::validate_app_name(&app)?;
-    let app_dir = a
-        .app_dir
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| format!("/opt/{app}"));
+    let app_dir = a.app_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| format!("/opt/{app}"));
     if !app_dir.starts_with('/') || app_dir.trim_end_matches('/').is_empty() {
-        return Err(Error::bad_input(format!(
-            "`app-dir` {app_dir:?} is not an absolute directory path"
-        ))
-        .hint("use an absolute path such as /opt/myapp"));
+        return Err(Error::bad_input(format!("`app-dir` {app_dir:?} is not an absolute directory path"))
+            .hint("use an absolute path such as /opt/myapp"));
     }
     let ssh = a.ssh.to_ssh_args().to_config()?;
     Ok(RollbackConfig {
@@ -129,11 +115,6 @@ fn main() {
             ("rolled-back-to", out.record.deployed_tag.clone()),
             ("rolled-back-from", out.record.previous_tag.clone()),
         ];
-        deploy::publish(
-            out,
-            &cfg.record_file,
-            &outputs,
-            &format!("rollback: `{}`", cfg.app),
-        )
+        deploy::publish(out, &cfg.record_file, &outputs, &format!("rollback: `{}`", cfg.app))
     })
 }

@@ -15,8 +15,7 @@ use crate::secret::Secret;
 
 fn secret_key_value(s: &str) -> std::result::Result<Secret, String> {
     if !s.contains("-----BEGIN") && !s.contains('\n') && std::path::Path::new(s.trim()).is_file() {
-        let text = std::fs::read_to_string(s.trim())
-            .map_err(|e| format!("cannot read key file {s}: {e}"))?;
+        let text = std::fs::read_to_string(s.trim()).map_err(|e| format!("cannot read key file {s}: {e}"))?;
         return Ok(Secret::new(text));
     }
     Ok(Secret::new(s))
@@ -101,9 +100,6 @@ mod tests {
     #[test]
     fn hosts_parse_as_one_list() {
         let t = T::try_parse_from(["t", "--host", "a@h1:2222, h2\nh3"]).unwrap();
-        assert_eq!(
-            t.ssh.to_ssh_args().host.unwrap(),
-            vec!["a@h1:2222", "h2", "h3"]
-        );
+        assert_eq!(t.ssh.to_ssh_args().host.unwrap(), vec!["a@h1:2222", "h2", "h3"]);
     }
 }

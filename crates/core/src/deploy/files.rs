@@ -20,14 +20,7 @@ pub struct Upload {
 impl std::fmt::Debug for Upload {
     // Never the content: a `.env` is secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Upload({} -> {}, {:o}, {} bytes)",
-            self.local.display(),
-            self.remote,
-            self.mode,
-            self.content.len()
-        )
+        write!(f, "Upload({} -> {}, {:o}, {} bytes)", self.local.display(), self.remote, self.mode, self.content.len())
     }
 }
 
@@ -62,47 +55,35 @@ fn mode_of(meta: &std::fs::Metadata) -> u32 {
 /// Collect the uploads: compose files at the app dir's top level, `files` (files or folders) under
 /// their relative path (an absolute path goes under its base name), the env file as `.env` (0600).
 /// Every missing or unreadable file is an error; all are returned at once.
-pub fn collect(
-    compose_files: &[PathBuf],
-    files: &[PathBuf],
-    env_file: Option<&Path>,
-) -> (Vec<Upload>, Vec<Error>) {
+pub fn collect(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&Path>) -> (Vec<Upload>, Vec<Error>) {
     let mut ups = vec![];
     let mut errs = vec![];
-    let read = |local: &Path,
-                remote: String,
-                mode: Option<u32>,
-                what: &str,
-                ups: &mut Vec<Upload>,
-                errs: &mut Vec<Error>| {
-        match std::fs::metadata(local).and_then(|m| std::fs::read(local).map(|c| (m, c))) {
-            Ok((m, content)) => ups.push(Upload { local: local.to_path_buf(), remote, mode: mode.unwrap_or_else(|| mode_of(&m)), content }),
-            Err(e) => errs.push(
-                Error::bad_input(format!("{what} `{}` cannot be read: {e}", local.display()))
-                    .hint("check the path: it is relative to the working directory of the step (usually the repository root)"),
-            ),
-        }
-    };
+    let read =
+        |local: &Path, remote: String, mode: Option<u32>, what: &str, ups: &mut Vec<Upload>, errs: &mut Vec<Error>| {
+            match std::fs::metadata(local).and_then(|m| std::fs::read(local).map(|c| (m, c))) {
+                Ok((m, content)) => ups.push(Upload {
+                    local: local.to_path_buf(),
+                    remote,
+                    mode: mode.unwrap_or_else(|| mode_of(&m)),
+                    content,
+                }),
+                Err(e) => errs
+                    .push(Error::bad_input(format!("{what} `{}` cannot be read: {e}", local.display())).hint(
+                    "check the path: it is relative to the working directory of the step (usually the repository root)",
+                )),
+            }
+        };
     for c in compose_files {
-        let name = c
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         read(c, name, Some(0o644), "compose file", &mut ups, &mut errs);
     }
     for f in files {
-        let base = if f.is_absolute() {
-            f.file_name().map(PathBuf::from)
-        } else {
-            clean_relative(f).map(PathBuf::from)
-        };
+        let base =
+            if f.is_absolute() { f.file_name().map(PathBuf::from) } else { clean_relative(f).map(PathBuf::from) };
         let Some(base) = base else {
             errs.push(
-                Error::bad_input(format!(
-                    "file `{}` would land outside the app dir",
-                    f.display()
-                ))
-                .hint("list files by a path below the working directory, without `..`"),
+                Error::bad_input(format!("file `{}` would land outside the app dir", f.display()))
+                    .hint("list files by a path below the working directory, without `..`"),
             );
             continue;
         };
@@ -112,10 +93,7 @@ pub fn collect(
                 let mut entries: Vec<_> = match std::fs::read_dir(&dir) {
                     Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
                     Err(e) => {
-                        errs.push(Error::bad_input(format!(
-                            "folder `{}` cannot be read: {e}",
-                            dir.display()
-                        )));
+                        errs.push(Error::bad_input(format!("folder `{}` cannot be read: {e}", dir.display())));
                         continue;
                     }
                 };
@@ -126,37 +104,16 @@ pub fn collect(
                     if p.is_dir() {
                         stack.push((p, r));
                     } else {
-                        read(
-                            &p,
-                            r.to_string_lossy().into_owned(),
-                            None,
-                            "file",
-                            &mut ups,
-                            &mut errs,
-                        );
+                        read(&p, r.to_string_lossy().into_owned(), None, "file", &mut ups, &mut errs);
                     }
                 }
             }
         } else {
-            read(
-                f,
-                base.to_string_lossy().into_owned(),
-                None,
-                "file",
-                &mut ups,
-                &mut errs,
-            );
+            read(f, base.to_string_lossy().into_owned(), None, "file", &mut ups, &mut errs);
         }
     }
     if let Some(env) = env_file {
-        read(
-            env,
-            ".env".into(),
-            Some(0o600),
-            "env-file",
-            &mut ups,
-            &mut errs,
-        );
+        read(env, ".env".into(), Some(0o600), "env-file", &mut ups, &mut errs);
     }
     (ups, errs)
 }
@@ -214,11 +171,7 @@ for rel in "$@"; do
 done"#;
 
 pub fn restore_cmd(app_dir: &str, stamp: &str, rels: &[String]) -> Cmd {
-    Cmd::script(RESTORE_SCRIPT)
-        .arg(app_dir)
-        .arg(stamp)
-        .args(rels)
-        .privileged()
+    Cmd::script(RESTORE_SCRIPT).arg(app_dir).arg(stamp).args(rels).privileged()
 }
 
 /// Keep the newest `keep` backups of each given file (stamps sort as time), after a success only.
@@ -228,18 +181,12 @@ prune() { total=0; for f in "$@"; do [ -e "$f" ] && total=$((total+1)); done
 for rel in "$@"; do prune "$app/.gangplank/backups/$rel".*; done"#;
 
 pub fn prune_backups_cmd(app_dir: &str, keep: usize, rels: &[String]) -> Cmd {
-    Cmd::script(PRUNE_BACKUPS_SCRIPT)
-        .arg(app_dir)
-        .arg(keep.to_string())
-        .args(rels)
-        .privileged()
+    Cmd::script(PRUNE_BACKUPS_SCRIPT).arg(app_dir).arg(keep.to_string()).args(rels).privileged()
 }
 
 /// Read `.gangplank/state.json` (empty output when there is none).
 pub fn read_state_cmd(app_dir: &str) -> Cmd {
-    Cmd::script(r#"f=$1/.gangplank/state.json; if [ -f "$f" ]; then cat -- "$f"; fi"#)
-        .arg(app_dir)
-        .privileged()
+    Cmd::script(r#"f=$1/.gangplank/state.json; if [ -f "$f" ]; then cat -- "$f"; fi"#).arg(app_dir).privileged()
 }
 
 /// Append one line to `.gangplank/audit.log`.
@@ -269,21 +216,11 @@ mod tests {
             Some(&root.join("prod.env")),
         );
         let names: Vec<(&str, u32)> = ups.iter().map(|u| (u.remote.as_str(), u.mode)).collect();
-        assert_eq!(
-            names,
-            vec![
-                ("compose.yaml", 0o644),
-                ("conf/sub/a.conf", 0o644),
-                (".env", 0o600)
-            ]
-        );
+        assert_eq!(names, vec![("compose.yaml", 0o644), ("conf/sub/a.conf", 0o644), (".env", 0o600)]);
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].message.contains("missing.yaml"));
         assert!(!format!("{ups:?}").contains("canary"));
-        assert_eq!(
-            dotenv_values(b"# c\nTOKEN=\"canary-value\"\nX=1\n"),
-            vec!["canary-value"]
-        );
+        assert_eq!(dotenv_values(b"# c\nTOKEN=\"canary-value\"\nX=1\n"), vec!["canary-value"]);
     }
 
     #[test]
@@ -302,44 +239,24 @@ mod tests {
         ];
         let out = l.check(&stage_cmd(app_s, "S1", &files), "stage").unwrap();
         assert_eq!(out.stdout_str(), "changed\nsame\nnew\n");
-        assert_eq!(
-            std::fs::read(app.join(".gangplank/backups/compose.yaml.S1")).unwrap(),
-            b"old"
-        );
+        assert_eq!(std::fs::read(app.join(".gangplank/backups/compose.yaml.S1")).unwrap(), b"old");
         assert!(app.join("dir x").is_dir());
         std::fs::write(app.join("compose.yaml"), "new").unwrap();
-        l.check(
-            &restore_cmd(app_s, "S1", &["compose.yaml".into()]),
-            "restore",
-        )
-        .unwrap();
+        l.check(&restore_cmd(app_s, "S1", &["compose.yaml".into()]), "restore").unwrap();
         assert_eq!(std::fs::read(app.join("compose.yaml")).unwrap(), b"old");
         assert!(app.join(".gangplank/backups/compose.yaml.S1").exists());
         for s in ["S2", "S3"] {
             std::fs::write(app.join(format!(".gangplank/backups/compose.yaml.{s}")), s).unwrap();
         }
-        l.check(
-            &prune_backups_cmd(app_s, 2, &["compose.yaml".into()]),
-            "prune",
-        )
-        .unwrap();
+        l.check(&prune_backups_cmd(app_s, 2, &["compose.yaml".into()]), "prune").unwrap();
         let mut left: Vec<String> = std::fs::read_dir(app.join(".gangplank/backups"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
         assert_eq!(left, vec!["compose.yaml.S2", "compose.yaml.S3"]);
-        l.check(&audit_cmd(app_s, "{\"a\":\"$x;'\"}"), "audit")
-            .unwrap();
-        assert_eq!(
-            std::fs::read_to_string(app.join(".gangplank/audit.log")).unwrap(),
-            "{\"a\":\"$x;'\"}\n"
-        );
-        assert_eq!(
-            l.check(&read_state_cmd(app_s), "state")
-                .unwrap()
-                .stdout_str(),
-            ""
-        );
+        l.check(&audit_cmd(app_s, "{\"a\":\"$x;'\"}"), "audit").unwrap();
+        assert_eq!(std::fs::read_to_string(app.join(".gangplank/audit.log")).unwrap(), "{\"a\":\"$x;'\"}\n");
+        assert_eq!(l.check(&read_state_cmd(app_s), "state").unwrap().stdout_str(), "");
     }
 }

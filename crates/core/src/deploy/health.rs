@@ -51,10 +51,7 @@ pub fn probe_cmd(url: &str) -> Cmd {
 pub fn is_host_local(url: &str) -> bool {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or("");
-    let host = hostport
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(hostport);
+    let host = hostport.rsplit_once('@').map(|(_, h)| h).unwrap_or(hostport);
     let host = if host.starts_with('[') {
         host.split(']').next().unwrap_or("").trim_start_matches('[')
     } else {
@@ -81,10 +78,7 @@ pub struct GateFailure {
 
 /// Poll quickly at first (100 ms), then back off to every 2 s, until everything passes, something fails
 /// for good (exited, restarting, unhealthy), or the timeout.
-pub fn wait(
-    exec: &mut dyn Executor,
-    gate: &Gate,
-) -> Result<std::result::Result<Vec<Container>, GateFailure>> {
+pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<Vec<Container>, GateFailure>> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(100);
     let runner_client = match gate.health_url {
@@ -103,9 +97,7 @@ pub fn wait(
         let out = exec.check(&compose::inspect_project(gate.project), "docker inspect")?;
         let containers: Vec<Container> = compose::parse_inspect(&out.stdout_str())?
             .into_iter()
-            .filter(|c| {
-                !c.oneoff && (gate.services.is_empty() || gate.services.contains(&c.service))
-            })
+            .filter(|c| !c.oneoff && (gate.services.is_empty() || gate.services.contains(&c.service)))
             .collect();
         let mut waiting = None;
         if containers.is_empty() {
@@ -116,11 +108,7 @@ pub fn wait(
                 Verdict::Ready => {}
                 Verdict::Waiting(w) => waiting = waiting.or(Some(w)),
                 Verdict::Failed(f) => {
-                    let failing = containers
-                        .iter()
-                        .filter(|c| c.verdict() != Verdict::Ready)
-                        .cloned()
-                        .collect();
+                    let failing = containers.iter().filter(|c| c.verdict() != Verdict::Ready).cloned().collect();
                     return Ok(Err(GateFailure { reason: f, failing }));
                 }
             }
@@ -133,22 +121,12 @@ pub fn wait(
                         (o.success(), o.stdout_str().trim().to_string())
                     }
                     Some(client) => match client.get(url).send() {
-                        Ok(r) => (
-                            r.status().is_success(),
-                            format!("HTTP {}", r.status().as_u16()),
-                        ),
+                        Ok(r) => (r.status().is_success(), format!("HTTP {}", r.status().as_u16())),
                         Err(e) => (false, e.to_string()),
                     },
                 };
                 if !probe.0 {
-                    waiting = Some(format!(
-                        "{url} answered {}",
-                        if probe.1.is_empty() {
-                            "nothing"
-                        } else {
-                            &probe.1
-                        }
-                    ));
+                    waiting = Some(format!("{url} answered {}", if probe.1.is_empty() { "nothing" } else { &probe.1 }));
                 }
             }
         }
@@ -157,15 +135,10 @@ pub fn wait(
         };
         let elapsed = start.elapsed();
         if elapsed >= gate.timeout {
-            let failing = containers
-                .into_iter()
-                .filter(|c| c.verdict() != Verdict::Ready || gate.health_url.is_some())
-                .collect();
+            let failing =
+                containers.into_iter().filter(|c| c.verdict() != Verdict::Ready || gate.health_url.is_some()).collect();
             return Ok(Err(GateFailure {
-                reason: format!(
-                    "not healthy within {:.0}s: {why}",
-                    gate.timeout.as_secs_f32()
-                ),
+                reason: format!("not healthy within {:.0}s: {why}", gate.timeout.as_secs_f32()),
                 failing,
             }));
         }
@@ -202,19 +175,10 @@ mod tests {
 
     #[test]
     fn which_urls_are_probed_on_the_host() {
-        for u in [
-            "http://localhost:8080/health",
-            "http://127.0.0.1/",
-            "http://[::1]:80/x",
-            "http://u@LOCALHOST",
-        ] {
+        for u in ["http://localhost:8080/health", "http://127.0.0.1/", "http://[::1]:80/x", "http://u@LOCALHOST"] {
             assert!(is_host_local(u), "{u}");
         }
-        for u in [
-            "https://example.com/health",
-            "http://10.0.0.1:8080",
-            "http://localhost.evil.com/",
-        ] {
+        for u in ["https://example.com/health", "http://10.0.0.1:8080", "http://localhost.evil.com/"] {
             assert!(!is_host_local(u), "{u}");
         }
     }
@@ -229,14 +193,8 @@ mod tests {
                 let mut s = s.unwrap();
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf);
-                let status = if i == 0 {
-                    "200 OK"
-                } else {
-                    "503 Service Unavailable"
-                };
-                let _ = s.write_all(
-                    format!("HTTP/1.0 {status}\r\nContent-Length: 2\r\n\r\nok").as_bytes(),
-                );
+                let status = if i == 0 { "200 OK" } else { "503 Service Unavailable" };
+                let _ = s.write_all(format!("HTTP/1.0 {status}\r\nContent-Length: 2\r\n\r\nok").as_bytes());
             }
         });
         let mut l = Local::new(false);
@@ -268,9 +226,8 @@ mod tests {
     #[test]
     fn gate_passes_when_running_and_url_answers() {
         let json = r#"[{"Id":"c1","Name":"/app_web_1","State":{"Status":"running","Running":true},"Config":{"Labels":{"com.docker.compose.service":"web"}}}]"#;
-        let mut r = Recording::new("h", false)
-            .reply("gangplank app", Output::ok(json))
-            .reply("urllib", Output::ok("HTTP 200"));
+        let mut r =
+            Recording::new("h", false).reply("gangplank app", Output::ok(json)).reply("urllib", Output::ok("HTTP 200"));
         let gate = Gate {
             project: "app",
             services: &["web".to_string()],

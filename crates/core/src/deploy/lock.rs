@@ -34,17 +34,11 @@ cat -- "$lock/owner.json" 2>/dev/null
 rm -rf -- "$lock""#;
 
 pub fn acquire_cmd(app_dir: &str, owner_json: &str) -> Cmd {
-    Cmd::script(ACQUIRE_SCRIPT)
-        .arg(app_dir)
-        .arg(owner_json)
-        .privileged()
+    Cmd::script(ACQUIRE_SCRIPT).arg(app_dir).arg(owner_json).privileged()
 }
 
 pub fn release_cmd(app_dir: &str, id: &str) -> Cmd {
-    Cmd::script(RELEASE_SCRIPT)
-        .arg(app_dir)
-        .arg(id)
-        .privileged()
+    Cmd::script(RELEASE_SCRIPT).arg(app_dir).arg(id).privileged()
 }
 
 pub fn break_cmd(app_dir: &str) -> Cmd {
@@ -87,20 +81,13 @@ impl Owner {
         }
         parts.push(format!(
             "runner host `{}` pid {}",
-            if self.runner_host.is_empty() {
-                "?"
-            } else {
-                &self.runner_host
-            },
+            if self.runner_host.is_empty() { "?" } else { &self.runner_host },
             self.pid
         ));
         if !self.started_at.is_empty() {
-            let age = time::OffsetDateTime::parse(
-                &self.started_at,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .ok()
-            .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds());
+            let age = time::OffsetDateTime::parse(&self.started_at, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds());
             match age {
                 Some(a) => parts.push(format!("started {} ({a}s ago)", self.started_at)),
                 None => parts.push(format!("started {}", self.started_at)),
@@ -113,9 +100,7 @@ impl Owner {
 fn describe_raw(raw: &str) -> String {
     match serde_json::from_str::<Owner>(raw.trim()) {
         Ok(o) => o.describe(),
-        Err(_) if raw.trim().is_empty() => {
-            "an owner that has not written owner.json yet".to_string()
-        }
+        Err(_) if raw.trim().is_empty() => "an owner that has not written owner.json yet".to_string(),
         Err(_) => "an owner whose owner.json is unreadable".to_string(),
     }
 }
@@ -149,10 +134,7 @@ pub fn acquire(
                     )));
                 }
                 if !announced {
-                    crate::actions::info(format!(
-                        "waiting for the lock on {}: held by {who}",
-                        exec.label()
-                    ));
+                    crate::actions::info(format!("waiting for the lock on {}: held by {who}", exec.label()));
                     announced = true;
                 }
                 if interrupted() {
@@ -184,8 +166,7 @@ pub fn force_unlock(exec: &mut dyn Executor, app_dir: &str) -> Result<Option<Str
 }
 
 pub fn release(exec: &mut dyn Executor, app_dir: &str, id: &str) -> Result<()> {
-    exec.check(&release_cmd(app_dir, id), "releasing the lock")
-        .map(|_| ())
+    exec.check(&release_cmd(app_dir, id), "releasing the lock").map(|_| ())
 }
 
 #[cfg(test)]
@@ -197,10 +178,7 @@ mod tests {
     fn command_lines_quote_the_app_dir() {
         assert_eq!(
             release_cmd("/opt/a b;$x", "id1").render(false),
-            format!(
-                "sh -c {} gangplank '/opt/a b;$x' id1",
-                crate::quote(RELEASE_SCRIPT)
-            )
+            format!("sh -c {} gangplank '/opt/a b;$x' id1", crate::quote(RELEASE_SCRIPT))
         );
     }
 
@@ -210,24 +188,12 @@ mod tests {
         let app = dir.path().join("it's $app; x");
         let app = app.to_str().unwrap();
         let mut l = Local::new(false);
-        let me = Owner {
-            id: "id-1".into(),
-            run_url: "https://x/run/1".into(),
-            pid: 7,
-            ..Default::default()
-        };
+        let me = Owner { id: "id-1".into(), run_url: "https://x/run/1".into(), pid: 7, ..Default::default() };
         acquire(&mut l, app, &me, Duration::ZERO, &|| false).unwrap();
-        let other = Owner {
-            id: "id-2".into(),
-            ..Default::default()
-        };
+        let other = Owner { id: "id-2".into(), ..Default::default() };
         let err = acquire(&mut l, app, &other, Duration::from_millis(10), &|| false).unwrap_err();
         assert_eq!(err.exit_code(), 3);
-        assert!(
-            err.message.contains("https://x/run/1") && err.message.contains("pid 7"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("https://x/run/1") && err.message.contains("pid 7"), "{}", err.message);
         // Someone else's id cannot release it.
         assert!(release(&mut l, app, "id-2").is_err());
         release(&mut l, app, "id-1").unwrap();
@@ -239,13 +205,7 @@ mod tests {
 
     #[test]
     fn a_failing_mkdir_is_not_a_lock_conflict() {
-        let mut r = Recording::new("h", false).reply(
-            "gangplank",
-            Output {
-                status: 1,
-                ..Default::default()
-            },
-        );
+        let mut r = Recording::new("h", false).reply("gangplank", Output { status: 1, ..Default::default() });
         let err = acquire(&mut r, "/x", &Owner::default(), Duration::ZERO, &|| false).unwrap_err();
         assert_eq!(err.exit_code(), 1);
     }

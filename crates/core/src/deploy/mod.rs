@@ -42,13 +42,8 @@ pub const KEEP_BACKUPS: usize = 10;
 pub fn validate_tag(tag: &str, input: &str) -> Result<()> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
-        && tag
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -60,21 +55,14 @@ pub fn validate_tag(tag: &str, input: &str) -> Result<()> {
 /// A compose project name: lowercase letters, digits, `_` and `-`, starting with a letter or digit
 /// (what both compose v1 and v2 accept unchanged).
 pub fn validate_app_name(name: &str) -> Result<()> {
-    let ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    let ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         && name.len() <= 63;
     if ok {
         Ok(())
     } else {
-        Err(Error::bad_input(format!(
-            "`app-name` {name:?} is not a valid compose project name"
-        ))
-        .hint("use lowercase letters, digits, `-` and `_`, starting with a letter or digit"))
+        Err(Error::bad_input(format!("`app-name` {name:?} is not a valid compose project name"))
+            .hint("use lowercase letters, digits, `-` and `_`, starting with a letter or digit"))
     }
 }
 
@@ -94,8 +82,7 @@ pub fn interrupted() -> bool {
 
 fn check_interrupt() -> Result<()> {
     if interrupted() {
-        Err(Error::failed("interrupted by a signal")
-            .hint("the lock was released; run the deploy again"))
+        Err(Error::failed("interrupted by a signal").hint("the lock was released; run the deploy again"))
     } else {
         Ok(())
     }
@@ -163,8 +150,12 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::Connect => write!(f, "connect over SSH, host key verified (one connection per host for the whole run)"),
-            Step::Preflight => write!(f, "preflight: sudo, docker daemon, compose, free disk, app-dir, referenced files"),
+            Step::Connect => {
+                write!(f, "connect over SSH, host key verified (one connection per host for the whole run)")
+            }
+            Step::Preflight => {
+                write!(f, "preflight: sudo, docker daemon, compose, free disk, app-dir, referenced files")
+            }
             Step::ForceUnlock => write!(f, "force-unlock: print the lock's owner, then break it"),
             Step::Lock => write!(f, "take the lock .gangplank/lock (mkdir), waiting up to lock-timeout"),
             Step::ReadState => write!(f, "read .gangplank/state.json (current and previous tag)"),
@@ -173,7 +164,10 @@ impl fmt::Display for Step {
             Step::Up(tag) => write!(f, "compose up -d --remove-orphans with IMAGE_TAG={tag}"),
             Step::HealthGate => write!(f, "health gate: containers running/healthy (docker inspect), health-url 2xx"),
             Step::WriteState => write!(f, "write state.json and an audit.log line"),
-            Step::Prune(n) => write!(f, "prune: keep {n} image tags of this app (never current or previous), {KEEP_BACKUPS} backups per file"),
+            Step::Prune(n) => write!(
+                f,
+                "prune: keep {n} image tags of this app (never current or previous), {KEEP_BACKUPS} backups per file"
+            ),
             Step::Unlock => write!(f, "release the lock"),
             Step::ShowLogs => write!(f, "print the last 100 log lines and the health log of each failing container"),
             Step::RestoreFiles => write!(f, "put the replaced files back from their backups"),
@@ -213,21 +207,12 @@ impl Plan {
             Step::Unlock,
         ]);
         let on_failure = if cfg.auto_rollback {
-            vec![
-                Step::ShowLogs,
-                Step::RestoreFiles,
-                Step::UpPrevious,
-                Step::WriteState,
-                Step::Unlock,
-            ]
+            vec![Step::ShowLogs, Step::RestoreFiles, Step::UpPrevious, Step::WriteState, Step::Unlock]
         } else {
             vec![Step::ShowLogs, Step::WriteState, Step::Unlock]
         };
         Plan {
-            title: format!(
-                "deploy `{}` tag `{}` into {}",
-                cfg.app, cfg.tag, cfg.app_dir
-            ),
+            title: format!("deploy `{}` tag `{}` into {}", cfg.app, cfg.tag, cfg.app_dir),
             hosts: cfg.ssh.hosts.iter().map(|h| h.to_string()).collect(),
             checks: vec![Step::Connect, Step::Preflight],
             steps,
@@ -240,18 +225,8 @@ impl Plan {
         if cfg.force_unlock {
             steps.push(Step::ForceUnlock);
         }
-        let target = cfg
-            .to_tag
-            .clone()
-            .unwrap_or_else(|| "the previous tag".into());
-        steps.extend([
-            Step::Lock,
-            Step::ReadState,
-            Step::Up(target),
-            Step::HealthGate,
-            Step::WriteState,
-            Step::Unlock,
-        ]);
+        let target = cfg.to_tag.clone().unwrap_or_else(|| "the previous tag".into());
+        steps.extend([Step::Lock, Step::ReadState, Step::Up(target), Step::HealthGate, Step::WriteState, Step::Unlock]);
         Plan {
             title: format!("roll back `{}` in {}", cfg.app, cfg.app_dir),
             hosts: cfg.ssh.hosts.iter().map(|h| h.to_string()).collect(),
@@ -262,17 +237,11 @@ impl Plan {
     }
 
     pub fn render(&self) -> String {
-        let mut s = format!(
-            "plan: {}\nhosts, one at a time: {}\n",
-            self.title,
-            self.hosts.join(", ")
-        );
+        let mut s = format!("plan: {}\nhosts, one at a time: {}\n", self.title, self.hosts.join(", "));
         let mut n = 0;
         for step in &self.checks {
             n += 1;
-            s.push_str(&format!(
-                "  {n}. {step} (every host, before anything changes)\n"
-            ));
+            s.push_str(&format!("  {n}. {step} (every host, before anything changes)\n"));
         }
         for step in &self.steps {
             n += 1;
@@ -306,16 +275,13 @@ pub struct Outcome {
 }
 
 pub fn summary_table(title: &str, rows: &[Row]) -> String {
-    let mut s = format!("### {title}\n\n| host | previous tag | new tag | result | duration |\n|---|---|---|---|---|\n");
+    let mut s =
+        format!("### {title}\n\n| host | previous tag | new tag | result | duration |\n|---|---|---|---|---|\n");
     for r in rows {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {:.1}s |\n",
             r.host,
-            if r.previous_tag.is_empty() {
-                "—"
-            } else {
-                &r.previous_tag
-            },
+            if r.previous_tag.is_empty() { "—" } else { &r.previous_tag },
             r.new_tag,
             r.result,
             r.duration.as_secs_f32()
@@ -346,14 +312,7 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         if !self.released {
             if let Err(e) = lock::release(self.exec, self.app_dir, &self.id) {
-                warning(
-                    "lock",
-                    format!(
-                        "could not release the lock on {}: {}",
-                        self.exec.label(),
-                        e.message
-                    ),
-                );
+                warning("lock", format!("could not release the lock on {}: {}", self.exec.label(), e.message));
             }
         }
     }
@@ -377,10 +336,7 @@ fn with_lock<T>(
 ) -> Result<T> {
     if force {
         match lock::force_unlock(exec, app_dir)? {
-            Some(who) => warning(
-                "force-unlock",
-                format!("broke the lock on {} held by {who}", exec.label()),
-            ),
+            Some(who) => warning("force-unlock", format!("broke the lock on {} held by {who}", exec.label())),
             None => info(format!("force-unlock: no lock on {}", exec.label())),
         }
     }
@@ -395,12 +351,7 @@ fn with_lock<T>(
         pid: std::process::id(),
     };
     lock::acquire(exec, app_dir, &owner, timeout, &interrupted)?;
-    let held = Held {
-        exec,
-        app_dir,
-        id: owner.id,
-        released: false,
-    };
+    let held = Held { exec, app_dir, id: owner.id, released: false };
     let r = body(&mut *held.exec);
     let released = held.release();
     let v = r?;
@@ -421,22 +372,10 @@ fn read_state(exec: &mut dyn Executor, app_dir: &str, app: &str) -> Result<State
 }
 
 fn write_state(exec: &mut dyn Executor, app_dir: &str, st: &State) -> Result<()> {
-    exec.upload(
-        &format!("{app_dir}/.gangplank/state.json"),
-        st.to_json().as_bytes(),
-        0o644,
-    )
+    exec.upload(&format!("{app_dir}/.gangplank/state.json"), st.to_json().as_bytes(), 0o644)
 }
 
-fn audit(
-    exec: &mut dyn Executor,
-    app_dir: &str,
-    meta: &RunMeta,
-    action: &str,
-    tag: &str,
-    prev: &str,
-    result: &str,
-) {
+fn audit(exec: &mut dyn Executor, app_dir: &str, meta: &RunMeta, action: &str, tag: &str, prev: &str, result: &str) {
     let host = exec.label().to_string();
     let line = state::AuditLine {
         time: state::now_rfc3339(),
@@ -455,11 +394,7 @@ fn audit(
 }
 
 fn digests(containers: &[compose::Container]) -> BTreeMap<String, String> {
-    containers
-        .iter()
-        .filter(|c| !c.service.is_empty())
-        .map(|c| (c.service.clone(), c.image_id.clone()))
-        .collect()
+    containers.iter().filter(|c| !c.service.is_empty()).map(|c| (c.service.clone(), c.image_id.clone())).collect()
 }
 
 /// Run the gate; on failure print the logs and return the reason.
@@ -470,21 +405,11 @@ fn gate(
     url: Option<&str>,
     timeout: Duration,
 ) -> Result<std::result::Result<Vec<compose::Container>, String>> {
-    let g = health::Gate {
-        project: app,
-        services,
-        health_url: url,
-        timeout,
-        interrupted: &interrupted,
-    };
+    let g = health::Gate { project: app, services, health_url: url, timeout, interrupted: &interrupted };
     let start = Instant::now();
     match health::wait(exec, &g)? {
         Ok(c) => {
-            info(format!(
-                "healthy on {} after {:.1}s",
-                exec.label(),
-                start.elapsed().as_secs_f32()
-            ));
+            info(format!("healthy on {} after {:.1}s", exec.label(), start.elapsed().as_secs_f32()));
             Ok(Ok(c))
         }
         Err(f) => {
@@ -525,13 +450,9 @@ struct Job<'a> {
 fn prepare<'c>(
     cfg: &'c DeployConfig,
     connect: &mut Connect,
-) -> Result<(
-    Job<'c>,
-    Vec<(HostSpec, Box<dyn Executor>, preflight::HostFacts)>,
-)> {
+) -> Result<(Job<'c>, Vec<(HostSpec, Box<dyn Executor>, preflight::HostFacts)>)> {
     let mut errs = vec![];
-    let (uploads, mut file_errs) =
-        files::collect(&cfg.compose_files, &cfg.files, cfg.env_file.as_deref());
+    let (uploads, mut file_errs) = files::collect(&cfg.compose_files, &cfg.files, cfg.env_file.as_deref());
     errs.append(&mut file_errs);
     if let Some(env) = uploads.iter().find(|u| u.remote == ".env") {
         for v in files::dotenv_values(&env.content) {
@@ -542,26 +463,16 @@ fn prepare<'c>(
     let compose_names: Vec<String> = cfg
         .compose_files
         .iter()
-        .map(|c| {
-            c.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        .map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
         .collect();
     let mut host_refs: Vec<(String, String)> = vec![];
     let mut image_repos: Vec<String> = vec![];
-    for u in uploads
-        .iter()
-        .filter(|u| compose_names.contains(&u.remote) && u.remote != ".env")
-    {
+    for u in uploads.iter().filter(|u| compose_names.contains(&u.remote) && u.remote != ".env") {
         let text = String::from_utf8_lossy(&u.content);
         match compose::references(&text) {
             Err(e) => errs.push(
-                Error::bad_input(format!(
-                    "compose file `{}` is not valid YAML: {e}",
-                    u.local.display()
-                ))
-                .hint("check it with `docker compose config`"),
+                Error::bad_input(format!("compose file `{}` is not valid YAML: {e}", u.local.display()))
+                    .hint("check it with `docker compose config`"),
             ),
             Ok(refs) => {
                 for (p, what) in refs.files {
@@ -571,22 +482,13 @@ fn prepare<'c>(
                     let r = compose::resolve_reference(&p);
                     if r.starts_with('/') {
                         host_refs.push((r, format!("{what} in {}", u.remote)));
-                    } else if !uploaded
-                        .iter()
-                        .any(|up| up == &r || up.starts_with(&format!("{r}/")))
-                    {
-                        host_refs.push((
-                            format!("{}/{r}", cfg.app_dir),
-                            format!("{what} in {}", u.remote),
-                        ));
+                    } else if !uploaded.iter().any(|up| up == &r || up.starts_with(&format!("{r}/"))) {
+                        host_refs.push((format!("{}/{r}", cfg.app_dir), format!("{what} in {}", u.remote)));
                     }
                 }
                 for img in refs.images {
                     let repo = compose::image_repo(&img).to_string();
-                    if img.contains("IMAGE_TAG")
-                        && !repo.contains('$')
-                        && !image_repos.contains(&repo)
-                    {
+                    if img.contains("IMAGE_TAG") && !repo.contains('$') && !image_repos.contains(&repo) {
                         image_repos.push(repo);
                     }
                 }
@@ -613,15 +515,7 @@ fn prepare<'c>(
     if let Some(e) = combine(errs) {
         return Err(e);
     }
-    Ok((
-        Job {
-            cfg,
-            uploads,
-            compose_names,
-            image_repos,
-        },
-        hosts,
-    ))
+    Ok((Job { cfg, uploads, compose_names, image_repos }, hosts))
 }
 
 /// Run a deploy: plan, preflight every host, then each host in turn; roll back on failure.
@@ -638,12 +532,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
         action: "deploy".into(),
         ..Default::default()
     };
-    let mut out = Outcome {
-        record: record.clone(),
-        rows: vec![],
-        rolled_back: false,
-        error: None,
-    };
+    let mut out = Outcome { record: record.clone(), rows: vec![], rolled_back: false, error: None };
     let finish = |mut out: Outcome, mut record: Record| {
         record.finished_at = state::now_rfc3339();
         out.record = record;
@@ -661,13 +550,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
             return finish(out, record);
         }
     };
-    let plan = Plan::deploy(
-        cfg,
-        &job.uploads
-            .iter()
-            .map(|u| u.remote.clone())
-            .collect::<Vec<_>>(),
-    );
+    let plan = Plan::deploy(cfg, &job.uploads.iter().map(|u| u.remote.clone()).collect::<Vec<_>>());
     info(plan.render().trim_end());
     info(format!("preflight passed on {} host(s)", hosts.len()));
     if cfg.preflight_only {
@@ -696,11 +579,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
                 });
                 done.push((i, d, start));
             }
-            HostEnd::Failed {
-                error,
-                rolled_back,
-                previous,
-            } => {
+            HostEnd::Failed { error, rolled_back, previous } => {
                 if record.previous_tag.is_empty() {
                     record.previous_tag = previous.clone().unwrap_or_default();
                 }
@@ -708,11 +587,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
                     host: label,
                     previous_tag: previous.unwrap_or_default(),
                     new_tag: cfg.tag.clone(),
-                    result: if rolled_back {
-                        "rolled back".into()
-                    } else {
-                        "failed".into()
-                    },
+                    result: if rolled_back { "rolled back".into() } else { "failed".into() },
                     duration: start.elapsed(),
                 });
                 let mut all_back = rolled_back;
@@ -724,10 +599,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
                     let ok = match undo_host(&job, exec.as_mut(), d) {
                         Ok(()) => true,
                         Err(e) => {
-                            crate::actions::error(
-                                "rollback failed",
-                                format!("{spec}: {}", e.message),
-                            );
+                            crate::actions::error("rollback failed", format!("{spec}: {}", e.message));
                             false
                         }
                     };
@@ -742,11 +614,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
                     }
                 }
                 out.rolled_back = all_back && (rolled_back || !done.is_empty());
-                record.status = if out.rolled_back {
-                    "rolled-back".into()
-                } else {
-                    "failed".into()
-                };
+                record.status = if out.rolled_back { "rolled-back".into() } else { "failed".into() };
                 out.error = Some(error);
                 return finish(out, record);
             }
@@ -757,26 +625,14 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
 }
 
 fn project_for(cfg_app: &str, app_dir: &str, flavor: Flavor, files: &[String]) -> Project {
-    Project {
-        flavor,
-        name: cfg_app.to_string(),
-        dir: app_dir.to_string(),
-        files: files.to_vec(),
-    }
+    Project { flavor, name: cfg_app.to_string(), dir: app_dir.to_string(), files: files.to_vec() }
 }
 
 /// Stage (back up what will be replaced) and upload what differs. Returns the files that were replaced.
 fn upload(ex: &mut dyn Executor, job: &Job, stamp: &str) -> Result<Vec<String>> {
     let app_dir = &job.cfg.app_dir;
-    let list: Vec<(String, String)> = job
-        .uploads
-        .iter()
-        .map(|u| (u.remote.clone(), u.sha256()))
-        .collect();
-    let out = ex.check(
-        &files::stage_cmd(app_dir, stamp, &list),
-        "backing up the files to replace",
-    )?;
+    let list: Vec<(String, String)> = job.uploads.iter().map(|u| (u.remote.clone(), u.sha256())).collect();
+    let out = ex.check(&files::stage_cmd(app_dir, stamp, &list), "backing up the files to replace")?;
     let verdicts: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
     if verdicts.len() != job.uploads.len() {
         return Err(Error::failed(format!(
@@ -809,22 +665,13 @@ fn restore(ex: &mut dyn Executor, app_dir: &str, stamp: &str, changed: &[String]
     if changed.is_empty() {
         return Ok(());
     }
-    ex.check(
-        &files::restore_cmd(app_dir, stamp, changed),
-        "restoring the replaced files from their backups",
-    )?;
+    ex.check(&files::restore_cmd(app_dir, stamp, changed), "restoring the replaced files from their backups")?;
     info(format!("restored from backups: {}", changed.join(", ")));
     Ok(())
 }
 
 /// Keep `keep` newest tags of each of the app's image repositories, and always current and previous.
-fn prune_images(
-    ex: &mut dyn Executor,
-    repos: &[String],
-    keep: usize,
-    current: &str,
-    previous: Option<&str>,
-) {
+fn prune_images(ex: &mut dyn Executor, repos: &[String], keep: usize, current: &str, previous: Option<&str>) {
     for repo in repos {
         let Ok(out) = ex.run(&compose::image_tags(repo)) else {
             continue;
@@ -855,88 +702,71 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
     let stamp = state::backup_stamp();
     let mut previous: Option<String> = None;
     let force = plan.steps.contains(&Step::ForceUnlock);
-    let r = with_lock(
-        exec,
-        &cfg.app_dir,
-        "deploy",
-        &cfg.tag,
-        &cfg.meta,
-        cfg.lock_timeout,
-        force,
-        |ex| {
-            let mut st = State::new(&cfg.app);
-            let mut changed: Vec<String> = vec![];
-            let mut containers = vec![];
-            let mut upped = false;
-            for step in &plan.steps {
-                if let Err(e) = check_interrupt() {
-                    if !upped {
-                        let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
-                    }
-                    return Err(e);
+    let r = with_lock(exec, &cfg.app_dir, "deploy", &cfg.tag, &cfg.meta, cfg.lock_timeout, force, |ex| {
+        let mut st = State::new(&cfg.app);
+        let mut changed: Vec<String> = vec![];
+        let mut containers = vec![];
+        let mut upped = false;
+        for step in &plan.steps {
+            if let Err(e) = check_interrupt() {
+                if !upped {
+                    let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
                 }
-                match step {
-                    Step::Connect
-                    | Step::Preflight
-                    | Step::ForceUnlock
-                    | Step::Lock
-                    | Step::Unlock => {}
-                    Step::ReadState => {
-                        st = read_state(ex, &cfg.app_dir, &cfg.app)?;
-                        previous = st.current_tag().map(str::to_string);
-                        info(format!(
-                            "current tag on {}: {}",
-                            ex.label(),
-                            previous.as_deref().unwrap_or("none (first deploy)")
-                        ));
-                    }
-                    Step::Upload(_) => changed = upload(ex, job, &stamp)?,
-                    Step::Pull => {
-                        let out = ex.run(&project.pull(&cfg.tag, &cfg.services))?;
-                        if !out.success() {
-                            let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
-                            audit(
-                                ex,
-                                &cfg.app_dir,
-                                &cfg.meta,
-                                "deploy",
-                                &cfg.tag,
-                                previous.as_deref().unwrap_or(""),
-                                "pull-failed",
-                            );
-                            return Ok(HostEnd::Failed {
+                return Err(e);
+            }
+            match step {
+                Step::Connect | Step::Preflight | Step::ForceUnlock | Step::Lock | Step::Unlock => {}
+                Step::ReadState => {
+                    st = read_state(ex, &cfg.app_dir, &cfg.app)?;
+                    previous = st.current_tag().map(str::to_string);
+                    info(format!(
+                        "current tag on {}: {}",
+                        ex.label(),
+                        previous.as_deref().unwrap_or("none (first deploy)")
+                    ));
+                }
+                Step::Upload(_) => changed = upload(ex, job, &stamp)?,
+                Step::Pull => {
+                    let out = ex.run(&project.pull(&cfg.tag, &cfg.services))?;
+                    if !out.success() {
+                        let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
+                        audit(
+                            ex,
+                            &cfg.app_dir,
+                            &cfg.meta,
+                            "deploy",
+                            &cfg.tag,
+                            previous.as_deref().unwrap_or(""),
+                            "pull-failed",
+                        );
+                        return Ok(HostEnd::Failed {
                             error: Error::failed(format!("pulling `{}` on {} failed: {}", cfg.tag, ex.label(), out.tail(5)))
                                 .hint("check that the tag was pushed and that the host is logged in to the registry (`docker login`); nothing was restarted"),
                             rolled_back: false,
                             previous: previous.clone(),
                         });
-                        }
                     }
-                    Step::Up(tag) => {
-                        upped = true;
-                        let out = ex.run(&project.up(tag, &cfg.services))?;
-                        if !out.success() {
-                            let reason = format!("`compose up` failed: {}", out.tail(5));
-                            return Ok(on_failure(
-                                ex,
-                                job,
-                                &project,
-                                &mut st,
-                                previous.clone(),
-                                &changed,
-                                &stamp,
-                                reason,
-                                vec![],
-                            ));
-                        }
+                }
+                Step::Up(tag) => {
+                    upped = true;
+                    let out = ex.run(&project.up(tag, &cfg.services))?;
+                    if !out.success() {
+                        let reason = format!("`compose up` failed: {}", out.tail(5));
+                        return Ok(on_failure(
+                            ex,
+                            job,
+                            &project,
+                            &mut st,
+                            previous.clone(),
+                            &changed,
+                            &stamp,
+                            reason,
+                            vec![],
+                        ));
                     }
-                    Step::HealthGate => match gate(
-                        ex,
-                        &cfg.app,
-                        &cfg.services,
-                        cfg.health_url.as_deref(),
-                        cfg.health_timeout,
-                    )? {
+                }
+                Step::HealthGate => {
+                    match gate(ex, &cfg.app, &cfg.services, cfg.health_url.as_deref(), cfg.health_timeout)? {
                         Ok(c) => containers = c,
                         Err(reason) => {
                             return Ok(on_failure(
@@ -951,57 +781,46 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
                                 vec![],
                             ));
                         }
-                    },
-                    Step::WriteState => {
-                        let cur = state::Current {
-                            tag: cfg.tag.clone(),
-                            digests: digests(&containers),
-                            deployed_at: state::now_rfc3339(),
-                            git_sha: cfg.meta.git_sha.clone(),
-                            run_url: cfg.meta.run_url.clone(),
-                            compose_files: job.compose_names.clone(),
-                        };
-                        st.promote(cur, "replaced");
-                        write_state(ex, &cfg.app_dir, &st)?;
-                        audit(
-                            ex,
-                            &cfg.app_dir,
-                            &cfg.meta,
-                            "deploy",
-                            &cfg.tag,
-                            previous.as_deref().unwrap_or(""),
-                            "deployed",
-                        );
                     }
-                    Step::Prune(keep) => {
-                        prune_images(ex, &job.image_repos, *keep, &cfg.tag, previous.as_deref());
-                        let rels: Vec<String> =
-                            job.uploads.iter().map(|u| u.remote.clone()).collect();
-                        if let Err(e) = ex.check(
-                            &files::prune_backups_cmd(&cfg.app_dir, KEEP_BACKUPS, &rels),
-                            "pruning backups",
-                        ) {
-                            warning("prune", e.message);
-                        }
-                    }
-                    Step::ShowLogs | Step::RestoreFiles | Step::UpPrevious => {}
                 }
+                Step::WriteState => {
+                    let cur = state::Current {
+                        tag: cfg.tag.clone(),
+                        digests: digests(&containers),
+                        deployed_at: state::now_rfc3339(),
+                        git_sha: cfg.meta.git_sha.clone(),
+                        run_url: cfg.meta.run_url.clone(),
+                        compose_files: job.compose_names.clone(),
+                    };
+                    st.promote(cur, "replaced");
+                    write_state(ex, &cfg.app_dir, &st)?;
+                    audit(
+                        ex,
+                        &cfg.app_dir,
+                        &cfg.meta,
+                        "deploy",
+                        &cfg.tag,
+                        previous.as_deref().unwrap_or(""),
+                        "deployed",
+                    );
+                }
+                Step::Prune(keep) => {
+                    prune_images(ex, &job.image_repos, *keep, &cfg.tag, previous.as_deref());
+                    let rels: Vec<String> = job.uploads.iter().map(|u| u.remote.clone()).collect();
+                    if let Err(e) =
+                        ex.check(&files::prune_backups_cmd(&cfg.app_dir, KEEP_BACKUPS, &rels), "pruning backups")
+                    {
+                        warning("prune", e.message);
+                    }
+                }
+                Step::ShowLogs | Step::RestoreFiles | Step::UpPrevious => {}
             }
-            Ok(HostEnd::Deployed(HostDone {
-                previous: previous.clone(),
-                changed,
-                stamp: stamp.clone(),
-                flavor,
-            }))
-        },
-    );
+        }
+        Ok(HostEnd::Deployed(HostDone { previous: previous.clone(), changed, stamp: stamp.clone(), flavor }))
+    });
     match r {
         Ok(end) => end,
-        Err(error) => HostEnd::Failed {
-            error,
-            rolled_back: false,
-            previous,
-        },
+        Err(error) => HostEnd::Failed { error, rolled_back: false, previous },
     }
 }
 
@@ -1022,15 +841,7 @@ fn on_failure(
     let host = ex.label().to_string();
     let prev = previous.clone().unwrap_or_default();
     crate::actions::error("health gate", format!("{} on {host}: {reason}", cfg.tag));
-    audit(
-        ex,
-        &cfg.app_dir,
-        &cfg.meta,
-        "deploy",
-        &cfg.tag,
-        &prev,
-        "health-gate-failed",
-    );
+    audit(ex, &cfg.app_dir, &cfg.meta, "deploy", &cfg.tag, &prev, "health-gate-failed");
     st.record_failure(&cfg.tag, &state::now_rfc3339());
     let fail = |msg: String, hint: &str, rolled_back: bool| HostEnd::Failed {
         error: Error::failed(msg).hint(hint),
@@ -1082,17 +893,8 @@ fn rollback_in_place(
 ) -> Result<()> {
     let cfg = job.cfg;
     restore(ex, &cfg.app_dir, stamp, changed)?;
-    ex.check(
-        &project.up(prev, &cfg.services),
-        "compose up of the previous tag",
-    )?;
-    let r = match gate(
-        ex,
-        &cfg.app,
-        &cfg.services,
-        cfg.health_url.as_deref(),
-        cfg.health_timeout,
-    )? {
+    ex.check(&project.up(prev, &cfg.services), "compose up of the previous tag")?;
+    let r = match gate(ex, &cfg.app, &cfg.services, cfg.health_url.as_deref(), cfg.health_timeout)? {
         Ok(c) => {
             if let Some(cur) = st.current.as_mut() {
                 cur.digests = digests(&c);
@@ -1101,20 +903,8 @@ fn rollback_in_place(
         }
         Err(reason) => Err(Error::failed(reason)),
     };
-    let result = if r.is_ok() {
-        "rolled-back"
-    } else {
-        "rollback-failed"
-    };
-    audit(
-        ex,
-        &cfg.app_dir,
-        &cfg.meta,
-        "rollback",
-        prev,
-        &cfg.tag,
-        result,
-    );
+    let result = if r.is_ok() { "rolled-back" } else { "rollback-failed" };
+    audit(ex, &cfg.app_dir, &cfg.meta, "rollback", prev, &cfg.tag, result);
     r
 }
 
@@ -1122,64 +912,33 @@ fn rollback_in_place(
 fn undo_host(job: &Job, exec: &mut dyn Executor, d: &HostDone) -> Result<()> {
     let cfg = job.cfg;
     let Some(prev) = d.previous.clone() else {
-        return Err(Error::failed("it had no previous deploy to go back to")
-            .hint("deploy a working tag to every host"));
+        return Err(Error::failed("it had no previous deploy to go back to").hint("deploy a working tag to every host"));
     };
     let project = project_for(&cfg.app, &cfg.app_dir, d.flavor, &job.compose_names);
-    with_lock(
-        exec,
-        &cfg.app_dir,
-        "rollback",
-        &prev,
-        &cfg.meta,
-        cfg.lock_timeout,
-        false,
-        |ex| {
-            let mut st = read_state(ex, &cfg.app_dir, &cfg.app)?;
-            restore(ex, &cfg.app_dir, &d.stamp, &d.changed)?;
-            ex.check(
-                &project.up(&prev, &cfg.services),
-                "compose up of the previous tag",
-            )?;
-            let c = gate(
-                ex,
-                &cfg.app,
-                &cfg.services,
-                cfg.health_url.as_deref(),
-                cfg.health_timeout,
-            )?
-            .map_err(Error::failed)?;
-            let cur = state::Current {
-                tag: prev.clone(),
-                digests: digests(&c),
-                deployed_at: state::now_rfc3339(),
-                git_sha: cfg.meta.git_sha.clone(),
-                run_url: cfg.meta.run_url.clone(),
-                compose_files: job.compose_names.clone(),
-            };
-            st.promote(cur, "rolled-back");
-            write_state(ex, &cfg.app_dir, &st)?;
-            audit(
-                ex,
-                &cfg.app_dir,
-                &cfg.meta,
-                "rollback",
-                &prev,
-                &cfg.tag,
-                "rolled-back",
-            );
-            Ok(())
-        },
-    )
+    with_lock(exec, &cfg.app_dir, "rollback", &prev, &cfg.meta, cfg.lock_timeout, false, |ex| {
+        let mut st = read_state(ex, &cfg.app_dir, &cfg.app)?;
+        restore(ex, &cfg.app_dir, &d.stamp, &d.changed)?;
+        ex.check(&project.up(&prev, &cfg.services), "compose up of the previous tag")?;
+        let c =
+            gate(ex, &cfg.app, &cfg.services, cfg.health_url.as_deref(), cfg.health_timeout)?.map_err(Error::failed)?;
+        let cur = state::Current {
+            tag: prev.clone(),
+            digests: digests(&c),
+            deployed_at: state::now_rfc3339(),
+            git_sha: cfg.meta.git_sha.clone(),
+            run_url: cfg.meta.run_url.clone(),
+            compose_files: job.compose_names.clone(),
+        };
+        st.promote(cur, "rolled-back");
+        write_state(ex, &cfg.app_dir, &st)?;
+        audit(ex, &cfg.app_dir, &cfg.meta, "rollback", &prev, &cfg.tag, "rolled-back");
+        Ok(())
+    })
 }
 
 /// Run a rollback on every host, one at a time: to `to-tag`, else `record_previous` (the record file's
 /// `previous_tag`), else the host state's previous tag. Uses the compose files and `.env` on the host.
-pub fn rollback(
-    cfg: &RollbackConfig,
-    record_previous: Option<String>,
-    connect: &mut Connect,
-) -> Outcome {
+pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: &mut Connect) -> Outcome {
     let mut record = Record {
         app: cfg.app.clone(),
         hosts: cfg.ssh.hosts.iter().map(|h| h.to_string()).collect(),
@@ -1190,12 +949,7 @@ pub fn rollback(
         action: "rollback".into(),
         ..Default::default()
     };
-    let mut out = Outcome {
-        record: record.clone(),
-        rows: vec![],
-        rolled_back: false,
-        error: None,
-    };
+    let mut out = Outcome { record: record.clone(), rows: vec![], rolled_back: false, error: None };
     let plan = Plan::rollback(cfg);
     info(plan.render().trim_end());
     let force = plan.steps.contains(&Step::ForceUnlock);
@@ -1296,10 +1050,8 @@ pub fn rollback(
 
 /// Where the record file goes by default: `$RUNNER_TEMP/gangplank/<name>`, else the system temp dir.
 pub fn default_record_file(name: &str) -> PathBuf {
-    let base = std::env::var_os("RUNNER_TEMP")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let base =
+        std::env::var_os("RUNNER_TEMP").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     base.join("gangplank").join(name)
 }
 
@@ -1311,12 +1063,7 @@ pub fn noop() -> Cmd {
 /// The end of every run: write the record file, set the outputs, append the summary, and hand back
 /// the error (if any) for the exit code. Nothing here can carry a secret: the record holds tags, hosts
 /// and run metadata only, and the summary goes through the redacting writer.
-pub fn publish(
-    out: Outcome,
-    record_file: &std::path::Path,
-    outputs: &[(&str, String)],
-    title: &str,
-) -> Result<()> {
+pub fn publish(out: Outcome, record_file: &std::path::Path, outputs: &[(&str, String)], title: &str) -> Result<()> {
     let mut errs = vec![];
     if let Err(e) = out.record.write(record_file) {
         errs.push(e);
@@ -1330,10 +1077,7 @@ pub fn publish(
     if !out.rows.is_empty() {
         let mut md = summary_table(title, &out.rows);
         if let Some(e) = &out.error {
-            md.push_str(&format!(
-                "\n**{}**\n",
-                e.message.lines().next().unwrap_or("")
-            ));
+            md.push_str(&format!("\n**{}**\n", e.message.lines().next().unwrap_or("")));
         }
         if let Err(e) = crate::actions::append_summary(&md) {
             errs.push(e);

@@ -104,30 +104,24 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
     let ad = run(exec, &app_dir_cmd(checks.app_dir))?;
     if !ad.success() {
         errs.push(
-            Error::bad_input(format!("app-dir `{}` on {host} is not usable: {}", checks.app_dir, one_line(&ad.tail(1))))
-                .hint("create it and give it to the SSH user (`sudo install -d -o deploy /opt/app`), or set `sudo: true`"),
+            Error::bad_input(format!(
+                "app-dir `{}` on {host} is not usable: {}",
+                checks.app_dir,
+                one_line(&ad.tail(1))
+            ))
+            .hint("create it and give it to the SSH user (`sudo install -d -o deploy /opt/app`), or set `sudo: true`"),
         );
     }
 
     if !checks.host_references.is_empty() {
-        let paths: Vec<String> = checks
-            .host_references
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect();
+        let paths: Vec<String> = checks.host_references.iter().map(|(p, _)| p.clone()).collect();
         let m = run(exec, &missing_cmd(&paths))?;
         for missing in m.stdout_str().lines().filter(|l| !l.is_empty()) {
-            let what = checks
-                .host_references
-                .iter()
-                .find(|(p, _)| p == missing)
-                .map(|(_, w)| w.as_str())
-                .unwrap_or("a file");
+            let what =
+                checks.host_references.iter().find(|(p, _)| p == missing).map(|(_, w)| w.as_str()).unwrap_or("a file");
             errs.push(
-                Error::bad_input(format!(
-                    "`{missing}`, the {what}, exists neither in the upload nor on {host}"
-                ))
-                .hint("add it to `files:` so it is uploaded, or create it on the host first"),
+                Error::bad_input(format!("`{missing}`, the {what}, exists neither in the upload nor on {host}"))
+                    .hint("add it to `files:` so it is uploaded, or create it on the host first"),
             );
         }
     }
@@ -153,43 +147,21 @@ mod tests {
     use crate::exec::{Output, Recording};
 
     fn fail(msg: &str) -> Output {
-        Output {
-            status: 1,
-            stdout: vec![],
-            stderr: msg.as_bytes().to_vec(),
-        }
+        Output { status: 1, stdout: vec![], stderr: msg.as_bytes().to_vec() }
     }
 
     #[test]
     fn every_failure_is_listed_at_once() {
         let mut r = Recording::new("deploy@h:22", false)
-            .reply(
-                "docker info",
-                fail("Cannot connect to the Docker daemon at unix:///var/run/docker.sock"),
-            )
+            .reply("docker info", fail("Cannot connect to the Docker daemon at unix:///var/run/docker.sock"))
             .reply("docker compose version", Output::ok("none\n"))
             .reply(
                 "is not a directory",
-                Output {
-                    status: 1,
-                    stdout: b"it is not writable by deploy\n".to_vec(),
-                    stderr: vec![],
-                },
+                Output { status: 1, stdout: b"it is not writable by deploy\n".to_vec(), stderr: vec![] },
             )
             .reply("printf", Output::ok("/srv/shared\n"));
-        let refs = vec![(
-            "/srv/shared".to_string(),
-            "bind mount of service `web`".to_string(),
-        )];
-        let errs = run(
-            &mut r,
-            &Checks {
-                app_dir: "/opt/app",
-                min_free_disk: 1,
-                host_references: &refs,
-            },
-        )
-        .unwrap_err();
+        let refs = vec![("/srv/shared".to_string(), "bind mount of service `web`".to_string())];
+        let errs = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1, host_references: &refs }).unwrap_err();
         let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(errs.len(), 4, "{msgs:#?}");
         assert!(msgs[0].contains("Docker daemon on deploy@h:22 is not reachable"));
@@ -203,17 +175,8 @@ mod tests {
 
     #[test]
     fn sudo_that_would_prompt_stops_preflight_with_a_hint() {
-        let mut r =
-            Recording::new("h", true).reply("sudo -n true", fail("sudo: a password is required"));
-        let errs = run(
-            &mut r,
-            &Checks {
-                app_dir: "/opt/app",
-                min_free_disk: 1,
-                host_references: &[],
-            },
-        )
-        .unwrap_err();
+        let mut r = Recording::new("h", true).reply("sudo -n true", fail("sudo: a password is required"));
+        let errs = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1, host_references: &[] }).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("sudo would ask for a password"));
         assert!(errs[0].hint.as_deref().unwrap().contains("NOPASSWD"));
@@ -221,43 +184,20 @@ mod tests {
 
     #[test]
     fn low_disk_and_a_healthy_host() {
-        let df =
-            "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x 100 1 1024 1% /\n";
+        let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x 100 1 1024 1% /\n";
         let host = || {
             Recording::new("h", true)
                 .reply("docker info", Output::ok("/var/lib/docker\n"))
                 .reply("docker compose version", Output::ok("v1\n"))
                 .reply("df -P", Output::ok(df))
         };
-        let errs = run(
-            &mut host(),
-            &Checks {
-                app_dir: "/opt/app",
-                min_free_disk: 2 << 20,
-                host_references: &[],
-            },
-        )
-        .unwrap_err();
-        assert!(
-            errs[0].message.contains("only 1.0MiB free"),
-            "{}",
-            errs[0].message
-        );
+        let errs = run(&mut host(), &Checks { app_dir: "/opt/app", min_free_disk: 2 << 20, host_references: &[] })
+            .unwrap_err();
+        assert!(errs[0].message.contains("only 1.0MiB free"), "{}", errs[0].message);
         let mut r = host();
-        let facts = run(
-            &mut r,
-            &Checks {
-                app_dir: "/opt/app",
-                min_free_disk: 1 << 20,
-                host_references: &[],
-            },
-        )
-        .unwrap();
+        let facts = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1 << 20, host_references: &[] }).unwrap();
         assert_eq!(facts.flavor, Flavor::V1);
         assert_eq!(r.log[0], "sudo -n true");
-        assert_eq!(
-            r.log[1],
-            "sudo -n docker info --format '{{.DockerRootDir}}'"
-        );
+        assert_eq!(r.log[1], "sudo -n docker info --format '{{.DockerRootDir}}'");
     }
 }

@@ -46,10 +46,7 @@ pub struct Past {
 
 impl State {
     pub fn new(app: &str) -> State {
-        State {
-            app: app.to_string(),
-            ..Default::default()
-        }
+        State { app: app.to_string(), ..Default::default() }
     }
 
     pub fn parse(text: &str) -> Result<State, String> {
@@ -69,21 +66,14 @@ impl State {
     /// The tag to go back to: the newest one that served and was replaced, other than the current one.
     pub fn previous_tag(&self) -> Option<&str> {
         let cur = self.current_tag();
-        self.history
-            .iter()
-            .find(|p| p.status == "replaced" && Some(p.tag.as_str()) != cur)
-            .map(|p| p.tag.as_str())
+        self.history.iter().find(|p| p.status == "replaced" && Some(p.tag.as_str()) != cur).map(|p| p.tag.as_str())
     }
 
     /// `new` passed the gate and now serves; the old current goes to history as `how`.
     pub fn promote(&mut self, new: Current, how: &str) {
         if let Some(old) = self.current.take() {
             if old.tag != new.tag {
-                self.push_history(Past {
-                    tag: old.tag,
-                    deployed_at: old.deployed_at,
-                    status: how.to_string(),
-                });
+                self.push_history(Past { tag: old.tag, deployed_at: old.deployed_at, status: how.to_string() });
             }
         }
         self.current = Some(new);
@@ -91,11 +81,7 @@ impl State {
 
     /// A tag that was tried and failed its gate.
     pub fn record_failure(&mut self, tag: &str, at: &str) {
-        self.push_history(Past {
-            tag: tag.to_string(),
-            deployed_at: at.to_string(),
-            status: "failed".into(),
-        });
+        self.push_history(Past { tag: tag.to_string(), deployed_at: at.to_string(), status: "failed".into() });
     }
 
     fn push_history(&mut self, p: Past) {
@@ -106,9 +92,7 @@ impl State {
 
 /// Now, as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .expect("RFC 3339 formats every UTC time")
+    OffsetDateTime::now_utc().format(&Rfc3339).expect("RFC 3339 formats every UTC time")
 }
 
 /// Now, as a sortable stamp for backup names (`20261122T153611.123Z`).
@@ -139,11 +123,7 @@ impl RunMeta {
     /// From the runner's `GITHUB_*` variables (empty outside Actions) and this machine's host name.
     pub fn from_env() -> RunMeta {
         let var = |k: &str| std::env::var(k).unwrap_or_default();
-        let run_url = match (
-            var("GITHUB_SERVER_URL"),
-            var("GITHUB_REPOSITORY"),
-            var("GITHUB_RUN_ID"),
-        ) {
+        let run_url = match (var("GITHUB_SERVER_URL"), var("GITHUB_REPOSITORY"), var("GITHUB_RUN_ID")) {
             (s, r, id) if !s.is_empty() && !r.is_empty() && !id.is_empty() => {
                 format!("{s}/{r}/actions/runs/{id}")
             }
@@ -153,12 +133,7 @@ impl RunMeta {
             a if a.is_empty() => var("USER"),
             a => a,
         };
-        RunMeta {
-            git_sha: var("GITHUB_SHA"),
-            run_url,
-            actor,
-            runner_host: hostname(),
-        }
+        RunMeta { git_sha: var("GITHUB_SHA"), run_url, actor, runner_host: hostname() }
     }
 }
 
@@ -230,11 +205,7 @@ mod tests {
     use super::*;
 
     fn cur(tag: &str) -> Current {
-        Current {
-            tag: tag.into(),
-            deployed_at: "t".into(),
-            ..Default::default()
-        }
+        Current { tag: tag.into(), deployed_at: "t".into(), ..Default::default() }
     }
 
     #[test]
@@ -244,10 +215,7 @@ mod tests {
         s.promote(cur("v1"), "replaced");
         assert_eq!(s.previous_tag(), None);
         s.promote(cur("v2"), "replaced");
-        assert_eq!(
-            (s.current_tag(), s.previous_tag()),
-            (Some("v2"), Some("v1"))
-        );
+        assert_eq!((s.current_tag(), s.previous_tag()), (Some("v2"), Some("v1")));
         s.record_failure("broken", "t");
         assert_eq!(s.previous_tag(), Some("v1"));
         // A rollback to v1: v2 is remembered as rolled back, and v1 is not its own previous.

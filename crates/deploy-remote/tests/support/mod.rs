@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use gangplank_testbed::{
-    free_port, http_get, images, scrubbed_command, unique_name, Registry, Sshd,
-};
+use gangplank_testbed::{free_port, http_get, images, scrubbed_command, unique_name, Registry, Sshd};
 
 pub struct Fixture {
     pub sshd: Sshd,
@@ -50,25 +48,13 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.status, self.stdout, self.stderr
-        )
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
     }
 }
 
 fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh runs");
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -86,27 +72,14 @@ impl Fixture {
         let registry = Registry::start().expect("registry starts");
         let app = unique_name(prefix);
         let image = registry.image(&app);
-        for (tag, src) in [
-            ("v1", &samples.v1),
-            ("v2", &samples.v2),
-            ("broken", &samples.broken),
-        ] {
+        for (tag, src) in [("v1", &samples.v1), ("v2", &samples.v2), ("broken", &samples.broken)] {
             sh(&format!("docker tag {src} {image}:{tag} && docker push -q {image}:{tag} >/dev/null && docker rmi {image}:{tag} >/dev/null"));
         }
         let port = free_port();
         let work = tempfile::tempdir().unwrap();
         let host_root = tempfile::tempdir().unwrap();
         let app_dir = host_root.path().join(app_dir_name);
-        let fx = Fixture {
-            sshd,
-            registry,
-            app,
-            image,
-            port,
-            work,
-            host_root,
-            app_dir,
-        };
+        let fx = Fixture { sshd, registry, app, image, port, work, host_root, app_dir };
         fx.write_compose("");
         fx.write_env(&format!("APP_TOKEN={ENV_CANARY}\n"));
         fx
@@ -115,7 +88,7 @@ impl Fixture {
     /// compose.yaml with the sample service; `extra` is appended under the service.
     pub fn write_compose(&self, extra: &str) {
         let yaml = format!(
-            "services:\n  web:\n    image: \"{}:${{IMAGE_TAG}}\"\n    ports:\n      - \"127.0.0.1:{}:8080\"\n    env_file: .env\n{extra}",
+            "services:\n  web:\n    image: \"{}:${{IMAGE_TAG}}\"\n    ports:\n      - \"127.0.0.1:{}:8080\"\n    env_file: .env\n    stop_grace_period: 1s\n{extra}",
             self.image, self.port
         );
         std::fs::write(self.work.path().join("compose.yaml"), yaml).unwrap();
@@ -148,10 +121,9 @@ impl Fixture {
 
     pub fn deploy_args(&self, tag: &str) -> Vec<String> {
         let mut a = self.ssh_args();
+        a.push(format!("--image-tag={tag}"));
         a.extend(
             [
-                "--image-tag",
-                tag,
                 "--compose-files",
                 "compose.yaml",
                 "--env-file",
@@ -178,12 +150,7 @@ impl Fixture {
         self.run(&rollback_bin(), args, &[])
     }
 
-    pub fn command(
-        &self,
-        bin: &Path,
-        args: &[String],
-        env: &[(&str, &str)],
-    ) -> (Command, tempfile::TempDir) {
+    pub fn command(&self, bin: &Path, args: &[String], env: &[(&str, &str)]) -> (Command, tempfile::TempDir) {
         let gh = tempfile::tempdir().unwrap();
         let mut c = scrubbed_command(bin);
         c.args(args).current_dir(self.work.path());
@@ -230,10 +197,7 @@ impl Fixture {
 
 pub fn collect(out: Output, gh: &Path, args: &[String]) -> Run {
     let outputs = std::fs::read_to_string(gh.join("output")).unwrap_or_default();
-    let outputs = gangplank_core::actions::parse_output_file(&outputs)
-        .unwrap()
-        .into_iter()
-        .collect::<BTreeMap<_, _>>();
+    let outputs = gangplank_core::actions::parse_output_file(&outputs).unwrap().into_iter().collect::<BTreeMap<_, _>>();
     let record_path = args
         .iter()
         .position(|a| a == "--record-file")
@@ -255,7 +219,7 @@ impl Drop for Fixture {
             .arg("-c")
             .arg(format!(
                 "ids=$(docker ps -aq --filter label=com.docker.compose.project={a}); [ -n \"$ids\" ] && docker rm -f -v $ids; \
-                 docker network rm {a}_default; imgs=$(docker image ls -q {img}); [ -n \"$imgs\" ] && docker rmi -f $imgs",
+                 docker network rm {a}_default; refs=$(docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {img}); [ -n \"$refs\" ] && docker rmi $refs",
                 a = self.app,
                 img = self.image
             ))
@@ -267,30 +231,27 @@ pub fn deploy_remote() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_deploy-remote"))
 }
 
-/// The rollback binary sits next to deploy-remote in the same target dir; built on demand.
+/// The rollback binary sits next to deploy-remote in the same target dir; `cargo build` once per test
+/// process makes sure it is there and current (a no-op when it is).
 pub fn rollback_bin() -> PathBuf {
-    let p = deploy_remote().with_file_name("rollback");
-    if !p.exists() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "rollback"])
-            .status()
-            .expect("cargo runs");
+        let profile = if cfg!(debug_assertions) { vec![] } else { vec!["--release"] };
+        let st =
+            Command::new(cargo).args(["build", "-q", "-p", "rollback"]).args(profile).status().expect("cargo runs");
         assert!(st.success(), "building rollback failed");
-    }
-    p
+    });
+    deploy_remote().with_file_name("rollback")
 }
 
 pub fn wait_health(fx: &Fixture, want: &str) {
-    gangplank_testbed::wait_for(
-        &format!("{want} on /health"),
-        Duration::from_secs(10),
-        || (fx.health().as_deref() == Some(want)).then_some(()),
-    )
+    gangplank_testbed::wait_for(&format!("{want} on /health"), Duration::from_secs(10), || {
+        (fx.health().as_deref() == Some(want)).then_some(())
+    })
     .unwrap();
 }
 
 pub fn record_json(r: &Run) -> serde_json::Value {
-    serde_json::from_str(&r.record)
-        .unwrap_or_else(|e| panic!("record file is not JSON ({e}): {:?}", r.record))
+    serde_json::from_str(&r.record).unwrap_or_else(|e| panic!("record file is not JSON ({e}): {:?}", r.record))
 }
