@@ -118,19 +118,14 @@ impl ContainerInspect {
     pub fn state(&self, target: bool) -> ContainerState {
         let s = &self.state;
         let health = s.health.as_ref().map(|h| h.status.clone());
-        let policy = self
-            .host_config
-            .restart_policy
-            .as_ref()
-            .map_or("", |p| p.name.as_str());
+        let policy = self.host_config.restart_policy.as_ref().map_or("", |p| p.name.as_str());
         let stopped = !s.running && !s.restarting && matches!(s.status.as_str(), "exited" | "dead");
         let ready = if s.running && !s.restarting {
             health.as_deref().is_none_or(|h| h == "healthy")
         } else {
             !target && stopped && s.exit_code == 0
         };
-        let no_restart =
-            matches!(policy, "" | "no") || (policy == "on-failure" && s.exit_code == 0);
+        let no_restart = matches!(policy, "" | "no") || (policy == "on-failure" && s.exit_code == 0);
         let dead = stopped && !ready && no_restart;
         ContainerState {
             id: self.id.clone(),
@@ -159,16 +154,8 @@ pub fn parse_images(json: &str) -> Result<Vec<ImageInspect>, serde_json::Error> 
 mod tests {
     use super::*;
 
-    fn container(
-        status: &str,
-        running: bool,
-        exit: i64,
-        health: Option<&str>,
-        policy: &str,
-    ) -> ContainerInspect {
-        let health = health
-            .map(|h| format!(r#","Health":{{"Status":"{h}","FailingStreak":0}}"#))
-            .unwrap_or_default();
+    fn container(status: &str, running: bool, exit: i64, health: Option<&str>, policy: &str) -> ContainerInspect {
+        let health = health.map(|h| format!(r#","Health":{{"Status":"{h}","FailingStreak":0}}"#)).unwrap_or_default();
         let json = format!(
             r#"[{{"Id":"abc","Name":"/p_app_1","Image":"sha256:1","RestartCount":2,
             "State":{{"Status":"{status}","Running":{running},"Restarting":false,"ExitCode":{exit}{health}}},
@@ -182,31 +169,16 @@ mod tests {
     fn readiness_from_inspect() {
         let s = container("running", true, 0, Some("healthy"), "no").state(true);
         assert!(s.ready && !s.dead);
-        assert_eq!(
-            (s.service.as_str(), s.name.as_str(), s.restart_count),
-            ("app", "p_app_1", 2)
-        );
-        assert!(
-            !container("running", true, 0, Some("starting"), "no")
-                .state(true)
-                .ready
-        );
-        assert!(
-            !container("running", true, 0, Some("unhealthy"), "no")
-                .state(true)
-                .ready
-        );
+        assert_eq!((s.service.as_str(), s.name.as_str(), s.restart_count), ("app", "p_app_1", 2));
+        assert!(!container("running", true, 0, Some("starting"), "no").state(true).ready);
+        assert!(!container("running", true, 0, Some("unhealthy"), "no").state(true).ready);
         assert!(container("running", true, 0, None, "no").state(true).ready);
         // A one-shot dependency that finished is fine; the service under test must run.
         assert!(container("exited", false, 0, None, "no").state(false).ready);
         assert!(!container("exited", false, 0, None, "no").state(true).ready);
         let crashed = container("exited", false, 3, None, "no").state(false);
         assert!(!crashed.ready && crashed.dead);
-        assert!(
-            !container("exited", false, 3, None, "always")
-                .state(false)
-                .dead
-        );
+        assert!(!container("exited", false, 3, None, "always").state(false).dead);
     }
 
     #[test]
@@ -221,8 +193,7 @@ mod tests {
 
     #[test]
     fn images() {
-        let i =
-            parse_images(r#"[{"Id":"sha256:x","Size":2048,"Config":{"User":"1000"}}]"#).unwrap();
+        let i = parse_images(r#"[{"Id":"sha256:x","Size":2048,"Config":{"User":"1000"}}]"#).unwrap();
         assert_eq!((i[0].size, i[0].user()), (2048, "1000"));
         let i = parse_images(r#"[{"Id":"sha256:x","Size":1,"Config":null}]"#).unwrap();
         assert_eq!(i[0].user(), "");

@@ -110,15 +110,13 @@ pub struct Config {
 
 fn valid_project(p: &str) -> bool {
     !p.is_empty()
-        && p.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+        && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
         && p.starts_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
-        let nonempty =
-            |o: Option<String>| o.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let nonempty = |o: Option<String>| o.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let files = parse_list(self.compose_files.as_deref().unwrap_or(""));
         let target = match (nonempty(self.image), files.is_empty()) {
             (Some(_), false) => {
@@ -133,7 +131,12 @@ impl Args {
                 let ports = parse_list(self.ports.as_deref().unwrap_or(""));
                 for p in &ports {
                     let ok = p.split(':').count() <= 3
-                        && p.split(':').all(|x| !x.is_empty() && x.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '/' | '-') || c.is_ascii_lowercase()));
+                        && p.split(':').all(|x| {
+                            !x.is_empty()
+                                && x.chars().all(|c| {
+                                    c.is_ascii_digit() || matches!(c, '.' | '/' | '-') || c.is_ascii_lowercase()
+                                })
+                        });
                     if !ok {
                         return Err(Error::bad_input(format!("port `{p}` is not a port mapping"))
                             .hint("write ports as `HOST:CONTAINER`, e.g. `18080:8080`"));
@@ -157,28 +160,24 @@ impl Args {
         };
         if let Some(f) = &self.env_file {
             if !f.is_file() {
-                return Err(
-                    Error::bad_input(format!("env file `{}` does not exist", f.display()))
-                        .hint("create it in an earlier step, or leave `env-file` unset"),
-                );
+                return Err(Error::bad_input(format!("env file `{}` does not exist", f.display()))
+                    .hint("create it in an earlier step, or leave `env-file` unset"));
             }
         }
         let health_url = match nonempty(self.health_url) {
             Some(u) => {
-                let url = reqwest::Url::parse(&u)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https"))
-                    .ok_or_else(|| {
+                let url = reqwest::Url::parse(&u).ok().filter(|u| matches!(u.scheme(), "http" | "https")).ok_or_else(
+                    || {
                         Error::bad_input(format!("health-url `{u}` is not an http(s) URL"))
                             .hint("use a published port, e.g. `http://127.0.0.1:8080/health`")
-                    })?;
+                    },
+                )?;
                 Some(url)
             }
             None => None,
         };
         if self.timeout.is_zero() {
-            return Err(Error::bad_input("`timeout` is zero")
-                .hint("give the stack time to start, e.g. `60s`"));
+            return Err(Error::bad_input("`timeout` is zero").hint("give the stack time to start, e.g. `60s`"));
         }
         let project = match nonempty(self.project_name) {
             Some(p) if valid_project(&p) => p,
@@ -188,10 +187,7 @@ impl Args {
             }
             None => {
                 use rand::Rng;
-                format!(
-                    "gangplank-verify-{:012x}",
-                    rand::thread_rng().gen::<u64>() & 0xffff_ffff_ffff
-                )
+                format!("gangplank-verify-{:012x}", rand::thread_rng().gen::<u64>() & 0xffff_ffff_ffff)
             }
         };
         // Smoke commands are shell lines: one per line (commas are part of a command).
@@ -231,10 +227,7 @@ fn run_error(e: RunError) -> Error {
     match e {
         RunError::Spawn(p, e) => Error::bad_input(format!("cannot run `{p}`: {e}"))
             .hint("install the Docker CLI (and docker compose for `compose-files`) on the runner"),
-        RunError::TimedOut(f) => Error::failed(format!(
-            "a docker command did not finish in time: {}",
-            f.tail(2)
-        )),
+        RunError::TimedOut(f) => Error::failed(format!("a docker command did not finish in time: {}", f.tail(2))),
         RunError::Interrupted(sig) => Error::failed(format!("interrupted by signal {sig}")),
     }
 }
@@ -289,13 +282,7 @@ impl Teardown {
     fn ids(&self, kind: &[&str]) -> Vec<String> {
         let mut c = docker(kind);
         c.args(["-q", "--filter", &self.filter()]);
-        match proc::run(
-            &mut c,
-            Opts {
-                uninterruptible: true,
-                ..Default::default()
-            },
-        ) {
+        match proc::run(&mut c, Opts { uninterruptible: true, ..Default::default() }) {
             Ok(f) if f.ok() => f.stdout.split_whitespace().map(str::to_string).collect(),
             _ => Vec::new(),
         }
@@ -343,28 +330,13 @@ impl Teardown {
             }
         }
         let mut left = Vec::new();
-        left.extend(
-            self.ids(&["ps", "-a"])
-                .into_iter()
-                .map(|i| format!("container {i}")),
-        );
+        left.extend(self.ids(&["ps", "-a"]).into_iter().map(|i| format!("container {i}")));
         if self.compose.is_some() {
-            left.extend(
-                self.ids(&["network", "ls"])
-                    .into_iter()
-                    .map(|i| format!("network {i}")),
-            );
-            left.extend(
-                self.ids(&["volume", "ls"])
-                    .into_iter()
-                    .map(|i| format!("volume {i}")),
-            );
+            left.extend(self.ids(&["network", "ls"]).into_iter().map(|i| format!("network {i}")));
+            left.extend(self.ids(&["volume", "ls"]).into_iter().map(|i| format!("volume {i}")));
         }
         if left.is_empty() {
-            info(format!(
-                "removed every container, network and volume of {}",
-                self.cfg.project
-            ));
+            info(format!("removed every container, network and volume of {}", self.cfg.project));
         } else {
             actions::warning("teardown", format!("left behind: {}", left.join(", ")));
         }
@@ -457,10 +429,7 @@ fn show_logs(containers: &[&ContainerState]) {
             "logs of {} ({}{})",
             c.name,
             c.status,
-            c.health
-                .as_ref()
-                .map(|h| format!(", {h}"))
-                .unwrap_or_default()
+            c.health.as_ref().map(|h| format!(", {h}")).unwrap_or_default()
         ));
         match query(docker(&["logs", "--tail", "200", &c.id])) {
             Ok(f) => {
@@ -478,11 +447,7 @@ fn show_logs(containers: &[&ContainerState]) {
 
 /// Probe the health URL once: its status, or None when nothing answered.
 fn probe(client: &reqwest::blocking::Client, url: &reqwest::Url) -> Option<u16> {
-    client
-        .get(url.clone())
-        .send()
-        .ok()
-        .map(|r| r.status().as_u16())
+    client.get(url.clone()).send().ok().map(|r| r.status().as_u16())
 }
 
 /// The outcome of the verification proper (teardown and report come after).
@@ -492,20 +457,11 @@ struct Outcome {
     healthy: bool,
 }
 
-fn verify(
-    cfg: &Config,
-    compose: Option<Compose>,
-    td: &Teardown,
-    report: &mut Report,
-) -> Result<Outcome> {
+fn verify(cfg: &Config, compose: Option<Compose>, td: &Teardown, report: &mut Report) -> Result<Outcome> {
     let start = Instant::now();
     let deadline = start + cfg.timeout;
     let filter = td.filter();
-    let fail = |status: &'static str, msg: String| Outcome {
-        failures: vec![msg],
-        status,
-        healthy: false,
-    };
+    let fail = |status: &'static str, msg: String| Outcome { failures: vec![msg], status, healthy: false };
 
     // Start.
     {
@@ -530,13 +486,7 @@ fn verify(
             }
             (Target::Stack { .. }, None) => unreachable!("compose detected for stacks"),
         };
-        match proc::run(
-            &mut c,
-            Opts {
-                deadline: Some(deadline),
-                ..Default::default()
-            },
-        ) {
+        match proc::run(&mut c, Opts { deadline: Some(deadline), ..Default::default() }) {
             Ok(f) if f.ok() => {
                 for l in f.all().lines().filter(|l| !l.trim().is_empty()) {
                     info(l);
@@ -544,19 +494,14 @@ fn verify(
             }
             Ok(f) => {
                 report.containers = inspect(cfg, &filter).unwrap_or_default();
-                let failing: Vec<&ContainerState> =
-                    report.containers.iter().filter(|c| !c.ready).collect();
+                let failing: Vec<&ContainerState> = report.containers.iter().filter(|c| !c.ready).collect();
                 drop(_g);
                 show_logs(&failing);
-                return Ok(fail(
-                    "start-failed",
-                    format!("starting {} failed: {}", cfg.project, f.tail(3)),
-                ));
+                return Ok(fail("start-failed", format!("starting {} failed: {}", cfg.project, f.tail(3))));
             }
             Err(RunError::TimedOut(_)) => {
                 report.containers = inspect(cfg, &filter).unwrap_or_default();
-                let failing: Vec<&ContainerState> =
-                    report.containers.iter().filter(|c| !c.ready).collect();
+                let failing: Vec<&ContainerState> = report.containers.iter().filter(|c| !c.ready).collect();
                 drop(_g);
                 show_logs(&failing);
                 let names: Vec<String> = failing.iter().map(describe).collect();
@@ -565,11 +510,7 @@ fn verify(
                     format!(
                         "the stack did not start within {}s; not ready: {}",
                         cfg.timeout.as_secs(),
-                        if names.is_empty() {
-                            "(none created yet)".into()
-                        } else {
-                            names.join(", ")
-                        }
+                        if names.is_empty() { "(none created yet)".into() } else { names.join(", ") }
                     ),
                 ));
             }
@@ -586,6 +527,7 @@ fn verify(
         .map_err(|e| Error::failed(format!("cannot build the HTTP client: {e}")))?;
     let g = actions::group("wait until healthy");
     let mut pause = Duration::from_millis(50);
+    let mut first = true;
     let mut last_url: Option<u16> = None;
     loop {
         if let Some(sig) = proc::interrupted() {
@@ -593,6 +535,20 @@ fn verify(
         }
         let states = inspect(cfg, &filter)?;
         let target_present = states.iter().any(|c| is_target(cfg, c));
+        // `up -d` returned, so every service's container exists: a service with none is not in the files.
+        if first && !target_present && !states.is_empty() {
+            if let Target::Stack { service, .. } = &cfg.target {
+                let mut names: Vec<&str> = states.iter().map(|c| c.service.as_str()).collect();
+                names.sort();
+                names.dedup();
+                return Err(Error::bad_input(format!(
+                    "service `{service}` is not in the compose files (services: {})",
+                    names.join(", ")
+                ))
+                .hint("set `service:` to one of the services above"));
+            }
+        }
+        first = false;
         let all_ready = target_present && states.iter().all(|c| c.ready);
         let dead: Vec<&ContainerState> = states.iter().filter(|c| c.dead).collect();
         let url_ok = match &cfg.health_url {
@@ -615,25 +571,14 @@ fn verify(
             drop(g);
             let not_ready: Vec<&ContainerState> = states.iter().filter(|c| !c.ready).collect();
             let mut msg = if !dead.is_empty() {
-                format!(
-                    "{} exited and will not restart",
-                    dead.iter().map(describe).collect::<Vec<_>>().join(", ")
-                )
+                format!("{} exited and will not restart", dead.iter().map(describe).collect::<Vec<_>>().join(", "))
             } else if !target_present {
-                format!(
-                    "no container of service `{}` was started within {}s",
-                    service_name(cfg),
-                    cfg.timeout.as_secs()
-                )
+                format!("no container of service `{}` was started within {}s", service_name(cfg), cfg.timeout.as_secs())
             } else if !not_ready.is_empty() {
                 format!(
                     "not healthy within {}s: {}",
                     cfg.timeout.as_secs(),
-                    not_ready
-                        .iter()
-                        .map(describe)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    not_ready.iter().map(describe).collect::<Vec<_>>().join(", ")
                 )
             } else {
                 format!(
@@ -651,10 +596,7 @@ fn verify(
             if dead.is_empty() {
                 msg.push_str(" (logs above)");
             }
-            return Ok(fail(
-                if dead.is_empty() { "timeout" } else { "exited" },
-                msg,
-            ));
+            return Ok(fail(if dead.is_empty() { "timeout" } else { "exited" }, msg));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         proc::sleep(pause.min(left));
@@ -662,16 +604,9 @@ fn verify(
     }
     drop(g);
 
-    let target = report
-        .containers
-        .iter()
-        .find(|c| is_target(cfg, c))
-        .cloned();
+    let target = report.containers.iter().find(|c| is_target(cfg, c)).cloned();
     let Some(target) = target else {
-        return Ok(fail(
-            "unhealthy",
-            "the service container disappeared".into(),
-        ));
+        return Ok(fail("unhealthy", "the service container disappeared".into()));
     };
     let mut failures = Vec::new();
 
@@ -680,45 +615,23 @@ fn verify(
         let g = actions::group("smoke commands");
         for cmd in &cfg.smoke {
             let mut c = docker(&["exec", &target.id, "sh", "-c", cmd]);
-            let r = proc::run(
-                &mut c,
-                Opts {
-                    deadline: Some(Instant::now() + cfg.timeout),
-                    ..Default::default()
-                },
-            );
+            let r = proc::run(&mut c, Opts { deadline: Some(Instant::now() + cfg.timeout), ..Default::default() });
             let (code, output) = match r {
                 Ok(f) => (f.status, f.all().trim().to_string()),
-                Err(RunError::TimedOut(f)) => (
-                    -1,
-                    format!(
-                        "timed out after {}s\n{}",
-                        cfg.timeout.as_secs(),
-                        f.all().trim()
-                    ),
-                ),
+                Err(RunError::TimedOut(f)) => {
+                    (-1, format!("timed out after {}s\n{}", cfg.timeout.as_secs(), f.all().trim()))
+                }
                 Err(e) => return Err(run_error(e)),
             };
             let ok = code == 0;
-            info(format!(
-                "{} `{cmd}` (exit {code})",
-                if ok { "ok  " } else { "FAIL" }
-            ));
+            info(format!("{} `{cmd}` (exit {code})", if ok { "ok  " } else { "FAIL" }));
             if !ok && !output.is_empty() {
                 info(&output);
             }
             if !ok {
-                failures.push(format!(
-                    "smoke command `{cmd}` failed with exit {code} in {}",
-                    target.name
-                ));
+                failures.push(format!("smoke command `{cmd}` failed with exit {code} in {}", target.name));
             }
-            report.smoke.push(SmokeResult {
-                command: cmd.clone(),
-                exit_code: code,
-                ok,
-                output,
-            });
+            report.smoke.push(SmokeResult { command: cmd.clone(), exit_code: code, ok, output });
         }
         drop(g);
     }
@@ -726,62 +639,30 @@ fn verify(
     // Image checks.
     if cfg.expect_non_root || cfg.max_size.is_some() {
         let _g = actions::group("image checks");
-        let image_id = query(docker(&["inspect", "--format", "{{.Image}}", &target.id]))?
-            .stdout
-            .trim()
-            .to_string();
+        let image_id = query(docker(&["inspect", "--format", "{{.Image}}", &target.id]))?.stdout.trim().to_string();
         let f = query(docker(&["image", "inspect", &image_id]))?;
         let img = docker::parse_images(&f.stdout)
             .ok()
             .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)))
-            .ok_or_else(|| {
-                Error::failed(format!("cannot inspect image {image_id}: {}", f.tail(1)))
-            })?;
+            .ok_or_else(|| Error::failed(format!("cannot inspect image {image_id}: {}", f.tail(1))))?;
         if cfg.expect_non_root {
             let user = img.user().to_string();
             let ok = !docker::is_root_user(&user);
-            let detail = if user.is_empty() {
-                "no USER set: runs as root".to_string()
-            } else {
-                format!("USER {user}")
-            };
-            info(format!(
-                "{} expect-non-root: {detail}",
-                if ok { "ok  " } else { "FAIL" }
-            ));
+            let detail = if user.is_empty() { "no USER set: runs as root".to_string() } else { format!("USER {user}") };
+            info(format!("{} expect-non-root: {detail}", if ok { "ok  " } else { "FAIL" }));
             if !ok {
                 failures.push(format!("the image runs as root ({detail})"));
             }
-            report.checks.push(Check {
-                name: "expect-non-root".into(),
-                ok,
-                detail,
-            });
+            report.checks.push(Check { name: "expect-non-root".into(), ok, detail });
         }
         if let Some(max) = cfg.max_size {
             let ok = img.size <= max;
-            let detail = format!(
-                "{} ({} bytes), limit {}",
-                format_size(img.size),
-                img.size,
-                format_size(max)
-            );
-            info(format!(
-                "{} max-size: {detail}",
-                if ok { "ok  " } else { "FAIL" }
-            ));
+            let detail = format!("{} ({} bytes), limit {}", format_size(img.size), img.size, format_size(max));
+            info(format!("{} max-size: {detail}", if ok { "ok  " } else { "FAIL" }));
             if !ok {
-                failures.push(format!(
-                    "the image is {} , over max-size {}",
-                    format_size(img.size),
-                    format_size(max)
-                ));
+                failures.push(format!("the image is {} , over max-size {}", format_size(img.size), format_size(max)));
             }
-            report.checks.push(Check {
-                name: "max-size".into(),
-                ok,
-                detail,
-            });
+            report.checks.push(Check { name: "max-size".into(), ok, detail });
         }
     }
 
@@ -789,22 +670,10 @@ fn verify(
         if report.smoke.iter().any(|s| !s.ok) {
             show_logs(&[&target]);
         }
-        let status = if report.smoke.iter().any(|s| !s.ok) {
-            "smoke-failed"
-        } else {
-            "checks-failed"
-        };
-        return Ok(Outcome {
-            failures,
-            status,
-            healthy: true,
-        });
+        let status = if report.smoke.iter().any(|s| !s.ok) { "smoke-failed" } else { "checks-failed" };
+        return Ok(Outcome { failures, status, healthy: true });
     }
-    Ok(Outcome {
-        failures,
-        status: "healthy",
-        healthy: true,
-    })
+    Ok(Outcome { failures, status: "healthy", healthy: true })
 }
 
 /// `db (running, starting, restarted 2 times)`.
@@ -813,15 +682,8 @@ fn describe(c: &&ContainerState) -> String {
         "{} ({}{}{})",
         c.service,
         c.status,
-        c.health
-            .as_ref()
-            .map(|h| format!(", {h}"))
-            .unwrap_or_default(),
-        if c.restart_count > 0 {
-            format!(", restarted {} times", c.restart_count)
-        } else {
-            String::new()
-        }
+        c.health.as_ref().map(|h| format!(", {h}")).unwrap_or_default(),
+        if c.restart_count > 0 { format!(", restarted {} times", c.restart_count) } else { String::new() }
     )
 }
 
@@ -833,16 +695,11 @@ fn service_name(cfg: &Config) -> &str {
 }
 
 fn write_report(cfg: &Config, report: &Report) -> Result<()> {
-    let json = serde_json::to_string_pretty(report)
-        .map_err(|e| Error::failed(format!("cannot encode the report: {e}")))?;
-    if let Some(dir) = cfg
-        .report_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    let json =
+        serde_json::to_string_pretty(report).map_err(|e| Error::failed(format!("cannot encode the report: {e}")))?;
+    if let Some(dir) = cfg.report_file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::failed(format!("cannot create {}: {e}", dir.display()))
-                .hint("set `report-file` to a writable path")
+            Error::failed(format!("cannot create {}: {e}", dir.display())).hint("set `report-file` to a writable path")
         })?;
     }
     std::fs::write(&cfg.report_file, json + "\n").map_err(|e| {
@@ -890,35 +747,21 @@ pub fn run(args: Args) -> Result<()> {
         ..Default::default()
     };
     let start = Instant::now();
-    info(format!(
-        "verifying {} as project {}",
-        service_name(&cfg),
-        cfg.project
-    ));
-    let mut td = Teardown {
-        cfg: cfg.clone(),
-        compose,
-        done: false,
-        leftovers: Vec::new(),
-    };
+    info(format!("verifying {} as project {}", service_name(&cfg), cfg.project));
+    let mut td = Teardown { cfg: cfg.clone(), compose, done: false, leftovers: Vec::new() };
     let result = verify(&cfg, compose, &td, &mut report);
     td.run();
     report.leftovers = td.leftovers.clone();
     report.duration_ms = start.elapsed().as_millis();
     report.finished_at = proc::now_rfc3339();
+    let mut error = None;
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
-            let status = if proc::interrupted().is_some() {
-                "interrupted"
-            } else {
-                "error"
-            };
-            Outcome {
-                failures: vec![e.message.clone()],
-                status,
-                healthy: false,
-            }
+            let status = if proc::interrupted().is_some() { "interrupted" } else { "error" };
+            let o = Outcome { failures: vec![e.message.clone()], status, healthy: false };
+            error = Some(e);
+            o
         }
     };
     report.healthy = outcome.healthy && outcome.failures.is_empty();
@@ -927,8 +770,7 @@ pub fn run(args: Args) -> Result<()> {
     write_report(&cfg, &report)?;
     actions::set_output("healthy", if report.healthy { "true" } else { "false" })?;
     actions::set_output("report-file", &cfg.report_file.to_string_lossy())?;
-    let mut md =
-        format!(
+    let mut md = format!(
         "### verify-image: {} {}\n\n| container | state | health | restarts |\n|---|---|---|---|\n",
         service_name(&cfg),
         if report.healthy { "✅ healthy" } else { "❌ failed" }
@@ -950,24 +792,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     actions::append_summary(&md)?;
     if report.healthy {
-        info(format!(
-            "{} is healthy ({:.1}s)",
-            service_name(&cfg),
-            start.elapsed().as_secs_f32()
-        ));
+        info(format!("{} is healthy ({:.1}s)", service_name(&cfg), start.elapsed().as_secs_f32()));
         return Ok(());
     }
-    let first = outcome
-        .failures
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "verification failed".into());
+    if let Some(e) = error.filter(|e| e.hint.is_some() || e.class != gangplank_core::Class::Failed) {
+        // Its own class and hint (a bad `service` is exit 2), now that everything is torn down.
+        return Err(e);
+    }
+    let first = outcome.failures.first().cloned().unwrap_or_else(|| "verification failed".into());
     let rest = if outcome.failures.len() > 1 {
-        format!(
-            " (and {} more: {})",
-            outcome.failures.len() - 1,
-            outcome.failures[1..].join("; ")
-        )
+        format!(" (and {} more: {})", outcome.failures.len() - 1, outcome.failures[1..].join("; "))
     } else {
         String::new()
     };
@@ -1001,52 +835,22 @@ mod tests {
     use super::*;
 
     fn args(list: &[&str]) -> Result<Config> {
-        Args::try_parse_from(std::iter::once("verify-image").chain(list.iter().copied()))
-            .unwrap()
-            .into_config()
+        Args::try_parse_from(std::iter::once("verify-image").chain(list.iter().copied())).unwrap().into_config()
     }
 
     #[test]
     fn inputs() {
-        let c = args(&[
-            "--image",
-            "app:1",
-            "--smoke",
-            "test -f /a, b\n\nwget -qO- x",
-            "--max-size",
-            "300MiB",
-        ])
-        .unwrap();
+        let c = args(&["--image", "app:1", "--smoke", "test -f /a, b\n\nwget -qO- x", "--max-size", "300MiB"]).unwrap();
         assert_eq!(c.smoke, vec!["test -f /a, b", "wget -qO- x"]);
         assert_eq!(c.max_size, Some(300 << 20));
         assert!(c.project.starts_with("gangplank-verify-"));
         assert_eq!(args(&[]).unwrap_err().exit_code(), 2);
-        assert_eq!(
-            args(&["--image", "a", "--compose-files", "x.yml"])
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
+        assert_eq!(args(&["--image", "a", "--compose-files", "x.yml"]).unwrap_err().exit_code(), 2);
         let e = args(&["--compose-files", "/nonexistent.yml", "--service", "web"]).unwrap_err();
         assert!(e.message.contains("does not exist"));
-        assert_eq!(
-            args(&["--image", "a", "--health-url", "ftp://x"])
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
-        assert_eq!(
-            args(&["--image", "a", "--project-name", "Bad Name"])
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
-        assert_eq!(
-            args(&["--image", "a", "--ports", "80;rm"])
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
+        assert_eq!(args(&["--image", "a", "--health-url", "ftp://x"]).unwrap_err().exit_code(), 2);
+        assert_eq!(args(&["--image", "a", "--project-name", "Bad Name"]).unwrap_err().exit_code(), 2);
+        assert_eq!(args(&["--image", "a", "--ports", "80;rm"]).unwrap_err().exit_code(), 2);
         assert!(Args::try_parse_from(["verify-image", "--timeout", "soon"]).is_err());
     }
 }

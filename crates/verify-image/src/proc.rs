@@ -18,22 +18,14 @@ static SIGNAL: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
 /// Catch SIGINT, SIGTERM and SIGHUP: from now on they only set the flag [`interrupted`] reads.
 pub fn install_signal_flag() {
     let flag = SIGNAL.get_or_init(|| Arc::new(AtomicUsize::new(0)));
-    for sig in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         let _ = signal_hook::flag::register_usize(sig, Arc::clone(flag), sig as usize);
     }
 }
 
 /// The signal received, if any.
 pub fn interrupted() -> Option<i32> {
-    SIGNAL
-        .get()
-        .map(|f| f.load(Ordering::SeqCst))
-        .filter(|s| *s != 0)
-        .map(|s| s as i32)
+    SIGNAL.get().map(|f| f.load(Ordering::SeqCst)).filter(|s| *s != 0).map(|s| s as i32)
 }
 
 /// Sleep up to `d`, waking early when a signal arrives.
@@ -62,11 +54,7 @@ impl Finished {
     }
     /// The last `n` non-blank lines of stderr (or stdout when stderr is empty).
     pub fn tail(&self, n: usize) -> String {
-        let text = if self.stderr.trim().is_empty() {
-            &self.stdout
-        } else {
-            &self.stderr
-        };
+        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
@@ -103,11 +91,7 @@ fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Strin
 pub fn run(cmd: &mut Command, opts: Opts<'_>) -> Result<Finished, RunError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
-        .stdin(if opts.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -118,13 +102,12 @@ pub fn run(cmd: &mut Command, opts: Opts<'_>) -> Result<Finished, RunError> {
     }
     let out = child.stdout.take().map(reader);
     let err = child.stderr.take().map(reader);
-    let collect = |out: Option<std::thread::JoinHandle<String>>,
-                   err: Option<std::thread::JoinHandle<String>>,
-                   status| Finished {
-        status,
-        stdout: out.and_then(|h| h.join().ok()).unwrap_or_default(),
-        stderr: err.and_then(|h| h.join().ok()).unwrap_or_default(),
-    };
+    let collect =
+        |out: Option<std::thread::JoinHandle<String>>, err: Option<std::thread::JoinHandle<String>>, status| Finished {
+            status,
+            stdout: out.and_then(|h| h.join().ok()).unwrap_or_default(),
+            stderr: err.and_then(|h| h.join().ok()).unwrap_or_default(),
+        };
     let mut pause = Duration::from_millis(2);
     loop {
         match child.try_wait() {
@@ -153,10 +136,8 @@ pub fn run(cmd: &mut Command, opts: Opts<'_>) -> Result<Finished, RunError> {
 pub fn on_path(name: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| {
-            std::fs::metadata(d.join(name))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        std::env::split_paths(&p)
+            .any(|d| std::fs::metadata(d.join(name)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
     })
 }
 
@@ -170,10 +151,7 @@ pub enum Compose {
 impl Compose {
     /// Detect compose: `docker compose version` first, then `docker-compose` on PATH.
     pub fn detect() -> Option<Compose> {
-        let v2 = run(
-            Command::new("docker").args(["compose", "version"]),
-            Opts::default(),
-        );
+        let v2 = run(Command::new("docker").args(["compose", "version"]), Opts::default());
         if v2.is_ok_and(|f| f.ok()) {
             return Some(Compose::V2);
         }
@@ -202,20 +180,13 @@ impl Compose {
 
 /// RFC 3339 time, UTC, now.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// The run's URL from the runner's variables, when they are all set.
 pub fn run_url() -> Option<String> {
     let v = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
-    Some(format!(
-        "{}/{}/actions/runs/{}",
-        v("GITHUB_SERVER_URL")?,
-        v("GITHUB_REPOSITORY")?,
-        v("GITHUB_RUN_ID")?
-    ))
+    Some(format!("{}/{}/actions/runs/{}", v("GITHUB_SERVER_URL")?, v("GITHUB_REPOSITORY")?, v("GITHUB_RUN_ID")?))
 }
 
 #[cfg(test)]
@@ -224,38 +195,21 @@ mod tests {
 
     #[test]
     fn runs_with_stdin_and_deadline() {
-        let f = run(
-            &mut Command::new("cat"),
-            Opts {
-                stdin: Some(b"hello"),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let f = run(&mut Command::new("cat"), Opts { stdin: Some(b"hello"), ..Default::default() }).unwrap();
         assert_eq!((f.status, f.stdout.as_str()), (0, "hello"));
         let t = Instant::now();
         let r = run(
             Command::new("sleep").arg("5"),
-            Opts {
-                deadline: Some(Instant::now() + Duration::from_millis(200)),
-                ..Default::default()
-            },
+            Opts { deadline: Some(Instant::now() + Duration::from_millis(200)), ..Default::default() },
         );
         assert!(matches!(r, Err(RunError::TimedOut(_))));
         assert!(t.elapsed() < Duration::from_secs(2));
-        assert!(matches!(
-            run(&mut Command::new("/nonexistent/x"), Opts::default()),
-            Err(RunError::Spawn(..))
-        ));
+        assert!(matches!(run(&mut Command::new("/nonexistent/x"), Opts::default()), Err(RunError::Spawn(..))));
     }
 
     #[test]
     fn tail_prefers_stderr() {
-        let f = Finished {
-            status: 1,
-            stdout: "o".into(),
-            stderr: "a\n\nb\nc\n".into(),
-        };
+        let f = Finished { status: 1, stdout: "o".into(), stderr: "a\n\nb\nc\n".into() };
         assert_eq!(f.tail(2), "b\nc");
     }
 }

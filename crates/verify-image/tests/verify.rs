@@ -51,11 +51,7 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(dir.path().join("compose.yaml"), yaml_for_port(port)).unwrap();
-        Stack {
-            dir,
-            project: unique_name("gpverify"),
-            port,
-        }
+        Stack { dir, project: unique_name("gpverify"), port }
     }
     fn file(&self) -> PathBuf {
         self.dir.path().join("compose.yaml")
@@ -75,38 +71,24 @@ impl Stack {
         self.command(more).output().unwrap()
     }
     fn report(&self) -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("report.json")).unwrap())
-            .unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("report.json")).unwrap()).unwrap()
     }
     fn outputs(&self) -> BTreeMap<String, String> {
         let text = std::fs::read_to_string(self.dir.path().join("output")).unwrap_or_default();
-        gangplank_core::actions::parse_output_file(&text)
-            .unwrap()
-            .into_iter()
-            .collect()
+        gangplank_core::actions::parse_output_file(&text).unwrap().into_iter().collect()
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         // Only reached with leftovers when an assertion failed first; never leave them for other tests.
-        remove_everything(&format!(
-            "label=com.docker.compose.project={}",
-            self.project
-        ));
+        remove_everything(&format!("label=com.docker.compose.project={}", self.project));
     }
 }
 
 fn docker_ids(args: &[&str], filter: &str) -> Vec<String> {
-    let out = scrubbed_command("docker")
-        .args(args)
-        .args(["-q", "--filter", filter])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    let out = scrubbed_command("docker").args(args).args(["-q", "--filter", filter]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
 }
 
 fn remove_everything(filter: &str) {
@@ -124,11 +106,9 @@ fn remove_everything(filter: &str) {
 
 /// No container, network or volume carries the project's label.
 fn assert_nothing_left(filter: &str) {
-    for (what, list) in [
-        ("container", &["ps", "-a"][..]),
-        ("network", &["network", "ls"][..]),
-        ("volume", &["volume", "ls"][..]),
-    ] {
+    for (what, list) in
+        [("container", &["ps", "-a"][..]), ("network", &["network", "ls"][..]), ("volume", &["volume", "ls"][..])]
+    {
         let ids = docker_ids(list, filter);
         assert!(ids.is_empty(), "{what}(s) of {filter} left behind: {ids:?}");
     }
@@ -158,16 +138,9 @@ fn stack_with_a_real_dependency_is_healthy_and_removed_after() {
     assert_eq!(r["status"], "healthy");
     assert_eq!(r["health_url_status"], 200);
     assert_eq!(r["smoke"].as_array().unwrap().len(), 2);
-    let services: Vec<&str> = r["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["service"].as_str().unwrap())
-        .collect();
-    assert!(
-        services.contains(&"app") && services.contains(&"db"),
-        "{services:?}"
-    );
+    let services: Vec<&str> =
+        r["containers"].as_array().unwrap().iter().map(|c| c["service"].as_str().unwrap()).collect();
+    assert!(services.contains(&"app") && services.contains(&"db"), "{services:?}");
     assert_eq!(r["leftovers"].as_array().unwrap().len(), 0);
     assert_nothing_left(&format!("label=com.docker.compose.project={}", st.project));
 }
@@ -175,18 +148,10 @@ fn stack_with_a_real_dependency_is_healthy_and_removed_after() {
 #[test]
 fn failing_smoke_command_is_exit_1_naming_it_with_logs() {
     let st = Stack::new(|p| stack_yaml(p, "/health", 3));
-    let o = st.run(&[
-        "--smoke",
-        "true\ntest -f /usr/lib/libpq.so.5",
-        "--timeout",
-        "60s",
-    ]);
+    let o = st.run(&["--smoke", "true\ntest -f /usr/lib/libpq.so.5", "--timeout", "60s"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(
-        err.contains("smoke command `test -f /usr/lib/libpq.so.5` failed"),
-        "{err}"
-    );
+    assert!(err.contains("smoke command `test -f /usr/lib/libpq.so.5` failed"), "{err}");
     assert!(err.contains("logs of"), "no logs shown:\n{err}");
     assert!(err.contains("hint:"), "{err}");
     assert_eq!(st.outputs()["healthy"], "false");
@@ -215,10 +180,7 @@ fn dependency_never_ready_fails_within_timeout_with_its_logs() {
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(ok.success());
 }
 
@@ -226,30 +188,18 @@ fn sigterm(child: &Child) {
 fn sigterm_mid_run_still_tears_everything_down() {
     let st = Stack::new(|p| stack_yaml(p, "/not-there", 1000));
     let filter = format!("label=com.docker.compose.project={}", st.project);
-    let child = st
-        .command(&["--timeout", "120s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = st.command(&["--timeout", "120s"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Wait until the stack is really up (its containers exist), then interrupt.
     let t = Instant::now();
     while docker_ids(&["ps", "-a"], &filter).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the stack never started"
-        );
+        assert!(t.elapsed() < Duration::from_secs(60), "the stack never started");
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
     sigterm(&child);
     let t = Instant::now();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        t.elapsed() < Duration::from_secs(30),
-        "took {:?} to stop after SIGTERM",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(30), "took {:?} to stop after SIGTERM", t.elapsed());
     assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
     assert!(stderr(&out).contains("tear down"), "{}", stderr(&out));
     assert_eq!(st.report()["status"], "interrupted");
@@ -299,17 +249,8 @@ fn expect_non_root_fails_on_root_and_passes_on_a_user() {
     let port = free_port();
     let ports = format!("127.0.0.1:{port}:8080");
     let url = format!("http://127.0.0.1:{port}/health");
-    let (code, err, report) = verify_single(
-        &nonroot,
-        &[
-            "--expect-non-root",
-            "true",
-            "--ports",
-            &ports,
-            "--health-url",
-            &url,
-        ],
-    );
+    let (code, err, report) =
+        verify_single(&nonroot, &["--expect-non-root", "true", "--ports", &ports, "--health-url", &url]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(report["checks"][0]["name"], "expect-non-root");
     assert_eq!(report["checks"][0]["ok"], true);
@@ -333,10 +274,7 @@ fn unhealthy_single_image_is_exit_1_with_logs() {
     let s = images::samples().unwrap();
     let (code, err, report) = verify_single(&s.broken, &["--timeout", "10s"]);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("not healthy within 10s") && err.contains("unhealthy"),
-        "{err}"
-    );
+    assert!(err.contains("not healthy within 10s") && err.contains("unhealthy"), "{err}");
     assert!(err.contains("logs of"), "{err}");
     assert_eq!(report["healthy"], false);
 }
@@ -345,17 +283,9 @@ fn unhealthy_single_image_is_exit_1_with_logs() {
 fn bad_inputs_are_exit_2_and_start_nothing() {
     let (code, err, _) = verify_single("gangplank-surely-absent:1", &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("gangplank-surely-absent:1") && err.contains("hint:"),
-        "{err}"
-    );
+    assert!(err.contains("gangplank-surely-absent:1") && err.contains("hint:"), "{err}");
     let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"))
-        .args([
-            "--compose-files",
-            "/nonexistent/compose.yaml",
-            "--service",
-            "x",
-        ])
+        .args(["--compose-files", "/nonexistent/compose.yaml", "--service", "x"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
@@ -364,4 +294,22 @@ fn bad_inputs_are_exit_2_and_start_nothing() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn unknown_service_is_exit_2_and_removed() {
+    let st = Stack::new(|p| stack_yaml(p, "/health", 3));
+    let o = st.command(&[]).args(["--service", "nope"]).output().unwrap();
+    // `--service` given twice: clap refuses, nothing starts.
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"))
+        .arg("--compose-files")
+        .arg(st.file())
+        .args(["--service", "nope", "--project-name", &st.project, "--timeout", "30s"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("service `nope` is not in the compose files") && err.contains("app, db"), "{err}");
+    assert_nothing_left(&format!("label=com.docker.compose.project={}", st.project));
 }
