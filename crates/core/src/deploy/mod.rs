@@ -324,6 +324,7 @@ fn new_lock_id() -> String {
 }
 
 /// Take the lock (after `force-unlock` if asked), run `body`, release — also when `body` fails.
+#[allow(clippy::too_many_arguments)]
 fn with_lock<T>(
     exec: &mut dyn Executor,
     app_dir: &str,
@@ -437,6 +438,9 @@ enum HostEnd {
     },
 }
 
+/// A host that passed preflight, with its open connection.
+type Connected = (HostSpec, Box<dyn Executor>, preflight::HostFacts);
+
 /// Everything about the run that does not depend on the host.
 struct Job<'a> {
     cfg: &'a DeployConfig,
@@ -447,10 +451,7 @@ struct Job<'a> {
 
 /// Read local files, check the compose files, connect and preflight every host. Every failure found is
 /// returned at once, as one exit-2 error.
-fn prepare<'c>(
-    cfg: &'c DeployConfig,
-    connect: &mut Connect,
-) -> Result<(Job<'c>, Vec<(HostSpec, Box<dyn Executor>, preflight::HostFacts)>)> {
+fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>, Vec<Connected>)> {
     let mut errs = vec![];
     let (uploads, mut file_errs) = files::collect(&cfg.compose_files, &cfg.files, cfg.env_file.as_deref());
     errs.append(&mut file_errs);
@@ -1055,11 +1056,6 @@ pub fn default_record_file(name: &str) -> PathBuf {
     base.join("gangplank").join(name)
 }
 
-/// The command that makes sure a plain `Cmd` is available to callers that build their own checks.
-pub fn noop() -> Cmd {
-    Cmd::new("true")
-}
-
 /// The end of every run: write the record file, set the outputs, append the summary, and hand back
 /// the error (if any) for the exit code. Nothing here can carry a secret: the record holds tags, hosts
 /// and run metadata only, and the summary goes through the redacting writer.
@@ -1089,5 +1085,184 @@ pub fn publish(out: Outcome, record_file: &std::path::Path, outputs: &[(&str, St
             Some(e) => Err(e),
             None => Ok(()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Output, Recording};
+    use crate::input::HostKeyPolicy;
+    use crate::Secret;
+
+    fn config(dir: &std::path::Path, tag: &str) -> DeployConfig {
+        std::fs::write(dir.join("compose.yaml"), "services:\n  web:\n    image: \"reg/app:${IMAGE_TAG}\"\n").unwrap();
+        DeployConfig {
+            ssh: SshConfig {
+                hosts: vec![HostSpec { user: "deploy".into(), host: "h1".into(), port: 22 }],
+                key: Secret::new("unit-test-key-material"),
+                passphrase: None,
+                host_key: HostKeyPolicy::Insecure,
+                connect_timeout: Duration::from_secs(1),
+                sudo: false,
+            },
+            app: "app".into(),
+            app_dir: "/opt/my app".into(),
+            compose_files: vec![dir.join("compose.yaml")],
+            files: vec![],
+            env_file: None,
+            tag: tag.into(),
+            services: vec![],
+            health_url: None,
+            health_timeout: Duration::from_secs(1),
+            auto_rollback: true,
+            keep_images: 5,
+            lock_timeout: Duration::from_secs(1),
+            force_unlock: false,
+            min_free_disk: 1,
+            preflight_only: false,
+            record_file: dir.join("record.json"),
+            meta: RunMeta::default(),
+        }
+    }
+
+    #[test]
+    fn tags_and_app_names() {
+        for t in ["v1", "3f2a9c1d0e4b", "_x", "A.b-c_d"] {
+            assert!(validate_tag(t, "image-tag").is_ok(), "{t}");
+        }
+        for t in ["", "-v1", ".v1", "v1;id", "a b", "$(id)", &"x".repeat(129)] {
+            assert_eq!(validate_tag(t, "image-tag").unwrap_err().exit_code(), 2, "{t}");
+        }
+        assert!(validate_app_name("my-app_2").is_ok());
+        assert!(validate_app_name("My App").is_err());
+    }
+
+    #[test]
+    fn the_plan_is_data_computed_before_anything_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v2");
+        let plan = Plan::deploy(&cfg, &["compose.yaml".into(), ".env".into()]);
+        assert_eq!(plan.checks, vec![Step::Connect, Step::Preflight]);
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::Lock,
+                Step::ReadState,
+                Step::Upload(vec!["compose.yaml".into(), ".env".into()]),
+                Step::Pull,
+                Step::Up("v2".into()),
+                Step::HealthGate,
+                Step::WriteState,
+                Step::Prune(5),
+                Step::Unlock
+            ]
+        );
+        assert_eq!(
+            plan.on_failure,
+            vec![Step::ShowLogs, Step::RestoreFiles, Step::UpPrevious, Step::WriteState, Step::Unlock]
+        );
+        let text = plan.render();
+        assert!(text.contains("hosts, one at a time: deploy@h1:22"), "{text}");
+        assert!(text.contains("4. read .gangplank/state.json"), "{text}");
+    }
+
+    const RUNNING: &str = r#"[{"Id":"c1","Name":"/app_web_1","Image":"sha256:abc","State":{"Status":"running","Running":true},"Config":{"Labels":{"com.docker.compose.service":"web"}}}]"#;
+
+    #[test]
+    fn a_deploy_runs_the_plan_in_order_over_one_connection() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v2");
+        let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+        let mut connects = 0;
+        struct Shared(Recording, std::rc::Rc<std::cell::RefCell<Vec<String>>>);
+        impl Executor for Shared {
+            fn label(&self) -> &str {
+                self.0.label()
+            }
+            fn sudo(&self) -> bool {
+                false
+            }
+            fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<Output> {
+                let o = self.0.exec(cmd, stdin);
+                self.1.borrow_mut().push(self.0.log.last().unwrap().clone());
+                o
+            }
+        }
+        let state = r#"{"app":"app","current":{"tag":"v1","deployed_at":"t"},"history":[]}"#;
+        let mut connect = |h: &HostSpec| -> Result<Box<dyn Executor>> {
+            connects += 1;
+            let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x 100 1 1048576 1% /\n";
+            let r = Recording::new(&h.to_string(), false)
+                .reply("docker info", Output::ok("/var/lib/docker\n"))
+                .reply("docker compose version", Output::ok("v1\n"))
+                .reply("df -P", Output::ok(df))
+                .reply("echo same", Output::ok("changed\n"))
+                .reply("state.json; if", Output::ok(state))
+                .reply("label=com.docker.compose.project", Output::ok(RUNNING))
+                .reply("image ls", Output::ok("v2\nv1\nv0\n"));
+            Ok(Box::new(Shared(r, log.clone())))
+        };
+        let out = deploy(&cfg, &mut connect);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(connects, 1);
+        assert_eq!(out.record.status, "deployed");
+        assert_eq!(out.record.previous_tag, "v1");
+        let log = log.borrow();
+        let short: Vec<String> = log
+            .iter()
+            .map(|l| {
+                for (needle, name) in [
+                    ("docker info", "docker info"),
+                    ("docker compose version", "detect compose"),
+                    ("df -P", "df"),
+                    ("id -un", "app-dir check"),
+                    ("mkdir -- \"$lock\"", "lock"),
+                    ("state.json; if", "read state"),
+                    ("echo same", "stage"),
+                    ("gangplank-tmp", "upload"),
+                    ("pull --quiet", "pull"),
+                    ("up -d --remove-orphans", "up"),
+                    ("label=com.docker.compose.project", "inspect"),
+                    ("audit.log", "audit"),
+                    ("image ls", "image ls"),
+                    ("image rm", "image rm"),
+                    ("keep=$2", "prune backups"),
+                    ("grep -qF", "unlock"),
+                ] {
+                    if l.contains(needle) {
+                        return name.to_string();
+                    }
+                }
+                l.clone()
+            })
+            .collect();
+        assert_eq!(
+            short,
+            vec![
+                "docker info",
+                "detect compose",
+                "df",
+                "app-dir check",
+                "lock",
+                "read state",
+                "stage",
+                "upload",
+                "pull",
+                "up",
+                "inspect",
+                "upload",
+                "audit",
+                "image ls",
+                "prune backups",
+                "unlock"
+            ],
+            "{log:#?}"
+        );
+        assert!(log.iter().any(|l| l.contains(
+            "cd '/opt/my app' && IMAGE_TAG=v2 docker-compose -p app -f compose.yaml up -d --remove-orphans"
+        )));
+        // keep-images 5 keeps all three tags here; nothing is removed.
+        assert!(!short.contains(&"image rm".to_string()));
     }
 }

@@ -1,0 +1,44 @@
+//! rollback's input checks on the testbed's real sshd. The rollback itself (registry stopped, previous
+//! version serving) is in deploy-remote's story test, which needs both binaries.
+
+use gangplank_testbed::{scrubbed_command, Sshd};
+
+fn run(sshd: &Sshd, app_dir: &str, extra: &[&str]) -> (i32, String) {
+    let out = scrubbed_command(env!("CARGO_BIN_EXE_rollback"))
+        .arg("--host")
+        .arg(sshd.host_spec())
+        .arg(format!("--ssh-key={}", sshd.client_key))
+        .arg("--known-hosts")
+        .arg(&sshd.known_hosts)
+        .args(["--app-name", "rb-test", "--app-dir", app_dir, "--record-file"])
+        .arg(format!("{app_dir}.record.json"))
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_bad_to_tag_is_refused_before_any_connection() {
+    let sshd = Sshd::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    for tag in ["v1;id", "$(id)", "-x", "a b"] {
+        let (code, err) = run(&sshd, app.to_str().unwrap(), &[&format!("--to-tag={tag}")]);
+        assert_eq!(code, 2, "{tag}: {err}");
+        assert!(err.contains("to-tag") && err.contains("hint:"), "{err}");
+    }
+    assert_eq!(sshd.connections(), 0);
+}
+
+#[test]
+fn nothing_to_roll_back_to_is_a_bad_input_with_a_hint() {
+    let sshd = Sshd::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    let (code, err) = run(&sshd, app.to_str().unwrap(), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no previous tag") && err.contains("hint: pass `to-tag`"), "{err}");
+    assert!(!app.join(".gangplank/lock").exists(), "lock released");
+    assert_eq!(sshd.connections(), 1);
+}
