@@ -26,7 +26,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::actions::{group, info, warning};
-use crate::cmd::Cmd;
 use crate::compose::{self, Flavor, Project};
 use crate::error::{combine, Error, Result};
 use crate::exec::Executor;
@@ -1091,6 +1090,7 @@ pub fn publish(out: Outcome, record_file: &std::path::Path, outputs: &[(&str, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::Cmd;
     use crate::exec::{Output, Recording};
     use crate::input::HostKeyPolicy;
     use crate::Secret;
