@@ -187,7 +187,9 @@ if [[ ! -f $cache/$archive || $(hash_file "$cache/$archive") != "$expected" ]]; 
     mv -f "$tmp" "$cache/$archive"
 fi
 
-dest=$(mktemp -d "${RUNNER_TEMP:-${TMPDIR:-/tmp}}/gangplank-bin.XXXXXX")
+tmp_base=${RUNNER_TEMP:-${TMPDIR:-/tmp}}
+mkdir -p "$tmp_base"
+dest=$(mktemp -d "$tmp_base/gangplank-bin.XXXXXX")
 tar -xzf "$cache/$archive" -C "$dest"
 exe=$dest/gangplank-$version-$target/$bin
 [[ -f $exe && ! -L $exe ]] || die "$archive has no $bin at gangplank-$version-$target/$bin"
