@@ -17,17 +17,9 @@ use gangplank_testbed::{find_program, scrubbed_command};
 
 const VERSION: &str = "1.2.3";
 const TARGET: &str = "x86_64-unknown-linux-gnu";
-const BINARIES: [&str; 5] = [
-    "sync-secrets",
-    "verify-image",
-    "push-registry",
-    "deploy-remote",
-    "rollback",
-];
+const BINARIES: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
 /// What install.sh may use besides a hasher.
-const TOOLS: [&str; 10] = [
-    "bash", "curl", "tar", "gzip", "mktemp", "mkdir", "rm", "chmod", "mv", "cp",
-];
+const TOOLS: [&str; 10] = ["bash", "curl", "tar", "gzip", "mktemp", "mkdir", "rm", "chmod", "mv", "cp"];
 
 fn archive_name() -> String {
     format!("gangplank-{VERSION}-{TARGET}.tar.gz")
@@ -59,12 +51,7 @@ fn serve(root: PathBuf) -> Server {
                 }
             }
             counter.fetch_add(1, Ordering::SeqCst);
-            let path = request
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("/")
-                .trim_start_matches('/')
-                .to_string();
+            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
             let file = root.join(&path);
             let response = match std::fs::read(&file) {
                 Ok(body) if !path.contains("..") => {
@@ -76,8 +63,7 @@ fn serve(root: PathBuf) -> Server {
                     r.extend_from_slice(&body);
                     r
                 }
-                _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_vec(),
+                _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
             };
             let _ = stream.write_all(&response);
         }
@@ -107,11 +93,7 @@ impl Case {
         std::fs::create_dir_all(&folder).unwrap();
         for bin in BINARIES {
             let p = folder.join(bin);
-            std::fs::write(
-                &p,
-                format!("#!/bin/sh\necho \"stand-in {bin} {VERSION}\"\n"),
-            )
-            .unwrap();
+            std::fs::write(&p, format!("#!/bin/sh\necho \"stand-in {bin} {VERSION}\"\n")).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let served = tmp.path().join("served");
@@ -126,20 +108,11 @@ impl Case {
             .status()
             .unwrap();
         assert!(status.success());
-        Case {
-            tmp,
-            script,
-            served,
-            good_archive,
-        }
+        Case { tmp, script, served, good_archive }
     }
 
     fn serve_archive(&self, bytes: &[u8]) {
-        std::fs::write(
-            self.served.join(format!("v{VERSION}")).join(archive_name()),
-            bytes,
-        )
-        .unwrap();
+        std::fs::write(self.served.join(format!("v{VERSION}")).join(archive_name()), bytes).unwrap();
     }
 
     fn write_checksums(&self, body: &str) {
@@ -153,10 +126,7 @@ impl Case {
 
     /// A directory of symlinks to exactly the tools install.sh may use, with or without the hashers.
     fn tools(&self, with_hasher: bool) -> PathBuf {
-        let dir = self
-            .tmp
-            .path()
-            .join(if with_hasher { "tools" } else { "tools-nohash" });
+        let dir = self.tmp.path().join(if with_hasher { "tools" } else { "tools-nohash" });
         if dir.exists() {
             return dir;
         }
@@ -166,8 +136,7 @@ impl Case {
             names.push("sha256sum");
         }
         for name in names {
-            let target =
-                find_program(name).unwrap_or_else(|| panic!("`{name}` is needed by this test"));
+            let target = find_program(name).unwrap_or_else(|| panic!("`{name}` is needed by this test"));
             std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
         }
         dir
@@ -201,9 +170,7 @@ impl Case {
     /// Binaries extracted anywhere under the runner's temp directory.
     fn extracted(&self) -> bool {
         let rt = self.tmp.path().join("runner-temp");
-        std::fs::read_dir(rt)
-            .map(|d| d.count() > 0)
-            .unwrap_or(false)
+        std::fs::read_dir(rt).map(|d| d.count() > 0).unwrap_or(false)
     }
 }
 
@@ -211,16 +178,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
     // sha256sum is a test prerequisite anyway (the good case needs a hasher); no crypto crate for one digest.
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), bytes).unwrap();
-    let out = std::process::Command::new("sha256sum")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    let out = std::process::Command::new("sha256sum").arg(tmp.path()).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
 fn stderr(out: &Output) -> String {
@@ -234,41 +193,21 @@ fn good_archive_installs_and_is_cached() {
     case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
     let server = serve(case.served.clone());
     let tools = case.tools(true);
-    let env = [
-        ("GANGPLANK_ACTION_REF", "v1.2.3"),
-        ("GANGPLANK_DOWNLOAD_URL", server.url.as_str()),
-    ];
+    let env = [("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", server.url.as_str())];
 
     let (out, outputs) = case.run(&tools, &env);
     assert!(out.status.success(), "install failed: {}", stderr(&out));
-    let path = outputs
-        .strip_prefix("path=")
-        .expect("a path= output")
-        .trim();
-    assert!(
-        path.ends_with(&format!("gangplank-{VERSION}-{TARGET}/deploy-remote")),
-        "{path}"
-    );
+    let path = outputs.strip_prefix("path=").expect("a path= output").trim();
+    assert!(path.ends_with(&format!("gangplank-{VERSION}-{TARGET}/deploy-remote")), "{path}");
     let ran = std::process::Command::new(path).output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&ran.stdout).trim(),
-        "stand-in deploy-remote 1.2.3"
-    );
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "stand-in deploy-remote 1.2.3");
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
 
     // Second run: the verified archive comes from the tool cache, checked again, not downloaded again.
     let (out, outputs) = case.run(&tools, &env);
-    assert!(
-        out.status.success(),
-        "cached install failed: {}",
-        stderr(&out)
-    );
+    assert!(out.status.success(), "cached install failed: {}", stderr(&out));
     assert!(outputs.starts_with("path="));
-    assert_eq!(
-        server.hits.load(Ordering::SeqCst),
-        1,
-        "served from the cache"
-    );
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "served from the cache");
 }
 
 #[test]
@@ -278,13 +217,8 @@ fn a_release_commit_pinned_by_sha_takes_its_version_from_checksums() {
     case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
     let server = serve(case.served.clone());
     let sha = "0123456789abcdef0123456789abcdef01234567";
-    let (out, outputs) = case.run(
-        &case.tools(true),
-        &[
-            ("GANGPLANK_ACTION_REF", sha),
-            ("GANGPLANK_DOWNLOAD_URL", &server.url),
-        ],
-    );
+    let (out, outputs) =
+        case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", sha), ("GANGPLANK_DOWNLOAD_URL", &server.url)]);
     assert!(out.status.success(), "install failed: {}", stderr(&out));
     assert!(outputs.starts_with("path="), "{outputs}");
 }
@@ -298,19 +232,10 @@ fn tampered_archive_is_refused() {
     case.serve_archive(&bytes);
     case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
     let server = serve(case.served.clone());
-    let (out, outputs) = case.run(
-        &case.tools(true),
-        &[
-            ("GANGPLANK_ACTION_REF", "v1.2.3"),
-            ("GANGPLANK_DOWNLOAD_URL", &server.url),
-        ],
-    );
+    let (out, outputs) =
+        case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", &server.url)]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("checksum mismatch"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("checksum mismatch"), "{}", stderr(&out));
     assert_eq!(outputs, "", "no path output");
     assert!(!case.extracted(), "nothing extracted");
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
@@ -321,18 +246,10 @@ fn missing_checksum_is_refused_before_downloading() {
     let case = Case::new();
     case.serve_archive(&std::fs::read(&case.good_archive).unwrap());
     // A digest for another target only.
-    case.write_checksums(&format!(
-        "{}  gangplank-{VERSION}-aarch64-apple-darwin.tar.gz\n",
-        case.good_sum()
-    ));
+    case.write_checksums(&format!("{}  gangplank-{VERSION}-aarch64-apple-darwin.tar.gz\n", case.good_sum()));
     let server = serve(case.served.clone());
-    let (out, outputs) = case.run(
-        &case.tools(true),
-        &[
-            ("GANGPLANK_ACTION_REF", "v1.2.3"),
-            ("GANGPLANK_DOWNLOAD_URL", &server.url),
-        ],
-    );
+    let (out, outputs) =
+        case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", &server.url)]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no SHA-256"), "{}", stderr(&out));
     assert_eq!(outputs, "");
@@ -340,13 +257,8 @@ fn missing_checksum_is_refused_before_downloading() {
 
     // And an empty manifest at a release tag is refused too, never a silent build from source.
     case.write_checksums("");
-    let (out, _) = case.run(
-        &case.tools(true),
-        &[
-            ("GANGPLANK_ACTION_REF", "v1.2.3"),
-            ("GANGPLANK_DOWNLOAD_URL", &server.url),
-        ],
-    );
+    let (out, _) =
+        case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", &server.url)]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no SHA-256"), "{}", stderr(&out));
 }
@@ -357,19 +269,10 @@ fn no_hasher_is_refused_before_downloading() {
     case.serve_archive(&std::fs::read(&case.good_archive).unwrap());
     case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
     let server = serve(case.served.clone());
-    let (out, outputs) = case.run(
-        &case.tools(false),
-        &[
-            ("GANGPLANK_ACTION_REF", "v1.2.3"),
-            ("GANGPLANK_DOWNLOAD_URL", &server.url),
-        ],
-    );
+    let (out, outputs) =
+        case.run(&case.tools(false), &[("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", &server.url)]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("neither sha256sum nor shasum"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("neither sha256sum nor shasum"), "{}", stderr(&out));
     assert_eq!(outputs, "");
     assert_eq!(server.hits.load(Ordering::SeqCst), 0, "nothing downloaded");
 }
@@ -381,17 +284,10 @@ fn plain_http_to_a_host_off_this_machine_is_refused() {
     // Refused before any connection is attempted: the URL is never contacted.
     let (out, _) = case.run(
         &case.tools(true),
-        &[
-            ("GANGPLANK_ACTION_REF", "v1.2.3"),
-            ("GANGPLANK_DOWNLOAD_URL", "http://downloads.example.invalid"),
-        ],
+        &[("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", "http://downloads.example.invalid")],
     );
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("only https is allowed"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("only https is allowed"), "{}", stderr(&out));
 }
 
 #[test]
@@ -400,11 +296,7 @@ fn an_unreleased_ref_builds_from_source_and_says_so_without_cargo() {
     case.write_checksums("");
     let (out, outputs) = case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", "main")]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("cargo is not installed"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cargo is not installed"), "{}", stderr(&out));
     assert_eq!(outputs, "");
 }
 
@@ -416,10 +308,81 @@ fn a_preinstalled_binary_is_used_as_it_is() {
     let bin = bin_dir.join("deploy-remote");
     std::fs::write(&bin, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (out, outputs) = case.run(
-        &case.tools(true),
-        &[("GANGPLANK_BIN_DIR", bin_dir.to_str().unwrap())],
-    );
+    let (out, outputs) = case.run(&case.tools(true), &[("GANGPLANK_BIN_DIR", bin_dir.to_str().unwrap())]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(outputs.trim(), format!("path={}", bin.display()));
+}
+
+/// A stand-in `cargo` that records its arguments and "builds" the binary where cargo would put it.
+fn fake_cargo(case: &Case) -> (PathBuf, PathBuf) {
+    let dir = case.tmp.path().join("fake-cargo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = case.tmp.path().join("cargo-args");
+    let cargo = dir.join("cargo");
+    std::fs::write(
+        &cargo,
+        format!(
+            "#!/bin/bash\nprintf '%s\\n' \"$@\" >{log}\nmkdir -p \"$CARGO_TARGET_DIR/release\"\n\
+             printf '#!/bin/sh\\necho built\\n' >\"$CARGO_TARGET_DIR/release/deploy-remote\"\n\
+             chmod +x \"$CARGO_TARGET_DIR/release/deploy-remote\"\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The checkout the action runs from has a workspace manifest.
+    std::fs::write(case.script.parent().unwrap().parent().unwrap().join("Cargo.toml"), "[workspace]\n").unwrap();
+    (dir, log)
+}
+
+#[test]
+fn an_unreleased_ref_builds_with_cargo_locked_into_the_tool_cache() {
+    let case = Case::new();
+    case.write_checksums("");
+    let (cargo_dir, log) = fake_cargo(&case);
+    let path = format!("{}:{}", cargo_dir.display(), case.tools(true).display());
+    let (out, outputs) = case.run(Path::new(&path), &[("GANGPLANK_ACTION_REF", "main")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let args = std::fs::read_to_string(&log).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    let root = case.script.parent().unwrap().parent().unwrap();
+    assert_eq!(
+        args,
+        [
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--manifest-path",
+            &root.join("Cargo.toml").display().to_string(),
+            "-p",
+            "deploy-remote"
+        ]
+    );
+    let cache = case.tmp.path().join("tool-cache");
+    let installed = outputs.strip_prefix("path=").unwrap().trim();
+    assert!(Path::new(installed).starts_with(&cache), "{installed} is under RUNNER_TOOL_CACHE");
+    let ran = std::process::Command::new(installed).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "built");
+}
+
+#[test]
+fn a_checkout_of_the_repository_builds_from_source_even_at_a_release_tag() {
+    let case = Case::new();
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    let (cargo_dir, log) = fake_cargo(&case);
+    let path = format!("{}:{}", cargo_dir.display(), case.tools(true).display());
+    let workspace = case.tmp.path().to_str().unwrap().to_string();
+    let action_path = case.script.parent().unwrap().join("deploy-remote");
+    let (out, outputs) = case.run(
+        Path::new(&path),
+        &[
+            ("GANGPLANK_ACTION_REF", "v1.2.3"),
+            ("GITHUB_WORKSPACE", &workspace),
+            ("GANGPLANK_ACTION_PATH", action_path.to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(log.exists(), "cargo ran");
+    assert!(outputs.starts_with("path="));
 }
