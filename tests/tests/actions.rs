@@ -115,14 +115,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("remote-env-path", None),
                 ("keep-backups", Some("10")),
             ];
-            outputs = &[
-                "created",
-                "updated",
-                "deleted",
-                "unchanged",
-                "invalid",
-                "plan-file",
-            ];
+            outputs = &["created", "updated", "deleted", "unchanged", "invalid", "plan-file"];
         }
         other => panic!("no contract for {other}"),
     }
@@ -130,13 +123,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
     (inputs, outputs.to_vec())
 }
 
-const ACTIONS: [&str; 5] = [
-    "sync-secrets",
-    "verify-image",
-    "push-registry",
-    "deploy-remote",
-    "rollback",
-];
+const ACTIONS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -186,10 +173,7 @@ struct Step {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn load(name: &str) -> Action {
@@ -212,10 +196,7 @@ fn every_action_has_the_contracts_inputs_outputs_and_shape() {
     for name in ACTIONS {
         let action = load(name);
         let (inputs, outputs) = contract(name);
-        assert!(
-            !action.name.is_empty() && !action.description.is_empty(),
-            "{name}: name and description"
-        );
+        assert!(!action.name.is_empty() && !action.description.is_empty(), "{name}: name and description");
         assert!(!action.branding.icon.is_empty(), "{name}: branding");
 
         let want: BTreeSet<&str> = inputs.iter().map(|(n, _)| *n).collect();
@@ -223,26 +204,12 @@ fn every_action_has_the_contracts_inputs_outputs_and_shape() {
         assert_eq!(got, want, "{name}: inputs differ from the contract");
         for (input, default) in &inputs {
             let spec = &action.inputs[*input];
-            assert!(
-                !spec.description.trim().is_empty(),
-                "{name}: `{input}` has no description"
-            );
-            assert!(
-                !spec.description.contains('\n'),
-                "{name}: `{input}` description is one line"
-            );
-            assert_eq!(
-                spec.default.as_deref(),
-                *default,
-                "{name}: default of `{input}`"
-            );
+            assert!(!spec.description.trim().is_empty(), "{name}: `{input}` has no description");
+            assert!(!spec.description.contains('\n'), "{name}: `{input}` description is one line");
+            assert_eq!(spec.default.as_deref(), *default, "{name}: default of `{input}`");
         }
-        let required: BTreeSet<&str> = action
-            .inputs
-            .iter()
-            .filter(|(_, i)| i.required)
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let required: BTreeSet<&str> =
+            action.inputs.iter().filter(|(_, i)| i.required).map(|(n, _)| n.as_str()).collect();
         let want_required: BTreeSet<&str> = match name {
             "deploy-remote" => ["host", "ssh-key", "image-tag"].into(),
             "rollback" => ["host", "ssh-key"].into(),
@@ -254,45 +221,19 @@ fn every_action_has_the_contracts_inputs_outputs_and_shape() {
         let got: BTreeSet<&str> = action.outputs.keys().map(String::as_str).collect();
         assert_eq!(got, want, "{name}: outputs differ from the contract");
         for (output, spec) in &action.outputs {
-            assert_eq!(
-                spec.value,
-                format!("${{{{ steps.run.outputs.{output} }}}}"),
-                "{name}: output {output}"
-            );
+            assert_eq!(spec.value, format!("${{{{ steps.run.outputs.{output} }}}}"), "{name}: output {output}");
         }
 
         assert_eq!(action.runs.using, "composite", "{name}");
-        let ids: Vec<_> = action
-            .runs
-            .steps
-            .iter()
-            .map(|s| s.id.as_deref().unwrap_or(""))
-            .collect();
-        assert_eq!(
-            ids,
-            ["install", "run"],
-            "{name}: the install step, then the run step"
-        );
+        let ids: Vec<_> = action.runs.steps.iter().map(|s| s.id.as_deref().unwrap_or("")).collect();
+        assert_eq!(ids, ["install", "run"], "{name}: the install step, then the run step");
         for step in &action.runs.steps {
-            assert!(
-                step.uses.is_none(),
-                "{name}: no third-party action inside the shim"
-            );
+            assert!(step.uses.is_none(), "{name}: no third-party action inside the shim");
             assert_eq!(step.shell.as_deref(), Some("bash"), "{name}");
             let run = step.run.as_deref().unwrap_or_default();
-            assert!(
-                !run.contains("${{"),
-                "{name}: `${{{{ }}}}` inside run: {run:?}"
-            );
+            assert!(!run.contains("${{"), "{name}: `${{{{ }}}}` inside run: {run:?}");
         }
-        assert!(
-            action.runs.steps[0]
-                .run
-                .as_deref()
-                .unwrap()
-                .contains("install.sh"),
-            "{name}"
-        );
+        assert!(action.runs.steps[0].run.as_deref().unwrap().contains("install.sh"), "{name}");
 
         // Inputs reach the binary only through the run step's env, each under its INPUT_ name.
         let env = &action.runs.steps[1].env;
@@ -312,11 +253,7 @@ fn every_action_has_the_contracts_inputs_outputs_and_shape() {
 fn every_input_reaches_the_binary_and_every_output_comes_back() {
     for name in ACTIONS {
         let action = load(name);
-        let given: BTreeMap<String, String> = action
-            .inputs
-            .keys()
-            .map(|k| (k.clone(), tricky(k)))
-            .collect();
+        let given: BTreeMap<String, String> = action.inputs.keys().map(|k| (k.clone(), tricky(k))).collect();
         let run = run_action(name, &action, &given);
         for input in action.inputs.keys() {
             assert_eq!(
@@ -334,11 +271,7 @@ fn every_input_reaches_the_binary_and_every_output_comes_back() {
             .collect();
         assert!(extra.is_empty(), "{name}: unexpected {extra:?}");
         for output in action.outputs.keys() {
-            assert_eq!(
-                run.outputs.get(output),
-                Some(&output_value(output)),
-                "{name}: output `{output}`"
-            );
+            assert_eq!(run.outputs.get(output), Some(&output_value(output)), "{name}: output `{output}`");
         }
     }
 }
@@ -382,10 +315,7 @@ fn run_action(name: &str, action: &Action, given: &BTreeMap<String, String>) -> 
     let outputs_file = tmp.path().join("outputs.txt");
     let mut outs = String::new();
     for output in action.outputs.keys() {
-        outs.push_str(&format!(
-            "{output}<<GP_DELIM_7f3a\n{}\nGP_DELIM_7f3a\n",
-            output_value(output)
-        ));
+        outs.push_str(&format!("{output}<<GP_DELIM_7f3a\n{}\nGP_DELIM_7f3a\n", output_value(output)));
     }
     std::fs::write(&outputs_file, outs).unwrap();
     let stand_in = bin_dir.join(name);
@@ -401,11 +331,7 @@ fn run_action(name: &str, action: &Action, given: &BTreeMap<String, String>) -> 
         .inputs
         .iter()
         .map(|(k, v)| {
-            let value = given
-                .get(k)
-                .cloned()
-                .or_else(|| v.default.clone())
-                .unwrap_or_default();
+            let value = given.get(k).cloned().or_else(|| v.default.clone()).unwrap_or_default();
             (k.clone(), value)
         })
         .collect();
@@ -419,9 +345,7 @@ fn run_action(name: &str, action: &Action, given: &BTreeMap<String, String>) -> 
         std::fs::write(&output_file, "").unwrap();
 
         let mut cmd = scrubbed_command("bash");
-        cmd.args(["--noprofile", "--norc", "-eo", "pipefail"])
-            .arg(&script)
-            .current_dir(tmp.path());
+        cmd.args(["--noprofile", "--norc", "-eo", "pipefail"]).arg(&script).current_dir(tmp.path());
         // The job's environment: the stand-in first on PATH, and the install knob pointing at it.
         let path = std::env::var("PATH").unwrap_or_default();
         cmd.env("PATH", format!("{}:{path}", bin_dir.display()))
@@ -451,8 +375,7 @@ fn run_action(name: &str, action: &Action, given: &BTreeMap<String, String>) -> 
         Some(stand_in.clone()),
         "{name}: install.sh reported the stand-in (GANGPLANK_BIN_DIR)"
     );
-    let raw =
-        std::fs::read(&record).unwrap_or_else(|_| panic!("{name}: the stand-in binary never ran"));
+    let raw = std::fs::read(&record).unwrap_or_else(|_| panic!("{name}: the stand-in binary never ran"));
     let env = raw
         .split(|b| *b == 0)
         .filter(|e| !e.is_empty())
@@ -462,16 +385,8 @@ fn run_action(name: &str, action: &Action, given: &BTreeMap<String, String>) -> 
             Some((k.to_string(), v.to_string()))
         })
         .collect();
-    let outputs = action
-        .outputs
-        .iter()
-        .map(|(k, o)| {
-            (
-                k.clone(),
-                eval(&o.value, &inputs, &action_dir, &step_outputs),
-            )
-        })
-        .collect();
+    let outputs =
+        action.outputs.iter().map(|(k, o)| (k.clone(), eval(&o.value, &inputs, &action_dir, &step_outputs))).collect();
     Ran { env, outputs }
 }
 
@@ -490,23 +405,14 @@ fn eval(
         let end = rest[start..].find("}}").expect("unterminated expression") + start;
         let expr = rest[start + 3..end].trim();
         let value = if let Some(input) = expr.strip_prefix("inputs.") {
-            inputs
-                .get(input)
-                .cloned()
-                .unwrap_or_else(|| panic!("unknown input {input}"))
+            inputs.get(input).cloned().unwrap_or_else(|| panic!("unknown input {input}"))
         } else if expr == "github.action_path" {
             action_dir.display().to_string()
         } else if expr == "github.action_ref" {
             String::new()
         } else if let Some(path) = expr.strip_prefix("steps.") {
-            let (id, output) = path
-                .split_once(".outputs.")
-                .expect("steps.<id>.outputs.<name>");
-            steps
-                .get(id)
-                .and_then(|o| o.get(output))
-                .cloned()
-                .unwrap_or_default()
+            let (id, output) = path.split_once(".outputs.").expect("steps.<id>.outputs.<name>");
+            steps.get(id).and_then(|o| o.get(output)).cloned().unwrap_or_default()
         } else {
             panic!("the test does not evaluate `{expr}`");
         };
@@ -546,9 +452,7 @@ fn chmod_x(path: &Path) {
 #[test]
 fn output_file_parser_reads_both_forms() {
     let got = parse_output_file("a=1\nb<<EOF\nx\ny\nEOF\nc=\n");
-    let want: BTreeMap<String, String> = [("a", "1"), ("b", "x\ny"), ("c", "")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let want: BTreeMap<String, String> =
+        [("a", "1"), ("b", "x\ny"), ("c", "")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(got, want);
 }

@@ -11,17 +11,12 @@ use serde_json::Value;
 const INSTALL_HINT: &str = "pip install zizmor check-jsonschema";
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn tool(name: &str) -> PathBuf {
     find_program(name).unwrap_or_else(|| {
-        panic!(
-            "`{name}` is not installed; install it with `{INSTALL_HINT}` (the test command does)"
-        )
+        panic!("`{name}` is not installed; install it with `{INSTALL_HINT}` (the test command does)")
     })
 }
 
@@ -37,34 +32,20 @@ fn yml_files(dir: &Path) -> Vec<PathBuf> {
 
 fn workflows() -> Vec<PathBuf> {
     let mut all = yml_files(&root().join(".github/workflows"));
-    all.extend(yml_files(
-        &root().join("examples/compose-app/.github/workflows"),
-    ));
+    all.extend(yml_files(&root().join("examples/compose-app/.github/workflows")));
     all
 }
 
 fn action_ymls() -> Vec<PathBuf> {
-    [
-        "sync-secrets",
-        "verify-image",
-        "push-registry",
-        "deploy-remote",
-        "rollback",
-    ]
-    .iter()
-    .map(|n| root().join("actions").join(n).join("action.yml"))
-    .collect()
+    ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"]
+        .iter()
+        .map(|n| root().join("actions").join(n).join("action.yml"))
+        .collect()
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -72,39 +53,24 @@ fn run(cmd: &mut Command) -> (bool, String) {
 fn zizmor_finds_nothing() {
     let zizmor = tool("zizmor");
     // The repository: its workflows and the five action.yml files.
-    let (ok, text) = run(scrubbed_command(&zizmor)
-        .args(["--offline", "--no-progress", "."])
-        .current_dir(root()));
-    assert!(
-        ok && text.contains("No findings"),
-        "zizmor over the repository:\n{text}"
-    );
+    let (ok, text) = run(scrubbed_command(&zizmor).args(["--offline", "--no-progress", "."]).current_dir(root()));
+    assert!(ok && text.contains("No findings"), "zizmor over the repository:\n{text}");
     // The example app is a repository of its own, with its own zizmor policy.
     let (ok, text) = run(scrubbed_command(&zizmor)
-        .args([
-            "--offline",
-            "--no-progress",
-            "--config",
-            "examples/compose-app/.github/zizmor.yml",
-        ])
+        .args(["--offline", "--no-progress", "--config", "examples/compose-app/.github/zizmor.yml"])
         .arg("examples/compose-app")
         .current_dir(root()));
-    assert!(
-        ok && text.contains("No findings"),
-        "zizmor over examples/compose-app:\n{text}"
-    );
+    assert!(ok && text.contains("No findings"), "zizmor over examples/compose-app:\n{text}");
 }
 
 #[test]
 fn workflows_and_actions_match_githubs_schemas() {
     let check = tool("check-jsonschema");
-    let (ok, text) = run(scrubbed_command(&check)
-        .args(["--builtin-schema", "vendor.github-workflows"])
-        .args(workflows()));
+    let (ok, text) =
+        run(scrubbed_command(&check).args(["--builtin-schema", "vendor.github-workflows"]).args(workflows()));
     assert!(ok, "check-jsonschema (workflows):\n{text}");
-    let (ok, text) = run(scrubbed_command(&check)
-        .args(["--builtin-schema", "vendor.github-actions"])
-        .args(action_ymls()));
+    let (ok, text) =
+        run(scrubbed_command(&check).args(["--builtin-schema", "vendor.github-actions"]).args(action_ymls()));
     assert!(ok, "check-jsonschema (actions):\n{text}");
 }
 
@@ -128,50 +94,28 @@ fn workflows_follow_the_pipeline_rules() {
     for path in workflows() {
         let name = path.strip_prefix(root()).unwrap().display().to_string();
         let wf = load(&path);
-        assert_eq!(
-            wf["permissions"],
-            serde_json::json!({}),
-            "{name}: top-level permissions are empty"
-        );
+        assert_eq!(wf["permissions"], serde_json::json!({}), "{name}: top-level permissions are empty");
         for (job_name, job) in wf["jobs"].as_object().unwrap() {
-            assert!(
-                job.get("permissions").is_some(),
-                "{name}: job {job_name} states its permissions"
-            );
-            assert!(
-                job.get("timeout-minutes").is_some(),
-                "{name}: job {job_name} has a timeout"
-            );
+            assert!(job.get("permissions").is_some(), "{name}: job {job_name} states its permissions");
+            assert!(job.get("timeout-minutes").is_some(), "{name}: job {job_name} has a timeout");
         }
         for step in steps(&wf) {
             if let Some(run) = step["run"].as_str() {
-                assert!(
-                    !run.contains("${{"),
-                    "{name}: `${{{{ }}}}` inside run: {run:?}"
-                );
+                assert!(!run.contains("${{"), "{name}: `${{{{ }}}}` inside run: {run:?}");
             }
             let Some(uses) = step["uses"].as_str() else {
                 continue;
             };
-            if uses.starts_with("$/")
-                || uses.starts_with("./")
-                || uses.starts_with("gangplank-dev/gangplank/")
-            {
+            if uses.starts_with("$/") || uses.starts_with("./") || uses.starts_with("gangplank-dev/gangplank/") {
                 continue;
             }
-            let (_, reference) = uses
-                .split_once('@')
-                .unwrap_or_else(|| panic!("{name}: {uses} is unpinned"));
+            let (_, reference) = uses.split_once('@').unwrap_or_else(|| panic!("{name}: {uses} is unpinned"));
             assert!(
                 reference.len() == 40 && reference.chars().all(|c| c.is_ascii_hexdigit()),
                 "{name}: {uses} is not pinned by a full commit SHA"
             );
             if uses.starts_with("actions/checkout@") {
-                assert_eq!(
-                    step["with"]["persist-credentials"],
-                    Value::Bool(false),
-                    "{name}: {uses}"
-                );
+                assert_eq!(step["with"]["persist-credentials"], Value::Bool(false), "{name}: {uses}");
             }
         }
     }
@@ -180,24 +124,14 @@ fn workflows_follow_the_pipeline_rules() {
 #[test]
 fn the_deploy_pipeline_has_its_shape() {
     let wf = load(&root().join(".github/workflows/deploy.yml"));
-    assert_eq!(
-        wf["concurrency"]["cancel-in-progress"],
-        Value::Bool(false),
-        "a running deploy is never cancelled"
-    );
+    assert_eq!(wf["concurrency"]["cancel-in-progress"], Value::Bool(false), "a running deploy is never cancelled");
     let dispatch = &wf["on"]["workflow_dispatch"]["inputs"];
     for input in ["tag", "emergency", "confirm"] {
-        assert!(
-            dispatch.get(input).is_some(),
-            "workflow_dispatch input {input}"
-        );
+        assert!(dispatch.get(input).is_some(), "workflow_dispatch input {input}");
     }
     let jobs = wf["jobs"].as_object().unwrap();
     // The guard runs first: it needs nothing, and the chain below starts from it.
-    assert!(
-        jobs["guard"].get("needs").is_none(),
-        "the emergency confirmation is checked first"
-    );
+    assert!(jobs["guard"].get("needs").is_none(), "the emergency confirmation is checked first");
     let needs = |job: &str| -> Vec<String> {
         match &jobs[job]["needs"] {
             Value::String(s) => vec![s.clone()],
@@ -211,41 +145,17 @@ fn the_deploy_pipeline_has_its_shape() {
     assert!(needs("deploy").contains(&"secrets".to_string()));
     assert!(needs("rollback").contains(&"deploy".to_string()));
     let rollback_if = jobs["rollback"]["if"].as_str().unwrap();
-    assert!(
-        rollback_if.contains("needs.deploy.result == 'failure'"),
-        "{rollback_if}"
-    );
+    assert!(rollback_if.contains("needs.deploy.result == 'failure'"), "{rollback_if}");
     let guard = jobs["guard"]["steps"][0]["run"].as_str().unwrap();
-    assert!(
-        guard.contains("DEPLOY"),
-        "the guard checks confirm = DEPLOY"
-    );
+    assert!(guard.contains("DEPLOY"), "the guard checks confirm = DEPLOY");
 
-    let uses: Vec<&str> = steps(&wf)
-        .iter()
-        .filter_map(|s| s["uses"].as_str())
-        .collect();
-    for action in [
-        "push-registry",
-        "verify-image",
-        "sync-secrets",
-        "deploy-remote",
-        "rollback",
-    ] {
-        assert!(
-            uses.contains(&format!("$/actions/{action}").as_str()),
-            "deploy.yml uses {action}"
-        );
+    let uses: Vec<&str> = steps(&wf).iter().filter_map(|s| s["uses"].as_str()).collect();
+    for action in ["push-registry", "verify-image", "sync-secrets", "deploy-remote", "rollback"] {
+        assert!(uses.contains(&format!("$/actions/{action}").as_str()), "deploy.yml uses {action}");
     }
+    assert!(uses.iter().any(|u| u.starts_with("actions/upload-artifact@")), "the record is uploaded");
     assert!(
-        uses.iter()
-            .any(|u| u.starts_with("actions/upload-artifact@")),
-        "the record is uploaded"
-    );
-    assert!(
-        steps(&wf).iter().any(|s| s["uses"]
-            .as_str()
-            .is_some_and(|u| u.starts_with("actions/download-artifact@"))
+        steps(&wf).iter().any(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/download-artifact@"))
             && s["with"].get("run-id").is_some()),
         "the last successful run's record is downloaded"
     );
@@ -254,10 +164,7 @@ fn the_deploy_pipeline_has_its_shape() {
 #[test]
 fn the_emergency_guard_refuses_without_confirmation() {
     let wf = load(&root().join(".github/workflows/deploy.yml"));
-    let script = wf["jobs"]["guard"]["steps"][0]["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let script = wf["jobs"]["guard"]["steps"][0]["run"].as_str().unwrap().to_string();
     let check = |emergency: &str, confirm: &str, tag: &str| -> bool {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
@@ -276,25 +183,14 @@ fn the_emergency_guard_refuses_without_confirmation() {
     assert!(check("true", "DEPLOY", "v1"), "a confirmed emergency");
     assert!(!check("true", "", "v1"), "an unconfirmed emergency");
     assert!(!check("true", "deploy", "v1"), "confirm is exact");
-    assert!(
-        !check("false", "", "v1; rm -rf /"),
-        "a tag that is not a tag"
-    );
+    assert!(!check("false", "", "v1; rm -rf /"), "a tag that is not a tag");
 }
 
 #[test]
 fn action_readmes_match_action_yml() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let (ok, text) = run(scrubbed_command(cargo)
-        .args([
-            "run",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "codegen",
-            "--check",
-        ])
+        .args(["run", "--quiet", "--package", "xtask", "--", "codegen", "--check"])
         .current_dir(root()));
     assert!(ok, "the action READMEs drifted from action.yml:\n{text}");
 }

@@ -12,13 +12,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::project_root;
 
-pub const ACTIONS: [&str; 5] = [
-    "sync-secrets",
-    "verify-image",
-    "push-registry",
-    "deploy-remote",
-    "rollback",
-];
+pub const ACTIONS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
 
 pub fn run(args: &[String]) -> Result<()> {
     let check = match args {
@@ -40,8 +34,7 @@ pub fn run(args: &[String]) -> Result<()> {
         if check {
             stale.push(format!("actions/{name}/README.md"));
         } else {
-            std::fs::write(&readme_path, fresh)
-                .with_context(|| format!("writing {}", readme_path.display()))?;
+            std::fs::write(&readme_path, fresh).with_context(|| format!("writing {}", readme_path.display()))?;
             println!("updated actions/{name}/README.md");
         }
     }
@@ -94,10 +87,7 @@ fn inputs_table(action: &Action) -> String {
             _ => String::new(),
         };
         let required = if input.required { "yes" } else { "no" };
-        out.push_str(&format!(
-            "| `{name}` | {required} | {default} | {} |\n",
-            cell(&input.description)
-        ));
+        out.push_str(&format!("| `{name}` | {required} | {default} | {} |\n", cell(&input.description)));
     }
     out
 }
@@ -145,10 +135,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a mapping")
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry::<String, T>()? {
                     entries.push(entry);

@@ -25,7 +25,9 @@ pub fn run(args: &[String]) -> Result<()> {
         match arg.as_str() {
             "--target" => target = Some(it.next().context("--target needs a value")?.clone()),
             "--manifest-only" => manifest_only = true,
-            other => bail!("unknown argument `{other}`\nhint: usage: cargo xtask dist [--target TRIPLE] [--manifest-only]"),
+            other => {
+                bail!("unknown argument `{other}`\nhint: usage: cargo xtask dist [--target TRIPLE] [--manifest-only]")
+            }
         }
     }
     let root = project_root();
@@ -43,22 +45,14 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 fn host_target() -> Result<String> {
-    let out = Command::new("rustc")
-        .arg("-vV")
-        .output()
-        .context("running rustc -vV")?;
+    let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
     let text = String::from_utf8(out.stdout)?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .map(str::to_owned)
-        .context("rustc -vV printed no `host:` line")
+    text.lines().find_map(|l| l.strip_prefix("host: ")).map(str::to_owned).context("rustc -vV printed no `host:` line")
 }
 
 fn build(root: &Path, dist: &Path, target: &str) -> Result<()> {
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(root)
-        .args(["build", "--release", "--locked", "--target", target]);
+    cargo.current_dir(root).args(["build", "--release", "--locked", "--target", target]);
     for bin in BINARIES {
         cargo.args(["-p", bin]);
     }
@@ -79,17 +73,11 @@ fn build(root: &Path, dist: &Path, target: &str) -> Result<()> {
         let to = stage.join(bin);
         std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
         let size = std::fs::metadata(&to)?.len();
-        println!(
-            "{bin:<14} {:>6.2} MB  ({size} bytes, stripped)",
-            size as f64 / 1_000_000.0
-        );
+        println!("{bin:<14} {:>6.2} MB  ({size} bytes, stripped)", size as f64 / 1_000_000.0);
     }
     let archive = format!("{name}.tar.gz");
-    let status = Command::new("tar")
-        .current_dir(dist)
-        .args(["-czf", &archive, &name])
-        .status()
-        .context("running tar")?;
+    let status =
+        Command::new("tar").current_dir(dist).args(["-czf", &archive, &name]).status().context("running tar")?;
     if !status.success() {
         bail!("tar failed for {archive}");
     }
@@ -130,10 +118,7 @@ fn write_sums(dist: &Path) -> Result<()> {
         "binaries": BINARIES,
         "archives": entries,
     });
-    std::fs::write(
-        dist.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest)? + "\n",
-    )?;
+    std::fs::write(dist.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
     print!("{sums}");
     println!("wrote dist/SHA256SUMS and dist/manifest.json");
     Ok(())
