@@ -243,6 +243,8 @@ impl Drop for DockerConfig {
 /// Runs docker with the step's client config.
 struct Docker<'a> {
     config: &'a DockerConfig,
+    /// Set once a build or push started: only then does `cleanup-on-failure` prune.
+    building: std::cell::Cell<bool>,
 }
 
 impl Docker<'_> {
@@ -537,12 +539,9 @@ pub fn run(args: Args) -> Result<()> {
             .map_err(|e| Error::failed(format!("cannot write the temporary docker config: {e}")))?;
         config.dir = Some(dir);
     }
-    let docker = Docker { config: &config };
+    let docker = Docker { config: &config, building: std::cell::Cell::new(false) };
     let result = push_all(&cfg, &docker);
-    if result.is_err()
-        && cfg.cleanup_on_failure
-        && matches!(&result, Err(e) if e.class == gangplank_core::Class::Failed)
-    {
+    if result.is_err() && cfg.cleanup_on_failure && docker.building.get() {
         prune(&docker);
     }
     drop(config);
@@ -589,6 +588,7 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
 
     if let Some((c, services)) = &compose {
         let _g = actions::group("build compose services");
+        docker.building.set(true);
         let mut cmd = c.command();
         for f in &cfg.compose_files {
             cmd.arg("-f").arg(f);
@@ -618,6 +618,7 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
     }
 
     let tags: Vec<&String> = std::iter::once(&cfg.tag).chain(&cfg.extra_tags).collect();
+    docker.building.set(true);
     let mut created = CreatedTags { docker, refs: Vec::new() };
     let mut pushed = Vec::new();
     for img in &images {
