@@ -11,9 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use gangplank_testbed::{
-    compose_program, free_port, images, require_docker, scrubbed_command, unique_name, Registry,
-};
+use gangplank_testbed::{compose_program, free_port, images, require_docker, scrubbed_command, unique_name, Registry};
 
 const BASELINE: &str = r#"set -eu
 echo "T_START $(date +%s%N)" >&2
@@ -28,15 +26,8 @@ $COMPOSE -p "$PROJECT" -f "$FILE" down -v
 
 /// Seconds from `T_START` to `T_HEALTHY` in the baseline's stderr.
 fn baseline_healthy(stderr: &str) -> Option<Duration> {
-    let at = |k: &str| {
-        stderr
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    Some(Duration::from_nanos(
-        at("T_HEALTHY ")?.checked_sub(at("T_START ")?)?,
-    ))
+    let at = |k: &str| stderr.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
+    Some(Duration::from_nanos(at("T_HEALTHY ")?.checked_sub(at("T_START ")?)?))
 }
 
 fn stack_yaml(app: &str, db: &str, port: u16) -> String {
@@ -87,17 +78,9 @@ fn sweep(project: &str) {
         (&["network", "ls"][..], &["network", "rm"][..]),
         (&["volume", "ls"][..], &["volume", "rm", "-f"][..]),
     ] {
-        let out = scrubbed_command("docker")
-            .args(list)
-            .args(["-q", "--filter", &filter])
-            .output();
+        let out = scrubbed_command("docker").args(list).args(["-q", "--filter", &filter]).output();
         let ids: Vec<String> = out
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
         if !ids.is_empty() {
             let _ = scrubbed_command("docker").args(rm).args(&ids).output();
@@ -112,11 +95,7 @@ fn timed(cmd: &mut Command, what: &str) -> Result<Duration> {
 /// Run to the end: wall time and stderr.
 fn timed_err(cmd: &mut Command, what: &str) -> Result<(Duration, String)> {
     let t = Instant::now();
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {what}"))?;
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().with_context(|| format!("running {what}"))?;
     let took = t.elapsed();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
@@ -131,15 +110,10 @@ pub fn run(args: &[String]) -> Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--iterations" | "-n" => {
-                iterations = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n > 0)
-                    .context("--iterations needs a number")?
+                iterations =
+                    it.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).context("--iterations needs a number")?
             }
-            other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask bench verify [--iterations N]"
-            ),
+            other => bail!("unknown argument `{other}`; usage: cargo xtask bench verify [--iterations N]"),
         }
     }
     require_docker()?;
@@ -148,24 +122,15 @@ pub fn run(args: &[String]) -> Result<()> {
     let root = crate::project_root();
     eprintln!("building release binaries…");
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "verify-image",
-            "-p",
-            "push-registry",
-        ])
+        .args(["build", "--release", "--quiet", "-p", "verify-image", "-p", "push-registry"])
         .current_dir(&root)
         .status()
         .context("running cargo build")?;
     if !st.success() {
         bail!("cargo build --release failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
     let verify = target.join("release/verify-image");
     let push = target.join("release/push-registry");
 
@@ -197,16 +162,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 );
                 sweep(&project);
                 let t = r?;
-                let rep: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(&report)?)?;
-                let healthy =
-                    Duration::from_millis(rep["time_to_healthy_ms"].as_u64().unwrap_or(0));
-                eprintln!(
-                    "  run {}: verify-image {} (healthy after {})",
-                    i + 1,
-                    secs(t),
-                    secs(healthy)
-                );
+                let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+                let healthy = Duration::from_millis(rep["time_to_healthy_ms"].as_u64().unwrap_or(0));
+                eprintln!("  run {}: verify-image {} (healthy after {})", i + 1, secs(t), secs(healthy));
                 ours.push((t, healthy));
             } else {
                 let r = timed_err(
@@ -221,12 +179,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 sweep(&project);
                 let (t, err) = r?;
                 let healthy = baseline_healthy(&err).unwrap_or_default();
-                eprintln!(
-                    "  run {}: baseline     {} (healthy after {})",
-                    i + 1,
-                    secs(t),
-                    secs(healthy)
-                );
+                eprintln!("  run {}: baseline     {} (healthy after {})", i + 1, secs(t), secs(healthy));
                 base.push((t, healthy));
             }
         }
@@ -237,9 +190,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let (m_ours, m_base) = (med(&ours, |x| x.0), med(&base, |x| x.0));
     let (h_ours, h_base) = (med(&ours, |x| x.1), med(&base, |x| x.1));
     let ratio = m_ours.as_secs_f64() / m_base.as_secs_f64();
-    println!(
-        "verify on the sample stack (app + dependency), {iterations} iterations each, medians:"
-    );
+    println!("verify on the sample stack (app + dependency), {iterations} iterations each, medians:");
     println!(
         "  baseline (compose up -d, curl every 1s, compose down -v): {} total, healthy after {}, teardown {}",
         secs(m_base),
@@ -252,14 +203,8 @@ pub fn run(args: &[String]) -> Result<()> {
         secs(h_ours),
         secs(m_ours.saturating_sub(h_ours))
     );
-    println!(
-        "  ratio: {ratio:.2}x (target <= 0.80x) {}",
-        if ratio <= 0.8 { "OK" } else { "OVER TARGET" }
-    );
-    println!(
-        "  start-to-healthy ratio: {:.2}x",
-        h_ours.as_secs_f64() / h_base.as_secs_f64().max(0.001)
-    );
+    println!("  ratio: {ratio:.2}x (target <= 0.80x) {}", if ratio <= 0.8 { "OK" } else { "OVER TARGET" });
+    println!("  start-to-healthy ratio: {:.2}x", h_ours.as_secs_f64() / h_base.as_secs_f64().max(0.001));
 
     push_times(&push, dir.path())?;
     Ok(())
@@ -273,48 +218,20 @@ fn push_times(push: &Path, dir: &Path) -> Result<()> {
     let reg = Registry::start_with_auth(user, pass)?;
     let base_args = |images: &str, tag: &str| {
         let mut c = scrubbed_command(push);
-        c.args([
-            "--registry",
-            &reg.addr,
-            "--username",
-            user,
-            "--images",
-            images,
-            "--tag",
-            tag,
-        ])
-        .env("INPUT_PASSWORD", pass)
-        .arg("--metadata-file")
-        .arg(dir.join("push-metadata.json"))
-        .env("TMPDIR", dir);
+        c.args(["--registry", &reg.addr, "--username", user, "--images", images, "--tag", tag])
+            .env("INPUT_PASSWORD", pass)
+            .arg("--metadata-file")
+            .arg(dir.join("push-metadata.json"))
+            .env("TMPDIR", dir);
         c
     };
     // Warm-up: the registry holds the base layers, as it does after the first deploy.
-    timed(
-        &mut base_args(&format!("app={}", s.v1), "base"),
-        "push of the base image",
-    )?;
+    timed(&mut base_args(&format!("app={}", s.v1), "base"), "push of the base image")?;
     let changed = format!("gangplank-bench-changed:{}", unique_name("c"));
-    images::build(
-        &changed,
-        &format!(
-            "FROM {}\nRUN echo {} > /stamp\n",
-            s.v1,
-            unique_name("stamp")
-        ),
-        &[],
-    )?;
-    let t_changed = timed(
-        &mut base_args(&format!("app={changed}"), "changed"),
-        "push of the changed image",
-    );
-    let t_same = timed(
-        &mut base_args(&format!("app={changed}"), "unchanged"),
-        "push of the unchanged image",
-    );
-    let _ = scrubbed_command("docker")
-        .args(["image", "rm", &changed])
-        .output();
+    images::build(&changed, &format!("FROM {}\nRUN echo {} > /stamp\n", s.v1, unique_name("stamp")), &[])?;
+    let t_changed = timed(&mut base_args(&format!("app={changed}"), "changed"), "push of the changed image");
+    let t_same = timed(&mut base_args(&format!("app={changed}"), "unchanged"), "push of the unchanged image");
+    let _ = scrubbed_command("docker").args(["image", "rm", &changed]).output();
     println!("push-registry (login, tag, push, digest from the registry):");
     println!("  changed image (one new layer): {}", secs(t_changed?));
     println!("  unchanged image (no layer uploaded): {}", secs(t_same?));
