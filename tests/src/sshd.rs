@@ -44,24 +44,16 @@ impl Sshd {
         require_program(SSHD, "openssh-server")?;
         require_program("ssh-keygen", "openssh-client")?;
         // sshd refuses to start without its privilege-separation directory.
-        fs::create_dir_all("/run/sshd")
-            .context("creating /run/sshd (sshd's privilege separation directory)")?;
+        fs::create_dir_all("/run/sshd").context("creating /run/sshd (sshd's privilege separation directory)")?;
 
-        let dir = tempfile::Builder::new()
-            .prefix("gangplank-sshd-")
-            .tempdir()
-            .context("creating sshd temp dir")?;
+        let dir = tempfile::Builder::new().prefix("gangplank-sshd-").tempdir().context("creating sshd temp dir")?;
         let d = dir.path();
         // One host key type only (ed25519), so clients are never offered a second key they were not told about.
         keygen(d, "host_ed25519", &["-t", "ed25519", "-N", ""])?;
         keygen(d, "client_ed25519", &["-t", "ed25519", "-N", ""])?;
         let passphrase = "correct horse battery staple".to_string();
         keygen(d, "client_encrypted", &["-t", "ed25519", "-N", &passphrase])?;
-        keygen(
-            d,
-            "client_rsa_pem",
-            &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", ""],
-        )?;
+        keygen(d, "client_rsa_pem", &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", ""])?;
         keygen(d, "other_host_ed25519", &["-t", "ed25519", "-N", ""])?;
 
         let mut authorized = String::new();
@@ -69,17 +61,16 @@ impl Sshd {
             authorized.push_str(&read(&d.join(format!("{name}.pub")))?);
         }
         fs::write(d.join("authorized_keys"), authorized).context("writing authorized_keys")?;
+        // sshd reads authorized_keys as the user logging in: let every test user traverse and read it
+        // (it holds public keys only; the private keys in this directory stay 0600).
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(d, fs::Permissions::from_mode(0o711)).context("chmod testbed dir")?;
+        fs::set_permissions(d.join("authorized_keys"), fs::Permissions::from_mode(0o644))
+            .context("chmod authorized_keys")?;
 
         let fingerprint = {
-            let out = run_checked(
-                scrubbed_command("ssh-keygen")
-                    .arg("-lf")
-                    .arg(d.join("host_ed25519.pub")),
-            )?;
-            out.split_whitespace()
-                .nth(1)
-                .context("unexpected `ssh-keygen -lf` output")?
-                .to_string()
+            let out = run_checked(scrubbed_command("ssh-keygen").arg("-lf").arg(d.join("host_ed25519.pub")))?;
+            out.split_whitespace().nth(1).context("unexpected `ssh-keygen -lf` output")?.to_string()
         };
 
         let log_path = d.join("sshd.log");
@@ -94,18 +85,12 @@ impl Sshd {
                     let pubkey = |name: &str| -> Result<String> {
                         let text = read(&d.join(format!("{name}.pub")))?;
                         let mut f = text.split_whitespace();
-                        Ok(format!(
-                            "{} {}",
-                            f.next().unwrap_or_default(),
-                            f.next().unwrap_or_default()
-                        ))
+                        Ok(format!("{} {}", f.next().unwrap_or_default(), f.next().unwrap_or_default()))
                     };
                     let known_hosts = format!("[{host}]:{port} {}", pubkey("host_ed25519")?);
-                    let wrong_known_hosts =
-                        format!("[{host}]:{port} {}", pubkey("other_host_ed25519")?);
+                    let wrong_known_hosts = format!("[{host}]:{port} {}", pubkey("other_host_ed25519")?);
                     let known_hosts_hashed = hash_known_hosts(d, &known_hosts)?;
-                    fs::write(d.join("known_hosts"), format!("{known_hosts}\n"))
-                        .context("writing known_hosts")?;
+                    fs::write(d.join("known_hosts"), format!("{known_hosts}\n")).context("writing known_hosts")?;
                     return Ok(Sshd {
                         host,
                         port,
@@ -136,9 +121,7 @@ impl Sshd {
 
     /// Logins accepted so far, counted in sshd's log.
     pub fn connections(&self) -> usize {
-        fs::read_to_string(&self.log_path)
-            .map(|log| log.matches("Accepted publickey").count())
-            .unwrap_or(0)
+        fs::read_to_string(&self.log_path).map(|log| log.matches("Accepted publickey").count()).unwrap_or(0)
     }
 
     /// The unencrypted client key on disk (mode 0600), for the OpenSSH `ssh` client.
@@ -188,13 +171,8 @@ impl Drop for Sshd {
 }
 
 fn keygen(dir: &Path, name: &str, args: &[&str]) -> Result<()> {
-    run_checked(
-        scrubbed_command("ssh-keygen")
-            .args(["-q", "-C", name, "-f"])
-            .arg(dir.join(name))
-            .args(args),
-    )
-    .with_context(|| format!("generating key {name}"))?;
+    run_checked(scrubbed_command("ssh-keygen").args(["-q", "-C", name, "-f"]).arg(dir.join(name)).args(args))
+        .with_context(|| format!("generating key {name}"))?;
     Ok(())
 }
 
@@ -255,10 +233,7 @@ fn spawn(dir: &Path, log: &Path, port: u16) -> Result<Child> {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!(
-                "sshd did not listen on port {port} within 10s:\n{}",
-                fs::read_to_string(log).unwrap_or_default()
-            );
+            bail!("sshd did not listen on port {port} within 10s:\n{}", fs::read_to_string(log).unwrap_or_default());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -267,16 +242,34 @@ fn spawn(dir: &Path, log: &Path, port: u16) -> Result<Child> {
 fn hash_known_hosts(dir: &Path, line: &str) -> Result<String> {
     let path = dir.join("known_hosts_hashed");
     fs::write(&path, format!("{line}\n")).context("writing known_hosts to hash")?;
-    run_checked(
-        scrubbed_command("ssh-keygen")
-            .arg("-H")
-            .arg("-f")
-            .arg(&path),
-    )?;
+    run_checked(scrubbed_command("ssh-keygen").arg("-H").arg("-f").arg(&path))?;
     let hashed = read(&path)?;
-    let hashed = hashed
-        .lines()
-        .find(|l| l.starts_with("|1|"))
-        .context("`ssh-keygen -H` wrote no hashed line")?;
+    let hashed = hashed.lines().find(|l| l.starts_with("|1|")).context("`ssh-keygen -H` wrote no hashed line")?;
     Ok(hashed.to_string())
+}
+
+/// The name of a login user whose shell starts fast: `bash` with Debian's stock dot files.
+///
+/// root on these machines sources pyenv from `~/.bashrc`, and Debian's bash reads `~/.bashrc` for every
+/// command sshd runs, which costs ~300 ms per command. Tests that run a thousand commands, and the
+/// benchmarks, log in as this user instead (the testbed's authorized_keys serves every user). Created on
+/// first use when missing; needs root, as the testbed does.
+pub const FAST_USER: &str = "gangplank-test";
+
+pub fn ensure_fast_user() -> Result<String> {
+    let exists = std::process::Command::new("id").arg(FAST_USER).output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        let out = std::process::Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/bash", FAST_USER])
+            .output()
+            .context("running useradd")?;
+        // No password, but not locked either: sshd refuses locked accounts even for key logins.
+        let _ = std::process::Command::new("usermod").args(["-p", "*", FAST_USER]).output();
+        // Another test process may have created it at the same moment.
+        let now = std::process::Command::new("id").arg(FAST_USER).output().map(|o| o.status.success()).unwrap_or(false);
+        if !now {
+            bail!("cannot create the test user {FAST_USER}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    Ok(FAST_USER.to_string())
 }

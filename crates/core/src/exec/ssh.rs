@@ -28,10 +28,7 @@ pub struct SshExecutor {
 
 /// `SHA256:<base64 without padding>` of a host key blob, as `ssh-keygen -lf` prints it.
 pub fn fingerprint(key: &[u8]) -> String {
-    format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(key))
-    )
+    format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(key)))
 }
 
 fn key_type_name(t: HostKeyType) -> &'static str {
@@ -50,11 +47,7 @@ fn key_type_name(t: HostKeyType) -> &'static str {
 /// check (a server with ed25519 and RSA keys must not hand us the one we have no line for).
 fn known_key_types(lines: &str) -> Vec<String> {
     let mut types: Vec<String> = Vec::new();
-    for line in lines
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for line in lines.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let mut fields = line.split_whitespace();
         let mut first = fields.next().unwrap_or("");
         if first.starts_with('@') {
@@ -84,9 +77,8 @@ impl SshExecutor {
         let addrs: Vec<_> = (host.host.as_str(), host.port)
             .to_socket_addrs()
             .map_err(|e| {
-                Error::bad_input(format!("cannot resolve host `{}`: {e}", host.host)).hint(
-                    "check the `host` input: a name this runner can resolve, or an IP address",
-                )
+                Error::bad_input(format!("cannot resolve host `{}`: {e}", host.host))
+                    .hint("check the `host` input: a name this runner can resolve, or an IP address")
             })?
             .collect();
         let mut last_err = None;
@@ -108,8 +100,7 @@ impl SshExecutor {
         })?;
         let _ = tcp.set_nodelay(true);
 
-        let mut session = Session::new()
-            .map_err(|e| Error::failed(format!("cannot start an SSH session: {e}")))?;
+        let mut session = Session::new().map_err(|e| Error::failed(format!("cannot start an SSH session: {e}")))?;
         session.set_tcp_stream(tcp);
         session.set_timeout(cfg.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
         if let HostKeyPolicy::KnownHosts(lines) = &cfg.host_key {
@@ -143,30 +134,21 @@ impl SshExecutor {
         }
         // Commands may run for long (docker pull): no read timeout once logged in.
         session.set_timeout(0);
-        Ok(SshExecutor {
-            label,
-            sudo: cfg.sudo,
-            session,
-        })
+        Ok(SshExecutor { label, sudo: cfg.sudo, session })
     }
 }
 
-fn verify_host_key(
-    session: &Session,
-    host: &HostSpec,
-    label: &str,
-    policy: &HostKeyPolicy,
-) -> Result<()> {
-    let (key, kind) = session
-        .host_key()
-        .ok_or_else(|| Error::bad_input(format!("{label} offered no host key")))?;
+fn verify_host_key(session: &Session, host: &HostSpec, label: &str, policy: &HostKeyPolicy) -> Result<()> {
+    let (key, kind) = session.host_key().ok_or_else(|| Error::bad_input(format!("{label} offered no host key")))?;
     let offered = fingerprint(key);
     let kind_name = key_type_name(kind);
     match policy {
         HostKeyPolicy::Insecure => {
             actions::warning(
                 "host key not verified",
-                format!("insecure-ignore-host-key is set: accepting {kind_name} {offered} from {label} without checking it"),
+                format!(
+                    "insecure-ignore-host-key is set: accepting {kind_name} {offered} from {label} without checking it"
+                ),
             );
             Ok(())
         }
@@ -181,24 +163,20 @@ fn verify_host_key(
             }
         }
         HostKeyPolicy::KnownHosts(lines) => {
-            let mut known = session
-                .known_hosts()
-                .map_err(|e| Error::failed(format!("known_hosts: {e}")))?;
+            let mut known = session.known_hosts().map_err(|e| Error::failed(format!("known_hosts: {e}")))?;
             for (i, line) in lines.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                known
-                    .read_str(line, KnownHostFileKind::OpenSSH)
-                    .map_err(|e| {
-                        Error::bad_input(format!(
-                            "line {} of `known-hosts` is not a known_hosts entry: {}",
-                            i + 1,
-                            e.message()
-                        ))
-                        .hint("use the output of `ssh-keyscan -p PORT HOST` as it is")
-                    })?;
+                known.read_str(line, KnownHostFileKind::OpenSSH).map_err(|e| {
+                    Error::bad_input(format!(
+                        "line {} of `known-hosts` is not a known_hosts entry: {}",
+                        i + 1,
+                        e.message()
+                    ))
+                    .hint("use the output of `ssh-keyscan -p PORT HOST` as it is")
+                })?;
             }
             match known.check_port(&host.host, host.port, key) {
                 CheckResult::Match => Ok(()),
@@ -221,10 +199,8 @@ fn verify_host_key(
 }
 
 fn lost(label: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::failed(format!(
-        "SSH connection to {label} failed while {what}: {e}"
-    ))
-    .hint("the server may have rebooted or dropped the connection; run the step again")
+    Error::failed(format!("SSH connection to {label} failed while {what}: {e}"))
+        .hint("the server may have rebooted or dropped the connection; run the step again")
 }
 
 impl Executor for SshExecutor {
@@ -239,36 +215,55 @@ impl Executor for SshExecutor {
     fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<Output> {
         let line = cmd.render(self.sudo);
         let label = &self.label;
-        let mut ch = self
-            .session
-            .channel_session()
-            .map_err(|e| lost(label, "opening a channel", e))?;
-        ch.exec(&line)
-            .map_err(|e| lost(label, "starting a command", e))?;
+        let mut ch = self.session.channel_session().map_err(|e| lost(label, "opening a channel", e))?;
+        ch.exec(&line).map_err(|e| lost(label, "starting a command", e))?;
         if let Some(data) = stdin {
             // A remote that exits early (a failed check) closes stdin: its status tells what happened.
             let _ = ch.write_all(data).and_then(|_| ch.flush());
         }
         let _ = ch.send_eof();
-        // libssh2 queues stderr packets while we read stdout and keeps the window open, so reading
-        // the two streams one after the other cannot deadlock.
-        let mut stdout = Vec::new();
-        ch.read_to_end(&mut stdout)
-            .map_err(|e| lost(label, "reading output", e))?;
-        let mut stderr = Vec::new();
-        ch.stderr()
-            .read_to_end(&mut stderr)
-            .map_err(|e| lost(label, "reading errors", e))?;
-        ch.wait_close()
-            .map_err(|e| lost(label, "closing a channel", e))?;
-        let status = ch
-            .exit_status()
-            .map_err(|e| lost(label, "reading the exit status", e))?;
-        Ok(Output {
-            status,
-            stdout,
-            stderr,
-        })
+        // Read both streams as data arrives: a command that fills the stderr window while we wait on
+        // stdout would otherwise block for ever (seen with 3 MB on each).
+        self.session.set_blocking(false);
+        let read = read_both(&mut ch);
+        self.session.set_blocking(true);
+        let (stdout, stderr) = read.map_err(|e| lost(label, "reading output", e))?;
+        ch.wait_close().map_err(|e| lost(label, "closing a channel", e))?;
+        let status = ch.exit_status().map_err(|e| lost(label, "reading the exit status", e))?;
+        Ok(Output { status, stdout, stderr })
+    }
+}
+
+/// Drain stdout and stderr of a channel in non-blocking mode until the remote end is done.
+fn read_both(ch: &mut ssh2::Channel) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Start polling fast (short commands answer in well under a millisecond), then back off.
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let mut progressed = false;
+        for (stream, sink) in [(ch.stream(0), &mut stdout), (ch.stderr(), &mut stderr)] {
+            let mut stream = stream;
+            match stream.read(&mut buf) {
+                Ok(0) => {}
+                Ok(n) => {
+                    sink.extend_from_slice(&buf[..n]);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if progressed {
+            pause = Duration::from_micros(20);
+            continue;
+        }
+        if ch.eof() {
+            return Ok((stdout, stderr));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 
@@ -288,10 +283,7 @@ mod tests {
     #[test]
     fn fingerprint_matches_ssh_keygen_form() {
         // sha256("") in base64 without padding.
-        assert_eq!(
-            fingerprint(b""),
-            "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
-        );
+        assert_eq!(fingerprint(b""), "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU");
     }
 
     #[test]
@@ -299,13 +291,7 @@ mod tests {
         let lines = "# comment\n[127.0.0.1]:2222 ssh-ed25519 AAAA\n|1|abc|def ssh-rsa AAAA\n@revoked h ecdsa-sha2-nistp256 AAAA\n";
         assert_eq!(
             known_key_types(lines),
-            vec![
-                "ssh-ed25519",
-                "rsa-sha2-512",
-                "rsa-sha2-256",
-                "ssh-rsa",
-                "ecdsa-sha2-nistp256"
-            ]
+            vec!["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa", "ecdsa-sha2-nistp256"]
         );
     }
 }
