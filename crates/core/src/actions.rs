@@ -72,9 +72,7 @@ pub fn redact(text: &str) -> String {
 
 /// Escape the data part of a workflow command, as the runner unescapes it.
 pub fn escape_data(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 /// Escape a property value (`title=`) of a workflow command.
@@ -97,11 +95,7 @@ fn annotation(kind: &str, title: &str, msg: &str) {
     let msg = redact(msg);
     let title = redact(title);
     if is_actions() {
-        eprint_line(&format!(
-            "::{kind} title={}::{}",
-            escape_property(&title),
-            escape_data(&msg)
-        ));
+        eprint_line(&format!("::{kind} title={}::{}", escape_property(&title), escape_data(&msg)));
     } else {
         eprint_line(&format!("{kind}: {title}: {msg}"));
     }
@@ -172,11 +166,7 @@ fn random_delimiter() -> String {
 /// Set a step output: appended to `$GITHUB_OUTPUT` in the `name<<DELIM` form with a random delimiter,
 /// or printed as `name=value` on stdout when the variable is unset (a local run).
 pub fn set_output(name: &str, value: &str) -> Result<()> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(Error::failed(format!("output name `{name}` is not valid")));
     }
     match std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) {
@@ -185,20 +175,12 @@ pub fn set_output(name: &str, value: &str) -> Result<()> {
             while value.contains(&delim) {
                 delim = random_delimiter();
             }
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| {
-                    Error::failed(format!(
-                        "cannot open GITHUB_OUTPUT file {}: {e}",
-                        path.to_string_lossy()
-                    ))
-                })?;
+            let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| {
+                Error::failed(format!("cannot open GITHUB_OUTPUT file {}: {e}", path.to_string_lossy()))
+            })?;
             // One write, so a concurrent writer cannot interleave inside our block.
             let block = format!("{name}<<{delim}\n{value}\n{delim}\n");
-            f.write_all(block.as_bytes())
-                .map_err(|e| Error::failed(format!("cannot write GITHUB_OUTPUT: {e}")))?;
+            f.write_all(block.as_bytes()).map_err(|e| Error::failed(format!("cannot write GITHUB_OUTPUT: {e}")))?;
         }
         None => {
             println!("{name}={value}");
@@ -217,13 +199,7 @@ pub fn append_summary(markdown: &str) -> Result<()> {
             .map_err(|e| Error::failed(format!("cannot open GITHUB_STEP_SUMMARY: {e}")))?;
         let text = redact(markdown);
         f.write_all(text.as_bytes())
-            .and_then(|_| {
-                if text.ends_with('\n') {
-                    Ok(())
-                } else {
-                    f.write_all(b"\n")
-                }
-            })
+            .and_then(|_| if text.ends_with('\n') { Ok(()) } else { f.write_all(b"\n") })
             .map_err(|e| Error::failed(format!("cannot write GITHUB_STEP_SUMMARY: {e}")))?;
     }
     Ok(())
@@ -292,7 +268,12 @@ mod tests {
         let cmds = add_mask_commands("-----BEGIN KEY-----\nAAAA%BBBB\n\n   \nCCCC\r\n-----END KEY-----\n");
         assert_eq!(
             cmds,
-            vec!["::add-mask::-----BEGIN KEY-----", "::add-mask::AAAA%25BBBB", "::add-mask::CCCC", "::add-mask::-----END KEY-----"]
+            vec![
+                "::add-mask::-----BEGIN KEY-----",
+                "::add-mask::AAAA%25BBBB",
+                "::add-mask::CCCC",
+                "::add-mask::-----END KEY-----"
+            ]
         );
         assert!(add_mask_commands("  \n").is_empty());
     }
@@ -323,14 +304,7 @@ mod tests {
     fn output_file_parses_plain_and_heredoc_forms() {
         let text = "a=1\nb<<EOF\nx\n\ny=z\nEOF\nc=\n";
         let parsed = parse_output_file(text).unwrap();
-        assert_eq!(
-            parsed,
-            vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "x\n\ny=z".into()),
-                ("c".into(), "".into())
-            ]
-        );
+        assert_eq!(parsed, vec![("a".into(), "1".into()), ("b".into(), "x\n\ny=z".into()), ("c".into(), "".into())]);
         assert!(parse_output_file("b<<EOF\nno end\n").is_err());
     }
 }

@@ -16,10 +16,7 @@ pub fn quote(s: &str) -> String {
     let safe = !s.is_empty()
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'_' | b'-' | b'.' | b'/' | b':' | b'@' | b'%' | b'+' | b'=' | b','
-                )
+                || matches!(b, b'_' | b'-' | b'.' | b'/' | b':' | b'@' | b'%' | b'+' | b'=' | b',')
         })
         && !s.starts_with('=');
     if safe {
@@ -78,15 +75,9 @@ impl From<Secret> for Arg {
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum Node {
     /// `K=V … program args…`
-    Exec {
-        env: Vec<(String, Arg)>,
-        argv: Vec<Arg>,
-    },
+    Exec { env: Vec<(String, Arg)>, argv: Vec<Arg> },
     /// `sh -c SCRIPT gangplank ARGS…`: fixed logic, data as positional parameters.
-    Script {
-        script: &'static str,
-        args: Vec<Arg>,
-    },
+    Script { script: &'static str, args: Vec<Arg> },
     /// Commands joined by a shell operator (`&&`, `||`, `|`, `;`).
     Join { op: &'static str, cmds: Vec<Cmd> },
     /// `cd DIR && CMD`
@@ -103,24 +94,12 @@ pub struct Cmd {
 impl Cmd {
     /// `program` with no arguments yet.
     pub fn new(program: impl Into<String>) -> Cmd {
-        Cmd {
-            node: Node::Exec {
-                env: Vec::new(),
-                argv: vec![Arg::Plain(program.into())],
-            },
-            privileged: false,
-        }
+        Cmd { node: Node::Exec { env: Vec::new(), argv: vec![Arg::Plain(program.into())] }, privileged: false }
     }
 
     /// A fixed POSIX `sh` script; data reaches it only as `$1`, `$2`… added with [`Cmd::arg`].
     pub fn script(script: &'static str) -> Cmd {
-        Cmd {
-            node: Node::Script {
-                script,
-                args: Vec::new(),
-            },
-            privileged: false,
-        }
+        Cmd { node: Node::Script { script, args: Vec::new() }, privileged: false }
     }
 
     pub fn arg(mut self, a: impl Into<Arg>) -> Cmd {
@@ -166,13 +145,7 @@ impl Cmd {
     /// Run in `dir` (`cd DIR && CMD`).
     pub fn in_dir(self, dir: impl Into<String>) -> Cmd {
         let privileged = self.privileged;
-        Cmd {
-            node: Node::InDir {
-                dir: dir.into(),
-                cmd: Box::new(self),
-            },
-            privileged,
-        }
+        Cmd { node: Node::InDir { dir: dir.into(), cmd: Box::new(self) }, privileged }
     }
 
     /// Mark as needing root: rendered with `sudo -n` when the step runs with `sudo: true`.
@@ -187,10 +160,7 @@ impl Cmd {
 
     fn join(op: &'static str, cmds: Vec<Cmd>) -> Cmd {
         let privileged = cmds.iter().any(|c| c.privileged);
-        Cmd {
-            node: Node::Join { op, cmds },
-            privileged,
-        }
+        Cmd { node: Node::Join { op, cmds }, privileged }
     }
 
     /// `a && b && …`
@@ -209,10 +179,7 @@ impl Cmd {
     fn write(&self, out: &mut String, show: &dyn Fn(&Arg) -> String) {
         match &self.node {
             Node::Exec { env, argv } => {
-                let mut words: Vec<String> = env
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", show(v)))
-                    .collect();
+                let mut words: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", show(v))).collect();
                 words.extend(argv.iter().map(show));
                 out.push_str(&words.join(" "));
             }
@@ -296,10 +263,7 @@ mod tests {
     #[test]
     fn quote_leaves_plain_words_alone() {
         assert_eq!(quote("docker"), "docker");
-        assert_eq!(
-            quote("/opt/my-app/compose.yaml"),
-            "/opt/my-app/compose.yaml"
-        );
+        assert_eq!(quote("/opt/my-app/compose.yaml"), "/opt/my-app/compose.yaml");
         assert_eq!(quote(""), "''");
     }
 
@@ -307,24 +271,15 @@ mod tests {
     fn quote_wraps_everything_else() {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), r"'it'\''s'");
-        assert_eq!(
-            quote("$HOME;rm -rf /|x&`id`\"\n"),
-            "'$HOME;rm -rf /|x&`id`\"\n'"
-        );
+        assert_eq!(quote("$HOME;rm -rf /|x&`id`\"\n"), "'$HOME;rm -rf /|x&`id`\"\n'");
         assert_eq!(quote("~root"), "'~root'");
         assert_eq!(quote("*"), "'*'");
     }
 
     #[test]
     fn simple_command_with_env_and_quoting() {
-        let c = Cmd::new("docker")
-            .args(["compose", "-p", "my app"])
-            .env("IMAGE_TAG", "v1;id")
-            .arg("it's \"$x\"\n");
-        assert_eq!(
-            c.render(false),
-            "IMAGE_TAG='v1;id' docker compose -p 'my app' 'it'\\''s \"$x\"\n'"
-        );
+        let c = Cmd::new("docker").args(["compose", "-p", "my app"]).env("IMAGE_TAG", "v1;id").arg("it's \"$x\"\n");
+        assert_eq!(c.render(false), "IMAGE_TAG='v1;id' docker compose -p 'my app' 'it'\\''s \"$x\"\n'");
     }
 
     #[test]
@@ -339,19 +294,12 @@ mod tests {
     #[test]
     fn scripts_take_data_as_positional_parameters() {
         let c = Cmd::script(r#"mkdir -p "$1""#).arg("/opt/a b");
-        assert_eq!(
-            c.render(false),
-            r#"sh -c 'mkdir -p "$1"' gangplank '/opt/a b'"#
-        );
+        assert_eq!(c.render(false), r#"sh -c 'mkdir -p "$1"' gangplank '/opt/a b'"#);
     }
 
     #[test]
     fn joins_and_directories() {
-        let c = Cmd::and(vec![
-            Cmd::new("true"),
-            Cmd::or(vec![Cmd::new("a"), Cmd::new("b")]),
-        ])
-        .in_dir("/opt/x y");
+        let c = Cmd::and(vec![Cmd::new("true"), Cmd::or(vec![Cmd::new("a"), Cmd::new("b")])]).in_dir("/opt/x y");
         assert_eq!(c.render(false), "cd '/opt/x y' && { true && { a || b; }; }");
         let p = Cmd::pipe(vec![Cmd::new("cat").arg("f"), Cmd::new("wc").arg("-c")]);
         assert_eq!(p.render(false), "cat f | wc -c");

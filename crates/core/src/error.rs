@@ -38,11 +38,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(class: Class, message: impl Into<String>) -> Self {
-        Error {
-            class,
-            message: message.into(),
-            hint: None,
-        }
+        Error { class, message: message.into(), hint: None }
     }
     /// Bad input or failed preflight (exit 2).
     pub fn bad_input(message: impl Into<String>) -> Self {
@@ -88,11 +84,8 @@ pub fn combine(errors: Vec<Error>) -> Option<Error> {
         0 => None,
         1 => errors.into_iter().next(),
         n => {
-            let class = if errors.iter().all(|e| e.class == Class::BadInput) {
-                Class::BadInput
-            } else {
-                errors[0].class
-            };
+            let class =
+                if errors.iter().all(|e| e.class == Class::BadInput) { Class::BadInput } else { errors[0].class };
             let mut message = format!("{n} problems found:");
             for (i, e) in errors.iter().enumerate() {
                 message.push_str(&format!("\n  {}. {}", i + 1, e.message));
@@ -100,11 +93,7 @@ pub fn combine(errors: Vec<Error>) -> Option<Error> {
                     message.push_str(&format!("\n     hint: {h}"));
                 }
             }
-            Some(Error {
-                class,
-                message,
-                hint: None,
-            })
+            Some(Error { class, message, hint: None })
         }
     }
 }
@@ -115,8 +104,8 @@ mod tests {
 
     #[test]
     fn display_puts_hint_on_its_own_line() {
-        let e = Error::bad_input("the tag `a b` is not a valid Docker tag")
-            .hint("use letters, digits, `_`, `.` and `-`");
+        let e =
+            Error::bad_input("the tag `a b` is not a valid Docker tag").hint("use letters, digits, `_`, `.` and `-`");
         assert_eq!(
             e.to_string(),
             "the tag `a b` is not a valid Docker tag\nhint: use letters, digits, `_`, `.` and `-`"
@@ -126,17 +115,9 @@ mod tests {
 
     #[test]
     fn combine_lists_every_failure() {
-        let e = combine(vec![
-            Error::bad_input("a").hint("fix a"),
-            Error::bad_input("b"),
-        ])
-        .unwrap();
+        let e = combine(vec![Error::bad_input("a").hint("fix a"), Error::bad_input("b")]).unwrap();
         assert_eq!(e.exit_code(), 2);
-        assert!(
-            e.message.contains("1. a\n     hint: fix a\n  2. b"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("1. a\n     hint: fix a\n  2. b"), "{}", e.message);
         assert!(combine(vec![]).is_none());
     }
 }

@@ -23,20 +23,14 @@ pub fn parse_bool(s: &str) -> std::result::Result<bool, String> {
 
 /// Newline- or comma-separated; entries trimmed, blank entries ignored.
 pub fn parse_list(s: &str) -> Vec<String> {
-    s.split(['\n', ','])
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_string)
-        .collect()
+    s.split(['\n', ',']).map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect()
 }
 
 /// `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
     let bad = || format!("`{t}` is not a duration; use e.g. 90s, 5m, 1h or a number of seconds");
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit.trim() {
@@ -56,9 +50,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let bad = || format!("`{t}` is not a size; use e.g. 300MiB, 1GiB or a number of bytes");
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -119,9 +111,9 @@ impl HostSpec {
             None => (default_user.to_string(), s),
         };
         let (host, port) = if let Some(r) = rest.strip_prefix('[') {
-            let (h, after) = r.split_once(']').ok_or_else(|| {
-                Error::bad_input(format!("host `{s}` has an unclosed `[`")).hint(hint)
-            })?;
+            let (h, after) = r
+                .split_once(']')
+                .ok_or_else(|| Error::bad_input(format!("host `{s}` has an unclosed `[`")).hint(hint))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => Some(p),
                 None if after.is_empty() => None,
@@ -134,32 +126,23 @@ impl HostSpec {
                 _ => (rest.to_string(), None),
             }
         };
-        let port = match port {
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                Error::bad_input(format!("port `{p}` of host `{s}` is not a port number"))
-                    .hint(hint)
-            })?,
-            None => default_port,
-        };
-        let valid_host = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        let port =
+            match port {
+                Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    Error::bad_input(format!("port `{p}` of host `{s}` is not a port number")).hint(hint)
+                })?,
+                None => default_port,
+            };
+        let valid_host =
+            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
         if !valid_host {
-            return Err(Error::bad_input(format!(
-                "host `{host}` is not a valid host name or address"
-            ))
-            .hint(hint));
+            return Err(Error::bad_input(format!("host `{host}` is not a valid host name or address")).hint(hint));
         }
         let valid_user = !user.is_empty()
-            && user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
             && !user.starts_with('-');
         if !valid_user {
-            return Err(
-                Error::bad_input(format!("user `{user}` is not a valid login name")).hint(hint),
-            );
+            return Err(Error::bad_input(format!("user `{user}` is not a valid login name")).hint(hint));
         }
         Ok(HostSpec { user, host, port })
     }
@@ -178,8 +161,7 @@ impl std::fmt::Display for HostSpec {
 /// A private key given as text or, for local runs, as a path to a key file.
 fn secret_key_value(s: &str) -> std::result::Result<Secret, String> {
     if !s.contains("-----BEGIN") && !s.contains('\n') && std::path::Path::new(s.trim()).is_file() {
-        let text = std::fs::read_to_string(s.trim())
-            .map_err(|e| format!("cannot read key file {s}: {e}"))?;
+        let text = std::fs::read_to_string(s.trim()).map_err(|e| format!("cannot read key file {s}: {e}"))?;
         return Ok(Secret::new(text));
     }
     Ok(Secret::new(s))
@@ -260,14 +242,10 @@ impl SshArgs {
     pub fn to_config(&self) -> Result<SshConfig> {
         let hosts_raw = self.host.clone().unwrap_or_default();
         if hosts_raw.is_empty() {
-            return Err(Error::bad_input("input `host` is required").hint(
-                "set `host:` to the server, e.g. `deploy@203.0.113.10` or `203.0.113.10:2222`",
-            ));
+            return Err(Error::bad_input("input `host` is required")
+                .hint("set `host:` to the server, e.g. `deploy@203.0.113.10` or `203.0.113.10:2222`"));
         }
-        let hosts = hosts_raw
-            .iter()
-            .map(|h| HostSpec::parse(h, &self.user, self.port))
-            .collect::<Result<Vec<_>>>()?;
+        let hosts = hosts_raw.iter().map(|h| HostSpec::parse(h, &self.user, self.port)).collect::<Result<Vec<_>>>()?;
         let key = self.ssh_key.clone().filter(|k| !k.expose().trim().is_empty()).ok_or_else(|| {
             Error::bad_input("input `ssh-key` is required")
                 .hint("store the private key in a secret and pass it as `ssh-key: ${{ secrets.DEPLOY_KEY }}`")
@@ -275,10 +253,7 @@ impl SshArgs {
         let passphrase = self.ssh_key_passphrase.clone().filter(|p| !p.is_empty());
         crate::keys::check_private_key(key.expose(), passphrase.is_some())?;
         let known = self.known_hosts.clone().filter(|k| !k.trim().is_empty());
-        let fp = self
-            .host_fingerprint
-            .clone()
-            .filter(|k| !k.trim().is_empty());
+        let fp = self.host_fingerprint.clone().filter(|k| !k.trim().is_empty());
         let host_key = match (known, fp, self.insecure_ignore_host_key) {
             (Some(k), None, false) => HostKeyPolicy::KnownHosts(k),
             (None, Some(f), false) => {
@@ -301,14 +276,7 @@ impl SshArgs {
                 .hint("prefer `known-hosts`; `insecure-ignore-host-key` turns off protection against a man in the middle"))
             }
         };
-        Ok(SshConfig {
-            hosts,
-            key,
-            passphrase,
-            host_key,
-            connect_timeout: self.connect_timeout,
-            sudo: self.sudo,
-        })
+        Ok(SshConfig { hosts, key, passphrase, host_key, connect_timeout: self.connect_timeout, sudo: self.sudo })
     }
 }
 
@@ -334,19 +302,10 @@ mod tests {
 
     #[test]
     fn booleans() {
-        for (s, v) in [
-            ("true", true),
-            ("YES", true),
-            ("1", true),
-            ("false", false),
-            ("no", false),
-            ("0", false),
-        ] {
+        for (s, v) in [("true", true), ("YES", true), ("1", true), ("false", false), ("no", false), ("0", false)] {
             assert_eq!(parse_bool(s), Ok(v), "{s}");
         }
-        assert!(parse_bool("maybe")
-            .unwrap_err()
-            .contains("`maybe` is not a boolean"));
+        assert!(parse_bool("maybe").unwrap_err().contains("`maybe` is not a boolean"));
     }
 
     #[test]
@@ -379,31 +338,13 @@ mod tests {
     #[test]
     fn host_specs() {
         let h = HostSpec::parse("deploy@example.com:2222", "root", 22).unwrap();
-        assert_eq!(
-            (h.user.as_str(), h.host.as_str(), h.port),
-            ("deploy", "example.com", 2222)
-        );
+        assert_eq!((h.user.as_str(), h.host.as_str(), h.port), ("deploy", "example.com", 2222));
         let h = HostSpec::parse("10.0.0.1", "root", 22).unwrap();
         assert_eq!(h.to_string(), "root@10.0.0.1:22");
         let h = HostSpec::parse("[::1]:2200", "u", 22).unwrap();
         assert_eq!((h.host.as_str(), h.port), ("::1", 2200));
-        assert_eq!(
-            HostSpec::parse("h;rm -rf /", "root", 22)
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
-        assert_eq!(
-            HostSpec::parse("h:99999", "root", 22)
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
-        assert_eq!(
-            HostSpec::parse("-oProxyCommand=x@h", "root", 22)
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
+        assert_eq!(HostSpec::parse("h;rm -rf /", "root", 22).unwrap_err().exit_code(), 2);
+        assert_eq!(HostSpec::parse("h:99999", "root", 22).unwrap_err().exit_code(), 2);
+        assert_eq!(HostSpec::parse("-oProxyCommand=x@h", "root", 22).unwrap_err().exit_code(), 2);
     }
 }

@@ -31,41 +31,29 @@ pub fn key_format(text: &str) -> Result<KeyFormat> {
             .hint("pass the private key file (e.g. ~/.ssh/id_ed25519, without .pub) and put the public key in the server's authorized_keys"));
     }
     if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
-        let body: String = text
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .map(str::trim)
-            .collect();
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .map_err(|_| Error::bad_input("`ssh-key` is not a valid OpenSSH private key (its base64 does not decode)")
-                .hint("paste the whole key file, including the BEGIN and END lines, with its line breaks"))?;
+        let body: String = text.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+        let raw = base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| {
+            Error::bad_input("`ssh-key` is not a valid OpenSSH private key (its base64 does not decode)")
+                .hint("paste the whole key file, including the BEGIN and END lines, with its line breaks")
+        })?;
         let magic = b"openssh-key-v1\0";
         if !raw.starts_with(magic) || raw.len() < magic.len() + 4 {
-            return Err(
-                Error::bad_input("`ssh-key` is not a valid OpenSSH private key")
-                    .hint("paste the whole key file, including the BEGIN and END lines"),
-            );
+            return Err(Error::bad_input("`ssh-key` is not a valid OpenSSH private key")
+                .hint("paste the whole key file, including the BEGIN and END lines"));
         }
         let rest = &raw[magic.len()..];
         let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let cipher = rest.get(4..4 + n).unwrap_or(b"");
-        return Ok(KeyFormat::OpenSsh {
-            encrypted: cipher != b"none",
-        });
+        return Ok(KeyFormat::OpenSsh { encrypted: cipher != b"none" });
     }
     if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         return Ok(KeyFormat::Pem { encrypted: true });
     }
     if text.contains("PRIVATE KEY-----") {
-        return Ok(KeyFormat::Pem {
-            encrypted: text.contains("Proc-Type: 4,ENCRYPTED"),
-        });
+        return Ok(KeyFormat::Pem { encrypted: text.contains("Proc-Type: 4,ENCRYPTED") });
     }
-    Err(
-        Error::bad_input("`ssh-key` is not a private key in OpenSSH or PEM format")
-            .hint("paste the whole key file, including the `-----BEGIN … PRIVATE KEY-----` line"),
-    )
+    Err(Error::bad_input("`ssh-key` is not a private key in OpenSSH or PEM format")
+        .hint("paste the whole key file, including the `-----BEGIN … PRIVATE KEY-----` line"))
 }
 
 /// Refuse an encrypted key without passphrase (exit 2) before anything connects.
@@ -92,14 +80,8 @@ mod tests {
 
     #[test]
     fn detects_encrypted_openssh_keys() {
-        assert_eq!(
-            key_format(&openssh("none")).unwrap(),
-            KeyFormat::OpenSsh { encrypted: false }
-        );
-        assert_eq!(
-            key_format(&openssh("aes256-ctr")).unwrap(),
-            KeyFormat::OpenSsh { encrypted: true }
-        );
+        assert_eq!(key_format(&openssh("none")).unwrap(), KeyFormat::OpenSsh { encrypted: false });
+        assert_eq!(key_format(&openssh("aes256-ctr")).unwrap(), KeyFormat::OpenSsh { encrypted: true });
         let e = check_private_key(&openssh("aes256-ctr"), false).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.message.contains("encrypted"));
@@ -110,24 +92,15 @@ mod tests {
     fn detects_encrypted_pem_keys() {
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----";
         assert!(key_format(pem).unwrap().encrypted());
-        assert!(key_format(
-            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA\n-----END ENCRYPTED PRIVATE KEY-----"
-        )
-        .unwrap()
-        .encrypted());
-        assert!(
-            !key_format("-----BEGIN RSA PRIVATE KEY-----\nAA\n-----END RSA PRIVATE KEY-----")
-                .unwrap()
-                .encrypted()
-        );
+        assert!(key_format("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA\n-----END ENCRYPTED PRIVATE KEY-----")
+            .unwrap()
+            .encrypted());
+        assert!(!key_format("-----BEGIN RSA PRIVATE KEY-----\nAA\n-----END RSA PRIVATE KEY-----").unwrap().encrypted());
     }
 
     #[test]
     fn refuses_public_keys_and_junk() {
-        assert!(key_format("ssh-ed25519 AAAA user@host")
-            .unwrap_err()
-            .message
-            .contains("public key"));
+        assert!(key_format("ssh-ed25519 AAAA user@host").unwrap_err().message.contains("public key"));
         assert!(key_format("hello").is_err());
     }
 }

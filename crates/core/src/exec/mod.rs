@@ -23,11 +23,7 @@ pub struct Output {
 
 impl Output {
     pub fn ok(stdout: impl Into<Vec<u8>>) -> Output {
-        Output {
-            status: 0,
-            stdout: stdout.into(),
-            stderr: Vec::new(),
-        }
+        Output { status: 0, stdout: stdout.into(), stderr: Vec::new() }
     }
     pub fn success(&self) -> bool {
         self.status == 0
@@ -40,11 +36,8 @@ impl Output {
     }
     /// The last lines of stderr (or stdout when stderr is empty), for error messages.
     pub fn tail(&self, lines: usize) -> String {
-        let text = if self.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
-            self.stderr_str()
-        } else {
-            self.stdout_str()
-        };
+        let text =
+            if self.stderr.iter().any(|b| !b.is_ascii_whitespace()) { self.stderr_str() } else { self.stdout_str() };
         let all: Vec<&str> = text.trim_end().lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -72,12 +65,7 @@ pub trait Executor {
         if out.success() {
             Ok(out)
         } else {
-            Err(Error::failed(format!(
-                "{what} failed on {} (exit {}): {}",
-                self.label(),
-                out.status,
-                out.tail(5)
-            )))
+            Err(Error::failed(format!("{what} failed on {} (exit {}): {}", self.label(), out.status, out.tail(5))))
         }
     }
 
@@ -155,11 +143,7 @@ impl Executor for Local {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(cmd.render(self.sudo))
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -173,17 +157,11 @@ impl Executor for Local {
             }
             _ => None,
         };
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::failed(format!("sh did not finish: {e}")))?;
+        let out = child.wait_with_output().map_err(|e| Error::failed(format!("sh did not finish: {e}")))?;
         if let Some(w) = writer {
             let _ = w.join();
         }
-        Ok(Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        Ok(Output { status: out.status.code().unwrap_or(-1), stdout: out.stdout, stderr: out.stderr })
     }
 }
 
@@ -200,11 +178,7 @@ pub struct Recording {
 
 impl Recording {
     pub fn new(label: &str, sudo: bool) -> Recording {
-        Recording {
-            label: label.to_string(),
-            sudo,
-            ..Default::default()
-        }
+        Recording { label: label.to_string(), sudo, ..Default::default() }
     }
 
     /// Answer commands whose displayed line contains `needle` with `out` (first match wins).
@@ -223,12 +197,8 @@ impl Executor for Recording {
     }
     fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<Output> {
         let line = cmd.display(self.sudo);
-        let out = self
-            .replies
-            .iter()
-            .find(|(n, _)| line.contains(n.as_str()))
-            .map(|(_, o)| o.clone())
-            .unwrap_or_default();
+        let out =
+            self.replies.iter().find(|(n, _)| line.contains(n.as_str())).map(|(_, o)| o.clone()).unwrap_or_default();
         self.log.push(match stdin {
             Some(d) => format!("{line} <<< {} bytes", d.len()),
             None => line,
@@ -244,17 +214,8 @@ mod tests {
     #[test]
     fn local_runs_commands_with_status_and_streams() {
         let mut l = Local::new(false);
-        let out = l
-            .run(&Cmd::script("echo out; echo err >&2; exit 3"))
-            .unwrap();
-        assert_eq!(
-            (
-                out.status,
-                out.stdout_str().as_str(),
-                out.stderr_str().as_str()
-            ),
-            (3, "out\n", "err\n")
-        );
+        let out = l.run(&Cmd::script("echo out; echo err >&2; exit 3")).unwrap();
+        assert_eq!((out.status, out.stdout_str().as_str(), out.stderr_str().as_str()), (3, "out\n", "err\n"));
         let out = l.exec(&Cmd::new("cat"), Some(b"piped")).unwrap();
         assert_eq!(out.stdout, b"piped");
     }
@@ -268,20 +229,13 @@ mod tests {
         let mut l = Local::new(false);
         l.upload(d, b"one\n", 0o600).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"one\n");
-        assert_eq!(
-            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
         // A cut-short upload: the script is told 100 bytes and gets 3.
         let cmd = atomic_write(d, &[b'x'; 100], 0o644);
         let out = l.exec(&cmd, Some(b"xxx")).unwrap();
         assert_eq!(out.status, 75, "{}", out.stderr_str());
         assert_eq!(std::fs::read(&dest).unwrap(), b"one\n");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "temporary file left behind"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
     }
 
     #[test]
