@@ -187,11 +187,11 @@ pub struct SshArgs {
     pub port: u16,
 
     /// Private key text (OpenSSH or PEM); locally also a path to a key file
-    #[arg(long, env = "INPUT_SSH_KEY", hide_env_values = true, value_parser = secret_key_value)]
+    #[arg(long, env = "INPUT_SSH_KEY", hide_env_values = true, allow_hyphen_values = true, value_parser = secret_key_value)]
     pub ssh_key: Option<Secret>,
 
     /// Passphrase of an encrypted key
-    #[arg(long, env = "INPUT_SSH_KEY_PASSPHRASE", hide_env_values = true, value_parser = secret_value)]
+    #[arg(long, env = "INPUT_SSH_KEY_PASSPHRASE", hide_env_values = true, allow_hyphen_values = true, value_parser = secret_value)]
     pub ssh_key_passphrase: Option<Secret>,
 
     /// known_hosts lines for the target hosts, as ssh-keyscan prints them (hashed or not)

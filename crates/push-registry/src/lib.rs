@@ -42,7 +42,7 @@ pub struct Args {
     pub username: Option<String>,
 
     /// Login password or token; sent to `docker login --password-stdin`, never on a command line
-    #[arg(long, env = "INPUT_PASSWORD", hide_env_values = true, value_parser = secret_value)]
+    #[arg(long, env = "INPUT_PASSWORD", hide_env_values = true, allow_hyphen_values = true, value_parser = secret_value)]
     pub password: Option<Secret>,
 
     /// Local images to push, one per line: `local-ref` or `name=local-ref` (required unless compose-files)

@@ -73,7 +73,7 @@ pub struct Args {
     pub targets: Option<String>,
 
     /// Token for the github target (a PAT or app token: GITHUB_TOKEN cannot write secrets)
-    #[arg(long, env = "INPUT_GITHUB_TOKEN", hide_env_values = true, value_parser = secret_value)]
+    #[arg(long, env = "INPUT_GITHUB_TOKEN", hide_env_values = true, allow_hyphen_values = true, value_parser = secret_value)]
     pub github_token: Option<Secret>,
 
     /// GitHub API URL [default: $GITHUB_API_URL or https://api.github.com]
