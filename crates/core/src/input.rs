@@ -175,8 +175,10 @@ fn secret_value(s: &str) -> std::result::Result<Secret, String> {
 #[derive(Debug, Clone, Args)]
 pub struct SshArgs {
     /// One or more `[user@]host[:port]`, newline- or comma-separated
+    // Spelled with its path so clap's derive keeps the parsed list as one value instead of reading
+    // `Option<Vec<_>>` as "many values" (which panics on access).
     #[arg(long, env = "INPUT_HOST", value_parser = list_value)]
-    pub host: Option<Vec<String>>,
+    pub host: Option<::std::vec::Vec<String>>,
 
     /// Login user when `host` names none
     #[arg(long, env = "INPUT_USER", default_value = "root")]
@@ -333,6 +335,24 @@ mod tests {
         assert_eq!(parse_size("17"), Ok(17));
         assert!(parse_size("lots").is_err());
         assert_eq!(format_size(1536 << 20), "1.5GiB");
+    }
+
+    #[test]
+    fn ssh_args_parse_from_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            ssh: SshArgs,
+        }
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        let t = T::try_parse_from(["t", "--host", "a@h1:2222, h2\nh3", "--ssh-key", key, "--port", "2200"]).unwrap();
+        assert_eq!(t.ssh.host.clone().unwrap(), vec!["a@h1:2222", "h2", "h3"]);
+        assert_eq!(t.ssh.ssh_key.as_ref().unwrap().expose(), key);
+        assert_eq!(t.ssh.connect_timeout, Duration::from_secs(30));
+        assert!(!t.ssh.sudo && !t.ssh.insecure_ignore_host_key);
+        let e = T::try_parse_from(["t", "--sudo", "maybe"]).err().unwrap().to_string();
+        assert!(e.contains("not a boolean"), "{e}");
     }
 
     #[test]
