@@ -148,9 +148,23 @@ fn stack_with_a_real_dependency_is_healthy_and_removed_after() {
 #[test]
 fn failing_smoke_command_is_exit_1_naming_it_with_logs() {
     let st = Stack::new(|p| stack_yaml(p, "/health", 3));
-    let o = st.run(&["--smoke", "true\ntest -f /usr/lib/libpq.so.5", "--timeout", "60s"]);
+    let o = st
+        .command(&[
+            "--smoke",
+            "true\ntest -f /usr/lib/libpq.so.5\necho ::warning::from-container; exit 3",
+            "--timeout",
+            "60s",
+        ])
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
+    // Container output is fenced: the runner shows it and does not obey it.
+    let fence = err.find("::stop-commands::").expect("no ::stop-commands:: fence");
+    let line = err.find("\n::warning::from-container").expect("the smoke output is missing");
+    assert!(fence < line, "{err}");
+    assert!(err.contains("::group::logs of"), "{err}");
     assert!(err.contains("smoke command `test -f /usr/lib/libpq.so.5` failed"), "{err}");
     assert!(err.contains("logs of"), "no logs shown:\n{err}");
     assert!(err.contains("hint:"), "{err}");
