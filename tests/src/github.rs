@@ -66,19 +66,11 @@ pub struct Limit {
 impl Limit {
     /// A secondary rate limit: `status` (403 or 429) with `retry-after`.
     pub fn secondary(status: u16, retry_after: u64) -> Limit {
-        Limit {
-            status,
-            retry_after: Some(retry_after),
-            reset_in: None,
-        }
+        Limit { status, retry_after: Some(retry_after), reset_in: None }
     }
     /// A primary rate limit: `status` with `x-ratelimit-remaining: 0` and `x-ratelimit-reset` `reset_in` from now.
     pub fn primary(status: u16, reset_in: u64) -> Limit {
-        Limit {
-            status,
-            retry_after: None,
-            reset_in: Some(reset_in),
-        }
+        Limit { status, retry_after: None, reset_in: Some(reset_in) }
     }
 }
 
@@ -129,10 +121,7 @@ impl ScopeData {
         let secret_key = SecretKey::generate(&mut rand::rngs::OsRng);
         ScopeData {
             secret_key,
-            key_id: format!(
-                "{:019}",
-                3_380_204_578_043_523_366u64.wrapping_add(n as u64)
-            ),
+            key_id: format!("{:019}", 3_380_204_578_043_523_366u64.wrapping_add(n as u64)),
             secrets: BTreeMap::new(),
             variables: BTreeMap::new(),
         }
@@ -158,9 +147,7 @@ struct State {
 impl State {
     fn scope(&mut self, s: &Scope) -> &mut ScopeData {
         let n = self.scopes.len();
-        self.scopes
-            .entry(s.clone())
-            .or_insert_with(|| ScopeData::new(n))
+        self.scopes.entry(s.clone()).or_insert_with(|| ScopeData::new(n))
     }
 }
 
@@ -208,12 +195,8 @@ impl GitHub {
                 .build()
                 .expect("tokio runtime for the GitHub stand-in");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                addr_tx
-                    .send(listener.local_addr().expect("local addr"))
-                    .expect("send addr");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+                addr_tx.send(listener.local_addr().expect("local addr")).expect("send addr");
                 let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
                     let s = served.clone();
                     async move { serve(s, req).await }
@@ -226,12 +209,7 @@ impl GitHub {
             });
         });
         let addr = addr_rx.recv().expect("the GitHub stand-in did not start");
-        let gh = GitHub {
-            url: format!("http://{addr}"),
-            shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        };
+        let gh = GitHub { url: format!("http://{addr}"), shared, stop: Some(stop_tx), thread: Some(thread) };
         gh.add_repo("acme/app");
         gh.add_repo("acme/web");
         gh.add_environment("acme/app", "production");
@@ -269,10 +247,7 @@ impl GitHub {
 
     pub fn add_environment(&self, repo: &str, env: &str) {
         let mut s = lock(&self.shared);
-        s.environments
-            .entry(repo.to_string())
-            .or_default()
-            .push(env.to_string());
+        s.environments.entry(repo.to_string()).or_default().push(env.to_string());
         s.scope(&Scope::Env(repo.to_string(), env.to_string()));
     }
 
@@ -302,36 +277,22 @@ impl GitHub {
         let mut s = lock(&self.shared);
         s.scope(scope).secrets.insert(
             name.to_string(),
-            Stored {
-                value: value.to_string(),
-                sealed: String::new(),
-                visibility: None,
-                selected: Vec::new(),
-            },
+            Stored { value: value.to_string(), sealed: String::new(), visibility: None, selected: Vec::new() },
         );
     }
 
     /// Store a variable directly.
     pub fn preset_variable(&self, scope: &Scope, name: &str, value: &str) {
         let mut s = lock(&self.shared);
-        s.scope(scope).variables.insert(
-            name.to_string(),
-            Var {
-                value: value.to_string(),
-                visibility: None,
-                selected: Vec::new(),
-            },
-        );
+        s.scope(scope)
+            .variables
+            .insert(name.to_string(), Var { value: value.to_string(), visibility: None, selected: Vec::new() });
     }
 
     /// Every secret of a scope, decrypted.
     pub fn secrets(&self, scope: &Scope) -> BTreeMap<String, String> {
         let mut s = lock(&self.shared);
-        s.scope(scope)
-            .secrets
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect()
+        s.scope(scope).secrets.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
     }
 
     pub fn secret(&self, scope: &Scope, name: &str) -> Option<String> {
@@ -341,24 +302,17 @@ impl GitHub {
     /// An organization secret with its visibility and selected repository ids.
     pub fn org_secret(&self, org: &str, name: &str) -> Option<OrgSecret> {
         let mut s = lock(&self.shared);
-        s.scope(&Scope::Org(org.to_string()))
-            .secrets
-            .get(name)
-            .map(|v| OrgSecret {
-                value: v.value.clone(),
-                visibility: v.visibility.clone().unwrap_or_default(),
-                selected_repository_ids: v.selected.clone(),
-            })
+        s.scope(&Scope::Org(org.to_string())).secrets.get(name).map(|v| OrgSecret {
+            value: v.value.clone(),
+            visibility: v.visibility.clone().unwrap_or_default(),
+            selected_repository_ids: v.selected.clone(),
+        })
     }
 
     /// The sealed box (base64, as sent) last stored for a secret.
     pub fn sealed_box(&self, scope: &Scope, name: &str) -> Option<String> {
         let mut s = lock(&self.shared);
-        s.scope(scope)
-            .secrets
-            .get(name)
-            .map(|v| v.sealed.clone())
-            .filter(|b| !b.is_empty())
+        s.scope(scope).secrets.get(name).map(|v| v.sealed.clone()).filter(|b| !b.is_empty())
     }
 
     /// The scope's X25519 private key, base64: for opening boxes with libsodium itself in tests.
@@ -370,11 +324,7 @@ impl GitHub {
     /// Every variable of a scope.
     pub fn variables(&self, scope: &Scope) -> BTreeMap<String, String> {
         let mut s = lock(&self.shared);
-        s.scope(scope)
-            .variables
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect()
+        s.scope(scope).variables.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
     }
 
     pub fn variable(&self, scope: &Scope, name: &str) -> Option<String> {
@@ -426,26 +376,16 @@ impl Drop for GitHub {
 }
 
 fn reply(status: u16, body: Value) -> Response<Body> {
-    let mut r = Response::new(if status == 204 {
-        Body::empty()
-    } else {
-        Body::from(body.to_string())
-    });
+    let mut r = Response::new(if status == 204 { Body::empty() } else { Body::from(body.to_string()) });
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status != 204 {
-        r.headers_mut().insert(
-            "content-type",
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
+        r.headers_mut().insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
     }
     r
 }
 
 fn message(status: u16, msg: &str) -> Response<Body> {
-    reply(
-        status,
-        json!({ "message": msg, "documentation_url": "https://docs.github.com/rest" }),
-    )
+    reply(status, json!({ "message": msg, "documentation_url": "https://docs.github.com/rest" }))
 }
 
 fn limited(limit: &Limit) -> Response<Body> {
@@ -463,10 +403,7 @@ fn limited(limit: &Limit) -> Response<Body> {
         h.insert("retry-after", HeaderValue::from(s));
     }
     if let Some(s) = limit.reset_in {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         h.insert("x-ratelimit-limit", HeaderValue::from(5000u64));
         h.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
         h.insert("x-ratelimit-reset", HeaderValue::from(now + s));
@@ -484,6 +421,7 @@ impl Drop for InFlight {
 
 async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
     let started = shared.1.elapsed();
+    let arrived = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -498,12 +436,10 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
         latency = s.latency;
     }
     let _guard = InFlight(shared.clone());
-    let body = axum::body::to_bytes(req.into_body(), 4 << 20)
-        .await
-        .unwrap_or_default();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    let body = axum::body::to_bytes(req.into_body(), 4 << 20).await.unwrap_or_default();
+    // Open a sealed box before taking the lock: X25519 is slow in unoptimised test builds, and the
+    // stand-in must not serialise requests that GitHub would serve in parallel.
+    let opened = if method == Method::PUT { open_box(&shared, &path, &body) } else { None };
     let response = {
         let mut s = lock(&shared);
         if over_cap {
@@ -515,9 +451,14 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
         } else if !authorized(&s, &headers) {
             message(401, "Bad credentials")
         } else {
-            route(&mut s, &method, &path, &query, &body)
+            route(&mut s, &method, &path, &query, &body, opened)
         }
     };
+    // Latency is the time from arrival to answer, whatever the work took, so timings do not depend on
+    // how fast the stand-in itself is.
+    if !latency.is_zero() {
+        tokio::time::sleep_until((arrived + latency).into()).await;
+    }
     let mut s = lock(&shared);
     let finished = shared.1.elapsed();
     s.log.push(Recorded {
@@ -535,10 +476,7 @@ fn authorized(s: &State, headers: &HeaderMap) -> bool {
     let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let token = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("token "))
-        .unwrap_or("");
+    let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")).unwrap_or("");
     token == s.token
 }
 
@@ -568,30 +506,16 @@ fn paginate(path: &str, query: &str, field: &str, items: Vec<Value>) -> Response
     let (per_page, page) = page_params(query);
     let total = items.len();
     let last = total.div_ceil(per_page).max(1);
-    let slice: Vec<Value> = items
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
+    let slice: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
     let mut r = reply(200, json!({ "total_count": total, field: slice }));
     let mut links = Vec::new();
     if page < last {
-        links.push(format!(
-            "<{path}?per_page={per_page}&page={}>; rel=\"next\"",
-            page + 1
-        ));
-        links.push(format!(
-            "<{path}?per_page={per_page}&page={last}>; rel=\"last\""
-        ));
+        links.push(format!("<{path}?per_page={per_page}&page={}>; rel=\"next\"", page + 1));
+        links.push(format!("<{path}?per_page={per_page}&page={last}>; rel=\"last\""));
     }
     if page > 1 {
-        links.push(format!(
-            "<{path}?per_page={per_page}&page={}>; rel=\"prev\"",
-            page - 1
-        ));
-        links.push(format!(
-            "<{path}?per_page={per_page}&page=1>; rel=\"first\""
-        ));
+        links.push(format!("<{path}?per_page={per_page}&page={}>; rel=\"prev\"", page - 1));
+        links.push(format!("<{path}?per_page={per_page}&page=1>; rel=\"first\""));
     }
     if !links.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&links.join(", ")) {
@@ -601,7 +525,27 @@ fn paginate(path: &str, query: &str, field: &str, items: Vec<Value>) -> Response
     r
 }
 
-fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]) -> Response<Body> {
+/// The result of opening a PUT's sealed box: the plaintext, or why it did not open.
+type Opened = Option<Result<Vec<u8>, &'static str>>;
+
+fn open_box(shared: &Shared, path: &str, body: &[u8]) -> Opened {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let scope = match segs.as_slice() {
+        ["repos", o, r, "actions", "secrets", _] => Scope::Repo(format!("{o}/{r}")),
+        ["repos", o, r, "environments", e, "secrets", _] => Scope::Env(format!("{o}/{r}"), e.to_string()),
+        ["orgs", org, "actions", "secrets", _] => Scope::Org(org.to_string()),
+        _ => return None,
+    };
+    let body: Value = serde_json::from_slice(body).ok()?;
+    let enc = body.get("encrypted_value")?.as_str()?;
+    let key = lock(shared).scopes.get(&scope)?.secret_key.clone();
+    let Ok(sealed) = base64::engine::general_purpose::STANDARD.decode(enc) else {
+        return Some(Err("Bad request: encrypted_value is not valid base64."));
+    };
+    Some(key.unseal(&sealed).map_err(|_| "Bad request: encrypted_value could not be decrypted."))
+}
+
+fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8], opened: Opened) -> Response<Body> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let not_found = || message(404, "Not Found");
     // (scope, "secrets"|"variables", rest)
@@ -616,9 +560,7 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]) -
                 None => not_found(),
             };
         }
-        ["repos", o, r, "actions", kind, rest @ ..] => {
-            (Scope::Repo(format!("{o}/{r}")), *kind, rest)
-        }
+        ["repos", o, r, "actions", kind, rest @ ..] => (Scope::Repo(format!("{o}/{r}")), *kind, rest),
         ["repos", o, r, "environments", e, kind, rest @ ..] => {
             (Scope::Env(format!("{o}/{r}"), e.to_string()), *kind, rest)
         }
@@ -627,34 +569,23 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]) -
     };
     let exists = match &scope {
         Scope::Repo(r) => s.repos.contains_key(r),
-        Scope::Env(r, e) => {
-            s.repos.contains_key(r) && s.environments.get(r).is_some_and(|es| es.contains(e))
-        }
+        Scope::Env(r, e) => s.repos.contains_key(r) && s.environments.get(r).is_some_and(|es| es.contains(e)),
         Scope::Org(o) => s.orgs.contains(o),
     };
     if !exists {
         return not_found();
     }
     let is_org = matches!(scope, Scope::Org(_));
-    let body_json: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(body).unwrap_or(Value::Null)
-    };
+    let body_json: Value =
+        if body.is_empty() { Value::Null } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
     match (kind, rest, method.clone()) {
         ("secrets", ["public-key"], Method::GET) => {
             let d = s.scope(&scope);
-            let key = base64::engine::general_purpose::STANDARD
-                .encode(d.secret_key.public_key().as_bytes());
+            let key = base64::engine::general_purpose::STANDARD.encode(d.secret_key.public_key().as_bytes());
             reply(200, json!({ "key_id": d.key_id, "key": key }))
         }
         ("secrets", [], Method::GET) => {
-            let items = s
-                .scope(&scope)
-                .secrets
-                .iter()
-                .map(|(n, v)| secret_json(n, v, is_org))
-                .collect();
+            let items = s.scope(&scope).secrets.iter().map(|(n, v)| secret_json(n, v, is_org)).collect();
             paginate(path, query, "secrets", items)
         }
         ("secrets", [name], Method::GET) => match s.scope(&scope).secrets.get(*name) {
@@ -665,22 +596,13 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]) -
             Some(_) => reply(204, Value::Null),
             None => not_found(),
         },
-        ("secrets", [name], Method::PUT) => put_secret(s, &scope, name, &body_json),
+        ("secrets", [name], Method::PUT) => put_secret(s, &scope, name, &body_json, opened),
         ("variables", [], Method::GET) => {
-            let items = s
-                .scope(&scope)
-                .variables
-                .iter()
-                .map(|(n, v)| variable_json(n, v, is_org))
-                .collect();
+            let items = s.scope(&scope).variables.iter().map(|(n, v)| variable_json(n, v, is_org)).collect();
             paginate(path, query, "variables", items)
         }
         ("variables", [], Method::POST) => {
-            let name = body_json
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let name = body_json.get("name").and_then(Value::as_str).unwrap_or("").to_string();
             let Some(value) = body_json.get("value").and_then(Value::as_str) else {
                 return message(422, "Invalid request.\n\n\"value\" wasn't supplied.");
             };
@@ -698,14 +620,7 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]) -
             if d.variables.contains_key(&name) {
                 return message(409, "Already exists - Variable already exists");
             }
-            d.variables.insert(
-                name,
-                Var {
-                    value: value.to_string(),
-                    visibility,
-                    selected,
-                },
-            );
+            d.variables.insert(name, Var { value: value.to_string(), visibility, selected });
             reply(201, json!({}))
         }
         ("variables", [name], Method::GET) => match s.scope(&scope).variables.get(*name) {
@@ -713,10 +628,7 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8]) -
             None => not_found(),
         },
         ("variables", [name], Method::PATCH) => {
-            let value = body_json
-                .get("value")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let value = body_json.get("value").and_then(Value::as_str).map(str::to_string);
             if value.as_ref().is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
                 return message(422, "Variable value is too large.");
             }
@@ -760,8 +672,7 @@ fn secret_json(name: &str, v: &Stored, is_org: bool) -> Value {
 }
 
 fn variable_json(name: &str, v: &Var, is_org: bool) -> Value {
-    let mut j =
-        json!({ "name": name, "value": v.value, "created_at": TIMESTAMP, "updated_at": TIMESTAMP });
+    let mut j = json!({ "name": name, "value": v.value, "created_at": TIMESTAMP, "updated_at": TIMESTAMP });
     if is_org {
         j["visibility"] = json!(v.visibility.clone().unwrap_or_else(|| "all".into()));
     }
@@ -770,11 +681,7 @@ fn variable_json(name: &str, v: &Var, is_org: bool) -> Value {
 
 /// `visibility` and `selected_repository_ids` of an organization secret or variable.
 #[allow(clippy::result_large_err)]
-fn org_visibility(
-    s: &State,
-    is_org: bool,
-    body: &Value,
-) -> Result<(Option<String>, Vec<u64>), Response<Body>> {
+fn org_visibility(s: &State, is_org: bool, body: &Value) -> Result<(Option<String>, Vec<u64>), Response<Body>> {
     if !is_org {
         return Ok((None, Vec::new()));
     }
@@ -793,28 +700,17 @@ fn org_visibility(
             return Err(message(422, &format!("Repository {bad} is not accessible")));
         }
     }
-    Ok((
-        Some(visibility.to_string()),
-        if visibility == "selected" {
-            ids
-        } else {
-            Vec::new()
-        },
-    ))
+    Ok((Some(visibility.to_string()), if visibility == "selected" { ids } else { Vec::new() }))
 }
 
-fn put_secret(s: &mut State, scope: &Scope, name: &str, body: &Value) -> Response<Body> {
+fn put_secret(s: &mut State, scope: &Scope, name: &str, body: &Value, opened: Opened) -> Response<Body> {
     if !valid_name(name) {
         return message(422, "Failed to add secret. Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_). Spaces are not allowed. Must start with a letter ([a-z], [A-Z]) or underscores (_).");
     }
-    let (Some(enc), Some(key_id)) = (
-        body.get("encrypted_value").and_then(Value::as_str),
-        body.get("key_id").and_then(Value::as_str),
-    ) else {
-        return message(
-            422,
-            "Invalid request.\n\n\"encrypted_value\" and \"key_id\" are required.",
-        );
+    let (Some(enc), Some(key_id)) =
+        (body.get("encrypted_value").and_then(Value::as_str), body.get("key_id").and_then(Value::as_str))
+    else {
+        return message(422, "Invalid request.\n\n\"encrypted_value\" and \"key_id\" are required.");
     };
     let is_org = matches!(scope, Scope::Org(_));
     let (visibility, selected) = match org_visibility(s, is_org, body) {
@@ -823,16 +719,18 @@ fn put_secret(s: &mut State, scope: &Scope, name: &str, body: &Value) -> Respons
     };
     let d = s.scope(scope);
     if key_id != d.key_id {
-        return message(
-            422,
-            "Bad request: key_id does not match the current public key.",
-        );
+        return message(422, "Bad request: key_id does not match the current public key.");
     }
-    let Ok(sealed) = base64::engine::general_purpose::STANDARD.decode(enc) else {
-        return message(422, "Bad request: encrypted_value is not valid base64.");
-    };
-    let Ok(plain) = d.secret_key.unseal(&sealed) else {
-        return message(422, "Bad request: encrypted_value could not be decrypted.");
+    // Opened before the lock was taken (see `open_box`); opened here when it was not.
+    let opened = opened.unwrap_or_else(|| {
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(enc)
+            .map_err(|_| "Bad request: encrypted_value is not valid base64.")?;
+        d.secret_key.unseal(&sealed).map_err(|_| "Bad request: encrypted_value could not be decrypted.")
+    });
+    let plain = match opened {
+        Ok(p) => p,
+        Err(msg) => return message(422, msg),
     };
     if plain.len() > MAX_VALUE_BYTES {
         return message(422, "Secret value is too large: the limit is 48 KB.");
@@ -842,20 +740,9 @@ fn put_secret(s: &mut State, scope: &Scope, name: &str, body: &Value) -> Respons
     };
     let created = !d.secrets.contains_key(name);
     if created && matches!(scope, Scope::Repo(_)) && d.secrets.len() >= MAX_REPO_SECRETS {
-        return message(
-            422,
-            "Secret limit reached: a repository can have up to 100 secrets.",
-        );
+        return message(422, "Secret limit reached: a repository can have up to 100 secrets.");
     }
-    d.secrets.insert(
-        name.to_string(),
-        Stored {
-            value,
-            sealed: enc.to_string(),
-            visibility,
-            selected,
-        },
-    );
+    d.secrets.insert(name.to_string(), Stored { value, sealed: enc.to_string(), visibility, selected });
     if created {
         reply(201, json!({}))
     } else {

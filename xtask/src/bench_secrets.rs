@@ -1,5 +1,129 @@
-//! `cargo xtask bench_secrets` (not written yet).
+//! `cargo xtask bench secrets`: 100 secrets against the GitHub API stand-in with 100 ms of latency per
+//! request and a cap of 4 requests in flight (a 5th gets a secondary rate limit, as GitHub's would).
+//!
+//! Two runs of the release binary in one go, each against a fresh stand-in:
+//! - gangplank: `sync-secrets --mode apply` with its default concurrency (4);
+//! - serial: the same binary with `--concurrency 1`, i.e. the same requests (list, public key, one PUT per
+//!   secret) sent one after the other, as a shell loop over the API would.
+//!
+//! Prints both wall times, the ratio (target ≥ 3×), the rate-limit answers of the gangplank run (target 0),
+//! the most requests in flight, and checks that every secret decrypts to its value. `BENCH_TIMELINE=1`
+//! also prints every request with its start and end (ms) as the stand-in saw it.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`bench_secrets` is not written yet")
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use gangplank_testbed::github::{GitHub, Scope};
+
+const SECRETS: usize = 100;
+const LATENCY: Duration = Duration::from_millis(100);
+const CAP: usize = 4;
+
+struct Measured {
+    wall: Duration,
+    requests: usize,
+    rate_limited: usize,
+    max_in_flight: usize,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("`bench secrets` takes no arguments (got `{a}`)");
+    }
+    let root = crate::project_root();
+    eprintln!("building the release binary…");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["build", "--quiet", "--release", "-p", "sync-secrets"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p sync-secrets failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("sync-secrets");
+
+    let dir = tempfile::tempdir()?;
+    let mut manifest = String::from("defaults:\n  targets: [github]\nvalues:\n");
+    let mut values = String::new();
+    let mut expected = Vec::new();
+    for i in 0..SECRETS {
+        let name = format!("BENCH_SECRET_{i:03}");
+        let value = format!("k9bench-{i:03}-{:016x}", 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1));
+        manifest.push_str(&format!("  {name}: {{}}\n"));
+        values.push_str(&format!("{name}={value}\n"));
+        expected.push((name, value));
+    }
+    std::fs::write(dir.path().join("secrets.yml"), manifest)?;
+    std::fs::write(dir.path().join("values.env"), values)?;
+
+    let gangplank = measure(&bin, dir.path(), None, &expected)?;
+    let serial = measure(&bin, dir.path(), Some(1), &expected)?;
+    let ratio = serial.wall.as_secs_f64() / gangplank.wall.as_secs_f64();
+
+    println!(
+        "sync-secrets: {SECRETS} secrets, {} ms latency per request, stand-in caps {CAP} in flight",
+        LATENCY.as_millis()
+    );
+    println!(
+        "  gangplank (concurrency 4): {:>7.2} s  {} requests, at most {} in flight, {} rate-limit errors",
+        gangplank.wall.as_secs_f64(),
+        gangplank.requests,
+        gangplank.max_in_flight,
+        gangplank.rate_limited
+    );
+    println!(
+        "  serial loop:               {:>7.2} s  {} requests, at most {} in flight, {} rate-limit errors",
+        serial.wall.as_secs_f64(),
+        serial.requests,
+        serial.max_in_flight,
+        serial.rate_limited
+    );
+    println!("  ratio: {ratio:.1}x faster (target >= 3x); rate-limit errors: {} (target 0)", gangplank.rate_limited);
+    if ratio < 3.0 || gangplank.rate_limited > 0 {
+        println!("  BUDGET MISSED");
+    }
+    Ok(())
+}
+
+fn measure(bin: &Path, dir: &Path, concurrency: Option<u32>, expected: &[(String, String)]) -> Result<Measured> {
+    let gh = GitHub::start();
+    gh.set_latency(LATENCY);
+    gh.set_concurrency_cap(Some(CAP));
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(dir)
+        .args(["--mode", "apply", "--manifest", "secrets.yml", "--values-file", "values.env"])
+        .args(["--api-url", gh.url(), "--repository", "acme/app", "--plan-file", "plan.json"])
+        .env("INPUT_GITHUB_TOKEN", gh.token())
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env_remove("GITHUB_ACTIONS");
+    if let Some(c) = concurrency {
+        cmd.args(["--concurrency", &c.to_string()]);
+    }
+    let t = Instant::now();
+    let out = cmd.output().context("running sync-secrets")?;
+    let wall = t.elapsed();
+    if !out.status.success() {
+        bail!("sync-secrets failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    if std::env::var_os("BENCH_TIMELINE").is_some() {
+        for r in gh.requests() {
+            eprintln!("{} {} {} {}-{}", r.method, r.path, r.status, r.started_ms, r.finished_ms);
+        }
+    }
+    let stored = gh.secrets(&Scope::Repo("acme/app".into()));
+    for (name, value) in expected {
+        if stored.get(name) != Some(value) {
+            bail!("{name} did not decrypt to its value on the stand-in");
+        }
+    }
+    Ok(Measured {
+        wall,
+        requests: gh.requests().len(),
+        rate_limited: gh.rate_limited(),
+        max_in_flight: gh.max_in_flight(),
+    })
 }
