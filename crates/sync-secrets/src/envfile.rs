@@ -7,8 +7,9 @@
 //!   `$` (v2 expands `$X` and `${X}` inside double quotes; v1 expands `${X}` and keeps `\$` as two characters);
 //! - single quotes are literal in v2 and keep everything but `\\`, `\'` and `${X}` in v1, so a value with `$`
 //!   but without `'`, `\` and `${` is written single-quoted (newlines included, as real newlines);
-//! - a value with `$` and also `'`, `\` or `${` has no spelling both read back: it is refused before anything
-//!   is written (rule `env-file quoting`).
+//! - a value with `$` and also `'`, `\` or `${` has no spelling both read back, nor has a value ending in `\`
+//!   (both parsers take the final `\"` for an escaped quote): such values are refused before anything is
+//!   written (rule `env-file quoting`).
 //!
 //! Drift without revealing values: the host runs [`HASHES_SCRIPT`], which splits the file into entries (a
 //! line `KEY=…` starts one; following lines that do not start a key belong to it) and prints each key with the
@@ -22,6 +23,10 @@ use gangplank_core::{Cmd, Error, Executor, Result};
 
 /// Quote one value for a `.env` line, or say which rule stops it.
 pub fn quote_value(v: &str) -> std::result::Result<String, &'static str> {
+    // Both parsers take `\"` at the end for an escaped quote, not an escaped backslash and the closing quote.
+    if v.ends_with('\\') {
+        return Err("env-file quoting (a value ending in `\\` reads back differently in compose's parsers)");
+    }
     if v.contains('$') {
         if v.contains('\'') || v.contains('\\') || v.contains("${") {
             return Err("env-file quoting (a value with `$` and also `'`, `\\` or `${` reads back differently in compose v1 and v2)");
@@ -43,8 +48,7 @@ pub fn quote_value(v: &str) -> std::result::Result<String, &'static str> {
     Ok(out)
 }
 
-pub const HEADER: &str =
-    "# Written by gangplank sync-secrets from the secrets manifest: edits here are overwritten.\n";
+pub const HEADER: &str = "# Written by gangplank sync-secrets from the secrets manifest: edits here are overwritten.\n";
 
 /// The whole file: a header comment, then `KEY=value` lines in the given (stable) order.
 pub fn render(values: &[(String, String)]) -> std::result::Result<String, String> {
@@ -62,9 +66,7 @@ pub fn render(values: &[(String, String)]) -> std::result::Result<String, String
 fn starts_entry(line: &str) -> Option<&str> {
     let (key, _) = line.split_once('=')?;
     let b = key.as_bytes();
-    let ok = !b.is_empty()
-        && !b[0].is_ascii_digit()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    let ok = !b.is_empty() && !b[0].is_ascii_digit() && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
     ok.then_some(key)
 }
 
@@ -75,11 +77,7 @@ pub fn entry_hashes(text: &str) -> BTreeMap<String, String> {
     let mut cur: Option<(String, String)> = None;
     // Inside an open single quote (a multi-line value), a line that looks like `KEY=` is still the value.
     let mut open = false;
-    let lines: Vec<&str> = text
-        .strip_suffix('\n')
-        .unwrap_or(text)
-        .split('\n')
-        .collect();
+    let lines: Vec<&str> = text.strip_suffix('\n').unwrap_or(text).split('\n').collect();
     for line in lines {
         let odd = line.matches('\'').count() % 2 == 1;
         match starts_entry(line) {
@@ -135,10 +133,7 @@ pub struct Remote {
 }
 
 pub fn read_remote(ex: &mut dyn Executor, path: &str) -> Result<Remote> {
-    let out = ex.check(
-        &Cmd::script(HASHES_SCRIPT).arg(path).privileged(),
-        &format!("reading hashes of {path}"),
-    )?;
+    let out = ex.check(&Cmd::script(HASHES_SCRIPT).arg(path).privileged(), &format!("reading hashes of {path}"))?;
     let text = out.stdout_str();
     let mut r = Remote::default();
     for line in text.lines() {
@@ -183,11 +178,7 @@ pub fn drift(local: &BTreeMap<String, String>, remote: &BTreeMap<String, String>
             Some(_) => d.changed.push(k.clone()),
         }
     }
-    d.removed = remote
-        .keys()
-        .filter(|k| !local.contains_key(*k))
-        .cloned()
-        .collect();
+    d.removed = remote.keys().filter(|k| !local.contains_key(*k)).cloned().collect();
     d
 }
 
@@ -251,44 +242,24 @@ pub fn write(
 ) -> Result<()> {
     let backups = format!("{}/.gangplank/backups", app_dir.trim_end_matches('/'));
     ex.check(
-        &Cmd::script(BACKUP_SCRIPT)
-            .arg(path)
-            .arg(&backups)
-            .arg(stamp())
-            .arg(keep_backups.to_string())
-            .privileged(),
+        &Cmd::script(BACKUP_SCRIPT).arg(path).arg(&backups).arg(stamp()).arg(keep_backups.to_string()).privileged(),
         &format!("backing up {path}"),
     )?;
     ex.upload(path, content.as_bytes(), 0o600)?;
-    let out = ex.check(
-        &Cmd::script(VERIFY_SCRIPT).arg(path).privileged(),
-        &format!("verifying {path}"),
-    )?;
+    let out = ex.check(&Cmd::script(VERIFY_SCRIPT).arg(path).privileged(), &format!("verifying {path}"))?;
     let text = out.stdout_str();
     let mut parts = text.split_whitespace();
     let (hash, mode) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if hash != sha256_hex(content.as_bytes()) {
-        return Err(Error::failed(format!(
-            "{path} on {} does not match what was written",
-            ex.label()
-        ))
-        .hint("another process may be writing the file at the same time; run again"));
+        return Err(Error::failed(format!("{path} on {} does not match what was written", ex.label()))
+            .hint("another process may be writing the file at the same time; run again"));
     }
     if mode != "600" {
-        return Err(
-            Error::failed(format!("{path} on {} has mode {mode}, not 600", ex.label())).hint(
-                "check that the file system honours chmod (and that no other tool resets the mode)",
-            ),
-        );
+        return Err(Error::failed(format!("{path} on {} has mode {mode}, not 600", ex.label()))
+            .hint("check that the file system honours chmod (and that no other tool resets the mode)"));
     }
     let audit_log = format!("{}/.gangplank/audit.log", app_dir.trim_end_matches('/'));
-    ex.check(
-        &Cmd::script(AUDIT_SCRIPT)
-            .arg(&audit_log)
-            .arg(audit.to_string())
-            .privileged(),
-        "writing the audit line",
-    )?;
+    ex.check(&Cmd::script(AUDIT_SCRIPT).arg(&audit_log).arg(audit.to_string()).privileged(), "writing the audit line")?;
     Ok(())
 }
 
@@ -300,35 +271,25 @@ mod tests {
     fn quoting() {
         assert_eq!(quote_value("plain").unwrap(), "\"plain\"");
         assert_eq!(quote_value("a\"b\\c\nd").unwrap(), r#""a\"b\\c\nd""#);
-        assert_eq!(
-            quote_value("it's # not a comment").unwrap(),
-            "\"it's # not a comment\""
-        );
+        assert_eq!(quote_value("it's # not a comment").unwrap(), "\"it's # not a comment\"");
         assert_eq!(quote_value("pa$word\nline2").unwrap(), "'pa$word\nline2'");
         assert!(quote_value("a$b'c").is_err());
         assert!(quote_value("${X}").is_err());
         assert!(quote_value("$a\\b").is_err());
+        assert!(quote_value("ends in a backslash\\").is_err());
     }
 
     #[test]
     fn entries_split_like_the_host_script() {
         let text = "# c\nA=\"1\"\nB='x\ny=z'\n\nC=3\n";
         let h = entry_hashes(text);
-        assert_eq!(
-            h.keys().cloned().collect::<Vec<_>>(),
-            ["A", "B", "C"],
-            "`y=z` inside quotes is not a key"
-        );
+        assert_eq!(h.keys().cloned().collect::<Vec<_>>(), ["A", "B", "C"], "`y=z` inside quotes is not a key");
         assert_eq!(h["A"], sha256_hex(b"A=\"1\"\n"));
         assert_eq!(h["B"], sha256_hex(b"B='x\ny=z'\n\n"));
         let d = drift(&entry_hashes("A=1\nB=2\n"), &entry_hashes("B=3\nC=4\n"));
         assert_eq!(
             (d.added, d.removed, d.changed),
-            (
-                vec!["A".to_string()],
-                vec!["C".to_string()],
-                vec!["B".to_string()]
-            )
+            (vec!["A".to_string()], vec!["C".to_string()], vec!["B".to_string()])
         );
     }
 

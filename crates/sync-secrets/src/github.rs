@@ -59,13 +59,7 @@ pub struct Gh {
 const TOKEN_HINT: &str = "use a fine-grained token or GitHub App token with `Secrets: read and write` and `Variables: read and write` on the repository (`Environments` too for environment secrets, organization `Secrets`/`Variables` for org entries); the workflow's GITHUB_TOKEN cannot write secrets";
 
 impl Gh {
-    pub fn new(
-        api_url: &str,
-        token: &Secret,
-        repo: &str,
-        concurrency: usize,
-        max_retries: u32,
-    ) -> Result<Gh> {
+    pub fn new(api_url: &str, token: &Secret, repo: &str, concurrency: usize, max_retries: u32) -> Result<Gh> {
         let bad_url = |e: String| {
             Error::bad_input(format!("api-url `{api_url}` is not a URL: {e}"))
                 .hint("leave `api-url` unset for github.com, or use https://HOST/api/v3 for GitHub Enterprise Server")
@@ -134,21 +128,13 @@ impl Gh {
         }
         .map_err(|e| first_line(&e.to_string()))?;
         let status = resp.status().as_u16();
-        let headers: BTreeMap<String, String> =
-            ["retry-after", "x-ratelimit-remaining", "x-ratelimit-reset"]
-                .iter()
-                .filter_map(|n| {
-                    resp.headers()
-                        .get(*n)
-                        .and_then(|v| v.to_str().ok())
-                        .map(|v| (n.to_string(), v.trim().to_string()))
-                })
-                .collect();
-        let text = self
-            .oc
-            .body_to_string(resp)
-            .await
-            .map_err(|e| first_line(&e.to_string()))?;
+        let headers: BTreeMap<String, String> = ["retry-after", "x-ratelimit-remaining", "x-ratelimit-reset"]
+            .iter()
+            .filter_map(|n| {
+                resp.headers().get(*n).and_then(|v| v.to_str().ok()).map(|v| (n.to_string(), v.trim().to_string()))
+            })
+            .collect();
+        let text = self.oc.body_to_string(resp).await.map_err(|e| first_line(&e.to_string()))?;
         Ok((status, headers, text))
     }
 
@@ -186,9 +172,7 @@ impl Gh {
             let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
             let msg = github_message(&text);
             let rate_limited = (status == 403 || status == 429)
-                && (retry_after.is_some()
-                    || exhausted
-                    || msg.to_ascii_lowercase().contains("rate limit"));
+                && (retry_after.is_some() || exhausted || msg.to_ascii_lowercase().contains("rate limit"));
             if rate_limited || status >= 500 {
                 if rate_limited {
                     self.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -196,21 +180,18 @@ impl Gh {
                 let wait = if let Some(s) = retry_after {
                     Duration::from_secs_f64(s.max(0.0))
                 } else if let (true, Some(r)) = (exhausted, reset) {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default();
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                     Duration::from_secs(r).saturating_sub(now) + Duration::from_millis(250)
                 } else {
                     backoff(attempt + 1)
                 };
                 if attempt >= self.max_retries || wait > MAX_WAIT {
-                    let why = if rate_limited {
-                        "GitHub's rate limit"
-                    } else {
-                        "GitHub's server errors"
-                    };
-                    return Err(Error::new(self.class(), format!("{what} gave up after {attempt} retries because of {why} (HTTP {status})"))
-                        .hint("run again later, or lower `concurrency`; values written so far are kept"));
+                    let why = if rate_limited { "GitHub's rate limit" } else { "GitHub's server errors" };
+                    return Err(Error::new(
+                        self.class(),
+                        format!("{what} gave up after {attempt} retries because of {why} (HTTP {status})"),
+                    )
+                    .hint("run again later, or lower `concurrency`; values written so far are kept"));
                 }
                 attempt += 1;
                 self.pause(wait);
@@ -223,26 +204,16 @@ impl Gh {
     /// GET a JSON document.
     pub async fn get_json(&self, path: &str) -> Result<Json> {
         let (_, text) = self.call(Method::Get, path, None, &[]).await?;
-        serde_json::from_str(&text).map_err(|e| {
-            Error::new(
-                self.class(),
-                format!("GET {path}: the answer is not JSON: {e}"),
-            )
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| Error::new(self.class(), format!("GET {path}: the answer is not JSON: {e}")))
     }
 
     /// Every item of a paginated list (`field` is `secrets` or `variables`).
     pub async fn list(&self, path: &str, field: &str) -> Result<Vec<Json>> {
         let mut out = Vec::new();
         for page in 1.. {
-            let doc = self
-                .get_json(&format!("{path}?per_page=100&page={page}"))
-                .await?;
-            let items = doc
-                .get(field)
-                .and_then(Json::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let doc = self.get_json(&format!("{path}?per_page=100&page={page}")).await?;
+            let items = doc.get(field).and_then(Json::as_array).cloned().unwrap_or_default();
             let total = doc.get("total_count").and_then(Json::as_u64).unwrap_or(0) as usize;
             let n = items.len();
             out.extend(items);
@@ -255,36 +226,19 @@ impl Gh {
 
     /// Names of the secrets of a scope.
     pub async fn secret_names(&self, scope: &GhScope) -> Result<Vec<String>> {
-        let items = self
-            .list(&format!("{}/secrets", self.base(scope)), "secrets")
-            .await?;
-        Ok(items
-            .iter()
-            .filter_map(|i| i.get("name").and_then(Json::as_str).map(str::to_string))
-            .collect())
+        let items = self.list(&format!("{}/secrets", self.base(scope)), "secrets").await?;
+        Ok(items.iter().filter_map(|i| i.get("name").and_then(Json::as_str).map(str::to_string)).collect())
     }
 
     /// Variables of a scope: name → (value, visibility).
-    pub async fn variables(
-        &self,
-        scope: &GhScope,
-    ) -> Result<BTreeMap<String, (String, Option<String>)>> {
-        let items = self
-            .list(&format!("{}/variables", self.base(scope)), "variables")
-            .await?;
+    pub async fn variables(&self, scope: &GhScope) -> Result<BTreeMap<String, (String, Option<String>)>> {
+        let items = self.list(&format!("{}/variables", self.base(scope)), "variables").await?;
         Ok(items
             .iter()
             .filter_map(|i| {
                 let name = i.get("name")?.as_str()?.to_string();
-                let value = i
-                    .get("value")
-                    .and_then(Json::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let vis = i
-                    .get("visibility")
-                    .and_then(Json::as_str)
-                    .map(str::to_string);
+                let value = i.get("value").and_then(Json::as_str).unwrap_or("").to_string();
+                let vis = i.get("visibility").and_then(Json::as_str).map(str::to_string);
                 Some((name, (value, vis)))
             })
             .collect())
@@ -292,41 +246,26 @@ impl Gh {
 
     /// The scope's public key: (key_id, key bytes).
     pub async fn public_key(&self, scope: &GhScope) -> Result<(String, [u8; 32])> {
-        let doc = self
-            .get_json(&format!("{}/secrets/public-key", self.base(scope)))
-            .await?;
-        let key_id = doc
-            .get("key_id")
-            .and_then(Json::as_str)
-            .unwrap_or("")
-            .to_string();
+        let doc = self.get_json(&format!("{}/secrets/public-key", self.base(scope))).await?;
+        let key_id = doc.get("key_id").and_then(Json::as_str).unwrap_or("").to_string();
         let key = doc.get("key").and_then(Json::as_str).unwrap_or("");
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(key)
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-            .ok_or_else(|| {
-                Error::new(
-                    self.class(),
-                    "GitHub's public key for secrets is not a 32-byte base64 key",
-                )
-            })?;
+            .ok_or_else(|| Error::new(self.class(), "GitHub's public key for secrets is not a 32-byte base64 key"))?;
         Ok((key_id, bytes))
     }
 
     /// Repository id of `name` (`org/name`, or `name` in `org`).
     pub async fn repo_id(&self, org: &str, name: &str) -> Result<u64> {
-        let full = if name.contains('/') {
-            name.to_string()
-        } else {
-            format!("{org}/{name}")
-        };
-        let (status, text) = self
-            .call(Method::Get, &format!("/repos/{full}"), None, &[404])
-            .await?;
+        let full = if name.contains('/') { name.to_string() } else { format!("{org}/{name}") };
+        let (status, text) = self.call(Method::Get, &format!("/repos/{full}"), None, &[404]).await?;
         if status == 404 {
-            return Err(Error::bad_input(format!("repository `{full}` (in `repositories` of an org entry) was not found"))
-                .hint("list repositories by name as they appear on GitHub, and check that the token can see them"));
+            return Err(Error::bad_input(format!(
+                "repository `{full}` (in `repositories` of an org entry) was not found"
+            ))
+            .hint("list repositories by name as they appear on GitHub, and check that the token can see them"));
         }
         let doc: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
         doc.get("id")
@@ -338,9 +277,8 @@ impl Gh {
 /// Seal `value` for GitHub: a libsodium sealed box to the scope's X25519 public key, base64-encoded.
 pub fn seal(public_key: &[u8; 32], value: &str) -> Result<String> {
     let pk = crypto_box::PublicKey::from(*public_key);
-    let sealed = pk
-        .seal(&mut rand::rngs::OsRng, value.as_bytes())
-        .map_err(|_| Error::failed("sealing a secret failed"))?;
+    let sealed =
+        pk.seal(&mut rand::rngs::OsRng, value.as_bytes()).map_err(|_| Error::failed("sealing a secret failed"))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
 }
 
@@ -370,11 +308,7 @@ fn github_message(text: &str) -> String {
 }
 
 fn explain(class: Class, what: &str, status: u16, msg: &str, repo: &str) -> Error {
-    let said = if msg.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", first_line(msg))
-    };
+    let said = if msg.is_empty() { String::new() } else { format!(": {}", first_line(msg)) };
     match status {
         401 => Error::new(class, format!("GitHub refused the token (HTTP 401{said})"))
             .hint(format!("check `github-token`: it may be expired or mistyped; {TOKEN_HINT}")),

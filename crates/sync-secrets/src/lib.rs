@@ -175,9 +175,7 @@ fn scope_label(repo: &str, s: &GhScope) -> String {
 pub fn run(args: Args) -> Result<()> {
     // Masks first: nothing is printed before every secret value is registered.
     let loaded = manifest::load(&args.manifest);
-    let values = manifest::load_values(loaded.as_ref().ok(), args.values_file.as_deref(), &|k| {
-        std::env::var(k).ok()
-    })?;
+    let values = manifest::load_values(loaded.as_ref().ok(), args.values_file.as_deref(), &|k| std::env::var(k).ok())?;
     let m = loaded?;
 
     let targets = selected_targets(&args, &m)?;
@@ -187,24 +185,14 @@ pub fn run(args: Args) -> Result<()> {
     let mut items = Vec::new();
     for f in &findings {
         if !f.fatal {
-            actions::warning(
-                "placeholder",
-                format!("{}: {} (placeholders: warn)", f.key, f.rule),
-            );
+            actions::warning("placeholder", format!("{}: {} (placeholders: warn)", f.key, f.rule));
         }
     }
     let fatal: Vec<&manifest::Finding> = findings.iter().filter(|f| f.fatal).collect();
     for f in &fatal {
         let e = m.get(&f.key);
         let t = e
-            .map(|e| {
-                e.targets
-                    .iter()
-                    .filter(|t| targets.contains(t))
-                    .map(|t| t.name())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
+            .map(|e| e.targets.iter().filter(|t| targets.contains(t)).map(|t| t.name()).collect::<Vec<_>>().join(","))
             .unwrap_or_default();
         items.push(Item {
             key: f.key.clone(),
@@ -223,16 +211,10 @@ pub fn run(args: Args) -> Result<()> {
     if !fatal.is_empty() || args.mode == Mode::Check {
         finish(&args, &items, invalid_keys)?;
         if fatal.is_empty() {
-            info(format!(
-                "all {} entries of the manifest are valid",
-                m.entries.len()
-            ));
+            info(format!("all {} entries of the manifest are valid", m.entries.len()));
             return Ok(());
         }
-        let list: Vec<String> = fatal
-            .iter()
-            .map(|f| format!("{} ({})", f.key, f.rule))
-            .collect();
+        let list: Vec<String> = fatal.iter().map(|f| format!("{} ({})", f.key, f.rule)).collect();
         return Err(Error::bad_input(format!(
             "{invalid_keys} value(s) failed validation, so nothing was written: {}",
             list.join(", ")
@@ -246,16 +228,8 @@ pub fn run(args: Args) -> Result<()> {
         .map_err(|e| Error::failed(format!("cannot start the async runtime: {e}")))?;
 
     // Inputs for every selected target, checked before any network use.
-    let gh_cfg = if targets.contains(&Target::Github) {
-        Some(github_config(&args)?)
-    } else {
-        None
-    };
-    let env_cfg = if targets.contains(&Target::EnvFile) {
-        Some(env_config(&args)?)
-    } else {
-        None
-    };
+    let gh_cfg = if targets.contains(&Target::Github) { Some(github_config(&args)?) } else { None };
+    let env_cfg = if targets.contains(&Target::EnvFile) { Some(env_config(&args)?) } else { None };
 
     // Plan.
     let mut gh_plan = None;
@@ -263,13 +237,7 @@ pub fn run(args: Args) -> Result<()> {
         let _g = actions::group("plan: github");
         // octocrab's client spawns its worker on the runtime when it is built.
         let _rt = rt.enter();
-        let gh = Gh::new(
-            api,
-            token,
-            repo,
-            args.concurrency as usize,
-            args.max_retries,
-        )?;
+        let gh = Gh::new(api, token, repo, args.concurrency as usize, args.max_retries)?;
         let (gi, ops) = rt.block_on(plan_github(&gh, &m, &values, args.prune))?;
         items.extend(gi);
         gh_plan = Some((gh, ops));
@@ -343,20 +311,9 @@ pub fn run(args: Args) -> Result<()> {
                 "run_url": run_url(),
                 "actor": std::env::var("GITHUB_ACTOR").unwrap_or_default(),
             });
-            envfile::write(
-                ex,
-                &cfg.path,
-                &cfg.app_dir,
-                &env_content,
-                args.keep_backups,
-                &audit,
-            )
-            .map_err(|e| {
+            envfile::write(ex, &cfg.path, &cfg.app_dir, &env_content, args.keep_backups, &audit).map_err(|e| {
                 if e.class == Class::BadInput {
-                    Error {
-                        class: Class::Failed,
-                        ..e
-                    }
+                    Error { class: Class::Failed, ..e }
                 } else {
                     e
                 }
@@ -388,8 +345,7 @@ fn selected_targets(args: &Args, m: &Manifest) -> Result<Vec<Target>> {
             let mut out = Vec::new();
             for t in list {
                 let t = Target::parse(&t).ok_or_else(|| {
-                    Error::bad_input(format!("target `{t}` is not known"))
-                        .hint("use `github`, `env-file` or both")
+                    Error::bad_input(format!("target `{t}` is not known")).hint("use `github`, `env-file` or both")
                 })?;
                 if in_manifest.contains(&t) && !out.contains(&t) {
                     out.push(t);
@@ -401,14 +357,10 @@ fn selected_targets(args: &Args, m: &Manifest) -> Result<Vec<Target>> {
 }
 
 fn github_config(args: &Args) -> Result<(String, Secret, String)> {
-    let token = args
-        .github_token
-        .clone()
-        .filter(|t| !t.expose().trim().is_empty())
-        .ok_or_else(|| {
-            Error::bad_input("input `github-token` is required for the github target")
-                .hint(format!("{}; or set `targets: env-file`", TOKEN_HINT_SHORT))
-        })?;
+    let token = args.github_token.clone().filter(|t| !t.expose().trim().is_empty()).ok_or_else(|| {
+        Error::bad_input("input `github-token` is required for the github target")
+            .hint(format!("{}; or set `targets: env-file`", TOKEN_HINT_SHORT))
+    })?;
     let api = args
         .api_url
         .clone()
@@ -416,8 +368,7 @@ fn github_config(args: &Args) -> Result<(String, Secret, String)> {
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| "https://api.github.com".into());
     let repo = repository(args).ok_or_else(|| {
-        Error::bad_input("input `repository` is required outside Actions")
-            .hint("set `repository: owner/name`")
+        Error::bad_input("input `repository` is required outside Actions").hint("set `repository: owner/name`")
     })?;
     Ok((api, token, repo))
 }
@@ -433,11 +384,8 @@ fn repository(args: &Args) -> Option<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())?;
     let ok = r.split('/').count() == 2
-        && r.split('/').all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        });
+        && r.split('/')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
     ok.then_some(r)
 }
 
@@ -449,7 +397,10 @@ struct EnvCfg {
 
 fn env_config(args: &Args) -> Result<EnvCfg> {
     let ssh = args.ssh.to_config().map_err(|e| match &e.hint {
-        Some(h) => Error { hint: Some(format!("{h} (the env-file target writes the server .env over SSH; or set `targets: github`)")), ..e },
+        Some(h) => Error {
+            hint: Some(format!("{h} (the env-file target writes the server .env over SSH; or set `targets: github`)")),
+            ..e
+        },
         None => e,
     })?;
     let app_dir = match &args.app_dir {
@@ -457,18 +408,14 @@ fn env_config(args: &Args) -> Result<EnvCfg> {
         _ => match repository(args) {
             Some(r) => format!("/opt/{}", r.rsplit('/').next().unwrap_or(&r)),
             None => {
-                return Err(
-                    Error::bad_input("input `app-dir` is required for the env-file target").hint(
-                        "set `app-dir` to the application's directory on the host, e.g. /opt/myapp",
-                    ),
-                )
+                return Err(Error::bad_input("input `app-dir` is required for the env-file target")
+                    .hint("set `app-dir` to the application's directory on the host, e.g. /opt/myapp"))
             }
         },
     };
     if !app_dir.starts_with('/') {
         return Err(
-            Error::bad_input(format!("app-dir `{app_dir}` is not an absolute path"))
-                .hint("use e.g. /opt/myapp"),
+            Error::bad_input(format!("app-dir `{app_dir}` is not an absolute path")).hint("use e.g. /opt/myapp")
         );
     }
     let path = match &args.remote_env_path {
@@ -483,15 +430,10 @@ fn render_env(m: &Manifest, values: &BTreeMap<String, Value>) -> Result<String> 
         .entries
         .iter()
         .filter(|e| e.targets.contains(&Target::EnvFile) && !e.retired)
-        .filter_map(|e| {
-            values
-                .get(&e.name)
-                .map(|v| (e.name.clone(), v.expose().to_string()))
-        })
+        .filter_map(|e| values.get(&e.name).map(|v| (e.name.clone(), v.expose().to_string())))
         .collect();
     envfile::render(&pairs).map_err(|k| {
-        Error::bad_input(format!("{k}: env-file quoting"))
-            .hint("see the quoting rules in the sync-secrets docs")
+        Error::bad_input(format!("{k}: env-file quoting")).hint("see the quoting rules in the sync-secrets docs")
     })
 }
 
@@ -501,32 +443,16 @@ async fn plan_github(
     values: &BTreeMap<String, Value>,
     prune: bool,
 ) -> Result<(Vec<Item>, Vec<Op>)> {
-    let entries: Vec<&Entry> = m
-        .entries
-        .iter()
-        .filter(|e| e.targets.contains(&Target::Github))
-        .collect();
+    let entries: Vec<&Entry> = m.entries.iter().filter(|e| e.targets.contains(&Target::Github)).collect();
     let mut scopes: Vec<GhScope> = entries.iter().map(|e| e.scope.clone()).collect();
     scopes.sort();
     scopes.dedup();
     let entries_ref = &entries;
     let listed = futures::future::join_all(scopes.iter().map(|s| async move {
-        let need_secrets = entries_ref
-            .iter()
-            .any(|e| &e.scope == s && (e.secret || e.retired));
-        let need_vars = entries_ref
-            .iter()
-            .any(|e| &e.scope == s && (!e.secret || e.retired));
-        let secrets = if need_secrets {
-            gh.secret_names(s).await?
-        } else {
-            Vec::new()
-        };
-        let vars = if need_vars {
-            gh.variables(s).await?
-        } else {
-            BTreeMap::new()
-        };
+        let need_secrets = entries_ref.iter().any(|e| &e.scope == s && (e.secret || e.retired));
+        let need_vars = entries_ref.iter().any(|e| &e.scope == s && (!e.secret || e.retired));
+        let secrets = if need_secrets { gh.secret_names(s).await? } else { Vec::new() };
+        let vars = if need_vars { gh.variables(s).await? } else { BTreeMap::new() };
         Ok::<_, Error>((s.clone(), (secrets, vars)))
     }))
     .await;
@@ -548,23 +474,16 @@ async fn plan_github(
         }
     }
     let repo = gh.base(&GhScope::Repo);
-    let repo_name = repo
-        .trim_start_matches("/repos/")
-        .trim_end_matches("/actions")
-        .to_string();
+    let repo_name = repo.trim_start_matches("/repos/").trim_end_matches("/actions").to_string();
     let mut items = Vec::new();
     let mut ops = Vec::new();
     for e in entries {
         let (secrets, vars) = &existing[&e.scope];
         let place = scope_label(&repo_name, &e.scope);
         let org = match (&e.scope, &e.org_visibility) {
-            (GhScope::Org(o), Some(v)) => Some((
-                v.clone(),
-                v.repositories
-                    .iter()
-                    .map(|r| ids[&(o.clone(), r.clone())])
-                    .collect::<Vec<u64>>(),
-            )),
+            (GhScope::Org(o), Some(v)) => {
+                Some((v.clone(), v.repositories.iter().map(|r| ids[&(o.clone(), r.clone())]).collect::<Vec<u64>>()))
+            }
             _ => None,
         };
         let item = |action: Action, rule: &str| Item {
@@ -598,10 +517,7 @@ async fn plan_github(
             } else {
                 actions::warning(
                     "retired",
-                    format!(
-                        "{} is retired but still set on GitHub ({place}); `prune: true` deletes it",
-                        e.name
-                    ),
+                    format!("{} is retired but still set on GitHub ({place}); `prune: true` deletes it", e.name),
                 );
                 items.push(item(Action::Unchanged, "retired, still set (prune: false)"));
             }
@@ -611,11 +527,7 @@ async fn plan_github(
             continue;
         };
         if e.secret {
-            let action = if secrets.contains(&e.name) {
-                Action::Update
-            } else {
-                Action::Create
-            };
+            let action = if secrets.contains(&e.name) { Action::Update } else { Action::Create };
             items.push(item(action, ""));
             ops.push(op(OpKind::PutSecret, Some(v.expose().to_string())));
         } else {
@@ -648,11 +560,8 @@ async fn plan_github(
 async fn apply_github(gh: &Gh, mut ops: Vec<Op>, concurrency: usize) -> Result<()> {
     // Writes first, deletes last: a failed run never leaves a retired name deleted with its successor unset.
     ops.sort_by_key(|o| matches!(o.kind, OpKind::DeleteSecret | OpKind::DeleteVar));
-    let mut key_scopes: Vec<GhScope> = ops
-        .iter()
-        .filter(|o| matches!(o.kind, OpKind::PutSecret))
-        .map(|o| o.scope.clone())
-        .collect();
+    let mut key_scopes: Vec<GhScope> =
+        ops.iter().filter(|o| matches!(o.kind, OpKind::PutSecret)).map(|o| o.scope.clone()).collect();
     key_scopes.sort();
     key_scopes.dedup();
     let mut keys = BTreeMap::new();
@@ -668,18 +577,11 @@ async fn apply_github(gh: &Gh, mut ops: Vec<Op>, concurrency: usize) -> Result<(
             match op.kind {
                 OpKind::PutSecret => {
                     let (key_id, key) = &keys[&op.scope];
-                    let mut body =
-                        json!({ "encrypted_value": github::seal(key, value)?, "key_id": key_id });
+                    let mut body = json!({ "encrypted_value": github::seal(key, value)?, "key_id": key_id });
                     if let Some((v, ids)) = &op.org {
                         github::org_fields(&mut body, v, ids);
                     }
-                    gh.call(
-                        Method::Put,
-                        &format!("{base}/secrets/{}", op.name),
-                        Some(&body),
-                        &[],
-                    )
-                    .await?;
+                    gh.call(Method::Put, &format!("{base}/secrets/{}", op.name), Some(&body), &[]).await?;
                 }
                 OpKind::CreateVar | OpKind::UpdateVar => {
                     let mut body = json!({ "name": op.name, "value": value });
@@ -687,35 +589,16 @@ async fn apply_github(gh: &Gh, mut ops: Vec<Op>, concurrency: usize) -> Result<(
                         github::org_fields(&mut body, v, ids);
                     }
                     if matches!(op.kind, OpKind::CreateVar) {
-                        gh.call(Method::Post, &format!("{base}/variables"), Some(&body), &[])
-                            .await?;
+                        gh.call(Method::Post, &format!("{base}/variables"), Some(&body), &[]).await?;
                     } else {
-                        gh.call(
-                            Method::Patch,
-                            &format!("{base}/variables/{}", op.name),
-                            Some(&body),
-                            &[],
-                        )
-                        .await?;
+                        gh.call(Method::Patch, &format!("{base}/variables/{}", op.name), Some(&body), &[]).await?;
                     }
                 }
                 OpKind::DeleteSecret => {
-                    gh.call(
-                        Method::Delete,
-                        &format!("{base}/secrets/{}", op.name),
-                        None,
-                        &[404],
-                    )
-                    .await?;
+                    gh.call(Method::Delete, &format!("{base}/secrets/{}", op.name), None, &[404]).await?;
                 }
                 OpKind::DeleteVar => {
-                    gh.call(
-                        Method::Delete,
-                        &format!("{base}/variables/{}", op.name),
-                        None,
-                        &[404],
-                    )
-                    .await?;
+                    gh.call(Method::Delete, &format!("{base}/variables/{}", op.name), None, &[404]).await?;
                 }
             }
             Ok(())
@@ -724,20 +607,13 @@ async fn apply_github(gh: &Gh, mut ops: Vec<Op>, concurrency: usize) -> Result<(
         .collect()
         .await;
     match combine(results.into_iter().filter_map(|r| r.err()).collect()) {
-        Some(e) => Err(Error {
-            class: Class::Failed,
-            ..e
-        }),
+        Some(e) => Err(Error { class: Class::Failed, ..e }),
         None => Ok(()),
     }
 }
 
 fn run_url() -> String {
-    match (
-        std::env::var("GITHUB_SERVER_URL"),
-        std::env::var("GITHUB_REPOSITORY"),
-        std::env::var("GITHUB_RUN_ID"),
-    ) {
+    match (std::env::var("GITHUB_SERVER_URL"), std::env::var("GITHUB_REPOSITORY"), std::env::var("GITHUB_RUN_ID")) {
         (Ok(s), Ok(r), Ok(id)) => format!("{s}/{r}/actions/runs/{id}"),
         _ => String::new(),
     }
@@ -750,33 +626,13 @@ fn print_table(items: &[Item]) {
         return;
     }
     let wk = items.iter().map(|i| i.key.len()).max().unwrap_or(3).max(3);
-    let wt = items
-        .iter()
-        .map(|i| i.target.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let wp = items
-        .iter()
-        .map(|i| i.place.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    info(format!(
-        "{:<wk$}  {:<wt$}  {:<wp$}  {:<9}  rule",
-        "key", "target", "where", "action"
-    ));
+    let wt = items.iter().map(|i| i.target.len()).max().unwrap_or(6).max(6);
+    let wp = items.iter().map(|i| i.place.len()).max().unwrap_or(5).max(5);
+    info(format!("{:<wk$}  {:<wt$}  {:<wp$}  {:<9}  rule", "key", "target", "where", "action"));
     for i in items {
         info(
-            format!(
-                "{:<wk$}  {:<wt$}  {:<wp$}  {:<9}  {}",
-                i.key,
-                i.target,
-                i.place,
-                i.action.name(),
-                i.rule
-            )
-            .trim_end(),
+            format!("{:<wk$}  {:<wt$}  {:<wp$}  {:<9}  {}", i.key, i.target, i.place, i.action.name(), i.rule)
+                .trim_end(),
         );
     }
 }
@@ -821,36 +677,20 @@ fn finish(args: &Args, items: &[Item], invalid_keys: usize) -> Result<()> {
     }
     let text = actions::redact(&serde_json::to_string_pretty(&doc).unwrap_or_default());
     std::fs::write(&plan_file, text + "\n").map_err(|e| {
-        Error::failed(format!(
-            "cannot write the plan file {}: {e}",
-            plan_file.display()
-        ))
-        .hint("set `plan-file` to a writable path")
+        Error::failed(format!("cannot write the plan file {}: {e}", plan_file.display()))
+            .hint("set `plan-file` to a writable path")
     })?;
     for (k, v) in counts {
         actions::set_output(k, &v.to_string())?;
     }
     actions::set_output("plan-file", &plan_file.to_string_lossy())?;
     let mut md = format!("### sync-secrets ({mode})\n\n");
-    md.push_str(
-        &counts
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+    md.push_str(&counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
     md.push_str("\n\n");
     if !items.is_empty() {
         md.push_str("| key | target | where | action | rule |\n|---|---|---|---|---|\n");
         for i in items {
-            md.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} |\n",
-                i.key,
-                i.target,
-                i.place,
-                i.action.name(),
-                i.rule
-            ));
+            md.push_str(&format!("| `{}` | {} | {} | {} | {} |\n", i.key, i.target, i.place, i.action.name(), i.rule));
         }
     }
     actions::append_summary(&md)?;

@@ -154,11 +154,7 @@ impl Manifest {
 
     /// Every target some entry uses.
     pub fn targets(&self) -> Vec<Target> {
-        let mut t: Vec<Target> = self
-            .entries
-            .iter()
-            .flat_map(|e| e.targets.iter().copied())
-            .collect();
+        let mut t: Vec<Target> = self.entries.iter().flat_map(|e| e.targets.iter().copied()).collect();
         t.sort();
         t.dedup();
         t
@@ -179,9 +175,8 @@ const MANIFEST_HINT: &str = "see spec/secrets-manifest.md for the keys an entry 
 /// Read and check a manifest file.
 pub fn load(path: &Path) -> Result<Manifest> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::bad_input(format!("cannot read the manifest {}: {e}", path.display())).hint(
-            "set `manifest` to the path of your secrets manifest (default `.github/secrets.yml`)",
-        )
+        Error::bad_input(format!("cannot read the manifest {}: {e}", path.display()))
+            .hint("set `manifest` to the path of your secrets manifest (default `.github/secrets.yml`)")
     })?;
     parse(&text).map_err(|e| e.context(format!("manifest {}", path.display())))
 }
@@ -199,22 +194,18 @@ pub fn parse(text: &str) -> Result<Manifest> {
         Error::bad_input(format!("is not valid: {first}")).hint(hint)
     })?;
     let defaults = raw.defaults.unwrap_or_default();
-    let default_targets = defaults
-        .targets
-        .unwrap_or_else(|| vec![Target::Github, Target::EnvFile]);
+    let default_targets = defaults.targets.unwrap_or_else(|| vec![Target::Github, Target::EnvFile]);
     let default_placeholders = defaults.placeholders.unwrap_or_default();
     let values = raw.values.unwrap_or_default();
     let mut errors = Vec::new();
     let mut entries = Vec::new();
     for (name, e) in &values {
         let e = e.clone().unwrap_or_default();
-        let bad =
-            |rule: &str, what: String| Error::bad_input(format!("entry `{name}`: {rule}: {what}"));
+        let bad = |rule: &str, what: String| Error::bad_input(format!("entry `{name}`: {rule}: {what}"));
         if !valid_name(name) {
             errors.push(
-                Error::bad_input(format!("entry `{name}` breaks GitHub's naming rules")).hint(
-                    "use letters, digits and `_` only, not starting with a digit or `GITHUB_`",
-                ),
+                Error::bad_input(format!("entry `{name}` breaks GitHub's naming rules"))
+                    .hint("use letters, digits and `_` only, not starting with a digit or `GITHUB_`"),
             );
             continue;
         }
@@ -222,17 +213,8 @@ pub fn parse(text: &str) -> Result<Manifest> {
             Some(p) => match Regex::new(p) {
                 Ok(r) => Some(r),
                 Err(err) => {
-                    let first = err
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
-                    errors.push(bad(
-                        "pattern",
-                        format!("not a valid regular expression ({first})"),
-                    ));
+                    let first = err.to_string().lines().last().unwrap_or("").trim().to_string();
+                    errors.push(bad("pattern", format!("not a valid regular expression ({first})")));
                     None
                 }
             },
@@ -240,18 +222,12 @@ pub fn parse(text: &str) -> Result<Manifest> {
         };
         if let (Some(min), Some(max)) = (e.min_length, e.max_length) {
             if min > max {
-                errors.push(bad(
-                    "min-length",
-                    format!("{min} is more than max-length {max}"),
-                ));
+                errors.push(bad("min-length", format!("{min} is more than max-length {max}")));
             }
         }
         if let Some(other) = &e.equals {
             if !values.contains_key(other) {
-                errors.push(bad(
-                    "equals",
-                    format!("names `{other}`, which is not in the manifest"),
-                ));
+                errors.push(bad("equals", format!("names `{other}`, which is not in the manifest")));
             } else if other == name {
                 errors.push(bad("equals", "names the entry itself".into()));
             }
@@ -261,18 +237,12 @@ pub fn parse(text: &str) -> Result<Manifest> {
             None => (GhScope::Repo, None),
             Some(g) => match (&g.environment, &g.org) {
                 (Some(_), Some(_)) => {
-                    errors.push(bad(
-                        "github",
-                        "give either `environment` or `org`, not both".into(),
-                    ));
+                    errors.push(bad("github", "give either `environment` or `org`, not both".into()));
                     (GhScope::Repo, None)
                 }
                 (Some(env), None) => {
                     if g.visibility.is_some() || g.repositories.is_some() {
-                        errors.push(bad(
-                            "github",
-                            "`visibility` and `repositories` are for `org` entries".into(),
-                        ));
+                        errors.push(bad("github", "`visibility` and `repositories` are for `org` entries".into()));
                     }
                     if env.trim().is_empty() {
                         errors.push(bad("github", "`environment` is empty".into()));
@@ -285,37 +255,19 @@ pub fn parse(text: &str) -> Result<Manifest> {
                     let visibility = g.visibility.unwrap_or(Visibility::Private);
                     let repositories = g.repositories.clone().unwrap_or_default();
                     if visibility == Visibility::Selected && repositories.is_empty() {
-                        errors.push(bad(
-                            "github",
-                            "`visibility: selected` needs `repositories`".into(),
-                        ));
+                        errors.push(bad("github", "`visibility: selected` needs `repositories`".into()));
                     }
                     if visibility != Visibility::Selected && !repositories.is_empty() {
-                        errors.push(bad(
-                            "github",
-                            "`repositories` only applies with `visibility: selected`".into(),
-                        ));
+                        errors.push(bad("github", "`repositories` only applies with `visibility: selected`".into()));
                     }
                     if org.trim().is_empty() || org.contains('/') {
-                        errors.push(bad(
-                            "github",
-                            format!("`org: {org}` is not an organization login"),
-                        ));
+                        errors.push(bad("github", format!("`org: {org}` is not an organization login")));
                     }
-                    (
-                        GhScope::Org(org.clone()),
-                        Some(OrgVisibility {
-                            visibility,
-                            repositories,
-                        }),
-                    )
+                    (GhScope::Org(org.clone()), Some(OrgVisibility { visibility, repositories }))
                 }
                 (None, None) => {
                     if g.visibility.is_some() || g.repositories.is_some() {
-                        errors.push(bad(
-                            "github",
-                            "`visibility` and `repositories` are for `org` entries".into(),
-                        ));
+                        errors.push(bad("github", "`visibility` and `repositories` are for `org` entries".into()));
                     }
                     (GhScope::Repo, None)
                 }
@@ -340,11 +292,7 @@ pub fn parse(text: &str) -> Result<Manifest> {
         });
     }
     if let Some(e) = combine(errors) {
-        return Err(if e.hint.is_none() {
-            e.hint(MANIFEST_HINT)
-        } else {
-            e
-        });
+        return Err(if e.hint.is_none() { e.hint(MANIFEST_HINT) } else { e });
     }
     Ok(Manifest { entries })
 }
@@ -406,10 +354,9 @@ pub fn load_values(
                 }
             }
             Err(e) => {
-                file_error = Some(
-                    Error::bad_input(format!("cannot read values-file {}: {e}", path.display()))
-                        .hint("set `values-file` to a dotenv file, or leave it out and pass values as environment variables"),
-                );
+                file_error = Some(Error::bad_input(format!("cannot read values-file {}: {e}", path.display())).hint(
+                    "set `values-file` to a dotenv file, or leave it out and pass values as environment variables",
+                ));
             }
         }
     }
@@ -425,11 +372,7 @@ pub fn load_values(
                 let from_env = env(&e.name).filter(|v| !v.is_empty());
                 let v = from_env.or_else(|| raw.get(&e.name).cloned());
                 if let Some(v) = v {
-                    let value = if e.secret {
-                        Value::Secret(Secret::new(v))
-                    } else {
-                        Value::Plain(v)
-                    };
+                    let value = if e.secret { Value::Secret(Secret::new(v)) } else { Value::Plain(v) };
                     out.insert(e.name.clone(), value);
                 }
             }
@@ -458,22 +401,12 @@ pub fn placeholder_rule(value: &str) -> Option<&'static str> {
         return Some("placeholder (one repeated character)");
     }
     let t = value.trim();
-    let wrapped = |open: &str, close: &str| {
-        t.len() >= open.len() + close.len() && t.starts_with(open) && t.ends_with(close)
-    };
-    if wrapped("<", ">")
-        || wrapped("${", "}")
-        || wrapped("{{", "}}")
-        || wrapped("%", "%")
-        || wrapped("@", "@")
-    {
+    let wrapped =
+        |open: &str, close: &str| t.len() >= open.len() + close.len() && t.starts_with(open) && t.ends_with(close);
+    if wrapped("<", ">") || wrapped("${", "}") || wrapped("{{", "}}") || wrapped("%", "%") || wrapped("@", "@") {
         return Some("placeholder (template)");
     }
-    let norm: String = t
-        .chars()
-        .filter(|c| !matches!(c, '-' | '_' | ' '))
-        .flat_map(char::to_lowercase)
-        .collect();
+    let norm: String = t.chars().filter(|c| !matches!(c, '-' | '_' | ' ')).flat_map(char::to_lowercase).collect();
     const WORDS: [&str; 17] = [
         "changeme",
         "replaceme",
@@ -512,13 +445,7 @@ pub struct Finding {
 pub fn validate(m: &Manifest, values: &BTreeMap<String, Value>) -> Vec<Finding> {
     let mut out = Vec::new();
     for e in &m.entries {
-        let mut fail = |rule: String| {
-            out.push(Finding {
-                key: e.name.clone(),
-                rule,
-                fatal: true,
-            })
-        };
+        let mut fail = |rule: String| out.push(Finding { key: e.name.clone(), rule, fatal: true });
         let value = values.get(&e.name).map(Value::expose);
         if e.retired {
             if value.is_some() {
@@ -533,9 +460,7 @@ pub fn validate(m: &Manifest, values: &BTreeMap<String, Value>) -> Vec<Finding> 
             continue;
         };
         if v.len() > GITHUB_MAX_BYTES {
-            fail(format!(
-                "max-length (GitHub's limit of {GITHUB_MAX_BYTES} bytes)"
-            ));
+            fail(format!("max-length (GitHub's limit of {GITHUB_MAX_BYTES} bytes)"));
         }
         if let Some(min) = e.min_length {
             if v.len() < min {
@@ -581,11 +506,7 @@ pub fn validate(m: &Manifest, values: &BTreeMap<String, Value>) -> Vec<Finding> 
         }
         if e.targets.contains(&Target::EnvFile) {
             if let Err(rule) = crate::envfile::quote_value(v) {
-                out.push(Finding {
-                    key: e.name.clone(),
-                    rule: rule.to_string(),
-                    fatal: true,
-                });
+                out.push(Finding { key: e.name.clone(), rule: rule.to_string(), fatal: true });
             }
         }
     }
@@ -598,19 +519,10 @@ mod tests {
 
     fn check(manifest: &str, values: &[(&str, &str)], expect: &[(&str, &str)]) {
         let m = parse(manifest).unwrap();
-        let vals = values
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::Plain(v.to_string())))
-            .collect();
-        let got: Vec<(String, String)> = validate(&m, &vals)
-            .into_iter()
-            .filter(|f| f.fatal)
-            .map(|f| (f.key, f.rule))
-            .collect();
-        let want: Vec<(String, String)> = expect
-            .iter()
-            .map(|(k, r)| (k.to_string(), r.to_string()))
-            .collect();
+        let vals = values.iter().map(|(k, v)| (k.to_string(), Value::Plain(v.to_string()))).collect();
+        let got: Vec<(String, String)> =
+            validate(&m, &vals).into_iter().filter(|f| f.fatal).map(|f| (f.key, f.rule)).collect();
+        let want: Vec<(String, String)> = expect.iter().map(|(k, r)| (k.to_string(), r.to_string())).collect();
         assert_eq!(got, want, "manifest:\n{manifest}");
     }
 
@@ -618,58 +530,18 @@ mod tests {
     fn rules() {
         check("values:\n  A: {}\n", &[], &[("A", "required")]);
         check("values:\n  A: {required: false}\n", &[], &[]);
-        check(
-            "values:\n  A: {min-length: 4}\n",
-            &[("A", "k3Q")],
-            &[("A", "min-length 4")],
-        );
-        check(
-            "values:\n  A: {max-length: 2}\n",
-            &[("A", "k3Q")],
-            &[("A", "max-length 2")],
-        );
-        check(
-            "values:\n  A: {pattern: '^sk-'}\n",
-            &[("A", "k3Qz")],
-            &[("A", "pattern `^sk-`")],
-        );
-        check(
-            "values:\n  A: {}\n  B: {equals: A}\n",
-            &[("A", "k3Qz"), ("B", "k3Qy")],
-            &[("B", "equals A")],
-        );
-        check(
-            "values:\n  A: {secret: false, allowed: [a, b]}\n",
-            &[("A", "c")],
-            &[("A", "allowed")],
-        );
-        check(
-            "values:\n  A: {forbidden: ['k3Qz']}\n",
-            &[("A", "k3Qz")],
-            &[("A", "forbidden")],
-        );
-        check(
-            "values:\n  A: {retired: true}\n",
-            &[("A", "k3Qz")],
-            &[("A", "retired (must have no value)")],
-        );
-        check(
-            "values:\n  A: {}\n",
-            &[("A", "changeme")],
-            &[("A", "placeholder (well-known word)")],
-        );
-        check(
-            "values:\n  A: {placeholders: allow}\n",
-            &[("A", "changeme")],
-            &[],
-        );
+        check("values:\n  A: {min-length: 4}\n", &[("A", "k3Q")], &[("A", "min-length 4")]);
+        check("values:\n  A: {max-length: 2}\n", &[("A", "k3Q")], &[("A", "max-length 2")]);
+        check("values:\n  A: {pattern: '^sk-'}\n", &[("A", "k3Qz")], &[("A", "pattern `^sk-`")]);
+        check("values:\n  A: {}\n  B: {equals: A}\n", &[("A", "k3Qz"), ("B", "k3Qy")], &[("B", "equals A")]);
+        check("values:\n  A: {secret: false, allowed: [a, b]}\n", &[("A", "c")], &[("A", "allowed")]);
+        check("values:\n  A: {forbidden: ['k3Qz']}\n", &[("A", "k3Qz")], &[("A", "forbidden")]);
+        check("values:\n  A: {retired: true}\n", &[("A", "k3Qz")], &[("A", "retired (must have no value)")]);
+        check("values:\n  A: {}\n", &[("A", "changeme")], &[("A", "placeholder (well-known word)")]);
+        check("values:\n  A: {placeholders: allow}\n", &[("A", "changeme")], &[]);
         check("values:\n  A: {secret: false}\n", &[("A", "none")], &[]);
         let big = "k3Q".repeat(GITHUB_MAX_BYTES / 3 + 1);
-        check(
-            "values:\n  A: {}\n",
-            &[("A", &big)],
-            &[("A", "max-length (GitHub's limit of 49152 bytes)")],
-        );
+        check("values:\n  A: {}\n", &[("A", &big)], &[("A", "max-length (GitHub's limit of 49152 bytes)")]);
     }
 
     #[test]
@@ -702,21 +574,11 @@ mod tests {
             "sample",
             "xxx-1",
         ] {
-            assert!(
-                placeholder_rule(p).is_some(),
-                "{p:?} should be a placeholder"
-            );
+            assert!(placeholder_rule(p).is_some(), "{p:?} should be a placeholder");
         }
-        for ok in [
-            "sk-or-v1-4f9a8b7c6d5e",
-            "hunter2-k3Q",
-            "a8Kq-LmN0pQ",
-            "-----BEGIN KEY-----\nabc\n-----END KEY-----",
-        ] {
-            assert!(
-                placeholder_rule(ok).is_none(),
-                "{ok:?} is not a placeholder"
-            );
+        for ok in ["sk-or-v1-4f9a8b7c6d5e", "hunter2-k3Q", "a8Kq-LmN0pQ", "-----BEGIN KEY-----\nabc\n-----END KEY-----"]
+        {
+            assert!(placeholder_rule(ok).is_none(), "{ok:?} is not a placeholder");
         }
     }
 

@@ -27,18 +27,11 @@ struct Run {
 
 impl Run {
     fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code, code,
-            "exit code\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
         self
     }
     fn out(&self, name: &str) -> &str {
-        self.outputs
-            .get(name)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("no output {name}: {:?}", self.outputs))
+        self.outputs.get(name).map(String::as_str).unwrap_or_else(|| panic!("no output {name}: {:?}", self.outputs))
     }
     /// No secret value anywhere we print or write, raw or base64 (add-mask lines excepted).
     fn assert_no_secret(&self, secret: &str) {
@@ -85,15 +78,11 @@ impl Case {
             .output()
             .expect("run sync-secrets");
         let output_text = std::fs::read_to_string(&out_file).unwrap();
-        let outputs: BTreeMap<String, String> =
-            gangplank_core::actions::parse_output_file(&output_text)
-                .expect("GITHUB_OUTPUT parses")
-                .into_iter()
-                .collect();
-        let plan = outputs
-            .get("plan-file")
-            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-            .unwrap_or_default();
+        let outputs: BTreeMap<String, String> = gangplank_core::actions::parse_output_file(&output_text)
+            .expect("GITHUB_OUTPUT parses")
+            .into_iter()
+            .collect();
+        let plan = outputs.get("plan-file").map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default();
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -107,16 +96,7 @@ impl Case {
 
     /// Run against the stand-in (github target only).
     fn gh(&self, gh: &GitHub, mode: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut args = vec![
-            "--mode",
-            mode,
-            "--api-url",
-            gh.url(),
-            "--repository",
-            "acme/app",
-            "--targets",
-            "github",
-        ];
+        let mut args = vec!["--mode", mode, "--api-url", gh.url(), "--repository", "acme/app", "--targets", "github"];
         args.extend_from_slice(extra);
         let token = gh.token();
         let mut envs = vec![("INPUT_GITHUB_TOKEN", token.as_str())];
@@ -128,10 +108,7 @@ impl Case {
 /// A value of `len` bytes that no placeholder rule matches.
 fn random_value(len: usize, seed: u64) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_.";
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
     let mut s = String::from("k9");
     while s.len() < len {
         x ^= x << 13;
@@ -158,36 +135,11 @@ fn every_rule_fails_with_exit_2_in_every_mode_and_nothing_is_touched() {
     let big = random_value(48 * 1024 + 1, 7);
     // (manifest entry, values file, key, words the report must name)
     let cases: Vec<(String, String, &str, &str)> = vec![
-        (
-            "DB_PASSWORD: {}".into(),
-            "".into(),
-            "DB_PASSWORD",
-            "required",
-        ),
-        (
-            "API_KEY: {pattern: '^sk-or-'}".into(),
-            "API_KEY=k9Tq0pLmN3vXy8Rw\n".into(),
-            "API_KEY",
-            "pattern",
-        ),
-        (
-            "DB_PASSWORD: {min-length: 16}".into(),
-            "DB_PASSWORD=k9Tq0pLm\n".into(),
-            "DB_PASSWORD",
-            "min-length",
-        ),
-        (
-            "DB_PASSWORD: {max-length: 4}".into(),
-            "DB_PASSWORD=k9Tq0pLm\n".into(),
-            "DB_PASSWORD",
-            "max-length",
-        ),
-        (
-            "BIG: {}".into(),
-            format!("BIG={big}\n"),
-            "BIG",
-            "max-length",
-        ),
+        ("DB_PASSWORD: {}".into(), "".into(), "DB_PASSWORD", "required"),
+        ("API_KEY: {pattern: '^sk-or-'}".into(), "API_KEY=k9Tq0pLmN3vXy8Rw\n".into(), "API_KEY", "pattern"),
+        ("DB_PASSWORD: {min-length: 16}".into(), "DB_PASSWORD=k9Tq0pLm\n".into(), "DB_PASSWORD", "min-length"),
+        ("DB_PASSWORD: {max-length: 4}".into(), "DB_PASSWORD=k9Tq0pLm\n".into(), "DB_PASSWORD", "max-length"),
+        ("BIG: {}".into(), format!("BIG={big}\n"), "BIG", "max-length"),
         (
             "MINIO_ROOT_PASSWORD: {}\n  MINIO_SECRET_KEY: {equals: MINIO_ROOT_PASSWORD}".into(),
             "MINIO_ROOT_PASSWORD=k9Tq0pLmN3vXy8Rw\nMINIO_SECRET_KEY=k9Tq0pLmN3vXy8Rz\n".into(),
@@ -212,42 +164,12 @@ fn every_rule_fails_with_exit_2_in_every_mode_and_nothing_is_touched() {
             "GRADIENT_API_KEY",
             "retired",
         ),
-        (
-            "OPENAI_API_KEY: {}".into(),
-            "OPENAI_API_KEY=changeme\n".into(),
-            "OPENAI_API_KEY",
-            "placeholder",
-        ),
-        (
-            "OPENAI_API_KEY: {}".into(),
-            "OPENAI_API_KEY=YOUR_TOKEN_HERE\n".into(),
-            "OPENAI_API_KEY",
-            "placeholder",
-        ),
-        (
-            "OPENAI_API_KEY: {}".into(),
-            "OPENAI_API_KEY=xxxxxxxx\n".into(),
-            "OPENAI_API_KEY",
-            "placeholder",
-        ),
-        (
-            "OPENAI_API_KEY: {}".into(),
-            "OPENAI_API_KEY='<your key>'\n".into(),
-            "OPENAI_API_KEY",
-            "placeholder",
-        ),
-        (
-            "OPENAI_API_KEY: {}".into(),
-            "OPENAI_API_KEY=\"  \"\n".into(),
-            "OPENAI_API_KEY",
-            "placeholder",
-        ),
-        (
-            "WEIRD: {targets: [env-file]}".into(),
-            "WEIRD='k9$Tq0\\pLm'\n".into(),
-            "WEIRD",
-            "env-file quoting",
-        ),
+        ("OPENAI_API_KEY: {}".into(), "OPENAI_API_KEY=changeme\n".into(), "OPENAI_API_KEY", "placeholder"),
+        ("OPENAI_API_KEY: {}".into(), "OPENAI_API_KEY=YOUR_TOKEN_HERE\n".into(), "OPENAI_API_KEY", "placeholder"),
+        ("OPENAI_API_KEY: {}".into(), "OPENAI_API_KEY=xxxxxxxx\n".into(), "OPENAI_API_KEY", "placeholder"),
+        ("OPENAI_API_KEY: {}".into(), "OPENAI_API_KEY='<your key>'\n".into(), "OPENAI_API_KEY", "placeholder"),
+        ("OPENAI_API_KEY: {}".into(), "OPENAI_API_KEY=\"  \"\n".into(), "OPENAI_API_KEY", "placeholder"),
+        ("WEIRD: {targets: [env-file]}".into(), "WEIRD='k9$Tq0\\pLm'\n".into(), "WEIRD", "env-file quoting"),
     ];
     for (entry, values, key, rule) in &cases {
         let manifest = format!("values:\n  {entry}\n  OK_VALUE: {{}}\n");
@@ -258,14 +180,7 @@ fn every_rule_fails_with_exit_2_in_every_mode_and_nothing_is_touched() {
             // Default targets (github and env-file): the env-file target has no SSH inputs at all, so any
             // attempt to reach it would fail differently; validation must stop the run first.
             let r = case.run(
-                &[
-                    "--mode",
-                    mode,
-                    "--api-url",
-                    gh.url(),
-                    "--repository",
-                    "acme/app",
-                ],
+                &["--mode", mode, "--api-url", gh.url(), "--repository", "acme/app"],
                 &[("INPUT_GITHUB_TOKEN", &gh.token())],
             );
             let ctx = format!("{key} / {rule} / {mode}");
@@ -276,17 +191,9 @@ fn every_rule_fails_with_exit_2_in_every_mode_and_nothing_is_touched() {
                 r.stderr
             );
             assert!(r.stderr.contains("hint:"), "{ctx}: {}", r.stderr);
-            assert_eq!(
-                gh.requests().len(),
-                before,
-                "{ctx}: the stand-in was contacted"
-            );
+            assert_eq!(gh.requests().len(), before, "{ctx}: the stand-in was contacted");
             assert_eq!(r.out("invalid"), "1", "{ctx}");
-            assert!(
-                r.plan.contains(key) && r.plan.contains("invalid"),
-                "{ctx}: {}",
-                r.plan
-            );
+            assert!(r.plan.contains(key) && r.plan.contains("invalid"), "{ctx}: {}", r.plan);
             if let Some(v) = values.lines().find(|l| l.starts_with(&format!("{key}="))) {
                 let v = v.split_once('=').unwrap().1.trim_matches(['\'', '"']);
                 if v.len() >= 8 && *rule != "allowed" {
@@ -323,17 +230,10 @@ fn check_passes_valid_values_and_env_wins_over_the_file() {
         "values:\n  API_KEY: {pattern: '^sk-or-', min-length: 20}\n  LLM_PROVIDER: {secret: false, allowed: [openrouter]}\n  REDIS_URL: {required: false}\n",
         "API_KEY=changeme\nLLM_PROVIDER=openrouter\n",
     );
-    let r = case.run(
-        &["--mode", "check"],
-        &[("API_KEY", "sk-or-k9Tq0pLmN3vXy8Rw")],
-    );
+    let r = case.run(&["--mode", "check"], &[("API_KEY", "sk-or-k9Tq0pLmN3vXy8Rw")]);
     r.assert_code(0);
     assert_eq!(r.out("invalid"), "0");
-    assert!(
-        r.stdout.contains("::add-mask::sk-or-k9Tq0pLmN3vXy8Rw"),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("::add-mask::sk-or-k9Tq0pLmN3vXy8Rw"), "{}", r.stdout);
     r.assert_no_secret("sk-or-k9Tq0pLmN3vXy8Rw");
 }
 
@@ -363,16 +263,9 @@ fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
     let org_wide = "k9OrgWide-canary-token-43";
     let case = Case::new(
         full_manifest(),
-        &format!(
-            "API_KEY={api_key}\nDATABASE_PASSWORD={db}\nLLM_PROVIDER=openrouter\nORG_REGION=fra1\n"
-        ),
+        &format!("API_KEY={api_key}\nDATABASE_PASSWORD={db}\nLLM_PROVIDER=openrouter\nORG_REGION=fra1\n"),
     );
-    let env = [
-        ("DEPLOY_KEY", MULTILINE),
-        ("BIG_BLOB", big.as_str()),
-        ("SHARED_TOKEN", shared),
-        ("ORG_WIDE", org_wide),
-    ];
+    let env = [("DEPLOY_KEY", MULTILINE), ("BIG_BLOB", big.as_str()), ("SHARED_TOKEN", shared), ("ORG_WIDE", org_wide)];
     let r = case.gh(&gh, "apply", &[], &env);
     r.assert_code(0);
     let repo = Scope::Repo("acme/app".into());
@@ -381,43 +274,18 @@ fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
     assert_eq!(gh.secret(&repo, "BIG_BLOB").as_deref(), Some(big.as_str()));
     assert_eq!(gh.secrets(&repo).len(), 3);
     let env_scope = Scope::Env("acme/app".into(), "production".into());
-    assert_eq!(
-        gh.secret(&env_scope, "DATABASE_PASSWORD").as_deref(),
-        Some(db)
-    );
+    assert_eq!(gh.secret(&env_scope, "DATABASE_PASSWORD").as_deref(), Some(db));
     let s = gh.org_secret("acme", "SHARED_TOKEN").unwrap();
-    assert_eq!(
-        (s.value.as_str(), s.visibility.as_str()),
-        (shared, "selected")
-    );
+    assert_eq!((s.value.as_str(), s.visibility.as_str()), (shared, "selected"));
     let mut ids = s.selected_repository_ids.clone();
     ids.sort();
-    assert_eq!(
-        ids,
-        vec![
-            gh.repo_id("acme/app").unwrap(),
-            gh.repo_id("acme/web").unwrap()
-        ]
-    );
+    assert_eq!(ids, vec![gh.repo_id("acme/app").unwrap(), gh.repo_id("acme/web").unwrap()]);
     let s = gh.org_secret("acme", "ORG_WIDE").unwrap();
     assert_eq!((s.value.as_str(), s.visibility.as_str()), (org_wide, "all"));
-    assert_eq!(
-        gh.variable(&repo, "LLM_PROVIDER").as_deref(),
-        Some("openrouter")
-    );
-    assert_eq!(
-        gh.variable(&Scope::Org("acme".into()), "ORG_REGION")
-            .as_deref(),
-        Some("fra1")
-    );
-    assert_eq!(
-        gh.org_variable_visibility("acme", "ORG_REGION").unwrap().0,
-        "private"
-    );
-    assert_eq!(
-        (r.out("created"), r.out("updated"), r.out("invalid")),
-        ("8", "0", "0")
-    );
+    assert_eq!(gh.variable(&repo, "LLM_PROVIDER").as_deref(), Some("openrouter"));
+    assert_eq!(gh.variable(&Scope::Org("acme".into()), "ORG_REGION").as_deref(), Some("fra1"));
+    assert_eq!(gh.org_variable_visibility("acme", "ORG_REGION").unwrap().0, "private");
+    assert_eq!((r.out("created"), r.out("updated"), r.out("invalid")), ("8", "0", "0"));
     for secret in [api_key, db, shared, org_wide, MULTILINE, big.as_str()] {
         r.assert_no_secret(secret);
     }
@@ -427,15 +295,10 @@ fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
     }
 
     // The same sealed boxes open with libsodium itself (PyNaCl).
-    for (scope, name, want) in [
-        (&repo, "DEPLOY_KEY", MULTILINE),
-        (&repo, "BIG_BLOB", big.as_str()),
-        (&env_scope, "DATABASE_PASSWORD", db),
-    ] {
-        let opened = pynacl_open(
-            &gh.private_key_base64(scope),
-            &gh.sealed_box(scope, name).unwrap(),
-        );
+    for (scope, name, want) in
+        [(&repo, "DEPLOY_KEY", MULTILINE), (&repo, "BIG_BLOB", big.as_str()), (&env_scope, "DATABASE_PASSWORD", db)]
+    {
+        let opened = pynacl_open(&gh.private_key_base64(scope), &gh.sealed_box(scope, name).unwrap());
         assert_eq!(opened, want.as_bytes(), "{name} through PyNaCl");
     }
 
@@ -453,18 +316,9 @@ fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
         ],
     );
     r.assert_code(0);
-    assert_eq!(
-        gh.variable(&repo, "LLM_PROVIDER").as_deref(),
-        Some("openai")
-    );
-    assert_eq!(
-        (r.out("created"), r.out("updated"), r.out("unchanged")),
-        ("0", "7", "1")
-    );
-    assert!(gh
-        .requests()
-        .iter()
-        .any(|q| q.method == "PATCH" && q.path.ends_with("/variables/LLM_PROVIDER")));
+    assert_eq!(gh.variable(&repo, "LLM_PROVIDER").as_deref(), Some("openai"));
+    assert_eq!((r.out("created"), r.out("updated"), r.out("unchanged")), ("0", "7", "1"));
+    assert!(gh.requests().iter().any(|q| q.method == "PATCH" && q.path.ends_with("/variables/LLM_PROVIDER")));
 }
 
 fn pynacl_open(private_key_b64: &str, box_b64: &str) -> Vec<u8> {
@@ -501,26 +355,13 @@ fn plan_writes_nothing_and_shows_each_action() {
     let r = case.gh(&gh, "plan", &["--prune", "true"], &[]);
     r.assert_code(0);
     assert_eq!(writes(&gh), 0, "plan wrote: {:?}", gh.requests());
-    assert_eq!(
-        (
-            r.out("created"),
-            r.out("updated"),
-            r.out("deleted"),
-            r.out("unchanged")
-        ),
-        ("1", "1", "1", "1")
-    );
+    assert_eq!((r.out("created"), r.out("updated"), r.out("deleted"), r.out("unchanged")), ("1", "1", "1", "1"));
     let plan: serde_json::Value = serde_json::from_str(&r.plan).unwrap();
     let actions: BTreeMap<String, String> = plan["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| {
-            (
-                i["key"].as_str().unwrap().to_string(),
-                i["action"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|i| (i["key"].as_str().unwrap().to_string(), i["action"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(actions["API_KEY"], "update");
     assert_eq!(actions["NEW_KEY"], "create");
@@ -544,25 +385,15 @@ fn prune_deletes_retired_names_only_when_asked() {
     );
     let r = case.gh(&gh, "apply", &[], &[]);
     r.assert_code(0);
-    assert!(
-        r.stderr.contains("GRADIENT_API_KEY") && r.stderr.contains("prune"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("GRADIENT_API_KEY") && r.stderr.contains("prune"), "{}", r.stderr);
     assert!(gh.secret(&repo, "GRADIENT_API_KEY").is_some());
     let r = case.gh(&gh, "apply", &["--prune", "true"], &[]);
     r.assert_code(0);
     assert_eq!(r.out("deleted"), "2");
     assert!(gh.secret(&repo, "GRADIENT_API_KEY").is_none());
     assert!(gh.variable(&repo, "OLD_PROVIDER").is_none());
-    assert!(
-        gh.secret(&repo, "UNMANAGED").is_some(),
-        "names the manifest does not mention are left alone"
-    );
-    assert_eq!(
-        gh.secret(&repo, "API_KEY").as_deref(),
-        Some("k9Tq0pLmN3vXy8Rw")
-    );
+    assert!(gh.secret(&repo, "UNMANAGED").is_some(), "names the manifest does not mention are left alone");
+    assert_eq!(gh.secret(&repo, "API_KEY").as_deref(), Some("k9Tq0pLmN3vXy8Rw"));
 }
 
 #[test]
@@ -572,27 +403,18 @@ fn rate_limits_are_waited_out_and_every_value_lands() {
     let manifest: String = std::iter::once("defaults: {targets: [github]}\nvalues:\n".to_string())
         .chain((0..n).map(|i| format!("  KEY_{i}: {{}}\n")))
         .collect();
-    let values: String = (0..n)
-        .map(|i| format!("KEY_{i}={}\n", random_value(24, i as u64)))
-        .collect();
+    let values: String = (0..n).map(|i| format!("KEY_{i}={}\n", random_value(24, i as u64))).collect();
     let case = Case::new(&manifest, &values);
     gh.push_limit(Limit::secondary(403, 1));
     gh.push_limit(Limit::primary(429, 2));
     let t = Instant::now();
     let r = case.gh(&gh, "apply", &[], &[]);
     r.assert_code(0);
-    assert!(
-        t.elapsed() >= Duration::from_millis(1500),
-        "did not wait: {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() >= Duration::from_millis(1500), "did not wait: {:?}", t.elapsed());
     assert_eq!(gh.rate_limited(), 2);
     let repo = Scope::Repo("acme/app".into());
     for i in 0..n {
-        assert_eq!(
-            gh.secret(&repo, &format!("KEY_{i}")),
-            Some(random_value(24, i as u64))
-        );
+        assert_eq!(gh.secret(&repo, &format!("KEY_{i}")), Some(random_value(24, i as u64)));
     }
     assert!(r.stderr.contains("slow down"), "{}", r.stderr);
 }
@@ -606,18 +428,12 @@ fn never_more_requests_in_flight_than_the_concurrency() {
     let manifest: String = std::iter::once("defaults: {targets: [github]}\nvalues:\n".to_string())
         .chain((0..n).map(|i| format!("  KEY_{i}: {{}}\n")))
         .collect();
-    let values: String = (0..n)
-        .map(|i| format!("KEY_{i}={}\n", random_value(24, 100 + i as u64)))
-        .collect();
+    let values: String = (0..n).map(|i| format!("KEY_{i}={}\n", random_value(24, 100 + i as u64))).collect();
     let case = Case::new(&manifest, &values);
     let r = case.gh(&gh, "apply", &[], &[]);
     r.assert_code(0);
     assert_eq!(gh.rate_limited(), 0);
-    assert_eq!(
-        gh.max_in_flight(),
-        4,
-        "default concurrency is 4 and it should be used"
-    );
+    assert_eq!(gh.max_in_flight(), 4, "default concurrency is 4 and it should be used");
     gh.reset_stats();
     let r = case.gh(&gh, "apply", &["--concurrency", "2"], &[]);
     r.assert_code(0);
@@ -628,19 +444,9 @@ fn never_more_requests_in_flight_than_the_concurrency() {
 #[test]
 fn token_and_repository_errors_are_explained() {
     let gh = GitHub::start();
-    let case = Case::new(
-        "defaults: {targets: [github]}\nvalues:\n  API_KEY: {}\n",
-        "API_KEY=k9Tq0pLmN3vXy8Rw\n",
-    );
+    let case = Case::new("defaults: {targets: [github]}\nvalues:\n  API_KEY: {}\n", "API_KEY=k9Tq0pLmN3vXy8Rw\n");
     let r = case.run(
-        &[
-            "--mode",
-            "plan",
-            "--api-url",
-            gh.url(),
-            "--repository",
-            "acme/app",
-        ],
+        &["--mode", "plan", "--api-url", gh.url(), "--repository", "acme/app"],
         &[("INPUT_GITHUB_TOKEN", "ghp_wrong0000000000000000")],
     );
     r.assert_code(2);
@@ -654,40 +460,15 @@ fn token_and_repository_errors_are_explained() {
     assert_no_secret(&[("stderr", &r.stderr)], "ghp_wrong0000000000000000");
 
     let r = case.run(
-        &[
-            "--mode",
-            "plan",
-            "--api-url",
-            gh.url(),
-            "--repository",
-            "acme/nope",
-        ],
+        &["--mode", "plan", "--api-url", gh.url(), "--repository", "acme/nope"],
         &[("INPUT_GITHUB_TOKEN", &gh.token())],
     );
     r.assert_code(2);
-    assert!(
-        r.stderr.contains("404") && r.stderr.contains("acme/nope"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("404") && r.stderr.contains("acme/nope"), "{}", r.stderr);
 
-    let r = case.run(
-        &[
-            "--mode",
-            "plan",
-            "--api-url",
-            gh.url(),
-            "--repository",
-            "acme/app",
-        ],
-        &[],
-    );
+    let r = case.run(&["--mode", "plan", "--api-url", gh.url(), "--repository", "acme/app"], &[]);
     r.assert_code(2);
-    assert!(
-        r.stderr.contains("github-token") && r.stderr.contains("hint:"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("github-token") && r.stderr.contains("hint:"), "{}", r.stderr);
     assert_eq!(writes(&gh), 0);
 
     // Environments must exist: a missing one is a 404 with a hint, nothing written.
@@ -697,11 +478,7 @@ fn token_and_repository_errors_are_explained() {
     );
     let r = case.gh(&gh, "apply", &[], &[]);
     r.assert_code(2);
-    assert!(
-        r.stderr.contains("staging") && r.stderr.contains("hint:"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("staging") && r.stderr.contains("hint:"), "{}", r.stderr);
     assert_eq!(writes(&gh), 0);
 }
 
@@ -733,4 +510,62 @@ fn help_lists_every_input() {
 #[allow(dead_code)]
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The rendered .env reads back exactly through compose's own env_file parser.
+
+#[test]
+fn rendered_env_file_reads_back_exactly_through_docker_compose() {
+    let compose = gangplank_testbed::require_program("docker-compose", "docker-compose").unwrap();
+    let values: Vec<(String, String)> = [
+        ("PLAIN", "k9Tq0pLmN3vXy8Rw"),
+        ("MULTI_LINE", MULTILINE),
+        ("QUOTES", "it's a \"quoted\" value"),
+        ("BACKSLASH", r#"C:\path\to\n-not-a-newline\\ and \" end"#),
+        ("HASH", "abc #not a comment"),
+        ("SPACES", "  padded  "),
+        ("DOLLAR", "pa$word$HOME and $1"),
+        ("DOLLAR_MULTI", "line1 $x\nline2 = y\nZ=not a key"),
+        ("EQUALS", "a=b=c"),
+        ("UNICODE", "pässwörd-✓"),
+        ("TAB", "a\tb"),
+        ("EMPTY_LINES", "a\n\n\nb\n"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let text = sync_secrets::envfile::render(&values).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), &text).unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), "services:\n  app:\n    image: busybox\n    env_file: .env\n")
+        .unwrap();
+    let out = scrubbed_command(compose)
+        .current_dir(dir.path())
+        .args(["-p", &gangplank_testbed::unique_name("envq"), "config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker-compose config: {}", String::from_utf8_lossy(&out.stderr));
+    // Read compose's YAML with PyYAML (a dependency of docker-compose itself).
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let mut child = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin)['services']['app']['environment']))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let parsed = child.wait_with_output().unwrap();
+    assert!(parsed.status.success(), "PyYAML is needed (apt-get install python3-yaml)");
+    let env: BTreeMap<String, String> = serde_json::from_slice(&parsed.stdout).unwrap();
+    for (k, v) in &values {
+        // `config` prints a literal `$` as `$$` (its own escape for interpolation).
+        let got = env.get(k).map(|g| g.replace("$$", "$"));
+        assert_eq!(got.as_deref(), Some(v.as_str()), "{k} did not read back exactly; the file was:\n{text}");
+    }
+    assert_eq!(env.len(), values.len(), "{env:?}");
 }
