@@ -569,3 +569,179 @@ fn rendered_env_file_reads_back_exactly_through_docker_compose() {
     }
     assert_eq!(env.len(), values.len(), "{env:?}");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// env-file target on the testbed's real sshd.
+
+struct Host {
+    sshd: gangplank_testbed::Sshd,
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn start() -> Host {
+        let sshd = gangplank_testbed::Sshd::start().expect("testbed sshd");
+        Host { sshd, dir: tempfile::tempdir().unwrap() }
+    }
+    fn app_dir(&self) -> String {
+        self.dir.path().join("app").to_string_lossy().into_owned()
+    }
+    fn env_path(&self) -> PathBuf {
+        self.dir.path().join("app").join(".env")
+    }
+    fn backups(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("app/.gangplank/backups"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+    fn run(&self, case: &Case, mode: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        let host = self.sshd.host_spec();
+        let app = self.app_dir();
+        let mut args = vec!["--mode", mode, "--targets", "env-file", "--host", &host, "--app-dir", &app];
+        args.extend_from_slice(extra);
+        let mut envs = vec![
+            ("INPUT_SSH_KEY", self.sshd.client_key.as_str()),
+            ("INPUT_KNOWN_HOSTS", self.sshd.known_hosts.as_str()),
+        ];
+        envs.extend_from_slice(env);
+        case.run(&args, &envs)
+    }
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn plan_actions(r: &Run) -> BTreeMap<String, String> {
+    let plan: serde_json::Value = serde_json::from_str(&r.plan).unwrap();
+    plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["key"].as_str().unwrap().to_string(), i["action"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn env_file_first_write_update_with_backup_drift_and_keep_backups() {
+    let host = Host::start();
+    let db1 = "k9Db-env-canary-0123456789";
+    let db2 = "k9Db-env-canary-9876543210";
+    let case = Case::new(
+        "defaults: {targets: [env-file]}\nvalues:\n  DB_PASSWORD: {}\n  DEPLOY_KEY: {}\n  LLM_PROVIDER: {secret: false}\n  PRICE: {}\n  GRADIENT_API_KEY: {retired: true}\n",
+        &format!("DB_PASSWORD={db1}\nLLM_PROVIDER=openrouter\nPRICE='k9$5-per-unit'\n"),
+    );
+    let env = [("DEPLOY_KEY", MULTILINE)];
+
+    // Plan before anything exists: everything is `create`, nothing is written.
+    let r = host.run(&case, "plan", &[], &env);
+    r.assert_code(0);
+    assert!(plan_actions(&r).values().all(|a| a == "create"), "{}", r.plan);
+    assert!(!host.env_path().exists());
+
+    // First write.
+    let r = host.run(&case, "apply", &[], &env);
+    r.assert_code(0);
+    let expected = |db: &str| {
+        sync_secrets::envfile::render(&[
+            ("DB_PASSWORD".into(), db.into()),
+            ("DEPLOY_KEY".into(), MULTILINE.into()),
+            ("LLM_PROVIDER".into(), "openrouter".into()),
+            ("PRICE".into(), "k9$5-per-unit".into()),
+        ])
+        .unwrap()
+    };
+    assert_eq!(std::fs::read_to_string(host.env_path()).unwrap(), expected(db1));
+    assert_eq!(mode_of(&host.env_path()), 0o600);
+    assert!(host.backups().is_empty(), "nothing to back up on a first write");
+    let audit = std::fs::read_to_string(host.dir.path().join("app/.gangplank/audit.log")).unwrap();
+    assert!(audit.contains("\"env-sync\""), "{audit}");
+    for s in [db1, MULTILINE] {
+        r.assert_no_secret(s);
+        assert_no_secret(&[("audit.log", &audit)], s);
+    }
+
+    // Nothing changed: no write, no backup.
+    let r = host.run(&case, "apply", &[], &env);
+    r.assert_code(0);
+    assert!(r.stderr.contains("already up to date"), "{}", r.stderr);
+    assert_eq!(plan_actions(&r).values().filter(|a| *a != "unchanged").count(), 0, "{}", r.plan);
+    assert!(host.backups().is_empty());
+
+    // Drift: someone edits the server file by hand; plan shows it per key, by hash, and writes nothing.
+    let mut edited = std::fs::read_to_string(host.env_path()).unwrap();
+    edited.push_str("HAND_EDITED=k9hand-edited-value\n");
+    std::fs::write(host.env_path(), &edited).unwrap();
+    let r = host.run(&case, "plan", &[], &[("DEPLOY_KEY", MULTILINE), ("DB_PASSWORD", db2)]);
+    r.assert_code(0);
+    let actions = plan_actions(&r);
+    assert_eq!(actions["DB_PASSWORD"], "update");
+    assert_eq!(actions["HAND_EDITED"], "delete");
+    assert_eq!(actions["DEPLOY_KEY"], "unchanged");
+    assert_eq!(std::fs::read_to_string(host.env_path()).unwrap(), edited, "plan wrote");
+    r.assert_no_secret(db2);
+    r.assert_no_secret("k9hand-edited-value");
+
+    // Update: the old file is backed up (0600), the new one verified.
+    let r = host.run(&case, "apply", &["--keep-backups", "2"], &[("DEPLOY_KEY", MULTILINE), ("DB_PASSWORD", db2)]);
+    r.assert_code(0);
+    assert_eq!(std::fs::read_to_string(host.env_path()).unwrap(), expected(db2));
+    let backups = host.backups();
+    assert_eq!(backups.len(), 1);
+    assert!(backups[0].file_name().unwrap().to_string_lossy().starts_with(".env."));
+    assert_eq!(std::fs::read_to_string(&backups[0]).unwrap(), edited);
+    assert_eq!(mode_of(&backups[0]), 0o600);
+    assert_eq!(mode_of(&host.env_path()), 0o600);
+
+    // keep-backups: three more updates, two backups kept, the newest ones.
+    for i in 0..3 {
+        let db = format!("k9Db-env-canary-round-{i}-xyz");
+        let r = host.run(&case, "apply", &["--keep-backups", "2"], &[("DEPLOY_KEY", MULTILINE), ("DB_PASSWORD", &db)]);
+        r.assert_code(0);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let backups = host.backups();
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    assert!(std::fs::read_to_string(&backups[1]).unwrap().contains("k9Db-env-canary-round-1-xyz"));
+    assert!(std::fs::read_to_string(&backups[0]).unwrap().contains("k9Db-env-canary-round-0-xyz"));
+    assert_eq!(host.sshd.connections() > 0, true);
+}
+
+#[test]
+fn an_interrupted_upload_leaves_the_old_env_file() {
+    use gangplank_core::exec::ssh::SshExecutor;
+    use gangplank_core::input::{HostKeyPolicy, HostSpec, SshConfig};
+    use gangplank_core::{Executor, Secret};
+    let host = Host::start();
+    std::fs::create_dir_all(host.app_dir()).unwrap();
+    std::fs::write(host.env_path(), "OLD=\"k9old-value\"\n").unwrap();
+    let cfg = SshConfig {
+        hosts: vec![HostSpec::parse(&host.sshd.host_spec(), "root", 22).unwrap()],
+        key: Secret::new(host.sshd.client_key.clone()),
+        passphrase: None,
+        host_key: HostKeyPolicy::KnownHosts(host.sshd.known_hosts.clone()),
+        connect_timeout: Duration::from_secs(10),
+        sudo: false,
+    };
+    let mut ex = SshExecutor::connect(&cfg.hosts[0], &cfg).unwrap();
+    let path = host.env_path().to_string_lossy().into_owned();
+    let new = sync_secrets::envfile::render(&[("NEW".into(), "k9new-value".repeat(1000))]).unwrap();
+    // The connection drops half-way: the remote side sees fewer bytes than announced.
+    let cmd = gangplank_core::exec::atomic_write(&path, new.as_bytes(), 0o600);
+    let out = ex.exec(&cmd, Some(&new.as_bytes()[..new.len() / 2])).unwrap();
+    assert_ne!(out.status, 0);
+    assert_eq!(std::fs::read_to_string(host.env_path()).unwrap(), "OLD=\"k9old-value\"\n");
+    let names: Vec<String> = std::fs::read_dir(host.app_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![".env".to_string()], "a temporary file was left behind");
+    // The same path through the binary's writer succeeds and verifies.
+    sync_secrets::envfile::write(&mut ex, &path, &host.app_dir(), &new, 3, &serde_json::json!({"action": "env-sync"}))
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(host.env_path()).unwrap(), new);
+    assert_eq!(host.backups().len(), 1);
+}
