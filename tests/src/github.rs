@@ -753,6 +753,32 @@ fn put_secret(s: &mut State, scope: &Scope, name: &str, body: &Value, opened: Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// One HTTP/1.1 request with `Connection: close`: (status, lower-cased headers, body).
+    fn http(gh: &GitHub, method: &str, path: &str, token: &str, body: &str) -> (u16, String, String) {
+        let addr = gh.url().trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    fn seal(gh: &GitHub, scope_path: &str, value: &[u8]) -> (String, String) {
+        let (_, _, body) = http(gh, "GET", &format!("{scope_path}/secrets/public-key"), TOKEN, "");
+        let j: Value = serde_json::from_str(&body).unwrap();
+        let key: [u8; 32] =
+            base64::engine::general_purpose::STANDARD.decode(j["key"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let sealed = crypto_box::PublicKey::from(key).seal(&mut rand::rngs::OsRng, value).unwrap();
+        (j["key_id"].as_str().unwrap().to_string(), base64::engine::general_purpose::STANDARD.encode(sealed))
+    }
 
     #[test]
     fn names_follow_github_rules() {
@@ -762,5 +788,82 @@ mod tests {
         for bad in ["", "1A", "GITHUB_TOKEN", "github_x", "A-B", "A B", "É"] {
             assert!(!valid_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn secrets_are_opened_and_bad_ones_refused_as_github_does() {
+        let gh = GitHub::start();
+        let repo = "/repos/acme/app/actions";
+        let (key_id, enc) = seal(&gh, repo, b"k9-value");
+        let put = |name: &str, key_id: &str, enc: &str| {
+            http(
+                &gh,
+                "PUT",
+                &format!("{repo}/secrets/{name}"),
+                TOKEN,
+                &json!({"encrypted_value": enc, "key_id": key_id}).to_string(),
+            )
+            .0
+        };
+        assert_eq!(put("A", &key_id, &enc), 201);
+        assert_eq!(put("A", &key_id, &enc), 204);
+        assert_eq!(gh.secret(&Scope::Repo("acme/app".into()), "A").as_deref(), Some("k9-value"));
+        assert_eq!(put("B", "000", &enc), 422, "wrong key_id");
+        assert_eq!(put("B", &key_id, "%%%not base64"), 422, "bad base64");
+        let (_, other) = seal(&gh, "/repos/acme/app/environments/production", b"x");
+        assert_eq!(put("B", &key_id, &other), 422, "a box for another key does not open");
+        assert_eq!(put("GITHUB_X", &key_id, &enc), 422, "reserved prefix");
+        let (_, big) = seal(&gh, repo, &vec![b'k'; MAX_VALUE_BYTES + 1]);
+        assert_eq!(put("BIG", &key_id, &big), 422, "over 48 KB");
+        assert_eq!(http(&gh, "GET", &format!("{repo}/secrets"), "wrong", "").0, 401);
+        assert_eq!(http(&gh, "GET", "/repos/acme/nope/actions/secrets", TOKEN, "").0, 404);
+        assert_eq!(http(&gh, "GET", "/repos/acme/app/environments/nope/secrets", TOKEN, "").0, 404);
+    }
+
+    #[test]
+    fn repository_secret_limit_pagination_and_rate_limits() {
+        let gh = GitHub::start();
+        let scope = Scope::Repo("acme/app".into());
+        for i in 0..MAX_REPO_SECRETS {
+            gh.preset_secret(&scope, &format!("S{i:03}"), "v");
+        }
+        let (key_id, enc) = seal(&gh, "/repos/acme/app/actions", b"k9");
+        let body = json!({"encrypted_value": enc, "key_id": key_id}).to_string();
+        assert_eq!(http(&gh, "PUT", "/repos/acme/app/actions/secrets/ONE_MORE", TOKEN, &body).0, 422);
+        assert_eq!(http(&gh, "PUT", "/repos/acme/app/actions/secrets/S000", TOKEN, &body).0, 204, "updates still work");
+        let (status, head, body) = http(&gh, "GET", "/repos/acme/app/actions/secrets?per_page=30&page=2", TOKEN, "");
+        assert_eq!(status, 200);
+        let j: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((j["total_count"].as_u64(), j["secrets"].as_array().unwrap().len()), (Some(100), 30));
+        assert_eq!(j["secrets"][0]["name"], "S030");
+        assert!(head.contains("rel=\"next\"") && head.contains("page=4>; rel=\"last\""), "{head}");
+
+        gh.push_limit(Limit::secondary(403, 7));
+        gh.push_limit(Limit::primary(429, 30));
+        let (status, head, _) = http(&gh, "GET", "/repos/acme/app", TOKEN, "");
+        assert_eq!(status, 403);
+        assert!(head.contains("retry-after: 7"), "{head}");
+        let (status, head, _) = http(&gh, "GET", "/repos/acme/app", TOKEN, "");
+        assert_eq!(status, 429);
+        assert!(head.contains("x-ratelimit-remaining: 0") && head.contains("x-ratelimit-reset: "), "{head}");
+        assert_eq!(http(&gh, "GET", "/repos/acme/app", TOKEN, "").0, 200);
+        assert_eq!(gh.rate_limited(), 2);
+    }
+
+    #[test]
+    fn variables_create_update_and_conflict() {
+        let gh = GitHub::start();
+        let base = "/repos/acme/app/actions/variables";
+        let create = json!({"name": "REGION", "value": "fra1"}).to_string();
+        assert_eq!(http(&gh, "POST", base, TOKEN, &create).0, 201);
+        assert_eq!(http(&gh, "POST", base, TOKEN, &create).0, 409);
+        let update = json!({"name": "REGION", "value": "ams3"}).to_string();
+        assert_eq!(http(&gh, "PATCH", &format!("{base}/REGION"), TOKEN, &update).0, 204);
+        assert_eq!(gh.variable(&Scope::Repo("acme/app".into()), "REGION").as_deref(), Some("ams3"));
+        assert_eq!(http(&gh, "PATCH", &format!("{base}/NOPE"), TOKEN, &update).0, 404);
+        assert_eq!(http(&gh, "DELETE", &format!("{base}/REGION"), TOKEN, "").0, 204);
+        let org =
+            json!({"name": "R", "value": "x", "visibility": "selected", "selected_repository_ids": [999]}).to_string();
+        assert_eq!(http(&gh, "POST", "/orgs/acme/actions/variables", TOKEN, &org).0, 422, "unknown repository id");
     }
 }

@@ -141,7 +141,7 @@ impl Action {
 #[derive(Debug, Clone)]
 pub struct Item {
     pub key: String,
-    pub target: &'static str,
+    pub target: String,
     pub place: String,
     pub action: Action,
     pub rule: String,
@@ -196,7 +196,7 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or_default();
         items.push(Item {
             key: f.key.clone(),
-            target: leak(t),
+            target: t,
             place: String::new(),
             action: Action::Invalid,
             rule: f.rule.clone(),
@@ -262,7 +262,7 @@ pub fn run(args: Args) -> Result<()> {
                 for k in keys {
                     items.push(Item {
                         key: k.clone(),
-                        target: "env-file",
+                        target: "env-file".into(),
                         place: place.clone(),
                         action,
                         rule: String::new(),
@@ -277,7 +277,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         env_content = content;
     }
-    items.sort_by(|a, b| (a.target, &a.key, &a.place).cmp(&(b.target, &b.key, &b.place)));
+    items.sort_by(|a, b| (&a.target, &a.key, &a.place).cmp(&(&b.target, &b.key, &b.place)));
     print_table(&items);
 
     if args.mode == Mode::Plan {
@@ -323,16 +323,6 @@ pub fn run(args: Args) -> Result<()> {
     }
     finish(&args, &items, 0)?;
     Ok(())
-}
-
-fn leak(s: String) -> &'static str {
-    match s.as_str() {
-        "github" => "github",
-        "env-file" => "env-file",
-        "github,env-file" => "github,env-file",
-        "" => "",
-        _ => Box::leak(s.into_boxed_str()),
-    }
 }
 
 fn selected_targets(args: &Args, m: &Manifest) -> Result<Vec<Target>> {
@@ -466,9 +456,8 @@ async fn plan_github(
     for e in &entries {
         if let (GhScope::Org(org), Some(v)) = (&e.scope, &e.org_visibility) {
             for r in &v.repositories {
-                if !ids.contains_key(&(org.clone(), r.clone())) {
-                    let id = gh.repo_id(org, r).await?;
-                    ids.insert((org.clone(), r.clone()), id);
+                if let std::collections::btree_map::Entry::Vacant(slot) = ids.entry((org.clone(), r.clone())) {
+                    slot.insert(gh.repo_id(org, r).await?);
                 }
             }
         }
@@ -488,7 +477,7 @@ async fn plan_github(
         };
         let item = |action: Action, rule: &str| Item {
             key: e.name.clone(),
-            target: "github",
+            target: "github".into(),
             place: place.clone(),
             action,
             rule: rule.to_string(),
