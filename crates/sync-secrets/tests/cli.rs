@@ -685,10 +685,12 @@ fn env_file_first_write_update_with_backup_drift_and_keep_backups() {
     r.assert_no_secret(db2);
     r.assert_no_secret("k9hand-edited-value");
 
-    // Update: the old file is backed up (0600), the new one verified.
+    // Update: the old file is backed up (0600), the new one verified; one SSH connection for the whole step.
+    let logins = host.sshd.connections();
     let r = host.run(&case, "apply", &["--keep-backups", "2"], &[("DEPLOY_KEY", MULTILINE), ("DB_PASSWORD", db2)]);
     r.assert_code(0);
     assert_eq!(std::fs::read_to_string(host.env_path()).unwrap(), expected(db2));
+    assert_eq!(host.sshd.connections() - logins, 1, "one SSH connection per host per step");
     let backups = host.backups();
     assert_eq!(backups.len(), 1);
     assert!(backups[0].file_name().unwrap().to_string_lossy().starts_with(".env."));
@@ -707,7 +709,6 @@ fn env_file_first_write_update_with_backup_drift_and_keep_backups() {
     assert_eq!(backups.len(), 2, "{backups:?}");
     assert!(std::fs::read_to_string(&backups[1]).unwrap().contains("k9Db-env-canary-round-1-xyz"));
     assert!(std::fs::read_to_string(&backups[0]).unwrap().contains("k9Db-env-canary-round-0-xyz"));
-    assert_eq!(host.sshd.connections() > 0, true);
 }
 
 #[test]
