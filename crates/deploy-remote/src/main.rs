@@ -149,7 +149,7 @@ fn main() {
         let cfg = config(args)?;
         let ssh = cfg.ssh.clone();
         let mut connect = |h: &gangplank_core::input::HostSpec| -> Result<Box<dyn Executor>> {
-            Ok(Box::new(SshExecutor::connect(h, &ssh)?))
+            Ok(deploy::maybe_traced(Box::new(SshExecutor::connect(h, &ssh)?)))
         };
         let out = deploy::deploy(&cfg, &mut connect);
         if cfg.preflight_only && out.error.is_none() {

@@ -108,7 +108,7 @@ fn main() {
             .filter(|t| deploy::validate_tag(t, "previous_tag").is_ok());
         let ssh = cfg.ssh.clone();
         let mut connect = |h: &gangplank_core::input::HostSpec| -> Result<Box<dyn Executor>> {
-            Ok(Box::new(SshExecutor::connect(h, &ssh)?))
+            Ok(deploy::maybe_traced(Box::new(SshExecutor::connect(h, &ssh)?)))
         };
         let out = deploy::rollback(&cfg, record_previous, &mut connect);
         let outputs = [

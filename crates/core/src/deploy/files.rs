@@ -184,6 +184,61 @@ pub fn prune_backups_cmd(app_dir: &str, keep: usize, rels: &[String]) -> Cmd {
     Cmd::script(PRUNE_BACKUPS_SCRIPT).arg(app_dir).arg(keep.to_string()).args(rels).privileged()
 }
 
+/// The end of a successful deploy in one round trip: write state.json (temporary name, then rename),
+/// append the audit line, list the tags of each image repository (`tag=REPO<TAB>TAG`, newest first),
+/// and keep the newest `keep` backups of each uploaded file.
+pub const FINISH_SCRIPT: &str = r#"set -u
+app=$1; state=$2; line=$3; keep=$4; nrepos=$5; shift 5
+g=$app/.gangplank; tmp=$g/.state.json.new.$$
+umask 022
+{ printf '%s' "$state" > "$tmp" && mv -f -- "$tmp" "$g/state.json"; } || { rm -f -- "$tmp"; echo "cannot write $g/state.json" >&2; exit 1; }
+printf '%s\n' "$line" >> "$g/audit.log" || exit 1
+i=0
+while [ "$i" -lt "$nrepos" ]; do
+  repo=$1; shift; i=$((i+1))
+  docker image ls --format '{{.Tag}}' "$repo" | while IFS= read -r t; do printf 'tag=%s\t%s\n' "$repo" "$t"; done
+done
+prune() { total=0; for f in "$@"; do [ -e "$f" ] && total=$((total+1)); done
+  i=0; for f in "$@"; do [ -e "$f" ] || continue; i=$((i+1)); [ "$i" -le $((total-keep)) ] && rm -f -- "$f"; done; return 0; }
+for rel in "$@"; do prune "$g/backups/$rel".*; done
+exit 0"#;
+
+pub fn finish_cmd(
+    app_dir: &str,
+    state_json: &str,
+    audit_line: &str,
+    keep_backups: usize,
+    repos: &[String],
+    rels: &[String],
+) -> Cmd {
+    Cmd::script(FINISH_SCRIPT)
+        .arg(app_dir)
+        .arg(state_json)
+        .arg(audit_line)
+        .arg(keep_backups.to_string())
+        .arg(repos.len().to_string())
+        .args(repos)
+        .args(rels)
+        .privileged()
+}
+
+/// Parse the `tag=REPO<TAB>TAG` lines of [`FINISH_SCRIPT`], in order.
+pub fn parse_tags(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("tag="))
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(r, t)| (r.to_string(), t.to_string()))
+        .collect()
+}
+
+/// Remove image references, never forced: an image a container still uses stays. Prints what went.
+pub fn remove_images_cmd(refs: &[String]) -> Cmd {
+    Cmd::script(r#"for r in "$@"; do docker image rm "$r" >/dev/null 2>&1 && printf '%s\n' "$r"; done; exit 0"#)
+        .args(refs)
+        .privileged()
+}
+
 /// Read `.gangplank/state.json` (empty output when there is none).
 pub fn read_state_cmd(app_dir: &str) -> Cmd {
     Cmd::script(r#"f=$1/.gangplank/state.json; if [ -f "$f" ]; then cat -- "$f"; fi"#).arg(app_dir).privileged()
@@ -258,5 +313,16 @@ mod tests {
         l.check(&audit_cmd(app_s, "{\"a\":\"$x;'\"}"), "audit").unwrap();
         assert_eq!(std::fs::read_to_string(app.join(".gangplank/audit.log")).unwrap(), "{\"a\":\"$x;'\"}\n");
         assert_eq!(l.check(&read_state_cmd(app_s), "state").unwrap().stdout_str(), "");
+        let out = l
+            .check(&finish_cmd(app_s, "{\"app\":\"x'$y\"}", "line two", 1, &[], &["compose.yaml".into()]), "finish")
+            .unwrap();
+        assert_eq!(parse_tags(&out.stdout_str()), vec![]);
+        assert_eq!(std::fs::read_to_string(app.join(".gangplank/state.json")).unwrap(), "{\"app\":\"x'$y\"}");
+        assert!(std::fs::read_to_string(app.join(".gangplank/audit.log")).unwrap().ends_with("line two\n"));
+        assert_eq!(std::fs::read_dir(app.join(".gangplank/backups")).unwrap().count(), 1);
+        assert_eq!(
+            parse_tags("tag=r/a\tv1\nnoise\ntag=r/a\tv0\n"),
+            vec![("r/a".into(), "v1".into()), ("r/a".into(), "v0".into())]
+        );
     }
 }

@@ -12,12 +12,15 @@ use crate::cmd::Cmd;
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 
-/// Take the lock: exit 0 and print `acquired`, or exit 3 and print the current owner.json.
+/// Take the lock: exit 0 and print `acquired` then state.json (read under the lock, saving a round
+/// trip), or exit 3 and print the current owner.json.
 pub const ACQUIRE_SCRIPT: &str = r#"dir=$1/.gangplank; lock=$dir/lock
 mkdir -p -- "$dir" || exit 1
 if mkdir -- "$lock" 2>/dev/null; then
   printf '%s\n' "$2" > "$lock/owner.json" || { rm -rf -- "$lock"; exit 1; }
-  echo acquired; exit 0
+  echo acquired
+  if [ -f "$dir/state.json" ]; then cat -- "$dir/state.json"; fi
+  exit 0
 fi
 cat -- "$lock/owner.json" 2>/dev/null
 exit 3"#;
@@ -106,21 +109,24 @@ fn describe_raw(raw: &str) -> String {
 }
 
 /// Try to take the lock until `timeout`; then fail with exit 3 naming the owner.
-/// `interrupted` is checked between attempts.
+/// `interrupted` is checked between attempts. Returns the text of state.json (empty when none).
 pub fn acquire(
     exec: &mut dyn Executor,
     app_dir: &str,
     owner: &Owner,
     timeout: Duration,
     interrupted: &dyn Fn() -> bool,
-) -> Result<()> {
+) -> Result<String> {
     let json = serde_json::to_string(owner).expect("owner serialises");
     let start = Instant::now();
     let mut announced = false;
     loop {
         let out = exec.run(&acquire_cmd(app_dir, &json))?;
         match out.status {
-            0 => return Ok(()),
+            0 => {
+                let text = out.stdout_str();
+                return Ok(text.split_once('\n').map(|(_, rest)| rest.to_string()).unwrap_or_default());
+            }
             3 => {
                 let who = describe_raw(&out.stdout_str());
                 if start.elapsed() >= timeout {

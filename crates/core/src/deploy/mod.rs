@@ -332,7 +332,7 @@ fn with_lock<T>(
     meta: &RunMeta,
     timeout: Duration,
     force: bool,
-    body: impl FnOnce(&mut dyn Executor) -> Result<T>,
+    body: impl FnOnce(&mut dyn Executor, &str) -> Result<T>,
 ) -> Result<T> {
     if force {
         match lock::force_unlock(exec, app_dir)? {
@@ -350,18 +350,17 @@ fn with_lock<T>(
         started_at: state::now_rfc3339(),
         pid: std::process::id(),
     };
-    lock::acquire(exec, app_dir, &owner, timeout, &interrupted)?;
+    let state_text = lock::acquire(exec, app_dir, &owner, timeout, &interrupted)?;
     let held = Held { exec, app_dir, id: owner.id, released: false };
-    let r = body(&mut *held.exec);
+    let r = body(&mut *held.exec, &state_text);
     let released = held.release();
     let v = r?;
     released?;
     Ok(v)
 }
 
-fn read_state(exec: &mut dyn Executor, app_dir: &str, app: &str) -> Result<State> {
-    let out = exec.check(&files::read_state_cmd(app_dir), "reading state.json")?;
-    let text = out.stdout_str();
+/// Parse state.json as the lock script read it (empty: no deploy yet).
+fn parse_state(text: &str, exec: &dyn Executor, app_dir: &str, app: &str) -> Result<State> {
     if text.trim().is_empty() {
         return Ok(State::new(app));
     }
@@ -391,6 +390,37 @@ fn audit(exec: &mut dyn Executor, app_dir: &str, meta: &RunMeta, action: &str, t
     if let Err(e) = exec.check(&files::audit_cmd(app_dir, &line), "appending to audit.log") {
         warning("audit", e.message);
     }
+}
+
+fn audit_line(exec: &dyn Executor, meta: &RunMeta, action: &str, tag: &str, prev: &str, result: &str) -> String {
+    state::AuditLine {
+        time: state::now_rfc3339(),
+        action,
+        tag,
+        previous_tag: prev,
+        result,
+        host: exec.label(),
+        run_url: &meta.run_url,
+        actor: &meta.actor,
+    }
+    .to_line()
+}
+
+/// Which `REPO:TAG`s go: per repository, all but the `keep` newest, never `current` or `previous`.
+fn retention(tags: &[(String, String)], keep: usize, current: &str, previous: Option<&str>) -> Vec<String> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out = vec![];
+    for (repo, tag) in tags {
+        if tag == "<none>" || tag.is_empty() {
+            continue;
+        }
+        let n = seen.entry(repo.as_str()).or_insert(0);
+        *n += 1;
+        if *n > keep && tag != current && Some(tag.as_str()) != previous {
+            out.push(format!("{repo}:{tag}"));
+        }
+    }
+    out
 }
 
 fn digests(containers: &[compose::Container]) -> BTreeMap<String, String> {
@@ -446,6 +476,8 @@ struct Job<'a> {
     uploads: Vec<files::Upload>,
     compose_names: Vec<String>,
     image_repos: Vec<String>,
+    /// Images to `docker pull` directly; `None`: let compose pull.
+    pull_refs: Option<Vec<String>>,
 }
 
 /// Read local files, check the compose files, connect and preflight every host. Every failure found is
@@ -467,6 +499,7 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
         .collect();
     let mut host_refs: Vec<(String, String)> = vec![];
     let mut image_repos: Vec<String> = vec![];
+    let mut services: Vec<(String, Option<String>)> = vec![];
     for u in uploads.iter().filter(|u| compose_names.contains(&u.remote) && u.remote != ".env") {
         let text = String::from_utf8_lossy(&u.content);
         match compose::references(&text) {
@@ -486,6 +519,7 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
                         host_refs.push((format!("{}/{r}", cfg.app_dir), format!("{what} in {}", u.remote)));
                     }
                 }
+                services.extend(refs.services);
                 for img in refs.images {
                     let repo = compose::image_repo(&img).to_string();
                     if img.contains("IMAGE_TAG") && !repo.contains('$') && !image_repos.contains(&repo) {
@@ -515,7 +549,8 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
     if let Some(e) = combine(errs) {
         return Err(e);
     }
-    Ok((Job { cfg, uploads, compose_names, image_repos }, hosts))
+    let pull_refs = compose::pull_refs(&services, &cfg.services, &cfg.tag);
+    Ok((Job { cfg, uploads, compose_names, image_repos, pull_refs }, hosts))
 }
 
 /// Run a deploy: plan, preflight every host, then each host in turn; roll back on failure.
@@ -670,43 +705,18 @@ fn restore(ex: &mut dyn Executor, app_dir: &str, stamp: &str, changed: &[String]
     Ok(())
 }
 
-/// Keep `keep` newest tags of each of the app's image repositories, and always current and previous.
-fn prune_images(ex: &mut dyn Executor, repos: &[String], keep: usize, current: &str, previous: Option<&str>) {
-    for repo in repos {
-        let Ok(out) = ex.run(&compose::image_tags(repo)) else {
-            continue;
-        };
-        let tags: Vec<String> = out
-            .stdout_str()
-            .lines()
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && *t != "<none>")
-            .map(str::to_string)
-            .collect();
-        for (i, t) in tags.iter().enumerate() {
-            if i < keep || t == current || Some(t.as_str()) == previous {
-                continue;
-            }
-            let reference = format!("{repo}:{t}");
-            match ex.run(&compose::remove_image(&reference)) {
-                Ok(o) if o.success() => info(format!("removed old image {reference}")),
-                _ => info(format!("kept {reference} (still in use)")),
-            }
-        }
-    }
-}
-
 fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) -> HostEnd {
     let cfg = job.cfg;
     let project = project_for(&cfg.app, &cfg.app_dir, flavor, &job.compose_names);
     let stamp = state::backup_stamp();
     let mut previous: Option<String> = None;
     let force = plan.steps.contains(&Step::ForceUnlock);
-    let r = with_lock(exec, &cfg.app_dir, "deploy", &cfg.tag, &cfg.meta, cfg.lock_timeout, force, |ex| {
+    let r = with_lock(exec, &cfg.app_dir, "deploy", &cfg.tag, &cfg.meta, cfg.lock_timeout, force, |ex, state_text| {
         let mut st = State::new(&cfg.app);
         let mut changed: Vec<String> = vec![];
         let mut containers = vec![];
         let mut upped = false;
+        let mut tags_seen: Vec<(String, String)> = vec![];
         for step in &plan.steps {
             if let Err(e) = check_interrupt() {
                 if !upped {
@@ -717,7 +727,7 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
             match step {
                 Step::Connect | Step::Preflight | Step::ForceUnlock | Step::Lock | Step::Unlock => {}
                 Step::ReadState => {
-                    st = read_state(ex, &cfg.app_dir, &cfg.app)?;
+                    st = parse_state(state_text, ex, &cfg.app_dir, &cfg.app)?;
                     previous = st.current_tag().map(str::to_string);
                     info(format!(
                         "current tag on {}: {}",
@@ -727,7 +737,11 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
                 }
                 Step::Upload(_) => changed = upload(ex, job, &stamp)?,
                 Step::Pull => {
-                    let out = ex.run(&project.pull(&cfg.tag, &cfg.services))?;
+                    let pull = match &job.pull_refs {
+                        Some(refs) => compose::docker_pull(refs),
+                        None => project.pull(&cfg.tag, &cfg.services),
+                    };
+                    let out = ex.run(&pull)?;
                     if !out.success() {
                         let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
                         audit(
@@ -793,24 +807,28 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
                         compose_files: job.compose_names.clone(),
                     };
                     st.promote(cur, "replaced");
-                    write_state(ex, &cfg.app_dir, &st)?;
-                    audit(
-                        ex,
-                        &cfg.app_dir,
-                        &cfg.meta,
-                        "deploy",
-                        &cfg.tag,
-                        previous.as_deref().unwrap_or(""),
-                        "deployed",
-                    );
+                    let line =
+                        audit_line(ex, &cfg.meta, "deploy", &cfg.tag, previous.as_deref().unwrap_or(""), "deployed");
+                    let rels: Vec<String> = job.uploads.iter().map(|u| u.remote.clone()).collect();
+                    let keep = plan.steps.iter().find_map(|s| if let Step::Prune(n) = s { Some(*n) } else { None });
+                    let repos: Vec<String> = if keep.is_some() { job.image_repos.clone() } else { vec![] };
+                    let out = ex.check(
+                        &files::finish_cmd(&cfg.app_dir, &st.to_json(), &line, KEEP_BACKUPS, &repos, &rels),
+                        "writing state.json and audit.log",
+                    )?;
+                    tags_seen = files::parse_tags(&out.stdout_str());
                 }
                 Step::Prune(keep) => {
-                    prune_images(ex, &job.image_repos, *keep, &cfg.tag, previous.as_deref());
-                    let rels: Vec<String> = job.uploads.iter().map(|u| u.remote.clone()).collect();
-                    if let Err(e) =
-                        ex.check(&files::prune_backups_cmd(&cfg.app_dir, KEEP_BACKUPS, &rels), "pruning backups")
-                    {
-                        warning("prune", e.message);
+                    let remove = retention(&tags_seen, *keep, &cfg.tag, previous.as_deref());
+                    if !remove.is_empty() {
+                        match ex.run(&files::remove_images_cmd(&remove)) {
+                            Ok(o) => {
+                                for r in o.stdout_str().lines() {
+                                    info(format!("removed old image {r}"));
+                                }
+                            }
+                            Err(e) => warning("prune", e.message),
+                        }
                     }
                 }
                 Step::ShowLogs | Step::RestoreFiles | Step::UpPrevious => {}
@@ -915,8 +933,8 @@ fn undo_host(job: &Job, exec: &mut dyn Executor, d: &HostDone) -> Result<()> {
         return Err(Error::failed("it had no previous deploy to go back to").hint("deploy a working tag to every host"));
     };
     let project = project_for(&cfg.app, &cfg.app_dir, d.flavor, &job.compose_names);
-    with_lock(exec, &cfg.app_dir, "rollback", &prev, &cfg.meta, cfg.lock_timeout, false, |ex| {
-        let mut st = read_state(ex, &cfg.app_dir, &cfg.app)?;
+    with_lock(exec, &cfg.app_dir, "rollback", &prev, &cfg.meta, cfg.lock_timeout, false, |ex, state_text| {
+        let mut st = parse_state(state_text, ex, &cfg.app_dir, &cfg.app)?;
         restore(ex, &cfg.app_dir, &d.stamp, &d.changed)?;
         ex.check(&project.up(&prev, &cfg.services), "compose up of the previous tag")?;
         let c =
@@ -964,8 +982,8 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
             })?;
             let label = h.to_string();
             let wanted = cfg.to_tag.clone().or_else(|| record_previous.clone());
-            with_lock(exec.as_mut(), &cfg.app_dir, "rollback", wanted.as_deref().unwrap_or("previous"), &cfg.meta, cfg.lock_timeout, force, |ex| {
-                let mut st = read_state(ex, &cfg.app_dir, &cfg.app)?;
+            with_lock(exec.as_mut(), &cfg.app_dir, "rollback", wanted.as_deref().unwrap_or("previous"), &cfg.meta, cfg.lock_timeout, force, |ex, state_text| {
+                let mut st = parse_state(state_text, ex, &cfg.app_dir, &cfg.app)?;
                 let from = st.current_tag().unwrap_or("").to_string();
                 let target = match wanted.clone().or_else(|| st.previous_tag().map(str::to_string)) {
                     Some(t) => t,
@@ -1000,8 +1018,8 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
                             compose_files,
                         };
                         st.promote(cur, "rolled-back");
-                        write_state(ex, &cfg.app_dir, &st)?;
-                        audit(ex, &cfg.app_dir, &cfg.meta, "rollback", &target, &from, "rolled-back");
+                        let line = audit_line(ex, &cfg.meta, "rollback", &target, &from, "rolled-back");
+                        ex.check(&files::finish_cmd(&cfg.app_dir, &st.to_json(), &line, KEEP_BACKUPS, &[], &[]), "writing state.json and audit.log")?;
                         Ok((from, target))
                     }
                     Err(reason) => {
@@ -1172,7 +1190,8 @@ mod tests {
     #[test]
     fn a_deploy_runs_the_plan_in_order_over_one_connection() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = config(d.path(), "v2");
+        let mut cfg = config(d.path(), "v2");
+        cfg.keep_images = 2;
         let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
         let mut connects = 0;
         struct Shared(Recording, std::rc::Rc<std::cell::RefCell<Vec<String>>>);
@@ -1192,15 +1211,12 @@ mod tests {
         let state = r#"{"app":"app","current":{"tag":"v1","deployed_at":"t"},"history":[]}"#;
         let mut connect = |h: &HostSpec| -> Result<Box<dyn Executor>> {
             connects += 1;
-            let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x 100 1 1048576 1% /\n";
             let r = Recording::new(&h.to_string(), false)
-                .reply("docker info", Output::ok("/var/lib/docker\n"))
-                .reply("docker compose version", Output::ok("v1\n"))
-                .reply("df -P", Output::ok(df))
                 .reply("echo same", Output::ok("changed\n"))
-                .reply("state.json; if", Output::ok(state))
-                .reply("label=com.docker.compose.project", Output::ok(RUNNING))
-                .reply("image ls", Output::ok("v2\nv1\nv0\n"));
+                .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{state}")))
+                .reply("APP_DIR_CHECK", Output::ok("root=/var/lib/docker\ncompose=v1\ndf=1048576\nappdir=ok\n"))
+                .reply("nrepos=$5", Output::ok("tag=reg/app\tv2\ntag=reg/app\tv1\ntag=reg/app\tv0\n"))
+                .reply("label=com.docker.compose.project", Output::ok(RUNNING));
             Ok(Box::new(Shared(r, log.clone())))
         };
         let out = deploy(&cfg, &mut connect);
@@ -1213,15 +1229,12 @@ mod tests {
             .iter()
             .map(|l| {
                 for (needle, name) in [
-                    ("docker info", "docker info"),
-                    ("docker compose version", "detect compose"),
-                    ("df -P", "df"),
-                    ("id -un", "app-dir check"),
+                    ("APP_DIR_CHECK", "preflight"),
                     ("mkdir -- \"$lock\"", "lock"),
-                    ("state.json; if", "read state"),
                     ("echo same", "stage"),
                     ("gangplank-tmp", "upload"),
-                    ("pull --quiet", "pull"),
+                    ("docker pull -q", "pull"),
+                    ("nrepos=$5", "finish"),
                     ("up -d --remove-orphans", "up"),
                     ("label=com.docker.compose.project", "inspect"),
                     ("audit.log", "audit"),
@@ -1239,30 +1252,50 @@ mod tests {
             .collect();
         assert_eq!(
             short,
-            vec![
-                "docker info",
-                "detect compose",
-                "df",
-                "app-dir check",
-                "lock",
-                "read state",
-                "stage",
-                "upload",
-                "pull",
-                "up",
-                "inspect",
-                "upload",
-                "audit",
-                "image ls",
-                "prune backups",
-                "unlock"
-            ],
+            vec!["preflight", "lock", "stage", "upload", "pull", "up", "inspect", "finish", "image rm", "unlock"],
             "{log:#?}"
         );
         assert!(log.iter().any(|l| l.contains(
             "cd '/opt/my app' && IMAGE_TAG=v2 docker-compose -p app -f compose.yaml up -d --remove-orphans"
         )));
-        // keep-images 5 keeps all three tags here; nothing is removed.
-        assert!(!short.contains(&"image rm".to_string()));
+        assert!(log.iter().any(|l| l.contains("docker pull -q") && l.ends_with("gangplank reg/app:v2")), "{log:#?}");
+        // keep-images 2 of v2, v1, v0: v0 goes.
+        assert!(log.iter().any(|l| l.contains("docker image rm") && l.ends_with("gangplank reg/app:v0")), "{log:#?}");
+    }
+
+    #[test]
+    fn retention_keeps_newest_current_and_previous() {
+        let tags: Vec<(String, String)> =
+            ["v5", "v4", "<none>", "v3", "v2", "v1"].iter().map(|t| ("r/a".to_string(), t.to_string())).collect();
+        assert_eq!(retention(&tags, 2, "v5", Some("v1")), vec!["r/a:v3", "r/a:v2"]);
+        assert_eq!(retention(&tags, 1, "v3", None), vec!["r/a:v4", "r/a:v2", "r/a:v1"]);
+    }
+}
+
+/// Wraps an executor and logs each command's duration (`GANGPLANK_TRACE=1`), for benchmarks.
+pub struct Traced(pub Box<dyn Executor>);
+
+impl Executor for Traced {
+    fn label(&self) -> &str {
+        self.0.label()
+    }
+    fn sudo(&self) -> bool {
+        self.0.sudo()
+    }
+    fn exec(&mut self, cmd: &crate::cmd::Cmd, stdin: Option<&[u8]>) -> Result<crate::exec::Output> {
+        let t = Instant::now();
+        let r = self.0.exec(cmd, stdin);
+        let line: String = cmd.display(self.0.sudo()).chars().take(90).collect();
+        info(format!("[trace {:>6.0} ms] {}", t.elapsed().as_secs_f64() * 1000.0, line.replace('\n', " ")));
+        r
+    }
+}
+
+/// Wrap in [`Traced`] when `GANGPLANK_TRACE` is set.
+pub fn maybe_traced(e: Box<dyn Executor>) -> Box<dyn Executor> {
+    if std::env::var_os("GANGPLANK_TRACE").is_some_and(|v| !v.is_empty()) {
+        Box::new(Traced(e))
+    } else {
+        e
     }
 }

@@ -35,6 +35,30 @@ pub fn missing_cmd(paths: &[String]) -> Cmd {
     Cmd::script(MISSING_SCRIPT).args(paths).privileged()
 }
 
+/// Every host check in one round trip. Prints `key=value` lines: `root=` (Docker data root) or
+/// `daemon_err=`, `compose=v2|v1|none`, `df=` (free KiB there), `appdir=ok` or the reason, and one
+/// `missing=` per referenced path that does not exist. Reads only.
+pub const PREFLIGHT_SCRIPT: &str = r#"app=$1; shift
+if root=$(docker info --format '{{.DockerRootDir}}' 2>&1) && [ -n "$root" ]; then echo "root=$root"
+else echo "daemon_err=$(printf '%s' "$root" | tail -n 2 | tr '\n' ' ')"; root=; fi
+if docker compose version >/dev/null 2>&1; then echo compose=v2
+elif command -v docker-compose >/dev/null 2>&1; then echo compose=v1
+else echo compose=none; fi
+if [ -n "$root" ]; then echo "df=$(df -P -k -- "$root" 2>&1 | awk 'NR==2 {print $4}')"; fi
+echo "appdir=$(sh -c "$APP_DIR_CHECK" gangplank "$app" 2>&1 && echo ok)"
+for f in "$@"; do [ -e "$f" ] || printf 'missing=%s\n' "$f"; done"#;
+
+/// The one preflight command: [`PREFLIGHT_SCRIPT`] with [`APP_DIR_SCRIPT`] handed over in the
+/// environment (fixed text, never data).
+pub fn preflight_cmd(app_dir: &str, paths: &[String]) -> Cmd {
+    Cmd::new("env")
+        .arg(format!("APP_DIR_CHECK={APP_DIR_SCRIPT}"))
+        .args(["sh", "-c", PREFLIGHT_SCRIPT, "gangplank"])
+        .arg(app_dir)
+        .args(paths)
+        .privileged()
+}
+
 /// What preflight needs to know about the run.
 pub struct Checks<'a> {
     pub app_dir: &'a str,
@@ -49,32 +73,42 @@ pub struct HostFacts {
     pub flavor: Flavor,
 }
 
-/// Run every check on one host; return the facts, or every failure.
+/// Run every check on one host (two round trips at most: `sudo -n true`, then one script); return
+/// the facts, or every failure.
 pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Error>> {
     let host = exec.label().to_string();
     let mut errs = vec![];
-    let run = |exec: &mut dyn Executor, c: &Cmd| exec.run(c).map_err(|e| vec![e]);
 
     if exec.sudo() {
-        let o = run(exec, &Cmd::new("sudo").args(["-n", "true"]))?;
+        let o = exec.run(&Cmd::new("sudo").args(["-n", "true"])).map_err(|e| vec![e])?;
         if !o.success() {
             return Err(vec![Error::bad_input(format!("`sudo -n true` fails on {host}: sudo would ask for a password ({})", o.tail(1)))
                 .hint("allow the deploy user passwordless sudo (e.g. `deploy ALL=(root) NOPASSWD: /usr/bin/docker, /bin/sh`), or set `sudo: false` and add the user to the docker group")]);
         }
     }
 
-    let info = run(exec, &compose::docker_info())?;
-    let root = info.stdout_str().trim().to_string();
-    let daemon_ok = info.success() && !root.is_empty();
-    if !daemon_ok {
+    let paths: Vec<String> = checks.host_references.iter().map(|(p, _)| p.clone()).collect();
+    let out = exec.run(&preflight_cmd(checks.app_dir, &paths)).map_err(|e| vec![e])?;
+    let text = out.stdout_str();
+    let get =
+        |k: &str| text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('='))).map(str::to_string);
+    if !out.success() || get("compose").is_none() {
+        return Err(vec![Error::bad_input(format!(
+            "the preflight checks could not run on {host}: {}",
+            one_line(&out.tail(3))
+        ))
+        .hint("check that the SSH user has a POSIX shell (`sh`) on the host")]);
+    }
+
+    let root = get("root").unwrap_or_default();
+    if root.is_empty() {
         errs.push(
-            Error::bad_input(format!("the Docker daemon on {host} is not reachable: {}", one_line(&info.tail(2))))
+            Error::bad_input(format!("the Docker daemon on {host} is not reachable: {}", one_line(&get("daemon_err").unwrap_or_default())))
                 .hint("start it (`systemctl start docker`), and give the SSH user access: add it to the `docker` group or set `sudo: true`"),
         );
     }
 
-    let det = run(exec, &compose::detect())?;
-    let flavor = compose::parse_detect(&det.stdout_str());
+    let flavor = compose::parse_detect(&get("compose").unwrap_or_default());
     if flavor.is_none() {
         errs.push(
             Error::bad_input(format!("neither `docker compose` nor `docker-compose` is installed on {host}"))
@@ -82,9 +116,9 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
         );
     }
 
-    if daemon_ok {
-        let df = run(exec, &compose::free_disk(&root))?;
-        match compose::parse_df_free_bytes(&df.stdout_str()) {
+    if !root.is_empty() {
+        let df = get("df").unwrap_or_default();
+        match df.trim().parse::<u64>().ok().map(|k| k * 1024) {
             Some(free) if free < checks.min_free_disk => errs.push(
                 Error::bad_input(format!(
                     "only {} free on {host}'s Docker data root {root}, below min-free-disk {}",
@@ -95,35 +129,28 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
             ),
             Some(_) => {}
             None => errs.push(
-                Error::bad_input(format!("cannot read free disk space of {root} on {host}: {}", one_line(&df.tail(2))))
+                Error::bad_input(format!("cannot read free disk space of {root} on {host}: {}", one_line(&df)))
                     .hint("check that `df` works for the SSH user on the host"),
             ),
         }
     }
 
-    let ad = run(exec, &app_dir_cmd(checks.app_dir))?;
-    if !ad.success() {
+    let ad = get("appdir").unwrap_or_default();
+    if ad != "ok" {
         errs.push(
-            Error::bad_input(format!(
-                "app-dir `{}` on {host} is not usable: {}",
-                checks.app_dir,
-                one_line(&ad.tail(1))
-            ))
-            .hint("create it and give it to the SSH user (`sudo install -d -o deploy /opt/app`), or set `sudo: true`"),
+            Error::bad_input(format!("app-dir `{}` on {host} is not usable: {}", checks.app_dir, one_line(&ad))).hint(
+                "create it and give it to the SSH user (`sudo install -d -o deploy /opt/app`), or set `sudo: true`",
+            ),
         );
     }
 
-    if !checks.host_references.is_empty() {
-        let paths: Vec<String> = checks.host_references.iter().map(|(p, _)| p.clone()).collect();
-        let m = run(exec, &missing_cmd(&paths))?;
-        for missing in m.stdout_str().lines().filter(|l| !l.is_empty()) {
-            let what =
-                checks.host_references.iter().find(|(p, _)| p == missing).map(|(_, w)| w.as_str()).unwrap_or("a file");
-            errs.push(
-                Error::bad_input(format!("`{missing}`, the {what}, exists neither in the upload nor on {host}"))
-                    .hint("add it to `files:` so it is uploaded, or create it on the host first"),
-            );
-        }
+    for missing in text.lines().filter_map(|l| l.strip_prefix("missing=")) {
+        let what =
+            checks.host_references.iter().find(|(p, _)| p == missing).map(|(_, w)| w.as_str()).unwrap_or("a file");
+        errs.push(
+            Error::bad_input(format!("`{missing}`, the {what}, exists neither in the upload nor on {host}"))
+                .hint("add it to `files:` so it is uploaded, or create it on the host first"),
+        );
     }
 
     match (errs.is_empty(), flavor) {
@@ -144,33 +171,31 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{Output, Recording};
+    use crate::exec::{Local, Output, Recording};
 
     fn fail(msg: &str) -> Output {
         Output { status: 1, stdout: vec![], stderr: msg.as_bytes().to_vec() }
     }
 
+    fn answering(lines: &str) -> Recording {
+        Recording::new("deploy@h:22", false).reply("APP_DIR_CHECK", Output::ok(lines))
+    }
+
     #[test]
     fn every_failure_is_listed_at_once() {
-        let mut r = Recording::new("deploy@h:22", false)
-            .reply("docker info", fail("Cannot connect to the Docker daemon at unix:///var/run/docker.sock"))
-            .reply("docker compose version", Output::ok("none\n"))
-            .reply(
-                "is not a directory",
-                Output { status: 1, stdout: b"it is not writable by deploy\n".to_vec(), stderr: vec![] },
-            )
-            .reply("printf", Output::ok("/srv/shared\n"));
+        let mut r = answering(
+            "daemon_err=Cannot connect to the Docker daemon at unix:///var/run/docker.sock\ncompose=none\nappdir=it is not writable by deploy\nmissing=/srv/shared\n",
+        );
         let refs = vec![("/srv/shared".to_string(), "bind mount of service `web`".to_string())];
         let errs = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1, host_references: &refs }).unwrap_err();
         let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(errs.len(), 4, "{msgs:#?}");
-        assert!(msgs[0].contains("Docker daemon on deploy@h:22 is not reachable"));
+        assert!(msgs[0].contains("Docker daemon on deploy@h:22 is not reachable: Cannot connect"));
         assert!(msgs[1].contains("neither `docker compose` nor `docker-compose`"));
         assert!(msgs[2].contains("not writable by deploy"));
         assert!(msgs[3].contains("/srv/shared") && msgs[3].contains("bind mount"));
         assert!(errs.iter().all(|e| e.exit_code() == 2 && e.hint.is_some()));
-        // Nothing but reads: no df without a daemon, no mkdir anywhere.
-        assert!(!r.log.iter().any(|l| l.contains("mkdir")), "{:#?}", r.log);
+        assert_eq!(r.log.len(), 1, "one round trip");
     }
 
     #[test]
@@ -184,20 +209,28 @@ mod tests {
 
     #[test]
     fn low_disk_and_a_healthy_host() {
-        let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x 100 1 1024 1% /\n";
-        let host = || {
-            Recording::new("h", true)
-                .reply("docker info", Output::ok("/var/lib/docker\n"))
-                .reply("docker compose version", Output::ok("v1\n"))
-                .reply("df -P", Output::ok(df))
-        };
+        let host = || answering("root=/var/lib/docker\ncompose=v1\ndf=1024\nappdir=ok\n");
         let errs = run(&mut host(), &Checks { app_dir: "/opt/app", min_free_disk: 2 << 20, host_references: &[] })
             .unwrap_err();
         assert!(errs[0].message.contains("only 1.0MiB free"), "{}", errs[0].message);
-        let mut r = host();
-        let facts = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1 << 20, host_references: &[] }).unwrap();
+        let facts =
+            run(&mut host(), &Checks { app_dir: "/opt/app", min_free_disk: 1 << 20, host_references: &[] }).unwrap();
         assert_eq!(facts.flavor, Flavor::V1);
-        assert_eq!(r.log[0], "sudo -n true");
-        assert_eq!(r.log[1], "sudo -n docker info --format '{{.DockerRootDir}}'");
+    }
+
+    #[test]
+    fn the_script_reads_a_real_host_and_quotes_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let app = d.path().join("a 'b' $c; d");
+        let present = d.path().join("x y");
+        std::fs::write(&present, "").unwrap();
+        let paths =
+            vec![present.to_string_lossy().into_owned(), d.path().join("gone $x").to_string_lossy().into_owned()];
+        let out = Local::new(false).run(&preflight_cmd(app.to_str().unwrap(), &paths)).unwrap();
+        let text = out.stdout_str();
+        assert!(text.contains("\nappdir=ok\n"), "{text}");
+        assert!(text.contains(&format!("missing={}/gone $x\n", d.path().display())), "{text}");
+        assert!(!text.contains("x y"), "{text}");
+        assert!(!app.exists(), "preflight creates nothing");
     }
 }
