@@ -238,9 +238,9 @@ pub fn run(args: Args) -> Result<()> {
         // octocrab's client spawns its worker on the runtime when it is built.
         let _rt = rt.enter();
         let gh = Gh::new(api, token, repo, args.concurrency as usize, args.max_retries)?;
-        let (gi, ops) = rt.block_on(plan_github(&gh, &m, &values, args.prune))?;
+        let (gi, ops, keys) = rt.block_on(plan_github(&gh, &m, &values, args.prune, args.mode == Mode::Apply))?;
         items.extend(gi);
-        gh_plan = Some((gh, ops));
+        gh_plan = Some((gh, ops, keys));
     }
     let mut env_plan = Vec::new();
     let mut env_content = String::new();
@@ -286,10 +286,10 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     // Apply.
-    if let Some((gh, ops)) = gh_plan {
+    if let Some((gh, ops, keys)) = gh_plan {
         let _g = actions::group("apply: github");
         *gh.class.lock().unwrap_or_else(|p| p.into_inner()) = Class::Failed;
-        rt.block_on(apply_github(&gh, ops, args.concurrency as usize))?;
+        rt.block_on(apply_github(&gh, ops, keys, args.concurrency as usize))?;
         let waits = gh.rate_limited.load(Ordering::Relaxed);
         if waits > 0 {
             info(format!("GitHub asked us to slow down {waits} time(s); every request completed after waiting"));
@@ -427,12 +427,16 @@ fn render_env(m: &Manifest, values: &BTreeMap<String, Value>) -> Result<String> 
     })
 }
 
+/// Public keys of scopes: key_id and key bytes.
+type PublicKeys = BTreeMap<GhScope, (String, [u8; 32])>;
+
 async fn plan_github(
     gh: &Gh,
     m: &Manifest,
     values: &BTreeMap<String, Value>,
     prune: bool,
-) -> Result<(Vec<Item>, Vec<Op>)> {
+    prefetch_keys: bool,
+) -> Result<(Vec<Item>, Vec<Op>, PublicKeys)> {
     let entries: Vec<&Entry> = m.entries.iter().filter(|e| e.targets.contains(&Target::Github)).collect();
     let mut scopes: Vec<GhScope> = entries.iter().map(|e| e.scope.clone()).collect();
     scopes.sort();
@@ -441,14 +445,41 @@ async fn plan_github(
     let listed = futures::future::join_all(scopes.iter().map(|s| async move {
         let need_secrets = entries_ref.iter().any(|e| &e.scope == s && (e.secret || e.retired));
         let need_vars = entries_ref.iter().any(|e| &e.scope == s && (!e.secret || e.retired));
-        let secrets = if need_secrets { gh.secret_names(s).await? } else { Vec::new() };
-        let vars = if need_vars { gh.variables(s).await? } else { BTreeMap::new() };
-        Ok::<_, Error>((s.clone(), (secrets, vars)))
+        // The public key is fetched alongside the lists when the plan will be applied: one round trip less.
+        let need_key = prefetch_keys && entries_ref.iter().any(|e| &e.scope == s && e.secret && !e.retired);
+        let (secrets, vars, key) = tokio::join!(
+            async {
+                if need_secrets {
+                    gh.secret_names(s).await
+                } else {
+                    Ok(Vec::new())
+                }
+            },
+            async {
+                if need_vars {
+                    gh.variables(s).await
+                } else {
+                    Ok(BTreeMap::new())
+                }
+            },
+            async {
+                if need_key {
+                    gh.public_key(s).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
+        );
+        Ok::<_, Error>((s.clone(), (secrets?, vars?), key?))
     }))
     .await;
     let mut existing = BTreeMap::new();
+    let mut keys = BTreeMap::new();
     for r in listed {
-        let (s, v) = r?;
+        let (s, v, key) = r?;
+        if let Some(k) = key {
+            keys.insert(s.clone(), k);
+        }
         existing.insert(s, v);
     }
     // Repository names of org entries → ids.
@@ -543,20 +574,21 @@ async fn plan_github(
             }
         }
     }
-    Ok((items, ops))
+    Ok((items, ops, keys))
 }
 
-async fn apply_github(gh: &Gh, mut ops: Vec<Op>, concurrency: usize) -> Result<()> {
+async fn apply_github(gh: &Gh, mut ops: Vec<Op>, mut keys: PublicKeys, concurrency: usize) -> Result<()> {
     // Writes first, deletes last: a failed run never leaves a retired name deleted with its successor unset.
     ops.sort_by_key(|o| matches!(o.kind, OpKind::DeleteSecret | OpKind::DeleteVar));
     let mut key_scopes: Vec<GhScope> =
         ops.iter().filter(|o| matches!(o.kind, OpKind::PutSecret)).map(|o| o.scope.clone()).collect();
     key_scopes.sort();
     key_scopes.dedup();
-    let mut keys = BTreeMap::new();
     for s in key_scopes {
-        let k = gh.public_key(&s).await?;
-        keys.insert(s, k);
+        if let std::collections::btree_map::Entry::Vacant(slot) = keys.entry(s) {
+            let k = gh.public_key(slot.key()).await?;
+            slot.insert(k);
+        }
     }
     let keys = &keys;
     let results: Vec<Result<()>> = futures::stream::iter(ops)
