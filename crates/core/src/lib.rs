@@ -7,6 +7,7 @@
 //! - [`keys`]: private key inspection (encrypted or not) before any connection.
 //! - [`cmd`]: commands as values and the one shell-quoting function.
 //! - [`exec`]: executors: local, recording, and SSH.
+//! - [`process`]: local child processes with a deadline and an interrupt flag (SIGINT/SIGTERM).
 //! - [`compose`]: docker compose / docker inspect command builders and parsers.
 //! - [`deploy`]: the deploy engine shared by deploy-remote and rollback: plan, lock, state, health gate.
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod exec;
 pub mod input;
 pub mod keys;
+pub mod process;
 pub mod secret;
 
 pub use cmd::{quote, Cmd};

@@ -8,7 +8,7 @@
 //! Invariant: the password reaches docker only on stdin and the registry only in an `Authorization`
 //! header; it is a [`Secret`] from the moment clap reads it.
 
-pub mod proc;
+pub use gangplank_core::process as proc;
 pub mod registry;
 
 use std::collections::BTreeMap;

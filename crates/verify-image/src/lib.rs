@@ -11,7 +11,7 @@
 //! they wait on and return, and the teardown runs on the main thread).
 
 pub mod docker;
-pub mod proc;
+pub use gangplank_core::process as proc;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -744,8 +744,17 @@ pub fn run(args: Args) -> Result<()> {
                     return Err(Error::bad_input(format!("the Docker engine does not answer: {}", f.tail(1)))
                         .hint("start the Docker daemon (or set DOCKER_HOST) on the runner"));
                 }
-                return Err(Error::bad_input(format!("image {image} does not exist locally"))
-                    .hint("build or pull it in an earlier step; `docker image ls` lists what exists"));
+                // In the pipeline verify-image runs on a fresh runner after push-registry: fetch the pushed
+                // image (with whatever login the job has) before calling it missing.
+                info(format!("image {image} is not on this runner; pulling it"));
+                let pulled = query(docker(&["pull", "--quiet", image]))?;
+                if !pulled.ok() {
+                    return Err(Error::bad_input(format!(
+                        "image {image} does not exist locally and could not be pulled: {}",
+                        pulled.tail(1)
+                    ))
+                    .hint("build it in an earlier step, or log in to its registry before this step; `docker image ls` lists what exists"));
+                }
             }
             None
         }

@@ -4,8 +4,7 @@
 //! child and returns [`RunError::Interrupted`], so the caller's cleanup (Drop guards) runs on the main
 //! thread before the process exits. Commands are argv vectors, never shell text.
 //!
-//! The same file lives in push-registry and verify-image; it belongs in gangplank-core once its owner
-//! takes it.
+//! Used by the binaries that drive local programs (push-registry, verify-image).
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
