@@ -746,3 +746,40 @@ fn an_interrupted_upload_leaves_the_old_env_file() {
     assert_eq!(std::fs::read_to_string(host.env_path()).unwrap(), new);
     assert_eq!(host.backups().len(), 1);
 }
+
+#[test]
+fn both_targets_in_one_step_and_the_canary_never_shows() {
+    let gh = GitHub::start();
+    let host = Host::start();
+    let canary = "k9CANARY-both-targets-5f3e2d1c";
+    let case = Case::new(
+        "values:\n  CANARY: {}\n  LLM_PROVIDER: {secret: false}\n  REDIS_URL: {required: false, targets: [env-file]}\n",
+        "LLM_PROVIDER=openrouter\n",
+    );
+    let token = gh.token();
+    let extra = ["--api-url", gh.url(), "--repository", "acme/app"];
+    for mode in ["plan", "apply", "plan"] {
+        let host_spec = host.sshd.host_spec();
+        let app = host.app_dir();
+        let mut args = vec!["--mode", mode, "--host", &host_spec, "--app-dir", &app];
+        args.extend_from_slice(&extra);
+        let r = case.run(
+            &args,
+            &[
+                ("CANARY", canary),
+                ("INPUT_GITHUB_TOKEN", &token),
+                ("INPUT_SSH_KEY", &host.sshd.client_key),
+                ("INPUT_KNOWN_HOSTS", &host.sshd.known_hosts),
+            ],
+        );
+        r.assert_code(0);
+        r.assert_no_secret(canary);
+        assert_no_secret(&[("stderr", &r.stderr)], &token);
+        assert_no_secret(&[("stderr", &r.stderr)], &host.sshd.client_key);
+    }
+    assert_eq!(gh.secret(&Scope::Repo("acme/app".into()), "CANARY").as_deref(), Some(canary));
+    let env = std::fs::read_to_string(host.env_path()).unwrap();
+    assert!(env.contains(&format!("CANARY=\"{canary}\"")) && env.contains("LLM_PROVIDER=\"openrouter\""), "{env}");
+    let audit = std::fs::read_to_string(host.dir.path().join("app/.gangplank/audit.log")).unwrap();
+    assert_no_secret(&[("audit.log", &audit)], canary);
+}
