@@ -68,6 +68,8 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("lock-timeout", Some("5m")),
                 ("record-file", None),
                 ("to-tag", None),
+                // Beyond the spec: the same lock escape hatch deploy-remote has.
+                ("force-unlock", Some("false")),
             ];
             outputs = &["rolled-back-to", "rolled-back-from", "record-file"];
         }
@@ -97,6 +99,10 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("smoke", None),
                 ("expect-non-root", Some("false")),
                 ("max-size", None),
+                // Beyond the spec: published ports for a single image, a fixed project name, the report path.
+                ("ports", None),
+                ("project-name", None),
+                ("report-file", None),
             ];
             outputs = &["healthy", "report-file"];
         }
@@ -114,6 +120,10 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("app-dir", None),
                 ("remote-env-path", None),
                 ("keep-backups", Some("10")),
+                // Beyond the spec: request concurrency and retries, the plan file path.
+                ("concurrency", Some("4")),
+                ("max-retries", Some("5")),
+                ("plan-file", None),
             ];
             outputs = &["created", "updated", "deleted", "unchanged", "invalid", "plan-file"];
         }

@@ -1,0 +1,65 @@
+//! Every input a binary reads is an input of its action, and the other way round: `--help` of the real
+//! binary against the `inputs:` of its action.yml. A flag added to a binary but not to its shim would
+//! be unreachable from a workflow.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+const BINS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The long flags `--help` lists, without `--help`/`--version`.
+fn flags(bin: &str) -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo).args(["build", "--quiet", "-p", bin]).current_dir(root()).status().unwrap();
+    assert!(built.success(), "cargo build -p {bin} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let out = gangplank_testbed::scrubbed_command(target.join("debug").join(bin)).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{bin} --help failed");
+    let help = String::from_utf8(out.stdout).unwrap();
+    help.split_whitespace()
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|w| w.trim_end_matches([',', '=']).split(['=', ' ', '<']).next().unwrap().to_string())
+        .filter(|w| !w.is_empty() && w != "help" && w != "version" && w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .collect()
+}
+
+/// The `inputs:` keys of an action.yml (two-space indented keys under `inputs:`).
+fn inputs(bin: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join("actions").join(bin).join("action.yml")).unwrap();
+    let mut inside = false;
+    let mut keys = BTreeSet::new();
+    for line in text.lines() {
+        if !line.starts_with(' ') && !line.trim().is_empty() {
+            inside = line.trim_end() == "inputs:";
+            continue;
+        }
+        if inside {
+            if let Some(key) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
+                if !key.starts_with(' ') {
+                    keys.insert(key.to_string());
+                }
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_binary_flag_is_an_action_input_and_back() {
+    for bin in BINS {
+        let f = flags(bin);
+        let i = inputs(bin);
+        assert!(!f.is_empty() && !i.is_empty(), "{bin}: nothing parsed");
+        let missing_in_action: Vec<_> = f.difference(&i).collect();
+        let missing_in_binary: Vec<_> = i.difference(&f).collect();
+        assert!(
+            missing_in_action.is_empty() && missing_in_binary.is_empty(),
+            "{bin}: flags without an action input: {missing_in_action:?}; action inputs the binary does not read: {missing_in_binary:?}"
+        );
+    }
+}
