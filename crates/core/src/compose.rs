@@ -80,6 +80,24 @@ impl Project {
         self.finish(with_services(c, services))
     }
 
+    /// The `up -d --remove-orphans` argv alone (no environment, no directory), for [`pull_and_up`].
+    pub fn up_argv(&self, services: &[String]) -> Vec<String> {
+        let mut v: Vec<String> = match self.flavor {
+            Flavor::V2 => vec!["docker".into(), "compose".into()],
+            Flavor::V1 => vec!["docker-compose".into()],
+        };
+        v.extend(["-p".to_string(), self.name.clone()]);
+        for f in &self.files {
+            v.extend(["-f".to_string(), f.clone()]);
+        }
+        v.extend(["up", "-d", "--remove-orphans"].map(String::from));
+        if !services.is_empty() {
+            v.push("--".into());
+            v.extend(services.iter().cloned());
+        }
+        v
+    }
+
     /// `config`: the resolved compose model (used to check the files before anything changes).
     pub fn config_quiet(&self, tag: &str) -> Cmd {
         self.finish(self.base(tag).args(["config", "-q"]))
@@ -375,6 +393,28 @@ pub fn docker_pull(refs: &[String]) -> Cmd {
     Cmd::script(r#"for r in "$@"; do docker pull -q "$r" >/dev/null || exit $?; done"#).args(refs).privileged()
 }
 
+/// Exit status of [`pull_and_up`] when a pull failed (nothing was restarted).
+pub const PULL_FAILED: i32 = 90;
+
+/// `docker pull` each image, then compose up, in one round trip. A failed pull exits
+/// [`PULL_FAILED`] before compose runs.
+pub const PULL_UP_SCRIPT: &str = r#"dir=$1; tag=$2; n=$3; shift 3
+i=0
+while [ "$i" -lt "$n" ]; do docker pull -q "$1" >/dev/null || exit 90; shift; i=$((i+1)); done
+cd -- "$dir" || exit 1
+IMAGE_TAG=$tag; export IMAGE_TAG
+exec "$@""#;
+
+pub fn pull_and_up(project: &Project, refs: &[String], tag: &str, services: &[String]) -> Cmd {
+    Cmd::script(PULL_UP_SCRIPT)
+        .arg(&project.dir)
+        .arg(tag)
+        .arg(refs.len().to_string())
+        .args(refs)
+        .args(project.up_argv(services))
+        .privileged()
+}
+
 /// The repository part of an image reference (`registry:5000/app:${IMAGE_TAG}` → `registry:5000/app`).
 pub fn image_repo(image: &str) -> &str {
     let no_digest = image.split('@').next().unwrap_or(image);
@@ -427,6 +467,33 @@ mod tests {
             project(Flavor::V2).up("v2", &[]).render(true),
             r#"sudo -n sh -c 'cd '\''/opt/it'\''\'\'''\''s $x; y'\'' && IMAGE_TAG=v2 docker compose -p my-app -f compose.yaml up -d --remove-orphans'"#
         );
+    }
+
+    #[test]
+    fn pull_and_up_in_one_command() {
+        let p = project(Flavor::V1);
+        assert_eq!(
+            pull_and_up(&p, &["r/a:v1".into()], "v1", &["web".into()]).render(false),
+            format!(
+                "sh -c {} gangplank '/opt/it'\\''s $x; y' v1 1 r/a:v1 docker-compose -p my-app -f compose.yaml up -d --remove-orphans -- web",
+                crate::quote(PULL_UP_SCRIPT)
+            )
+        );
+        let d = tempfile::tempdir().unwrap();
+        let p = Project {
+            flavor: Flavor::V1,
+            name: "x".into(),
+            dir: d.path().to_string_lossy().into_owned(),
+            files: vec![],
+        };
+        // Run a harmless stand-in for compose: the argv after the refs is executed as given.
+        let c = Cmd::script(PULL_UP_SCRIPT).arg(&p.dir).arg("t'1").arg("0").args([
+            "sh",
+            "-c",
+            "printf '%s' \"$IMAGE_TAG\"; pwd",
+        ]);
+        let out = crate::exec::Executor::run(&mut crate::exec::Local::new(false), &c).unwrap();
+        assert_eq!(out.stdout_str().trim(), format!("t'1{}", std::fs::canonicalize(d.path()).unwrap().display()));
     }
 
     #[test]

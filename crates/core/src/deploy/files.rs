@@ -186,9 +186,9 @@ pub fn prune_backups_cmd(app_dir: &str, keep: usize, rels: &[String]) -> Cmd {
 
 /// The end of a successful deploy in one round trip: write state.json (temporary name, then rename),
 /// append the audit line, list the tags of each image repository (`tag=REPO<TAB>TAG`, newest first),
-/// and keep the newest `keep` backups of each uploaded file.
+/// keep the newest `keep` backups of each uploaded file, and release the lock when `lock_id` is ours.
 pub const FINISH_SCRIPT: &str = r#"set -u
-app=$1; state=$2; line=$3; keep=$4; nrepos=$5; shift 5
+app=$1; state=$2; line=$3; keep=$4; lockid=$5; nrepos=$6; shift 6
 g=$app/.gangplank; tmp=$g/.state.json.new.$$
 umask 022
 { printf '%s' "$state" > "$tmp" && mv -f -- "$tmp" "$g/state.json"; } || { rm -f -- "$tmp"; echo "cannot write $g/state.json" >&2; exit 1; }
@@ -201,6 +201,7 @@ done
 prune() { total=0; for f in "$@"; do [ -e "$f" ] && total=$((total+1)); done
   i=0; for f in "$@"; do [ -e "$f" ] || continue; i=$((i+1)); [ "$i" -le $((total-keep)) ] && rm -f -- "$f"; done; return 0; }
 for rel in "$@"; do prune "$g/backups/$rel".*; done
+if [ -n "$lockid" ] && grep -qF -- "$lockid" "$g/lock/owner.json" 2>/dev/null; then rm -rf -- "$g/lock"; fi
 exit 0"#;
 
 pub fn finish_cmd(
@@ -208,6 +209,7 @@ pub fn finish_cmd(
     state_json: &str,
     audit_line: &str,
     keep_backups: usize,
+    lock_id: &str,
     repos: &[String],
     rels: &[String],
 ) -> Cmd {
@@ -216,6 +218,7 @@ pub fn finish_cmd(
         .arg(state_json)
         .arg(audit_line)
         .arg(keep_backups.to_string())
+        .arg(lock_id)
         .arg(repos.len().to_string())
         .args(repos)
         .args(rels)
@@ -314,7 +317,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(app.join(".gangplank/audit.log")).unwrap(), "{\"a\":\"$x;'\"}\n");
         assert_eq!(l.check(&read_state_cmd(app_s), "state").unwrap().stdout_str(), "");
         let out = l
-            .check(&finish_cmd(app_s, "{\"app\":\"x'$y\"}", "line two", 1, &[], &["compose.yaml".into()]), "finish")
+            .check(&finish_cmd(app_s, "{\"app\":\"x'$y\"}", "line two", 1, "", &[], &["compose.yaml".into()]), "finish")
             .unwrap();
         assert_eq!(parse_tags(&out.stdout_str()), vec![]);
         assert_eq!(std::fs::read_to_string(app.join(".gangplank/state.json")).unwrap(), "{\"app\":\"x'$y\"}");

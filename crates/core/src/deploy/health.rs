@@ -47,6 +47,31 @@ pub fn probe_cmd(url: &str) -> Cmd {
     Cmd::script(PROBE_SCRIPT).arg(url)
 }
 
+/// One poll of the gate in one round trip: the project's `docker inspect` JSON, then a marker line, then
+/// the probe's answer and its status. Both scripts are fixed text passed in the environment.
+pub const POLL_SCRIPT: &str = r#"sh -c "$GP_INSPECT" gangplank "$1"
+printf '\n@@gangplank-probe@@\n'
+sh -c "$GP_PROBE" gangplank "$2"
+echo "@@status=$?""#;
+
+pub fn poll_cmd(project: &str, url: &str) -> Cmd {
+    Cmd::new("env")
+        .arg(format!("GP_INSPECT={}", compose::INSPECT_PROJECT_SCRIPT))
+        .arg(format!("GP_PROBE={PROBE_SCRIPT}"))
+        .args(["sh", "-c", POLL_SCRIPT, "gangplank"])
+        .arg(project)
+        .arg(url)
+        .privileged()
+}
+
+/// Split [`POLL_SCRIPT`]'s output: (inspect JSON, probe passed, probe text).
+pub fn parse_poll(stdout: &str) -> Option<(String, bool, String)> {
+    let (json, rest) = stdout.split_once("\n@@gangplank-probe@@\n")?;
+    let rest = rest.trim_end();
+    let (text, status) = rest.rsplit_once("@@status=")?;
+    Some((json.to_string(), status.trim() == "0", text.trim().to_string()))
+}
+
 /// Whether a URL names this host's loopback (probed on the host, not from the runner).
 pub fn is_host_local(url: &str) -> bool {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
@@ -94,8 +119,24 @@ pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<
         if (gate.interrupted)() {
             return Err(Error::failed("interrupted during the health gate"));
         }
-        let out = exec.check(&compose::inspect_project(gate.project), "docker inspect")?;
-        let containers: Vec<Container> = compose::parse_inspect(&out.stdout_str())?
+        // A host-local URL is probed in the same round trip as the inspect.
+        let mut host_probe = None;
+        let json = match gate.health_url.filter(|u| is_host_local(u)) {
+            Some(url) => {
+                let out = exec.run(&poll_cmd(gate.project, url))?;
+                let (json, ok, text) = parse_poll(&out.stdout_str()).ok_or_else(|| {
+                    Error::failed(format!(
+                        "the health poll on {} answered something unexpected: {}",
+                        exec.label(),
+                        out.tail(3)
+                    ))
+                })?;
+                host_probe = Some((ok, text));
+                json
+            }
+            None => exec.check(&compose::inspect_project(gate.project), "docker inspect")?.stdout_str(),
+        };
+        let containers: Vec<Container> = compose::parse_inspect(&json)?
             .into_iter()
             .filter(|c| !c.oneoff && (gate.services.is_empty() || gate.services.contains(&c.service)))
             .collect();
@@ -116,10 +157,7 @@ pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<
         if waiting.is_none() {
             if let Some(url) = gate.health_url {
                 let probe = match &runner_client {
-                    None => {
-                        let o = exec.run(&probe_cmd(url))?;
-                        (o.success(), o.stdout_str().trim().to_string())
-                    }
+                    None => host_probe.clone().unwrap_or((false, String::new())),
                     Some(client) => match client.get(url).send() {
                         Ok(r) => (r.status().is_success(), format!("HTTP {}", r.status().as_u16())),
                         Err(e) => (false, e.to_string()),
@@ -201,8 +239,9 @@ mod tests {
         let url = format!("http://127.0.0.1:{port}/health");
         let ok = l.run(&probe_cmd(&url)).unwrap();
         assert!(ok.success(), "{}", ok.stdout_str());
-        let bad = l.run(&probe_cmd(&url)).unwrap();
-        assert!(!bad.success());
+        let bad = l.run(&poll_cmd("no-such-project-x", &url)).unwrap();
+        let (json, ok, text) = parse_poll(&bad.stdout_str()).unwrap();
+        assert_eq!((json.trim(), ok, text.as_str()), ("[]", false, "HTTP 503"));
     }
 
     #[test]
@@ -226,8 +265,8 @@ mod tests {
     #[test]
     fn gate_passes_when_running_and_url_answers() {
         let json = r#"[{"Id":"c1","Name":"/app_web_1","State":{"Status":"running","Running":true},"Config":{"Labels":{"com.docker.compose.service":"web"}}}]"#;
-        let mut r =
-            Recording::new("h", false).reply("gangplank app", Output::ok(json)).reply("urllib", Output::ok("HTTP 200"));
+        let mut r = Recording::new("h", false)
+            .reply("GP_INSPECT", Output::ok(format!("{json}\n@@gangplank-probe@@\nHTTP 200\n@@status=0\n")));
         let gate = Gate {
             project: "app",
             services: &["web".to_string()],
@@ -237,7 +276,7 @@ mod tests {
         };
         let ok = wait(&mut r, &gate).unwrap().unwrap();
         assert_eq!(ok.len(), 1);
-        assert_eq!(r.log.len(), 2);
-        assert!(r.log[1].contains("http://localhost:8080/health"));
+        assert_eq!(r.log.len(), 1, "inspect and probe in one round trip");
+        assert!(r.log[0].ends_with("gangplank app http://localhost:8080/health"), "{}", r.log[0]);
     }
 }

@@ -317,6 +317,12 @@ impl Drop for Held<'_> {
     }
 }
 
+/// The lock as the body of [`with_lock`] sees it: its id, and whether the body released it already.
+struct Lease {
+    id: String,
+    released: std::cell::Cell<bool>,
+}
+
 fn new_lock_id() -> String {
     use rand::Rng;
     format!("{:032x}", rand::thread_rng().gen::<u128>())
@@ -332,7 +338,7 @@ fn with_lock<T>(
     meta: &RunMeta,
     timeout: Duration,
     force: bool,
-    body: impl FnOnce(&mut dyn Executor, &str) -> Result<T>,
+    body: impl FnOnce(&mut dyn Executor, &str, &Lease) -> Result<T>,
 ) -> Result<T> {
     if force {
         match lock::force_unlock(exec, app_dir)? {
@@ -351,9 +357,16 @@ fn with_lock<T>(
         pid: std::process::id(),
     };
     let state_text = lock::acquire(exec, app_dir, &owner, timeout, &interrupted)?;
-    let held = Held { exec, app_dir, id: owner.id, released: false };
-    let r = body(&mut *held.exec, &state_text);
-    let released = held.release();
+    let lease = Lease { id: owner.id.clone(), released: std::cell::Cell::new(false) };
+    let mut held = Held { exec, app_dir, id: owner.id, released: false };
+    let r = body(&mut *held.exec, &state_text, &lease);
+    let released = if lease.released.get() {
+        // The finish script already released it in the same round trip.
+        held.released = true;
+        Ok(())
+    } else {
+        held.release()
+    };
     let v = r?;
     released?;
     Ok(v)
@@ -364,7 +377,7 @@ fn parse_state(text: &str, exec: &dyn Executor, app_dir: &str, app: &str) -> Res
     if text.trim().is_empty() {
         return Ok(State::new(app));
     }
-    State::parse(&text).map_err(|e| {
+    State::parse(text).map_err(|e| {
         Error::failed(format!("{app_dir}/.gangplank/state.json on {} is not valid: {e}", exec.label()))
             .hint("fix or remove the file (it is rebuilt by the next deploy; audit.log keeps the history)")
     })
@@ -711,78 +724,72 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
     let stamp = state::backup_stamp();
     let mut previous: Option<String> = None;
     let force = plan.steps.contains(&Step::ForceUnlock);
-    let r = with_lock(exec, &cfg.app_dir, "deploy", &cfg.tag, &cfg.meta, cfg.lock_timeout, force, |ex, state_text| {
-        let mut st = State::new(&cfg.app);
-        let mut changed: Vec<String> = vec![];
-        let mut containers = vec![];
-        let mut upped = false;
-        let mut tags_seen: Vec<(String, String)> = vec![];
-        for step in &plan.steps {
-            if let Err(e) = check_interrupt() {
-                if !upped {
-                    let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
-                }
-                return Err(e);
-            }
-            match step {
-                Step::Connect | Step::Preflight | Step::ForceUnlock | Step::Lock | Step::Unlock => {}
-                Step::ReadState => {
-                    st = parse_state(state_text, ex, &cfg.app_dir, &cfg.app)?;
-                    previous = st.current_tag().map(str::to_string);
-                    info(format!(
-                        "current tag on {}: {}",
-                        ex.label(),
-                        previous.as_deref().unwrap_or("none (first deploy)")
-                    ));
-                }
-                Step::Upload(_) => changed = upload(ex, job, &stamp)?,
-                Step::Pull => {
-                    let pull = match &job.pull_refs {
-                        Some(refs) => compose::docker_pull(refs),
-                        None => project.pull(&cfg.tag, &cfg.services),
-                    };
-                    let out = ex.run(&pull)?;
-                    if !out.success() {
+    let r = with_lock(
+        exec,
+        &cfg.app_dir,
+        "deploy",
+        &cfg.tag,
+        &cfg.meta,
+        cfg.lock_timeout,
+        force,
+        |ex, state_text, lease| {
+            let mut st = State::new(&cfg.app);
+            let mut changed: Vec<String> = vec![];
+            let mut containers = vec![];
+            let mut upped = false;
+            let mut tags_seen: Vec<(String, String)> = vec![];
+            for step in &plan.steps {
+                if let Err(e) = check_interrupt() {
+                    if !upped {
                         let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
-                        audit(
-                            ex,
-                            &cfg.app_dir,
-                            &cfg.meta,
-                            "deploy",
-                            &cfg.tag,
-                            previous.as_deref().unwrap_or(""),
-                            "pull-failed",
-                        );
-                        return Ok(HostEnd::Failed {
+                    }
+                    return Err(e);
+                }
+                match step {
+                    Step::Connect | Step::Preflight | Step::ForceUnlock | Step::Lock | Step::Unlock => {}
+                    Step::ReadState => {
+                        st = parse_state(state_text, ex, &cfg.app_dir, &cfg.app)?;
+                        previous = st.current_tag().map(str::to_string);
+                        info(format!(
+                            "current tag on {}: {}",
+                            ex.label(),
+                            previous.as_deref().unwrap_or("none (first deploy)")
+                        ));
+                    }
+                    Step::Upload(_) => changed = upload(ex, job, &stamp)?,
+                    Step::Pull if job.pull_refs.is_some() => {} // pulled in the same round trip as `up`
+                    Step::Pull | Step::Up(_) => {
+                        let (cmd, is_up) = match (step, &job.pull_refs) {
+                            (Step::Up(tag), Some(refs)) => {
+                                (compose::pull_and_up(&project, refs, tag, &cfg.services), true)
+                            }
+                            (Step::Up(tag), None) => (project.up(tag, &cfg.services), true),
+                            _ => (project.pull(&cfg.tag, &cfg.services), false),
+                        };
+                        upped |= is_up;
+                        let out = ex.run(&cmd)?;
+                        let pull_failed = (!is_up && !out.success())
+                            || (job.pull_refs.is_some() && out.status == compose::PULL_FAILED);
+                        if pull_failed {
+                            let _ = restore(ex, &cfg.app_dir, &stamp, &changed);
+                            audit(
+                                ex,
+                                &cfg.app_dir,
+                                &cfg.meta,
+                                "deploy",
+                                &cfg.tag,
+                                previous.as_deref().unwrap_or(""),
+                                "pull-failed",
+                            );
+                            return Ok(HostEnd::Failed {
                             error: Error::failed(format!("pulling `{}` on {} failed: {}", cfg.tag, ex.label(), out.tail(5)))
                                 .hint("check that the tag was pushed and that the host is logged in to the registry (`docker login`); nothing was restarted"),
                             rolled_back: false,
                             previous: previous.clone(),
                         });
-                    }
-                }
-                Step::Up(tag) => {
-                    upped = true;
-                    let out = ex.run(&project.up(tag, &cfg.services))?;
-                    if !out.success() {
-                        let reason = format!("`compose up` failed: {}", out.tail(5));
-                        return Ok(on_failure(
-                            ex,
-                            job,
-                            &project,
-                            &mut st,
-                            previous.clone(),
-                            &changed,
-                            &stamp,
-                            reason,
-                            vec![],
-                        ));
-                    }
-                }
-                Step::HealthGate => {
-                    match gate(ex, &cfg.app, &cfg.services, cfg.health_url.as_deref(), cfg.health_timeout)? {
-                        Ok(c) => containers = c,
-                        Err(reason) => {
+                        }
+                        if !out.success() {
+                            let reason = format!("`compose up` failed: {}", out.tail(5));
                             return Ok(on_failure(
                                 ex,
                                 job,
@@ -796,46 +803,79 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
                             ));
                         }
                     }
-                }
-                Step::WriteState => {
-                    let cur = state::Current {
-                        tag: cfg.tag.clone(),
-                        digests: digests(&containers),
-                        deployed_at: state::now_rfc3339(),
-                        git_sha: cfg.meta.git_sha.clone(),
-                        run_url: cfg.meta.run_url.clone(),
-                        compose_files: job.compose_names.clone(),
-                    };
-                    st.promote(cur, "replaced");
-                    let line =
-                        audit_line(ex, &cfg.meta, "deploy", &cfg.tag, previous.as_deref().unwrap_or(""), "deployed");
-                    let rels: Vec<String> = job.uploads.iter().map(|u| u.remote.clone()).collect();
-                    let keep = plan.steps.iter().find_map(|s| if let Step::Prune(n) = s { Some(*n) } else { None });
-                    let repos: Vec<String> = if keep.is_some() { job.image_repos.clone() } else { vec![] };
-                    let out = ex.check(
-                        &files::finish_cmd(&cfg.app_dir, &st.to_json(), &line, KEEP_BACKUPS, &repos, &rels),
-                        "writing state.json and audit.log",
-                    )?;
-                    tags_seen = files::parse_tags(&out.stdout_str());
-                }
-                Step::Prune(keep) => {
-                    let remove = retention(&tags_seen, *keep, &cfg.tag, previous.as_deref());
-                    if !remove.is_empty() {
-                        match ex.run(&files::remove_images_cmd(&remove)) {
-                            Ok(o) => {
-                                for r in o.stdout_str().lines() {
-                                    info(format!("removed old image {r}"));
-                                }
+                    Step::HealthGate => {
+                        match gate(ex, &cfg.app, &cfg.services, cfg.health_url.as_deref(), cfg.health_timeout)? {
+                            Ok(c) => containers = c,
+                            Err(reason) => {
+                                return Ok(on_failure(
+                                    ex,
+                                    job,
+                                    &project,
+                                    &mut st,
+                                    previous.clone(),
+                                    &changed,
+                                    &stamp,
+                                    reason,
+                                    vec![],
+                                ));
                             }
-                            Err(e) => warning("prune", e.message),
                         }
                     }
+                    Step::WriteState => {
+                        let cur = state::Current {
+                            tag: cfg.tag.clone(),
+                            digests: digests(&containers),
+                            deployed_at: state::now_rfc3339(),
+                            git_sha: cfg.meta.git_sha.clone(),
+                            run_url: cfg.meta.run_url.clone(),
+                            compose_files: job.compose_names.clone(),
+                        };
+                        st.promote(cur, "replaced");
+                        let line = audit_line(
+                            ex,
+                            &cfg.meta,
+                            "deploy",
+                            &cfg.tag,
+                            previous.as_deref().unwrap_or(""),
+                            "deployed",
+                        );
+                        let rels: Vec<String> = job.uploads.iter().map(|u| u.remote.clone()).collect();
+                        let keep = plan.steps.iter().find_map(|s| if let Step::Prune(n) = s { Some(*n) } else { None });
+                        let repos: Vec<String> = if keep.is_some() { job.image_repos.clone() } else { vec![] };
+                        let out = ex.check(
+                            &files::finish_cmd(
+                                &cfg.app_dir,
+                                &st.to_json(),
+                                &line,
+                                KEEP_BACKUPS,
+                                &lease.id,
+                                &repos,
+                                &rels,
+                            ),
+                            "writing state.json and audit.log",
+                        )?;
+                        tags_seen = files::parse_tags(&out.stdout_str());
+                        lease.released.set(true);
+                    }
+                    Step::Prune(keep) => {
+                        let remove = retention(&tags_seen, *keep, &cfg.tag, previous.as_deref());
+                        if !remove.is_empty() {
+                            match ex.run(&files::remove_images_cmd(&remove)) {
+                                Ok(o) => {
+                                    for r in o.stdout_str().lines() {
+                                        info(format!("removed old image {r}"));
+                                    }
+                                }
+                                Err(e) => warning("prune", e.message),
+                            }
+                        }
+                    }
+                    Step::ShowLogs | Step::RestoreFiles | Step::UpPrevious => {}
                 }
-                Step::ShowLogs | Step::RestoreFiles | Step::UpPrevious => {}
             }
-        }
-        Ok(HostEnd::Deployed(HostDone { previous: previous.clone(), changed, stamp: stamp.clone(), flavor }))
-    });
+            Ok(HostEnd::Deployed(HostDone { previous: previous.clone(), changed, stamp: stamp.clone(), flavor }))
+        },
+    );
     match r {
         Ok(end) => end,
         Err(error) => HostEnd::Failed { error, rolled_back: false, previous },
@@ -933,7 +973,7 @@ fn undo_host(job: &Job, exec: &mut dyn Executor, d: &HostDone) -> Result<()> {
         return Err(Error::failed("it had no previous deploy to go back to").hint("deploy a working tag to every host"));
     };
     let project = project_for(&cfg.app, &cfg.app_dir, d.flavor, &job.compose_names);
-    with_lock(exec, &cfg.app_dir, "rollback", &prev, &cfg.meta, cfg.lock_timeout, false, |ex, state_text| {
+    with_lock(exec, &cfg.app_dir, "rollback", &prev, &cfg.meta, cfg.lock_timeout, false, |ex, state_text, _lease| {
         let mut st = parse_state(state_text, ex, &cfg.app_dir, &cfg.app)?;
         restore(ex, &cfg.app_dir, &d.stamp, &d.changed)?;
         ex.check(&project.up(&prev, &cfg.services), "compose up of the previous tag")?;
@@ -982,7 +1022,7 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
             })?;
             let label = h.to_string();
             let wanted = cfg.to_tag.clone().or_else(|| record_previous.clone());
-            with_lock(exec.as_mut(), &cfg.app_dir, "rollback", wanted.as_deref().unwrap_or("previous"), &cfg.meta, cfg.lock_timeout, force, |ex, state_text| {
+            with_lock(exec.as_mut(), &cfg.app_dir, "rollback", wanted.as_deref().unwrap_or("previous"), &cfg.meta, cfg.lock_timeout, force, |ex, state_text, lease| {
                 let mut st = parse_state(state_text, ex, &cfg.app_dir, &cfg.app)?;
                 let from = st.current_tag().unwrap_or("").to_string();
                 let target = match wanted.clone().or_else(|| st.previous_tag().map(str::to_string)) {
@@ -1019,7 +1059,8 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
                         };
                         st.promote(cur, "rolled-back");
                         let line = audit_line(ex, &cfg.meta, "rollback", &target, &from, "rolled-back");
-                        ex.check(&files::finish_cmd(&cfg.app_dir, &st.to_json(), &line, KEEP_BACKUPS, &[], &[]), "writing state.json and audit.log")?;
+                        ex.check(&files::finish_cmd(&cfg.app_dir, &st.to_json(), &line, KEEP_BACKUPS, &lease.id, &[], &[]), "writing state.json and audit.log")?;
+                        lease.released.set(true);
                         Ok((from, target))
                     }
                     Err(reason) => {
@@ -1102,6 +1143,34 @@ pub fn publish(out: Outcome, record_file: &std::path::Path, outputs: &[(&str, St
             Some(e) => Err(e),
             None => Ok(()),
         },
+    }
+}
+
+/// Wraps an executor and logs each command's duration (`GANGPLANK_TRACE=1`), for benchmarks.
+pub struct Traced(pub Box<dyn Executor>);
+
+impl Executor for Traced {
+    fn label(&self) -> &str {
+        self.0.label()
+    }
+    fn sudo(&self) -> bool {
+        self.0.sudo()
+    }
+    fn exec(&mut self, cmd: &crate::cmd::Cmd, stdin: Option<&[u8]>) -> Result<crate::exec::Output> {
+        let t = Instant::now();
+        let r = self.0.exec(cmd, stdin);
+        let line: String = cmd.display(self.0.sudo()).chars().take(90).collect();
+        info(format!("[trace {:>6.0} ms] {}", t.elapsed().as_secs_f64() * 1000.0, line.replace('\n', " ")));
+        r
+    }
+}
+
+/// Wrap in [`Traced`] when `GANGPLANK_TRACE` is set.
+pub fn maybe_traced(e: Box<dyn Executor>) -> Box<dyn Executor> {
+    if std::env::var_os("GANGPLANK_TRACE").is_some_and(|v| !v.is_empty()) {
+        Box::new(Traced(e))
+    } else {
+        e
     }
 }
 
@@ -1215,7 +1284,7 @@ mod tests {
                 .reply("echo same", Output::ok("changed\n"))
                 .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{state}")))
                 .reply("APP_DIR_CHECK", Output::ok("root=/var/lib/docker\ncompose=v1\ndf=1048576\nappdir=ok\n"))
-                .reply("nrepos=$5", Output::ok("tag=reg/app\tv2\ntag=reg/app\tv1\ntag=reg/app\tv0\n"))
+                .reply("nrepos=$6", Output::ok("tag=reg/app\tv2\ntag=reg/app\tv1\ntag=reg/app\tv0\n"))
                 .reply("label=com.docker.compose.project", Output::ok(RUNNING));
             Ok(Box::new(Shared(r, log.clone())))
         };
@@ -1233,8 +1302,8 @@ mod tests {
                     ("mkdir -- \"$lock\"", "lock"),
                     ("echo same", "stage"),
                     ("gangplank-tmp", "upload"),
-                    ("docker pull -q", "pull"),
-                    ("nrepos=$5", "finish"),
+                    ("exec \"$@\"", "pull+up"),
+                    ("nrepos=$6", "finish"),
                     ("up -d --remove-orphans", "up"),
                     ("label=com.docker.compose.project", "inspect"),
                     ("audit.log", "audit"),
@@ -1252,13 +1321,15 @@ mod tests {
             .collect();
         assert_eq!(
             short,
-            vec!["preflight", "lock", "stage", "upload", "pull", "up", "inspect", "finish", "image rm", "unlock"],
+            vec!["preflight", "lock", "stage", "upload", "pull+up", "inspect", "finish", "image rm"],
             "{log:#?}"
         );
-        assert!(log.iter().any(|l| l.contains(
-            "cd '/opt/my app' && IMAGE_TAG=v2 docker-compose -p app -f compose.yaml up -d --remove-orphans"
-        )));
-        assert!(log.iter().any(|l| l.contains("docker pull -q") && l.ends_with("gangplank reg/app:v2")), "{log:#?}");
+        assert!(
+            log.iter().any(|l| l.ends_with(
+                "gangplank '/opt/my app' v2 1 reg/app:v2 docker-compose -p app -f compose.yaml up -d --remove-orphans"
+            )),
+            "{log:#?}"
+        );
         // keep-images 2 of v2, v1, v0: v0 goes.
         assert!(log.iter().any(|l| l.contains("docker image rm") && l.ends_with("gangplank reg/app:v0")), "{log:#?}");
     }
@@ -1269,33 +1340,5 @@ mod tests {
             ["v5", "v4", "<none>", "v3", "v2", "v1"].iter().map(|t| ("r/a".to_string(), t.to_string())).collect();
         assert_eq!(retention(&tags, 2, "v5", Some("v1")), vec!["r/a:v3", "r/a:v2"]);
         assert_eq!(retention(&tags, 1, "v3", None), vec!["r/a:v4", "r/a:v2", "r/a:v1"]);
-    }
-}
-
-/// Wraps an executor and logs each command's duration (`GANGPLANK_TRACE=1`), for benchmarks.
-pub struct Traced(pub Box<dyn Executor>);
-
-impl Executor for Traced {
-    fn label(&self) -> &str {
-        self.0.label()
-    }
-    fn sudo(&self) -> bool {
-        self.0.sudo()
-    }
-    fn exec(&mut self, cmd: &crate::cmd::Cmd, stdin: Option<&[u8]>) -> Result<crate::exec::Output> {
-        let t = Instant::now();
-        let r = self.0.exec(cmd, stdin);
-        let line: String = cmd.display(self.0.sudo()).chars().take(90).collect();
-        info(format!("[trace {:>6.0} ms] {}", t.elapsed().as_secs_f64() * 1000.0, line.replace('\n', " ")));
-        r
-    }
-}
-
-/// Wrap in [`Traced`] when `GANGPLANK_TRACE` is set.
-pub fn maybe_traced(e: Box<dyn Executor>) -> Box<dyn Executor> {
-    if std::env::var_os("GANGPLANK_TRACE").is_some_and(|v| !v.is_empty()) {
-        Box::new(Traced(e))
-    } else {
-        e
     }
 }
