@@ -134,7 +134,6 @@ fn upload_is_atomic_and_applies_the_mode() {
     assert_eq!(std::fs::read(&dest).unwrap(), b"old content\n");
 
     // A real interruption: the remote writer is killed in the middle of a large upload.
-    let marker = dir.path().join("interrupt-marker");
     let d2 = d.to_string();
     let huge = vec![b'z'; 256 << 20];
     let known = sshd.known_hosts.clone();
@@ -157,8 +156,9 @@ fn upload_is_atomic_and_applies_the_mode() {
         assert!(std::time::Instant::now() < deadline, "upload never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::fs::write(&marker, b"").unwrap();
-    let kill = std::process::Command::new("pkill").args(["-TERM", "-f", "gangplank-tmp"]).status().unwrap();
+    // Only our writer: its command line holds this test's random temporary directory name.
+    let ours = dir.path().file_name().unwrap().to_str().unwrap().trim_start_matches('.').to_string();
+    let kill = std::process::Command::new("pkill").args(["-TERM", "-f", &ours]).status().unwrap();
     assert!(kill.success(), "no remote writer to interrupt");
     let result = uploader.join().unwrap();
     assert!(result.is_err(), "an interrupted upload must fail");

@@ -16,7 +16,7 @@ use gangplank_core::{Error, Executor, Result};
 #[command(name = "deploy-remote", version, args_override_self = true)]
 struct Args {
     #[command(flatten)]
-    ssh: deploy::cli::SshInputs,
+    ssh: gangplank_core::input::SshArgs,
 
     /// Compose project name; names the state directory [default: the repository name]
     #[arg(long, env = "INPUT_APP_NAME")]
@@ -116,7 +116,7 @@ fn config(a: Args) -> Result<DeployConfig> {
     if a.compose_files.is_empty() {
         return Err(Error::bad_input("`compose-files` is empty").hint("list at least one compose file"));
     }
-    let ssh = a.ssh.to_ssh_args().to_config()?;
+    let ssh = a.ssh.to_config()?;
     Ok(DeployConfig {
         ssh,
         app,

@@ -16,7 +16,7 @@ use gangplank_core::{Error, Executor, Result};
 #[command(name = "rollback", version, args_override_self = true)]
 struct Args {
     #[command(flatten)]
-    ssh: deploy::cli::SshInputs,
+    ssh: gangplank_core::input::SshArgs,
 
     /// Compose project name; names the state directory [default: the repository name]
     #[arg(long, env = "INPUT_APP_NAME")]
@@ -76,7 +76,7 @@ fn config(a: Args) -> Result<RollbackConfig> {
         return Err(Error::bad_input(format!("`app-dir` {app_dir:?} is not an absolute directory path"))
             .hint("use an absolute path such as /opt/myapp"));
     }
-    let ssh = a.ssh.to_ssh_args().to_config()?;
+    let ssh = a.ssh.to_config()?;
     Ok(RollbackConfig {
         ssh,
         app,

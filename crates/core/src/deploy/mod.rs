@@ -11,7 +11,6 @@
 //! connection) per host serves the whole run. The engine never prints a secret: messages go through
 //! [`crate::actions`], which redacts every registered value.
 
-pub mod cli;
 pub mod files;
 pub mod health;
 pub mod lock;
