@@ -46,17 +46,10 @@ impl Compose {
     pub fn new(prefix: &str, yaml: &str) -> Result<Compose> {
         require_docker()?;
         compose_program()?;
-        let dir = tempfile::Builder::new()
-            .prefix("gangplank-compose-")
-            .tempdir()
-            .context("creating compose dir")?;
+        let dir = tempfile::Builder::new().prefix("gangplank-compose-").tempdir().context("creating compose dir")?;
         let file = dir.path().join("docker-compose.yml");
         std::fs::write(&file, yaml).context("writing compose file")?;
-        Ok(Compose {
-            project: unique_name(prefix),
-            file,
-            dir,
-        })
+        Ok(Compose { project: unique_name(prefix), file, dir })
     }
 
     /// The project directory (put `.env` files or build contexts here).
@@ -68,12 +61,7 @@ impl Compose {
     pub fn command(&self) -> Command {
         let program = compose_program().expect("checked in Compose::new");
         let mut cmd = scrubbed_command(&program[0]);
-        cmd.args(&program[1..])
-            .arg("-p")
-            .arg(&self.project)
-            .arg("-f")
-            .arg(&self.file)
-            .current_dir(self.dir.path());
+        cmd.args(&program[1..]).arg("-p").arg(&self.project).arg("-f").arg(&self.file).current_dir(self.dir.path());
         cmd
     }
 
@@ -90,10 +78,7 @@ impl Compose {
 
 impl Drop for Compose {
     fn drop(&mut self) {
-        let _ = self
-            .command()
-            .args(["down", "--volumes", "--remove-orphans", "--timeout", "1"])
-            .output();
+        let _ = self.command().args(["down", "--volumes", "--remove-orphans", "--timeout", "1"]).output();
     }
 }
 
@@ -106,14 +91,8 @@ impl Container {
     /// `docker run -d --label dev.gangplank.testbed=1 ARGS...`; `args` ends with the image (and command).
     pub fn run(args: &[&str]) -> Result<Container> {
         require_docker()?;
-        let id = run_checked(
-            scrubbed_command("docker")
-                .args(["run", "-d", "--label", TESTBED_LABEL])
-                .args(args),
-        )?;
-        Ok(Container {
-            id: id.trim().to_string(),
-        })
+        let id = run_checked(scrubbed_command("docker").args(["run", "-d", "--label", TESTBED_LABEL]).args(args))?;
+        Ok(Container { id: id.trim().to_string() })
     }
 
     /// `State.Health.Status`: `starting`, `healthy`, `unhealthy`, or empty when the image has no healthcheck.
@@ -129,18 +108,10 @@ impl Container {
 
     /// Waits until the health status is `want`.
     pub fn wait_health(&self, want: &str, timeout: Duration) -> Result<()> {
-        wait_for(
-            &format!("container {} to be {want}", self.id),
-            timeout,
-            || self.health().ok().filter(|h| h == want).map(|_| ()),
-        )
-        .with_context(|| {
-            format!(
-                "last status {:?}, logs:\n{}",
-                self.health().unwrap_or_default(),
-                self.logs()
-            )
+        wait_for(&format!("container {} to be {want}", self.id), timeout, || {
+            self.health().ok().filter(|h| h == want).map(|_| ())
         })
+        .with_context(|| format!("last status {:?}, logs:\n{}", self.health().unwrap_or_default(), self.logs()))
     }
 
     /// `docker logs` (stdout and stderr), for failure messages.
@@ -148,21 +119,13 @@ impl Container {
         scrubbed_command("docker")
             .args(["logs", &self.id])
             .output()
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            })
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
             .unwrap_or_default()
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = scrubbed_command("docker")
-            .args(["rm", "--force", "--volumes", &self.id])
-            .output();
+        let _ = scrubbed_command("docker").args(["rm", "--force", "--volumes", &self.id]).output();
     }
 }

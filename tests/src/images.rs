@@ -45,20 +45,14 @@ pub fn samples() -> Result<&'static Samples> {
     let tag = |t: &str| format!("{repo}:{t}");
     for (version, health) in [("v1", Some("v1")), ("v2", Some("v2")), ("broken", None)] {
         let index = format!("<h1>gangplank sample {version}</h1>\n");
-        let mut files: Vec<(&str, &[u8])> =
-            vec![("busybox", &busybox), ("www/index.html", index.as_bytes())];
+        let mut files: Vec<(&str, &[u8])> = vec![("busybox", &busybox), ("www/index.html", index.as_bytes())];
         if let Some(h) = health {
             files.push(("www/health", h.as_bytes()));
         }
         build(&tag(version), &sample_dockerfile(version), &files)
             .with_context(|| format!("building {}", tag(version)))?;
     }
-    Ok(SAMPLES.get_or_init(|| Samples {
-        v1: tag("v1"),
-        v2: tag("v2"),
-        broken: tag("broken"),
-        repo: repo.clone(),
-    }))
+    Ok(SAMPLES.get_or_init(|| Samples { v1: tag("v1"), v2: tag("v2"), broken: tag("broken"), repo: repo.clone() }))
 }
 
 fn sample_dockerfile(version: &str) -> String {
@@ -79,10 +73,7 @@ CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 /// stays executable). Never pulls: the Dockerfile must start `FROM scratch` or from a local image.
 pub fn build(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()> {
     require_docker()?;
-    let dir = tempfile::Builder::new()
-        .prefix("gangplank-build-")
-        .tempdir()
-        .context("creating build context")?;
+    let dir = tempfile::Builder::new().prefix("gangplank-build-").tempdir().context("creating build context")?;
     write_files(dir.path(), &[("Dockerfile", dockerfile.as_bytes())])?;
     write_files(dir.path(), files)?;
     for (name, _) in files {
@@ -93,10 +84,7 @@ pub fn build(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()>
     }
     // The classic builder: BuildKit (buildx) is not packaged on Debian 12, and it never pulls `scratch`.
     run_checked(
-        scrubbed_command("docker")
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "--quiet", "--tag", tag])
-            .arg(dir.path()),
+        scrubbed_command("docker").env("DOCKER_BUILDKIT", "0").args(["build", "--quiet", "--tag", tag]).arg(dir.path()),
     )
     .with_context(|| format!("docker build -t {tag}"))?;
     Ok(())
@@ -110,37 +98,26 @@ fn busybox_static() -> Result<Vec<u8>> {
 
 /// Where busybox-static's binary is; an error naming the package when busybox is missing or dynamic.
 pub fn busybox_static_path() -> Result<PathBuf> {
-    const HINT: &str =
-        "install the Debian package `busybox-static` (apt-get install -y busybox-static)";
+    const HINT: &str = "install the Debian package `busybox-static` (apt-get install -y busybox-static)";
     let path = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find_map(find_program)
         .with_context(|| format!("busybox is not installed: {HINT}"))?;
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     if has_interpreter(&bytes) {
-        bail!(
-            "{} is dynamically linked (the `busybox` package): {HINT}",
-            path.display()
-        );
+        bail!("{} is dynamically linked (the `busybox` package): {HINT}", path.display());
     }
     Ok(path)
 }
 
 /// Whether a 64-bit little-endian ELF file has a PT_INTERP program header, i.e. is dynamically linked.
 fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| {
-        elf.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-    };
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
     if elf.get(..5) != Some(b"\x7fELF\x02") {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         return false;
     };
     (0..phnum).any(|i| {

@@ -49,26 +49,13 @@ pub fn require_docker() -> Result<()> {
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let prefix: String = prefix
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
         .collect();
-    let prefix = if prefix.is_empty() {
-        "gp".to_string()
-    } else {
-        prefix
-    };
+    let prefix = if prefix.is_empty() { "gp".to_string() } else { prefix };
     format!("{prefix}-{}-{n}-{:x}", std::process::id(), nanos)
 }
 
@@ -108,10 +95,7 @@ pub fn assert_no_secret(haystacks: &[(&str, &str)], secret: &str) {
             }
         }
         // A multi-line secret spans lines, so also look in the text without the add-mask lines.
-        let kept: String = text
-            .split_inclusive('\n')
-            .filter(|l| !l.starts_with("::add-mask::"))
-            .collect();
+        let kept: String = text.split_inclusive('\n').filter(|l| !l.starts_with("::add-mask::")).collect();
         if kept.contains(secret) {
             panic!("secret leaked raw in {label}");
         }
@@ -136,10 +120,7 @@ fn secret_needles(secret: &str) -> Vec<(String, String)> {
         bytes.truncate(bytes.len() / 3 * 3);
         // Characters that carry bits of the `align` prefix bytes: 0, 2 or 3.
         let skip = [0, 2, 3][align];
-        for (alphabet, engine) in [
-            ("base64", &STANDARD_NO_PAD),
-            ("base64url", &URL_SAFE_NO_PAD),
-        ] {
+        for (alphabet, engine) in [("base64", &STANDARD_NO_PAD), ("base64url", &URL_SAFE_NO_PAD)] {
             let encoded = engine.encode(&bytes);
             let needle = encoded.get(skip..).unwrap_or_default().to_string();
             // Too short a fragment would match by chance in any base64 text.
@@ -165,9 +146,7 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         return p.is_file().then_some(p);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
 /// Runs a command to completion; its stdout on success, an error with stderr otherwise.
@@ -196,13 +175,9 @@ pub fn http_get(addr: &str, path: &str, basic_auth: Option<(&str, &str)>) -> Res
         request.push_str(&format!("Authorization: Basic {token}\r\n"));
     }
     request.push_str("\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .with_context(|| format!("sending request to {addr}"))?;
+    stream.write_all(request.as_bytes()).with_context(|| format!("sending request to {addr}"))?;
     let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .with_context(|| format!("reading response from {addr}"))?;
+    stream.read_to_end(&mut response).with_context(|| format!("reading response from {addr}"))?;
     let response = String::from_utf8_lossy(&response);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head
@@ -232,8 +207,7 @@ fn write_files(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     for (name, content) in files {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -250,11 +224,7 @@ mod tests {
         let b = unique_name("My App.1");
         assert_ne!(a, b);
         assert!(a.starts_with("my-app-1-"), "{a}");
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'),
-            "{a}"
-        );
+        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'), "{a}");
     }
 
     #[test]
@@ -262,30 +232,15 @@ mod tests {
         use base64::engine::general_purpose::{STANDARD, URL_SAFE};
         use base64::Engine;
         let secret = "s3cr3t?>value~~with/+chars";
-        assert_no_secret(
-            &[
-                ("clean", "nothing here"),
-                ("mask", &format!("::add-mask::{secret}\n")),
-            ],
-            secret,
-        );
+        assert_no_secret(&[("clean", "nothing here"), ("mask", &format!("::add-mask::{secret}\n"))], secret);
         for prefix in ["", "a", "ab"] {
             for engine in [&STANDARD, &URL_SAFE] {
-                let text = format!(
-                    "log: {}",
-                    engine.encode(format!("{prefix}{secret}trailing"))
-                );
-                let leaked =
-                    std::panic::catch_unwind(|| assert_no_secret(&[("out", &text)], secret));
-                assert!(
-                    leaked.is_err(),
-                    "not found with prefix {prefix:?} in {text}"
-                );
+                let text = format!("log: {}", engine.encode(format!("{prefix}{secret}trailing")));
+                let leaked = std::panic::catch_unwind(|| assert_no_secret(&[("out", &text)], secret));
+                assert!(leaked.is_err(), "not found with prefix {prefix:?} in {text}");
             }
         }
-        let raw = std::panic::catch_unwind(|| {
-            assert_no_secret(&[("stderr", &format!("x{secret}y"))], secret)
-        });
+        let raw = std::panic::catch_unwind(|| assert_no_secret(&[("stderr", &format!("x{secret}y"))], secret));
         assert!(raw.is_err());
     }
 
@@ -294,9 +249,6 @@ mod tests {
         let secret = "line one\nline two";
         let text = format!("before\n{secret}\nafter");
         assert!(std::panic::catch_unwind(|| assert_no_secret(&[("out", &text)], secret)).is_err());
-        assert_no_secret(
-            &[("masked", "::add-mask::line one\n::add-mask::line two\n")],
-            secret,
-        );
+        assert_no_secret(&[("masked", "::add-mask::line one\n::add-mask::line two\n")], secret);
     }
 }

@@ -36,10 +36,7 @@ impl Registry {
 
     fn start_inner(auth: Option<(String, String)>) -> Result<Registry> {
         require_program(PROGRAM, "docker-registry")?;
-        let dir = tempfile::Builder::new()
-            .prefix("gangplank-registry-")
-            .tempdir()
-            .context("creating registry dir")?;
+        let dir = tempfile::Builder::new().prefix("gangplank-registry-").tempdir().context("creating registry dir")?;
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).context("creating registry storage")?;
         let auth_section = match &auth {
@@ -49,21 +46,12 @@ impl Registry {
                 let line = run_checked(scrubbed_command("htpasswd").args(["-Bbn", user, pass]))?;
                 let path = dir.path().join("htpasswd");
                 fs::write(&path, line.trim()).context("writing htpasswd")?;
-                format!(
-                    "auth:\n  htpasswd:\n    realm: gangplank-testbed\n    path: {}\n",
-                    path.display()
-                )
+                format!("auth:\n  htpasswd:\n    realm: gangplank-testbed\n    path: {}\n", path.display())
             }
             None => String::new(),
         };
         let config = dir.path().join("config.yml");
-        let mut registry = Registry {
-            addr: String::new(),
-            auth,
-            dir,
-            config,
-            child: None,
-        };
+        let mut registry = Registry { addr: String::new(), auth, dir, config, child: None };
         // The port is free when chosen but may be taken before the registry binds it; try a few. It stays
         // fixed after the first start so restart() keeps the address images were tagged with.
         let mut last_err = None;
@@ -123,11 +111,7 @@ http:
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
         let log_path = self.dir.path().join("registry.log");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .context("opening registry log")?;
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).context("opening registry log")?;
         let mut child = scrubbed_command(PROGRAM)
             .arg("serve")
             .arg(&self.config)
@@ -137,20 +121,16 @@ http:
             .spawn()
             .with_context(|| format!("spawning {PROGRAM}"))?;
         let addr = self.addr.clone();
-        let ready = wait_for(
-            &format!("the registry at {addr} to answer /v2/"),
-            Duration::from_secs(15),
-            || {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Some(Err(status));
-                }
-                // 200 without auth, 401 with: either means it is serving.
-                match http_get(&addr, "/v2/", None) {
-                    Ok((200 | 401, _)) => Some(Ok(())),
-                    _ => None,
-                }
-            },
-        );
+        let ready = wait_for(&format!("the registry at {addr} to answer /v2/"), Duration::from_secs(15), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(Err(status));
+            }
+            // 200 without auth, 401 with: either means it is serving.
+            match http_get(&addr, "/v2/", None) {
+                Ok((200 | 401, _)) => Some(Ok(())),
+                _ => None,
+            }
+        });
         match ready {
             Ok(Ok(())) => {
                 self.child = Some(child);

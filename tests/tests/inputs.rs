@@ -24,7 +24,9 @@ fn flags(bin: &str) -> BTreeSet<String> {
     help.split_whitespace()
         .filter_map(|w| w.strip_prefix("--"))
         .map(|w| w.trim_end_matches([',', '=']).split(['=', ' ', '<']).next().unwrap().to_string())
-        .filter(|w| !w.is_empty() && w != "help" && w != "version" && w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .filter(|w| {
+            !w.is_empty() && w != "help" && w != "version" && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })
         .collect()
 }
 

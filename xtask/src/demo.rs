@@ -113,7 +113,8 @@ pub fn run(_args: &[String]) -> Result<()> {
         REPO.into(),
     ];
     args.extend(ssh.iter().cloned());
-    let envs = [("OPENROUTER_API_KEY", token_value), ("DATABASE_PASSWORD", db_password), ("LLM_PROVIDER", "openrouter")];
+    let envs =
+        [("OPENROUTER_API_KEY", token_value), ("DATABASE_PASSWORD", db_password), ("LLM_PROVIDER", "openrouter")];
     let (ran, took) = demo.run("sync-secrets", &args, &envs)?;
     let repo = Scope::Repo(REPO.into());
     let synced = ran.code == 0
@@ -152,7 +153,13 @@ pub fn run(_args: &[String]) -> Result<()> {
         push_ok &= ran.code == 0 && ran.out("digest").starts_with("sha256:");
         digests.push(format!("{tag} {}", short(ran.out("digest"))));
         if ran.code != 0 {
-            rows.push(Row { step: format!("push-registry {tag}"), exit: ran.code, took, what: String::new(), held: false });
+            rows.push(Row {
+                step: format!("push-registry {tag}"),
+                exit: ran.code,
+                took,
+                what: String::new(),
+                held: false,
+            });
             return fail(&rows, &ran);
         }
     }

@@ -15,24 +15,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let steps: [(&str, Vec<String>); 3] = [
         ("fmt", strings(&["fmt", "--all", "--", "--check"])),
-        (
-            "clippy",
-            strings(&[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]),
-        ),
-        (
-            "test",
-            strings(&["test", "--workspace"])
-                .into_iter()
-                .chain(args.iter().cloned())
-                .collect(),
-        ),
+        ("clippy", strings(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
+        ("test", strings(&["test", "--workspace"]).into_iter().chain(args.iter().cloned()).collect()),
     ];
     for (name, step_args) in steps {
         println!("==> {name}: cargo {}", step_args.join(" "));
@@ -61,57 +45,25 @@ struct Part {
 }
 
 const APT_PARTS: &[Part] = &[
-    Part {
-        what: "sshd",
-        package: "openssh-server",
-        present: || Path::new("/usr/sbin/sshd").is_file(),
-    },
-    Part {
-        what: "ssh, ssh-keygen",
-        package: "openssh-client",
-        present: || has("ssh") && has("ssh-keygen"),
-    },
-    Part {
-        what: "docker-registry",
-        package: "docker-registry",
-        present: || has("docker-registry"),
-    },
-    Part {
-        what: "busybox (static)",
-        package: "busybox-static",
-        present: || images::busybox_static_path().is_ok(),
-    },
-    Part {
-        what: "htpasswd",
-        package: "apache2-utils",
-        present: || has("htpasswd"),
-    },
+    Part { what: "sshd", package: "openssh-server", present: || Path::new("/usr/sbin/sshd").is_file() },
+    Part { what: "ssh, ssh-keygen", package: "openssh-client", present: || has("ssh") && has("ssh-keygen") },
+    Part { what: "docker-registry", package: "docker-registry", present: || has("docker-registry") },
+    Part { what: "busybox (static)", package: "busybox-static", present: || images::busybox_static_path().is_ok() },
+    Part { what: "htpasswd", package: "apache2-utils", present: || has("htpasswd") },
     Part {
         what: "docker compose",
         package: "docker-compose",
         present: || gangplank_testbed::compose_program().is_ok(),
     },
-    Part {
-        what: "docker",
-        package: "docker.io",
-        present: || has("docker"),
-    },
-    Part {
-        what: "pkg-config",
-        package: "pkg-config",
-        present: || has("pkg-config"),
-    },
+    Part { what: "docker", package: "docker.io", present: || has("docker") },
+    Part { what: "pkg-config", package: "pkg-config", present: || has("pkg-config") },
     // ssh2 builds against the system OpenSSL.
     Part {
         what: "OpenSSL headers",
         package: "libssl-dev",
         present: || succeeds(Command::new("pkg-config").args(["--exists", "openssl"])),
     },
-    Part {
-        what: "python3",
-        package: "python3",
-        present: || has("python3"),
-    },
+    Part { what: "python3", package: "python3", present: || has("python3") },
     Part {
         what: "pip",
         package: "python3-pip",
@@ -121,16 +73,8 @@ const APT_PARTS: &[Part] = &[
 
 /// Python tools: (what, pip package, present).
 const PIP_PARTS: &[Part] = &[
-    Part {
-        what: "zizmor",
-        package: "zizmor",
-        present: || has("zizmor"),
-    },
-    Part {
-        what: "check-jsonschema",
-        package: "check-jsonschema",
-        present: || has("check-jsonschema"),
-    },
+    Part { what: "zizmor", package: "zizmor", present: || has("zizmor") },
+    Part { what: "check-jsonschema", package: "check-jsonschema", present: || has("check-jsonschema") },
     Part {
         what: "python module nacl",
         package: "pynacl",
@@ -143,10 +87,7 @@ fn has(program: &str) -> bool {
 }
 
 fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 fn missing(parts: &[Part]) -> Vec<&Part> {
@@ -168,31 +109,20 @@ pub fn ensure_real_parts() -> Result<()> {
             let mut commands = Vec::new();
             if !apt_packages.is_empty() {
                 commands.push("sudo apt-get update".to_string());
-                commands.push(format!(
-                    "sudo apt-get install -y {}",
-                    apt_packages.join(" ")
-                ));
+                commands.push(format!("sudo apt-get install -y {}", apt_packages.join(" ")));
             }
             if !pip_packages.is_empty() {
                 commands.push(format!("python3 -m pip install {}", pip_packages.join(" ")));
             }
             exit_setup(&format!(
                 "the real parts the tests use are missing ({}); install them with:\n  {}",
-                if is_debian() {
-                    "not root"
-                } else {
-                    "not Debian/Ubuntu"
-                },
+                if is_debian() { "not root" } else { "not Debian/Ubuntu" },
                 commands.join("\n  ")
             ));
         }
         if !apt_packages.is_empty() {
             println!("==> installing {}", apt_packages.join(" "));
-            run_status(
-                Command::new("apt-get")
-                    .arg("update")
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
+            run_status(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
             run_status(
                 Command::new("apt-get")
                     .args(["install", "-y", "--no-install-recommends"])
@@ -211,10 +141,7 @@ pub fn ensure_real_parts() -> Result<()> {
             .map(|p| format!("{} ({})", p.what, p.package))
             .collect();
         if !still.is_empty() {
-            bail!(
-                "still missing after installing: {} (is pip's script directory on PATH?)",
-                still.join(", ")
-            );
+            bail!("still missing after installing: {} (is pip's script directory on PATH?)", still.join(", "));
         }
     }
     ensure_docker_engine()
@@ -244,16 +171,10 @@ fn pip_install(packages: &[&str]) -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("externally-managed-environment") {
         return run_status(
-            Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--break-system-packages"])
-                .args(packages),
+            Command::new("python3").args(["-m", "pip", "install", "--quiet", "--break-system-packages"]).args(packages),
         );
     }
-    bail!(
-        "python3 -m pip install {} failed ({}):\n{stderr}",
-        packages.join(" "),
-        out.status
-    )
+    bail!("python3 -m pip install {} failed ({}):\n{stderr}", packages.join(" "), out.status)
 }
 
 /// `docker info` must answer; as root with dockerd installed, start it when it does not.
@@ -311,9 +232,7 @@ fn exit_setup(message: &str) -> ! {
 
 fn is_root() -> bool {
     // /proc/self belongs to the effective user of this process.
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 fn is_debian() -> bool {
@@ -323,7 +242,6 @@ fn is_debian() -> bool {
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     os.lines().any(|l| {
         let l = l.replace('"', "");
-        (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
-            && (l.contains("debian") || l.contains("ubuntu"))
+        (l.starts_with("ID=") || l.starts_with("ID_LIKE=")) && (l.contains("debian") || l.contains("ubuntu"))
     })
 }
