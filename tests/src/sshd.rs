@@ -248,7 +248,8 @@ fn hash_known_hosts(dir: &Path, line: &str) -> Result<String> {
     Ok(hashed.to_string())
 }
 
-/// The name of a login user whose shell starts fast: `bash` with Debian's stock dot files.
+/// The name of a login user whose shell starts fast: `bash` with Debian's stock dot files, in the
+/// `docker` group like a real deploy user.
 ///
 /// root on these machines sources pyenv from `~/.bashrc`, and Debian's bash reads `~/.bashrc` for every
 /// command sshd runs, which costs ~300 ms per command. Tests that run a thousand commands, and the
@@ -270,6 +271,15 @@ pub fn ensure_fast_user() -> Result<String> {
         if !now {
             bail!("cannot create the test user {FAST_USER}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
+    }
+    // A deploy user runs docker through the socket's group (benchmarks deploy as this user).
+    let has_docker_group = std::process::Command::new("getent")
+        .args(["group", "docker"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if has_docker_group {
+        let _ = std::process::Command::new("usermod").args(["-aG", "docker", FAST_USER]).output();
     }
     Ok(FAST_USER.to_string())
 }

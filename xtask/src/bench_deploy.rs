@@ -8,6 +8,10 @@
 //! SSH logins per run from the sshd log. Targets: ≤ 0.7× the baseline in (a) and (b), rollback ≤ 5 s,
 //! one SSH connection per host per step.
 //!
+//! Both log in as the testbed's deploy user (`gangplank-test`, in the docker group), not root: root's
+//! `~/.bashrc` on these machines starts pyenv, ~0.4 s for every command sshd runs, which no real deploy
+//! user pays and which would drown what is being measured.
+//!
 //! The sample app (busybox httpd as PID 1) ignores SIGTERM, so both compose files set
 //! `stop_grace_period: 1s`; otherwise every container replacement costs docker's 10 s stop timeout,
 //! for both sides alike.
@@ -87,7 +91,7 @@ fn release_bin(name: &str) -> PathBuf {
 fn gangplank_args(sshd: &Sshd, a: &App) -> Vec<String> {
     vec![
         "--host".into(),
-        sshd.host_spec(),
+        format!("{}@{}:{}", gangplank_testbed::FAST_USER, sshd.host, sshd.port),
         format!("--ssh-key={}", sshd.client_key),
         "--known-hosts".into(),
         sshd.known_hosts.clone(),
@@ -140,7 +144,7 @@ fn deploy_baseline(sshd: &Sshd, a: &App, tag: &str, script: &Path) -> Result<(Du
         .arg(tag)
         .env("SSH_OPTS", ssh_opts)
         .env("SCP_OPTS", scp_opts)
-        .env("DEST", format!("{}@{}", sshd.user, sshd.host))
+        .env("DEST", format!("{}@{}", gangplank_testbed::FAST_USER, sshd.host))
         .env("APP_DIR", &a.app_dir)
         .env("APP", &a.name)
         .env("PORT", a.port.to_string())
@@ -192,7 +196,10 @@ pub fn run(_args: &[String]) -> Result<()> {
     }
     let sshd = Sshd::start()?;
     let mut registry = Registry::start()?;
+    let user = gangplank_testbed::ensure_fast_user()?;
     let tmp = tempfile::tempdir()?;
+    // The deploy user creates the app dirs here and reads the baseline's files.
+    sh(&format!("chown {user} {} && chmod 755 {}", tmp.path().display(), tmp.path().display()))?;
     let script = tmp.path().join("baseline.sh");
     std::fs::write(&script, BASELINE)?;
     let base = app("bench-base", &registry, tmp.path())?;
