@@ -13,11 +13,15 @@ use anyhow::{bail, ensure, Context, Result};
 use gangplank_testbed::github::{GitHub, Scope};
 use gangplank_testbed::{free_port, http_get, images, scrubbed_command, unique_name, Registry, Sshd};
 
-const BINS: [&str; 5] = ["sync-secrets", "push-registry", "verify-image", "deploy-remote", "rollback"];
+pub const BINS: [&str; 5] = ["sync-secrets", "push-registry", "verify-image", "deploy-remote", "rollback"];
 const REPO: &str = "acme/shop";
 
 /// One line of the final table.
-struct Row {
+pub struct Row {
+    /// The binary this step ran.
+    pub bin: &'static str,
+    /// Peak resident memory of the binary in KiB, as `/usr/bin/time` reports it (largest call of the step).
+    pub rss_kib: Option<u64>,
     step: String,
     exit: i32,
     took: Duration,
@@ -28,6 +32,7 @@ struct Row {
 /// What a binary left behind.
 struct Ran {
     code: i32,
+    rss_kib: Option<u64>,
     outputs: BTreeMap<String, String>,
     stderr: String,
 }
@@ -54,19 +59,36 @@ impl Drop for Down {
     }
 }
 
-pub fn run(_args: &[String]) -> Result<()> {
+/// `cargo xtask demo [--release]`.
+pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
     crate::test::ensure_real_parts()?;
-    println!("==> building the five binaries");
+    let release = args.iter().any(|a| a == "--release");
+    let bin_dir = build_binaries(release)?;
+    let rows = story(&bin_dir)?;
+    print_table(&rows);
+    println!("\nthe story held: every step did what it should ({:.1} s in all)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Build the five binaries and return the directory that holds them.
+pub fn build_binaries(release: bool) -> Result<PathBuf> {
+    println!("==> building the five binaries{}", if release { " (release)" } else { "" });
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build.arg("build").current_dir(crate::project_root());
+    if release {
+        build.arg("--release");
+    }
     for b in BINS {
         build.args(["-p", b]);
     }
     ensure!(build.status().context("running cargo build")?.success(), "cargo build failed");
-    let bin_dir = crate::project_root().join("target/debug");
+    Ok(crate::project_root().join("target").join(if release { "release" } else { "debug" }))
+}
 
+/// The story on a fresh testbed, with the binaries in `bin_dir`. Fails at the first step that did not hold.
+pub fn story(bin_dir: &Path) -> Result<Vec<Row>> {
     println!("==> bringing up the testbed: sshd, registry, GitHub API stand-in, sample images");
     let samples = images::samples()?;
     let sshd = Sshd::start()?;
@@ -97,7 +119,7 @@ pub fn run(_args: &[String]) -> Result<()> {
         app_dir.display().to_string(),
     ];
     let mut rows = Vec::new();
-    let demo = Demo { bin_dir: &bin_dir, work: work.path() };
+    let demo = Demo { bin_dir, work: work.path() };
 
     // 1. sync-secrets: GitHub (stand-in) and the server .env (real, over SSH).
     let mut args: Vec<String> = vec![
@@ -122,6 +144,8 @@ pub fn run(_args: &[String]) -> Result<()> {
         && github.variable(&repo, "LLM_PROVIDER").as_deref() == Some("openrouter")
         && std::fs::read_to_string(app_dir.join(".env")).map(|e| e.contains("DATABASE_PASSWORD")).unwrap_or(false);
     rows.push(Row {
+        bin: "sync-secrets",
+        rss_kib: ran.rss_kib,
         step: "sync-secrets apply".into(),
         exit: ran.code,
         took,
@@ -139,6 +163,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     let mut push_ok = true;
     let mut digests = Vec::new();
     let mut push_took = Duration::ZERO;
+    let mut push_rss = None;
     for (tag, src) in [("v1", &samples.v1), ("v2", &samples.v2), ("broken", &samples.broken)] {
         let args = vec![
             "--registry".into(),
@@ -150,10 +175,13 @@ pub fn run(_args: &[String]) -> Result<()> {
         ];
         let (ran, took) = demo.run("push-registry", &args, &[])?;
         push_took += took;
+        push_rss = push_rss.max(ran.rss_kib);
         push_ok &= ran.code == 0 && ran.out("digest").starts_with("sha256:");
         digests.push(format!("{tag} {}", short(ran.out("digest"))));
         if ran.code != 0 {
             rows.push(Row {
+                bin: "push-registry",
+                rss_kib: ran.rss_kib,
                 step: format!("push-registry {tag}"),
                 exit: ran.code,
                 took,
@@ -164,6 +192,8 @@ pub fn run(_args: &[String]) -> Result<()> {
         }
     }
     rows.push(Row {
+        bin: "push-registry",
+        rss_kib: push_rss,
         step: "push-registry v1 v2 broken".into(),
         exit: 0,
         took: push_took,
@@ -176,6 +206,8 @@ pub fn run(_args: &[String]) -> Result<()> {
     let (ran, took) = demo.run("verify-image", &args, &[])?;
     let verified = ran.code == 0 && ran.out("healthy") == "true";
     rows.push(Row {
+        bin: "verify-image",
+        rss_kib: ran.rss_kib,
         step: "verify-image v2".into(),
         exit: ran.code,
         took,
@@ -217,15 +249,21 @@ pub fn run(_args: &[String]) -> Result<()> {
             let prev = ran.out("previous-tag");
             format!("serving {serving} (previous: {})", if prev.is_empty() { "none" } else { prev })
         };
-        rows.push(Row { step: format!("deploy-remote {tag}"), exit: ran.code, took, what, held });
+        rows.push(Row {
+            bin: "deploy-remote",
+            rss_kib: ran.rss_kib,
+            step: format!("deploy-remote {tag}"),
+            exit: ran.code,
+            took,
+            what,
+            held,
+        });
         if !held {
             return fail(&rows, &ran);
         }
     }
 
-    print_table(&rows);
-    println!("\nthe story held: every step did what it should ({:.1} s in all)", started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(rows)
 }
 
 struct Demo<'a> {
@@ -237,7 +275,16 @@ impl Demo<'_> {
     /// Run one binary as a workflow step would: scrubbed environment, GITHUB_OUTPUT and summary files.
     fn run(&self, bin: &str, args: &[String], env: &[(&str, &str)]) -> Result<(Ran, Duration)> {
         let gh = tempfile::tempdir()?;
-        let mut c = scrubbed_command(self.bin_dir.join(bin));
+        let rss_file = gh.path().join("rss");
+        // `/usr/bin/time -f %M` reports the peak resident memory of the binary (spec budget: 30 MB).
+        let timed = Path::new("/usr/bin/time").exists();
+        let mut c = if timed {
+            let mut c = scrubbed_command("/usr/bin/time");
+            c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(self.bin_dir.join(bin));
+            c
+        } else {
+            scrubbed_command(self.bin_dir.join(bin))
+        };
         c.args(args)
             .current_dir(self.work)
             .env("GITHUB_OUTPUT", gh.path().join("output"))
@@ -257,7 +304,10 @@ impl Demo<'_> {
             .into_iter()
             .collect();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        Ok((Ran { code: out.status.code().unwrap_or(-1), outputs, stderr }, took))
+        let rss_kib = std::fs::read_to_string(&rss_file)
+            .ok()
+            .and_then(|t| t.lines().rev().find_map(|l| l.trim().parse::<u64>().ok()));
+        Ok((Ran { code: out.status.code().unwrap_or(-1), rss_kib, outputs, stderr }, took))
     }
 }
 
@@ -293,21 +343,22 @@ fn short(digest: &str) -> String {
 
 fn print_table(rows: &[Row]) {
     println!();
-    println!("| step | exit | time | what happened | held |");
-    println!("|---|---|---|---|---|");
+    println!("| step | exit | time | peak RSS | what happened | held |");
+    println!("|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.1} s | {} | {} |",
+            "| {} | {} | {:.1} s | {} | {} | {} |",
             r.step,
             r.exit,
             r.took.as_secs_f64(),
+            r.rss_kib.map(|k| format!("{:.1} MB", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
             r.what,
             if r.held { "yes" } else { "NO" }
         );
     }
 }
 
-fn fail(rows: &[Row], last: &Ran) -> Result<()> {
+fn fail<T>(rows: &[Row], last: &Ran) -> Result<T> {
     print_table(rows);
     eprintln!("\n--- stderr of the last step\n{}", last.stderr);
     bail!("the story did not hold at `{}`", rows.last().map(|r| r.step.as_str()).unwrap_or("start"))

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
+mod bench_budgets;
 mod bench_deploy;
 mod bench_secrets;
 mod bench_ssh;
@@ -18,7 +19,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
   demo                 bring up the testbed and run the whole story with the real binaries
-  bench ssh|deploy|verify|secrets
+  bench ssh|deploy|verify|secrets|budgets
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
   dist                 build release archives for the host target, SHA256SUMS and the manifest";
@@ -41,7 +42,8 @@ fn run(args: &[String]) -> Result<()> {
             Some("deploy") => bench_deploy::run(&rest[1..]),
             Some("verify") => bench_verify::run(&rest[1..]),
             Some("secrets") => bench_secrets::run(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench ssh|deploy|verify|secrets"),
+            Some("budgets") => bench_budgets::run(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench ssh|deploy|verify|secrets|budgets"),
         },
         Some("codegen") => codegen::run(rest),
         Some("dist") => dist::run(rest),
