@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use gangplank_core::deploy::{self, DeployConfig, RunMeta};
-use gangplank_core::exec::ssh::SshExecutor;
 use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs, parse_size};
-use gangplank_core::{Error, Executor, Result};
+use gangplank_core::{Error, Result};
 
 /// Deploy a docker compose application to one or more hosts over SSH; roll back when it is not healthy.
 #[derive(Debug, Parser)]
@@ -147,10 +146,7 @@ fn main() {
     gangplank_core::actions::main_with(|| {
         deploy::install_signal_handlers();
         let cfg = config(args)?;
-        let ssh = cfg.ssh.clone();
-        let mut connect = |h: &gangplank_core::input::HostSpec| -> Result<Box<dyn Executor>> {
-            Ok(deploy::maybe_traced(Box::new(SshExecutor::connect(h, &ssh)?)))
-        };
+        let mut connect = deploy::connect_ssh(&cfg.ssh);
         let out = deploy::deploy(&cfg, &mut connect);
         if cfg.preflight_only && out.error.is_none() {
             return Ok(());

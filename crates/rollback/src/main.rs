@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use gangplank_core::deploy::{self, Record, RollbackConfig, RunMeta};
-use gangplank_core::exec::ssh::SshExecutor;
 use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs};
-use gangplank_core::{Error, Executor, Result};
+use gangplank_core::{Error, Result};
 
 /// Roll a docker compose application back to an earlier tag on one or more hosts.
 #[derive(Debug, Parser)]
@@ -106,10 +105,7 @@ fn main() {
             .filter(|r| r.app == cfg.app && r.action != "rollback" && !r.previous_tag.is_empty())
             .map(|r| r.previous_tag)
             .filter(|t| deploy::validate_tag(t, "previous_tag").is_ok());
-        let ssh = cfg.ssh.clone();
-        let mut connect = |h: &gangplank_core::input::HostSpec| -> Result<Box<dyn Executor>> {
-            Ok(deploy::maybe_traced(Box::new(SshExecutor::connect(h, &ssh)?)))
-        };
+        let mut connect = deploy::connect_ssh(&cfg.ssh);
         let out = deploy::rollback(&cfg, record_previous, &mut connect);
         let outputs = [
             ("rolled-back-to", out.record.deployed_tag.clone()),

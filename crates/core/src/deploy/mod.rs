@@ -20,8 +20,6 @@ pub mod state;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::actions::{group, info, warning};
@@ -64,18 +62,15 @@ pub fn validate_app_name(name: &str) -> Result<()> {
     }
 }
 
-static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
 /// Catch SIGINT and SIGTERM: the run stops at the next step boundary, releasing its lock on the way out.
+/// SIGINT/SIGTERM only set a flag from now on; the engine checks it between steps and the lock guard
+/// releases the lock on the way out. Shared with the other binaries ([`crate::process`]).
 pub fn install_signal_handlers() {
-    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
-    }
+    crate::process::install_signal_flag();
 }
 
 pub fn interrupted() -> bool {
-    INTERRUPTED.get().is_some_and(|f| f.load(Ordering::Relaxed))
+    crate::process::interrupted().is_some()
 }
 
 fn check_interrupt() -> Result<()> {
@@ -1162,6 +1157,11 @@ impl Executor for Traced {
         info(format!("[trace {:>6.0} ms] {}", t.elapsed().as_secs_f64() * 1000.0, line.replace('\n', " ")));
         r
     }
+}
+
+/// The connector both binaries hand to the engine: one SSH connection per host for the whole run.
+pub fn connect_ssh(ssh: &SshConfig) -> impl FnMut(&HostSpec) -> Result<Box<dyn Executor>> + '_ {
+    move |h| Ok(maybe_traced(Box::new(crate::exec::ssh::SshExecutor::connect(h, ssh)?)))
 }
 
 /// Wrap in [`Traced`] when `GANGPLANK_TRACE` is set.
