@@ -1,8 +1,10 @@
 //! Sample images built `FROM scratch` with busybox-static: nothing is ever pulled (no registry outside is
 //! reachable from the machines this runs on).
 //!
-//! The sample app is `busybox httpd -f -p 8080 -h /www`; `/www/health` holds the version, and the image's
-//! HEALTHCHECK fetches it every second. `broken` has no health file, so HTTP `/health` is 404 and the
+//! The sample app is `busybox httpd -f -p 8080 -h /www` under a shell that exits on SIGTERM, as a
+//! well-behaved service does (httpd alone as PID 1 would ignore it and every stop would wait out the
+//! grace period); `/www/health` holds the version, and the image's
+//! HEALTHCHECK fetches it every half second. `broken` has no health file, so HTTP `/health` is 404 and the
 //! container turns unhealthy after three failed checks.
 
 use std::path::PathBuf;
@@ -63,8 +65,8 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 COPY www /www
 LABEL dev.gangplank.testbed="sample" dev.gangplank.version="{version}"
 EXPOSE 8080
-HEALTHCHECK --interval=1s --timeout=2s --start-period=1s --retries=3 CMD ["/bin/wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
-CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+HEALTHCHECK --interval=500ms --timeout=2s --start-period=1s --retries=3 CMD ["/bin/wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
+CMD ["/bin/sh", "-c", "trap 'exit 0' TERM INT; httpd -f -p 8080 -h /www & wait"]
 "#
     )
 }
