@@ -150,7 +150,7 @@ pub fn story(bin_dir: &Path) -> Result<Vec<Row>> {
         exit: ran.code,
         took,
         what: format!(
-            "GitHub: {} created; server .env written (0600); secrets decrypt exactly in the stand-in",
+            "{} entries created (GitHub secrets and variable, server .env at 0600); each secret decrypts exactly in the stand-in",
             ran.out("created")
         ),
         held: synced,
