@@ -25,7 +25,7 @@ mod sshd;
 
 pub use compose::{compose_program, Compose, Container, TESTBED_LABEL};
 pub use registry::Registry;
-pub use sshd::{ensure_fast_user, Sshd, FAST_USER};
+pub use sshd::{ensure_fast_user, ensure_plain_user, Sshd, FAST_USER, PLAIN_USER};
 
 /// Fails unless the Docker engine answers `docker info`, naming what to install or start.
 pub fn require_docker() -> Result<()> {

@@ -258,28 +258,42 @@ fn hash_known_hosts(dir: &Path, line: &str) -> Result<String> {
 pub const FAST_USER: &str = "gangplank-test";
 
 pub fn ensure_fast_user() -> Result<String> {
-    let exists = std::process::Command::new("id").arg(FAST_USER).output().map(|o| o.status.success()).unwrap_or(false);
-    if !exists {
+    ensure_user(FAST_USER, true)
+}
+
+/// A login user with no docker access and no sudo rights: the user a preflight must refuse, with a hint,
+/// when `sudo: true` would prompt for a password or the Docker daemon is out of its reach.
+pub const PLAIN_USER: &str = "gangplank-plain";
+
+pub fn ensure_plain_user() -> Result<String> {
+    ensure_user(PLAIN_USER, false)
+}
+
+/// Create `name` when missing (bash, Debian's stock dot files, not locked so sshd lets it in with a
+/// key), and put it in the `docker` group when `docker` is set. Needs root, as the testbed does.
+fn ensure_user(name: &str, docker: bool) -> Result<String> {
+    let exists =
+        |n: &str| std::process::Command::new("id").arg(n).output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists(name) {
         let out = std::process::Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/bash", FAST_USER])
+            .args(["--create-home", "--shell", "/bin/bash", name])
             .output()
             .context("running useradd")?;
-        // No password, but not locked either: sshd refuses locked accounts even for key logins.
-        let _ = std::process::Command::new("usermod").args(["-p", "*", FAST_USER]).output();
         // Another test process may have created it at the same moment.
-        let now = std::process::Command::new("id").arg(FAST_USER).output().map(|o| o.status.success()).unwrap_or(false);
-        if !now {
-            bail!("cannot create the test user {FAST_USER}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        if !exists(name) {
+            bail!("cannot create the test user {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
     }
-    // A deploy user runs docker through the socket's group (benchmarks deploy as this user).
+    // No password, but not locked either: sshd refuses locked accounts even for key logins.
+    let _ = std::process::Command::new("usermod").args(["-p", "*", name]).output();
+    // A deploy user runs docker through the socket's group.
     let has_docker_group = std::process::Command::new("getent")
         .args(["group", "docker"])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if has_docker_group {
-        let _ = std::process::Command::new("usermod").args(["-aG", "docker", FAST_USER]).output();
+    if docker && has_docker_group {
+        let _ = std::process::Command::new("usermod").args(["-aG", "docker", name]).output();
     }
-    Ok(FAST_USER.to_string())
+    Ok(name.to_string())
 }

@@ -50,6 +50,8 @@ const APT_PARTS: &[Part] = &[
     Part { what: "docker-registry", package: "docker-registry", present: || has("docker-registry") },
     Part { what: "busybox (static)", package: "busybox-static", present: || images::busybox_static_path().is_ok() },
     Part { what: "htpasswd", package: "apache2-utils", present: || has("htpasswd") },
+    // The deploy preflight test needs a real sudo that would prompt.
+    Part { what: "sudo", package: "sudo", present: || has("sudo") },
     Part {
         what: "docker compose",
         package: "docker-compose",

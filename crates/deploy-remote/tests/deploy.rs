@@ -93,6 +93,35 @@ fn with(mut args: Vec<String>, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// Seed lesson: a `sudo` that prompted for a password hung the pipeline. And a deploy user outside the
+/// docker group cannot reach the daemon. Both are preflight errors with a hint, and nothing changes.
+#[test]
+fn sudo_that_would_prompt_and_an_unreachable_docker_daemon_are_preflight_errors() {
+    let fx = Fixture::new("preflight-user");
+    let r = fx.deploy(&fx.deploy_args("v1"));
+    assert_eq!(r.status, 0, "{r:?}");
+    let before = fx.tree_hash();
+    let user = gangplank_testbed::ensure_plain_user().unwrap();
+    let as_plain = |extra: &[&str]| {
+        let mut args = fx.deploy_args("v2");
+        let h = args.iter().position(|a| a == "--host").unwrap();
+        args[h + 1] = format!("{user}@{}:{}", fx.sshd.host, fx.sshd.port);
+        with(args, extra)
+    };
+
+    let r = fx.deploy(&as_plain(&["--sudo", "true"]));
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(r.stderr.contains("sudo would ask for a password"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint:") && r.stderr.contains("NOPASSWD"), "{}", r.stderr);
+    assert_eq!(fx.tree_hash(), before, "sudo prompt: the app dir changed");
+
+    let r = fx.deploy(&as_plain(&[]));
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(r.stderr.contains("Docker daemon on") && r.stderr.contains("is not reachable"), "{}", r.stderr);
+    assert!(r.stderr.contains("docker` group"), "{}", r.stderr);
+    assert_eq!(fx.tree_hash(), before, "docker unreachable: the app dir changed");
+}
+
 #[test]
 fn every_preflight_failure_exits_2_and_leaves_the_app_dir_unchanged() {
     let fx = Fixture::new("preflight");
