@@ -793,7 +793,6 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
                                 &changed,
                                 &stamp,
                                 reason,
-                                vec![],
                             ));
                         }
                     }
@@ -810,7 +809,6 @@ fn deploy_host(job: &Job, plan: &Plan, exec: &mut dyn Executor, flavor: Flavor) 
                                     &changed,
                                     &stamp,
                                     reason,
-                                    vec![],
                                 ));
                             }
                         }
@@ -887,7 +885,6 @@ fn on_failure(
     changed: &[String],
     stamp: &str,
     reason: String,
-    _containers: Vec<compose::Container>,
 ) -> HostEnd {
     let cfg = job.cfg;
     let host = ex.label().to_string();
