@@ -82,13 +82,6 @@ struct Args {
     record_file: Option<PathBuf>,
 }
 
-/// The app name when none is given: the repository name, lowercased.
-fn default_app_name() -> Option<String> {
-    let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
-    let name = repo.rsplit('/').next()?.to_ascii_lowercase().replace('.', "-");
-    (!name.is_empty()).then_some(name)
-}
-
 fn config(a: Args) -> Result<DeployConfig> {
     // The tag first: a bad one is refused before anything else, above all before any connection.
     let tag = a.image_tag.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
@@ -96,22 +89,8 @@ fn config(a: Args) -> Result<DeployConfig> {
             .hint("pass the tag pushed by push-registry, e.g. `image-tag: ${{ steps.push.outputs.tag }}`")
     })?;
     deploy::validate_tag(&tag, "image-tag")?;
-    let app = a.app_name.filter(|n| !n.is_empty()).or_else(default_app_name).ok_or_else(|| {
-        Error::bad_input("input `app-name` is required outside GitHub Actions").hint("pass `--app-name myapp`")
-    })?;
-    deploy::validate_app_name(&app)?;
-    let app_dir = a.app_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| format!("/opt/{app}"));
-    if !app_dir.starts_with('/') || app_dir.contains('\0') || app_dir.trim_end_matches('/').is_empty() {
-        return Err(Error::bad_input(format!("`app-dir` {app_dir:?} is not an absolute directory path"))
-            .hint("use an absolute path such as /opt/myapp"));
-    }
-    let app_dir = app_dir.trim_end_matches('/').to_string();
-    if let Some(u) = &a.health_url {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return Err(Error::bad_input(format!("`health-url` {u:?} is not an http:// or https:// URL"))
-                .hint("e.g. http://localhost:8080/health (probed on the host) or https://example.com/health"));
-        }
-    }
+    let (app, app_dir) = deploy::resolve_app(a.app_name, a.app_dir)?;
+    deploy::validate_health_url(a.health_url.as_deref())?;
     if a.compose_files.is_empty() {
         return Err(Error::bad_input("`compose-files` is empty").hint("list at least one compose file"));
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use gangplank_core::deploy::{self, Record, RollbackConfig, RunMeta};
 use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs};
-use gangplank_core::{Error, Result};
+use gangplank_core::Result;
 
 /// Roll a docker compose application back to an earlier tag on one or more hosts.
 #[derive(Debug, Parser)]
@@ -55,31 +55,18 @@ struct Args {
     record_file: Option<PathBuf>,
 }
 
-fn default_app_name() -> Option<String> {
-    let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
-    let name = repo.rsplit('/').next()?.to_ascii_lowercase().replace('.', "-");
-    (!name.is_empty()).then_some(name)
-}
-
 fn config(a: Args) -> Result<RollbackConfig> {
     let to_tag = a.to_tag.filter(|t| !t.trim().is_empty());
     if let Some(t) = &to_tag {
         deploy::validate_tag(t, "to-tag")?;
     }
-    let app = a.app_name.filter(|n| !n.is_empty()).or_else(default_app_name).ok_or_else(|| {
-        Error::bad_input("input `app-name` is required outside GitHub Actions").hint("pass `--app-name myapp`")
-    })?;
-    deploy::validate_app_name(&app)?;
-    let app_dir = a.app_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| format!("/opt/{app}"));
-    if !app_dir.starts_with('/') || app_dir.trim_end_matches('/').is_empty() {
-        return Err(Error::bad_input(format!("`app-dir` {app_dir:?} is not an absolute directory path"))
-            .hint("use an absolute path such as /opt/myapp"));
-    }
+    let (app, app_dir) = deploy::resolve_app(a.app_name, a.app_dir)?;
+    deploy::validate_health_url(a.health_url.as_deref())?;
     let ssh = a.ssh.to_config()?;
     Ok(RollbackConfig {
         ssh,
         app,
-        app_dir: app_dir.trim_end_matches('/').to_string(),
+        app_dir,
         services: a.services.unwrap_or_default(),
         health_url: a.health_url.filter(|u| !u.is_empty()),
         health_timeout: a.health_timeout,

@@ -48,6 +48,37 @@ pub fn validate_tag(tag: &str, input: &str) -> Result<()> {
     }
 }
 
+/// `app-name` and `app-dir` as both binaries read them: the name defaults to the repository's name,
+/// the directory to `/opt/<app-name>`; the directory must be absolute and is returned without a trailing `/`.
+pub fn resolve_app(app_name: Option<String>, app_dir: Option<String>) -> Result<(String, String)> {
+    let from_repo = || {
+        let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
+        let name = repo.rsplit('/').next()?.to_ascii_lowercase().replace('.', "-");
+        (!name.is_empty()).then_some(name)
+    };
+    let app = app_name.filter(|n| !n.is_empty()).or_else(from_repo).ok_or_else(|| {
+        Error::bad_input("input `app-name` is required outside GitHub Actions").hint("pass `--app-name myapp`")
+    })?;
+    validate_app_name(&app)?;
+    let dir = app_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| format!("/opt/{app}"));
+    if !dir.starts_with('/') || dir.contains('\0') || dir.trim_end_matches('/').is_empty() {
+        return Err(Error::bad_input(format!("`app-dir` {dir:?} is not an absolute directory path"))
+            .hint("use an absolute path such as /opt/myapp"));
+    }
+    Ok((app, dir.trim_end_matches('/').to_string()))
+}
+
+/// `health-url` must be an http(s) URL when given.
+pub fn validate_health_url(url: Option<&str>) -> Result<()> {
+    match url {
+        Some(u) if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) => {
+            Err(Error::bad_input(format!("`health-url` {u:?} is not an http:// or https:// URL"))
+                .hint("e.g. http://localhost:8080/health (probed on the host) or https://example.com/health"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A compose project name: lowercase letters, digits, `_` and `-`, starting with a letter or digit
 /// (what both compose v1 and v2 accept unchanged).
 pub fn validate_app_name(name: &str) -> Result<()> {
