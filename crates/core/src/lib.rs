@@ -9,14 +9,14 @@
 //! - [`exec`]: executors: local, recording, and SSH.
 //! - [`process`]: local child processes with a deadline and an interrupt flag (SIGINT/SIGTERM).
 //! - [`compose`]: docker compose / docker inspect command builders and parsers.
-//! - [`deploy`]: the deploy engine shared by deploy-remote and rollback: plan, lock, state, health gate.
+//! - [`host`]: what every step that writes on a host shares: the lock, audit lines, stamps, run metadata.
 
 pub mod actions;
 pub mod cmd;
 pub mod compose;
-pub mod deploy;
 pub mod error;
 pub mod exec;
+pub mod host;
 pub mod input;
 pub mod keys;
 pub mod process;

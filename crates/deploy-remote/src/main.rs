@@ -1,14 +1,14 @@
 //! `deploy-remote`: deploy a docker compose app to one or more hosts over SSH, health-gated, rolling
 //! back by itself (contract: spec/actions.md, "deploy-remote"). Raw inputs → validated config → plan →
-//! engine (`gangplank_core::deploy`) → outputs, record, summary → exit code.
+//! engine (`gangplank_deploy`) → outputs, record, summary → exit code.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use gangplank_core::deploy::{self, DeployConfig, RunMeta};
 use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs, parse_size};
 use gangplank_core::{Error, Result};
+use gangplank_deploy::{self as deploy, DeployConfig, RunMeta};
 
 /// Deploy a docker compose application to one or more hosts over SSH; roll back when it is not healthy.
 #[derive(Debug, Parser)]

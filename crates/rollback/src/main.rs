@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use gangplank_core::deploy::{self, Record, RollbackConfig, RunMeta};
 use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs};
 use gangplank_core::Result;
+use gangplank_deploy::{self as deploy, Record, RollbackConfig, RunMeta};
 
 /// Roll a docker compose application back to an earlier tag on one or more hosts.
 #[derive(Debug, Parser)]

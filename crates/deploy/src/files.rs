@@ -3,9 +3,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::cmd::Cmd;
-use crate::error::Error;
-use crate::exec::sha256_hex;
+use gangplank_core::cmd::Cmd;
+use gangplank_core::error::Error;
+use gangplank_core::exec::sha256_hex;
 
 /// One file to upload.
 #[derive(Clone, PartialEq, Eq)]
@@ -247,18 +247,12 @@ pub fn read_state_cmd(app_dir: &str) -> Cmd {
     Cmd::script(r#"f=$1/.gangplank/state.json; if [ -f "$f" ]; then cat -- "$f"; fi"#).arg(app_dir).privileged()
 }
 
-/// Append one line to `.gangplank/audit.log`.
-pub fn audit_cmd(app_dir: &str, line: &str) -> Cmd {
-    Cmd::script(r#"mkdir -p -- "$1/.gangplank" && printf '%s\n' "$2" >> "$1/.gangplank/audit.log""#)
-        .arg(app_dir)
-        .arg(line)
-        .privileged()
-}
+pub use gangplank_core::host::audit_cmd;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{Executor, Local};
+    use gangplank_core::exec::{Executor, Local};
 
     #[test]
     fn collect_maps_paths_and_reports_every_missing_file() {

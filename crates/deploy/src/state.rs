@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+
+pub use gangplank_core::host::{backup_stamp, now_rfc3339, AuditLine, RunMeta};
 
 /// How many past deploys `state.json` remembers.
 pub const HISTORY_LEN: usize = 20;
@@ -90,79 +90,6 @@ impl State {
     }
 }
 
-/// Now, as RFC 3339 UTC.
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).expect("RFC 3339 formats every UTC time")
-}
-
-/// Now, as a sortable stamp for backup names (`20261122T153611.123Z`).
-pub fn backup_stamp() -> String {
-    let t = OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
-/// Who runs this deploy, for owner.json, state, audit and the record file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RunMeta {
-    pub git_sha: String,
-    pub run_url: String,
-    pub actor: String,
-    pub runner_host: String,
-}
-
-impl RunMeta {
-    /// From the runner's `GITHUB_*` variables (empty outside Actions) and this machine's host name.
-    pub fn from_env() -> RunMeta {
-        let var = |k: &str| std::env::var(k).unwrap_or_default();
-        let run_url = match (var("GITHUB_SERVER_URL"), var("GITHUB_REPOSITORY"), var("GITHUB_RUN_ID")) {
-            (s, r, id) if !s.is_empty() && !r.is_empty() && !id.is_empty() => {
-                format!("{s}/{r}/actions/runs/{id}")
-            }
-            _ => String::new(),
-        };
-        let actor = match var("GITHUB_ACTOR") {
-            a if a.is_empty() => var("USER"),
-            a => a,
-        };
-        RunMeta { git_sha: var("GITHUB_SHA"), run_url, actor, runner_host: hostname() }
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_default()
-}
-
-/// One line of `audit.log`.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditLine<'a> {
-    pub time: String,
-    pub action: &'a str,
-    pub tag: &'a str,
-    pub previous_tag: &'a str,
-    pub result: &'a str,
-    pub host: &'a str,
-    pub run_url: &'a str,
-    pub actor: &'a str,
-}
-
-impl AuditLine<'_> {
-    pub fn to_line(&self) -> String {
-        serde_json::to_string(self).expect("audit line serialises")
-    }
-}
-
 /// The deploy record written on the runner (spec/actions.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -181,16 +108,16 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn write(&self, path: &std::path::Path) -> crate::Result<()> {
+    pub fn write(&self, path: &std::path::Path) -> gangplank_core::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                crate::Error::failed(format!("cannot create {}: {e}", dir.display()))
+                gangplank_core::Error::failed(format!("cannot create {}: {e}", dir.display()))
                     .hint("set `record-file` to a writable path")
             })?;
         }
         let text = serde_json::to_string_pretty(self).expect("record serialises");
         std::fs::write(path, text + "\n").map_err(|e| {
-            crate::Error::failed(format!("cannot write record file {}: {e}", path.display()))
+            gangplank_core::Error::failed(format!("cannot write record file {}: {e}", path.display()))
                 .hint("set `record-file` to a writable path")
         })
     }

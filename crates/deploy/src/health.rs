@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cmd::Cmd;
-use crate::compose::{self, Container, Verdict};
-use crate::error::{Error, Result};
-use crate::exec::Executor;
+use gangplank_core::cmd::Cmd;
+use gangplank_core::compose::{self, Container, Verdict};
+use gangplank_core::error::{Error, Result};
+use gangplank_core::exec::Executor;
 
 /// Exit 0 when the URL answers 2xx; prints what it saw either way. Proxies are ignored: the URL is local.
 pub const PROBE_SCRIPT: &str = r#"url=$1
@@ -187,20 +187,20 @@ pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<
 
 /// Print the last 100 log lines and the health log of each failing container, in one group.
 pub fn show_failure(exec: &mut dyn Executor, failure: &GateFailure) {
-    let _g = crate::actions::group(&format!("logs of failing containers on {}", exec.label()));
+    let _g = gangplank_core::actions::group(&format!("logs of failing containers on {}", exec.label()));
     for c in &failure.failing {
-        crate::actions::info(format!(
+        gangplank_core::actions::info(format!(
             "--- {} ({}, status {}, restarts {})",
             c.name, c.image, c.status, c.restart_count
         ));
         match exec.run(&compose::logs(&c.id, 100)) {
-            Ok(o) => crate::actions::info(o.stdout_str().trim_end()),
-            Err(e) => crate::actions::info(format!("(cannot read logs: {})", e.message)),
+            Ok(o) => gangplank_core::actions::info(o.stdout_str().trim_end()),
+            Err(e) => gangplank_core::actions::info(format!("(cannot read logs: {})", e.message)),
         }
         if !c.health_log.is_empty() {
-            crate::actions::info(format!("--- health log of {}", c.name));
+            gangplank_core::actions::info(format!("--- health log of {}", c.name));
             for l in &c.health_log {
-                crate::actions::info(l);
+                gangplank_core::actions::info(l);
             }
         }
     }
@@ -209,7 +209,7 @@ pub fn show_failure(exec: &mut dyn Executor, failure: &GateFailure) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{Local, Output, Recording};
+    use gangplank_core::exec::{Local, Output, Recording};
 
     #[test]
     fn which_urls_are_probed_on_the_host() {

@@ -5,11 +5,11 @@
 //! host without compose, a full disk, an app dir owned by someone else, a bind-mount source that was
 //! never uploaded (docker then creates an empty directory in its place).
 
-use crate::cmd::Cmd;
-use crate::compose::{self, Flavor};
-use crate::error::Error;
-use crate::exec::Executor;
-use crate::input::format_size;
+use gangplank_core::cmd::Cmd;
+use gangplank_core::compose::{self, Flavor};
+use gangplank_core::error::Error;
+use gangplank_core::exec::Executor;
+use gangplank_core::input::format_size;
 
 /// Whether `app-dir` is (or can be created as) a writable directory; prints the reason when not.
 pub const APP_DIR_SCRIPT: &str = r#"d=$1
@@ -171,7 +171,7 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{Local, Output, Recording};
+    use gangplank_core::exec::{Local, Output, Recording};
 
     fn fail(msg: &str) -> Output {
         Output { status: 1, stdout: vec![], stderr: msg.as_bytes().to_vec() }

@@ -9,11 +9,11 @@
 //!
 //! Invariant: every remote action is a [`Cmd`] run through an [`Executor`]; one executor (one SSH
 //! connection) per host serves the whole run. The engine never prints a secret: messages go through
-//! [`crate::actions`], which redacts every registered value.
+//! [`gangplank_core::actions`], which redacts every registered value.
 
 pub mod files;
 pub mod health;
-pub mod lock;
+pub use gangplank_core::host::lock;
 pub mod preflight;
 pub mod state;
 
@@ -22,11 +22,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::actions::{group, info, warning};
-use crate::compose::{self, Flavor, Project};
-use crate::error::{combine, Error, Result};
-use crate::exec::Executor;
-use crate::input::{HostSpec, SshConfig};
+use gangplank_core::actions::{group, info, warning};
+use gangplank_core::compose::{self, Flavor, Project};
+use gangplank_core::error::{combine, Error, Result};
+use gangplank_core::exec::Executor;
+use gangplank_core::input::{HostSpec, SshConfig};
 
 pub use state::{Record, RunMeta, State};
 
@@ -95,13 +95,13 @@ pub fn validate_app_name(name: &str) -> Result<()> {
 
 /// Catch SIGINT and SIGTERM: the run stops at the next step boundary, releasing its lock on the way out.
 /// SIGINT/SIGTERM only set a flag from now on; the engine checks it between steps and the lock guard
-/// releases the lock on the way out. Shared with the other binaries ([`crate::process`]).
+/// releases the lock on the way out. Shared with the other binaries ([`gangplank_core::process`]).
 pub fn install_signal_handlers() {
-    crate::process::install_signal_flag();
+    gangplank_core::process::install_signal_flag();
 }
 
 pub fn interrupted() -> bool {
-    crate::process::interrupted().is_some()
+    gangplank_core::process::interrupted().is_some()
 }
 
 fn check_interrupt() -> Result<()> {
@@ -526,7 +526,7 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
     errs.append(&mut file_errs);
     if let Some(env) = uploads.iter().find(|u| u.remote == ".env") {
         for v in files::dotenv_values(&env.content) {
-            crate::actions::register_mask(&v);
+            gangplank_core::actions::register_mask(&v);
         }
     }
     let uploaded: Vec<String> = uploads.iter().map(|u| u.remote.clone()).collect();
@@ -672,7 +672,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
                     let ok = match undo_host(&job, exec.as_mut(), d) {
                         Ok(()) => true,
                         Err(e) => {
-                            crate::actions::error("rollback failed", format!("{spec}: {}", e.message));
+                            gangplank_core::actions::error("rollback failed", format!("{spec}: {}", e.message));
                             false
                         }
                     };
@@ -920,7 +920,7 @@ fn on_failure(
     let cfg = job.cfg;
     let host = ex.label().to_string();
     let prev = previous.clone().unwrap_or_default();
-    crate::actions::error("health gate", format!("{} on {host}: {reason}", cfg.tag));
+    gangplank_core::actions::error("health gate", format!("{} on {host}: {reason}", cfg.tag));
     audit(ex, &cfg.app_dir, &cfg.meta, "deploy", &cfg.tag, &prev, "health-gate-failed");
     st.record_failure(&cfg.tag, &state::now_rfc3339());
     let fail = |msg: String, hint: &str, rolled_back: bool| HostEnd::Failed {
@@ -1145,17 +1145,17 @@ pub fn publish(out: Outcome, record_file: &std::path::Path, outputs: &[(&str, St
         errs.push(e);
     }
     for (k, v) in outputs {
-        if let Err(e) = crate::actions::set_output(k, v) {
+        if let Err(e) = gangplank_core::actions::set_output(k, v) {
             errs.push(e);
         }
     }
-    let _ = crate::actions::set_output("record-file", &record_file.to_string_lossy());
+    let _ = gangplank_core::actions::set_output("record-file", &record_file.to_string_lossy());
     if !out.rows.is_empty() {
         let mut md = summary_table(title, &out.rows);
         if let Some(e) = &out.error {
             md.push_str(&format!("\n**{}**\n", e.message.lines().next().unwrap_or("")));
         }
-        if let Err(e) = crate::actions::append_summary(&md) {
+        if let Err(e) = gangplank_core::actions::append_summary(&md) {
             errs.push(e);
         }
     }
@@ -1178,7 +1178,7 @@ impl Executor for Traced {
     fn sudo(&self) -> bool {
         self.0.sudo()
     }
-    fn exec(&mut self, cmd: &crate::cmd::Cmd, stdin: Option<&[u8]>) -> Result<crate::exec::Output> {
+    fn exec(&mut self, cmd: &gangplank_core::cmd::Cmd, stdin: Option<&[u8]>) -> Result<gangplank_core::exec::Output> {
         let t = Instant::now();
         let r = self.0.exec(cmd, stdin);
         let line: String = cmd.display(self.0.sudo()).chars().take(90).collect();
@@ -1189,7 +1189,7 @@ impl Executor for Traced {
 
 /// The connector both binaries hand to the engine: one SSH connection per host for the whole run.
 pub fn connect_ssh(ssh: &SshConfig) -> impl FnMut(&HostSpec) -> Result<Box<dyn Executor>> + '_ {
-    move |h| Ok(maybe_traced(Box::new(crate::exec::ssh::SshExecutor::connect(h, ssh)?)))
+    move |h| Ok(maybe_traced(Box::new(gangplank_core::exec::ssh::SshExecutor::connect(h, ssh)?)))
 }
 
 /// Wrap in [`Traced`] when `GANGPLANK_TRACE` is set.
@@ -1204,10 +1204,10 @@ pub fn maybe_traced(e: Box<dyn Executor>) -> Box<dyn Executor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::Cmd;
-    use crate::exec::{Output, Recording};
-    use crate::input::HostKeyPolicy;
-    use crate::Secret;
+    use gangplank_core::cmd::Cmd;
+    use gangplank_core::exec::{Output, Recording};
+    use gangplank_core::input::HostKeyPolicy;
+    use gangplank_core::Secret;
 
     fn config(dir: &std::path::Path, tag: &str) -> DeployConfig {
         std::fs::write(dir.join("compose.yaml"), "services:\n  web:\n    image: \"reg/app:${IMAGE_TAG}\"\n").unwrap();
