@@ -132,6 +132,25 @@ impl Drop for Group {
     }
 }
 
+/// Print text that came from outside (container logs, hook and smoke output). Under Actions it is
+/// fenced with `::stop-commands::`, so a line that looks like a workflow command (`::add-mask::`,
+/// `::error::`…) is shown, not obeyed; every registered secret is masked as in every other line.
+pub fn print_untrusted(text: &str) {
+    let fence = is_actions().then(|| {
+        use rand::Rng;
+        format!("gangplank-{:016x}", rand::thread_rng().gen::<u64>())
+    });
+    if let Some(f) = &fence {
+        eprint_line(&format!("::stop-commands::{f}"));
+    }
+    for l in text.lines() {
+        info(l);
+    }
+    if let Some(f) = &fence {
+        eprint_line(&format!("::{f}::"));
+    }
+}
+
 /// Print an error the way every binary does, and return its exit code.
 /// This is the one place where errors become annotations, `hint:` lines and exit codes.
 pub fn report(err: &Error) -> i32 {
@@ -139,6 +158,8 @@ pub fn report(err: &Error) -> i32 {
         crate::Class::BadInput => "bad input",
         crate::Class::Failed => "failed",
         crate::Class::Locked => "locked",
+        crate::Class::Interrupted => "interrupted",
+        crate::Class::Lost => "host lost",
     };
     error(title, &err.message);
     if let Some(h) = &err.hint {

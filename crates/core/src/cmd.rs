@@ -89,17 +89,24 @@ enum Node {
 pub struct Cmd {
     node: Node,
     privileged: bool,
+    /// How long the command may take before the executor gives up on it (and on the host); `None`
+    /// is the executor's default. Not part of the command line.
+    timeout: Option<std::time::Duration>,
 }
 
 impl Cmd {
     /// `program` with no arguments yet.
     pub fn new(program: impl Into<String>) -> Cmd {
-        Cmd { node: Node::Exec { env: Vec::new(), argv: vec![Arg::Plain(program.into())] }, privileged: false }
+        Cmd {
+            node: Node::Exec { env: Vec::new(), argv: vec![Arg::Plain(program.into())] },
+            privileged: false,
+            timeout: None,
+        }
     }
 
     /// A fixed POSIX `sh` script; data reaches it only as `$1`, `$2`… added with [`Cmd::arg`].
     pub fn script(script: &'static str) -> Cmd {
-        Cmd { node: Node::Script { script, args: Vec::new() }, privileged: false }
+        Cmd { node: Node::Script { script, args: Vec::new() }, privileged: false, timeout: None }
     }
 
     pub fn arg(mut self, a: impl Into<Arg>) -> Cmd {
@@ -145,7 +152,8 @@ impl Cmd {
     /// Run in `dir` (`cd DIR && CMD`).
     pub fn in_dir(self, dir: impl Into<String>) -> Cmd {
         let privileged = self.privileged;
-        Cmd { node: Node::InDir { dir: dir.into(), cmd: Box::new(self) }, privileged }
+        let timeout = self.timeout;
+        Cmd { node: Node::InDir { dir: dir.into(), cmd: Box::new(self) }, privileged, timeout }
     }
 
     /// Mark as needing root: rendered with `sudo -n` when the step runs with `sudo: true`.
@@ -154,13 +162,24 @@ impl Cmd {
         self
     }
 
+    /// Give the command its own deadline (a pull may take minutes; a state read must not).
+    pub fn timeout(mut self, d: std::time::Duration) -> Cmd {
+        self.timeout = Some(d);
+        self
+    }
+
+    pub fn get_timeout(&self) -> Option<std::time::Duration> {
+        self.timeout
+    }
+
     pub fn is_privileged(&self) -> bool {
         self.privileged
     }
 
     fn join(op: &'static str, cmds: Vec<Cmd>) -> Cmd {
         let privileged = cmds.iter().any(|c| c.privileged);
-        Cmd { node: Node::Join { op, cmds }, privileged }
+        let timeout = cmds.iter().filter_map(|c| c.timeout).reduce(|a, b| a + b);
+        Cmd { node: Node::Join { op, cmds }, privileged, timeout }
     }
 
     /// `a && b && …`

@@ -73,6 +73,12 @@ impl Project {
         self.finish(with_services(c, services))
     }
 
+    /// `down --remove-orphans` (volumes stay): stops a release that had nothing before it.
+    pub fn down(&self, tag: &str) -> Cmd {
+        let c = self.base(tag).args(["down", "--remove-orphans"]);
+        self.finish(c)
+    }
+
     /// `up -d --remove-orphans`: compose pulls only images that are missing, so a rollback to an image
     /// still on the host needs no registry.
     pub fn up(&self, tag: &str, services: &[String]) -> Cmd {

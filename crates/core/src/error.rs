@@ -14,14 +14,20 @@ pub enum Class {
     BadInput,
     /// Another deploy holds the lock: nothing was changed. Exit 3.
     Locked,
+    /// SIGINT/SIGTERM: the run stopped, put back what it had changed and released its lock. Exit 4.
+    Interrupted,
+    /// The connection to a host was lost or a host stopped answering within a deadline. Exit 1, but the
+    /// engine tells it apart: it reconnects once to put the host back and release the lock.
+    Lost,
 }
 
 impl Class {
     pub fn exit_code(self) -> i32 {
         match self {
-            Class::Failed => 1,
+            Class::Failed | Class::Lost => 1,
             Class::BadInput => 2,
             Class::Locked => 3,
+            Class::Interrupted => 4,
         }
     }
 }
@@ -51,6 +57,12 @@ impl Error {
     /// Another run holds the lock (exit 3).
     pub fn locked(message: impl Into<String>) -> Self {
         Self::new(Class::Locked, message)
+    }
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(Class::Interrupted, message)
+    }
+    pub fn lost(message: impl Into<String>) -> Self {
+        Self::new(Class::Lost, message)
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

@@ -134,45 +134,92 @@ pub fn dotenv_values(content: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// For each `(relative path, sha256)`: make its folder, and print `same`, `new` or `changed`; a changed
-/// file is copied to `.gangplank/backups/<path>.<stamp>` first (mode kept, so `.env` backups stay 0600).
+/// Make an empty staging folder for this deploy (`.gangplank/staging/<stamp>/…`): uploads land there,
+/// never on live files. A staging folder left by a killed run is removed (we hold the lock). Refuses
+/// an app dir whose `.gangplank` folders are symlinks, so nothing is written outside the app dir.
 pub const STAGE_SCRIPT: &str = r#"set -u
 app=$1; stamp=$2; shift 2
+g=$app/.gangplank
+for d in "$app" "$g" "$g/staging" "$g/backups"; do
+  if [ -L "$d" ]; then echo "$d is a symlink: refusing to write through it" >&2; exit 1; fi
+done
 umask 077
-mkdir -p -- "$app/.gangplank/backups" || exit 1
-while [ $# -ge 2 ]; do
-  rel=$1; sum=$2; shift 2
-  dest=$app/$rel
-  mkdir -p -- "$(dirname -- "$dest")" || exit 1
-  if [ ! -e "$dest" ]; then echo new; continue; fi
-  cur=$(sha256sum < "$dest" | cut -d' ' -f1)
-  if [ "$cur" = "$sum" ]; then echo same; continue; fi
-  bak=$app/.gangplank/backups/$rel.$stamp
-  mkdir -p -- "$(dirname -- "$bak")" && cp -p -- "$dest" "$bak" || exit 1
-  echo changed
-done"#;
+rm -rf -- "$g/staging" && mkdir -p -- "$g/staging/$stamp" "$g/backups" || exit 1
+for rel in "$@"; do mkdir -p -- "$(dirname -- "$g/staging/$stamp/$rel")" || exit 1; done"#;
 
-pub fn stage_cmd(app_dir: &str, stamp: &str, files: &[(String, String)]) -> Cmd {
-    let mut c = Cmd::script(STAGE_SCRIPT).arg(app_dir).arg(stamp);
-    for (rel, sum) in files {
-        c = c.arg(rel).arg(sum);
-    }
-    c.privileged()
+pub fn stage_cmd(app_dir: &str, stamp: &str, rels: &[String]) -> Cmd {
+    Cmd::script(STAGE_SCRIPT).arg(app_dir).arg(stamp).args(rels).privileged().timeout(STEP_TIMEOUT)
 }
 
-/// Put backups back: for each `(relative path, stamp)`, copy the backup over the file atomically.
-/// Backups stay (host-layout.md: a failed run never deletes them).
-pub const RESTORE_SCRIPT: &str = r#"set -eu
-app=$1; stamp=$2; shift 2
+/// Where a file is staged before the switch.
+pub fn staged_path(app_dir: &str, stamp: &str, rel: &str) -> String {
+    format!("{app_dir}/.gangplank/staging/{stamp}/{rel}")
+}
+
+/// The switch: write state.json with the journal (`pending`) first, then back up every live file that
+/// will be replaced (`backups/<rel>.<stamp>`, mode kept) or mark it new (`<rel>.<stamp>.new`), then
+/// move the staged files into place. Every write stays inside the app dir: a destination or folder
+/// that is a symlink is refused before anything moves. Prints `same|changed|new <rel>` per file.
+pub const SWITCH_SCRIPT: &str = r#"set -u
+app=$1; stamp=$2; state=$3; shift 3
+g=$app/.gangplank; st=$g/staging/$stamp; b=$g/backups
+umask 077
 for rel in "$@"; do
-  dest=$app/$rel; tmp=$(dirname -- "$dest")/.$(basename -- "$dest").gangplank-restore.$$
-  cp -p -- "$app/.gangplank/backups/$rel.$stamp" "$tmp"
-  mv -f -- "$tmp" "$dest"
-done"#;
+  dest=$app/$rel; d=$(dirname -- "$dest")
+  while [ "$d" != "$app" ] && [ "$d" != / ] && [ "$d" != . ]; do
+    if [ -L "$d" ]; then echo "$d is a symlink: refusing to write through it" >&2; exit 1; fi
+    d=$(dirname -- "$d")
+  done
+  if [ -L "$dest" ]; then echo "$dest is a symlink: refusing to replace it" >&2; exit 1; fi
+  [ -f "$st/$rel" ] || { echo "the staged copy of $rel is missing" >&2; exit 1; }
+done
+tmp=$g/.state.json.new.$$
+{ printf '%s' "$state" > "$tmp" && chmod 644 "$tmp" && mv -f -- "$tmp" "$g/state.json"; } || { rm -f -- "$tmp"; echo "cannot write $g/state.json" >&2; exit 1; }
+for rel in "$@"; do
+  dest=$app/$rel
+  mkdir -p -- "$(dirname -- "$b/$rel")" "$(dirname -- "$dest")" || exit 1
+  if [ -e "$dest" ]; then
+    if cmp -s -- "$st/$rel" "$dest"; then echo "same $rel"; continue; fi
+    cp -p -- "$dest" "$b/$rel.$stamp" || exit 1
+    echo "changed $rel"
+  else
+    : > "$b/$rel.$stamp.new" || exit 1
+    echo "new $rel"
+  fi
+done
+sync
+for rel in "$@"; do mv -f -- "$st/$rel" "$app/$rel" || exit 1; done
+rm -rf -- "$g/staging"
+sync"#;
+
+pub fn switch_cmd(app_dir: &str, stamp: &str, state_json: &str, rels: &[String]) -> Cmd {
+    Cmd::script(SWITCH_SCRIPT).arg(app_dir).arg(stamp).arg(state_json).args(rels).privileged().timeout(STEP_TIMEOUT)
+}
+
+/// Put the files of a switch back: a file with a backup gets it again (atomically), a file that was
+/// new goes. Idempotent, so a repair can run it again after a killed restore.
+pub const RESTORE_SCRIPT: &str = r#"set -u
+app=$1; stamp=$2; shift 2
+b=$app/.gangplank/backups; rc=0
+for rel in "$@"; do
+  dest=$app/$rel
+  if [ -f "$b/$rel.$stamp" ]; then
+    tmp=$(dirname -- "$dest")/.$(basename -- "$dest").gangplank-restore.$$
+    { cp -p -- "$b/$rel.$stamp" "$tmp" && mv -f -- "$tmp" "$dest"; } || { rm -f -- "$tmp"; rc=1; }
+  elif [ -e "$b/$rel.$stamp.new" ]; then
+    rm -f -- "$dest" || rc=1
+  fi
+done
+rm -rf -- "$app/.gangplank/staging"
+sync
+exit $rc"#;
 
 pub fn restore_cmd(app_dir: &str, stamp: &str, rels: &[String]) -> Cmd {
-    Cmd::script(RESTORE_SCRIPT).arg(app_dir).arg(stamp).args(rels).privileged()
+    Cmd::script(RESTORE_SCRIPT).arg(app_dir).arg(stamp).args(rels).privileged().timeout(STEP_TIMEOUT)
 }
+
+/// Deadline of the short bookkeeping scripts (stage, switch, restore, finish).
+pub const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Keep the newest `keep` backups of each given file (stamps sort as time), after a success only.
 pub const PRUNE_BACKUPS_SCRIPT: &str = r#"app=$1; keep=$2; shift 2
@@ -201,6 +248,7 @@ done
 prune() { total=0; for f in "$@"; do [ -e "$f" ] && total=$((total+1)); done
   i=0; for f in "$@"; do [ -e "$f" ] || continue; i=$((i+1)); [ "$i" -le $((total-keep)) ] && rm -f -- "$f"; done; return 0; }
 for rel in "$@"; do prune "$g/backups/$rel".*; done
+rm -rf -- "$g/staging"
 if [ -n "$lockid" ] && grep -qF -- "$lockid" "$g/lock/owner.json" 2>/dev/null; then rm -rf -- "$g/lock"; fi
 exit 0"#;
 
@@ -223,6 +271,7 @@ pub fn finish_cmd(
         .args(repos)
         .args(rels)
         .privileged()
+        .timeout(STEP_TIMEOUT)
 }
 
 /// Parse the `tag=REPO<TAB>TAG` lines of [`FINISH_SCRIPT`], in order.
@@ -276,42 +325,82 @@ mod tests {
     }
 
     #[test]
-    fn stage_backs_up_changed_files_and_restore_puts_them_back() {
+    fn switch_backs_up_marks_new_files_and_restore_puts_everything_back() {
         let d = tempfile::tempdir().unwrap();
         let app = d.path().join("a $b; 'c'");
-        let app_s = app.to_str().unwrap();
-        std::fs::create_dir_all(&app).unwrap();
+        let a = app.to_str().unwrap();
+        std::fs::create_dir_all(app.join(".gangplank")).unwrap();
         std::fs::write(app.join("compose.yaml"), "old").unwrap();
         std::fs::write(app.join("same.txt"), "same").unwrap();
+        let rels: Vec<String> = ["compose.yaml", "same.txt", "dir x/new.txt"].map(String::from).to_vec();
         let mut l = Local::new(false);
-        let files = vec![
-            ("compose.yaml".to_string(), sha256_hex(b"new")),
-            ("same.txt".to_string(), sha256_hex(b"same")),
-            ("dir x/new.txt".to_string(), sha256_hex(b"n")),
-        ];
-        let out = l.check(&stage_cmd(app_s, "S1", &files), "stage").unwrap();
-        assert_eq!(out.stdout_str(), "changed\nsame\nnew\n");
+        l.check(&stage_cmd(a, "S1", &rels), "stage").unwrap();
+        for (rel, body) in rels.iter().zip(["new", "same", "n"]) {
+            l.upload(&staged_path(a, "S1", rel), body.as_bytes(), 0o600).unwrap();
+        }
+        let out = l.check(&switch_cmd(a, "S1", "{\"pending\":1}", &rels), "switch").unwrap();
+        assert_eq!(out.stdout_str(), "changed compose.yaml\nsame same.txt\nnew dir x/new.txt\n");
+        assert_eq!(std::fs::read_to_string(app.join(".gangplank/state.json")).unwrap(), "{\"pending\":1}");
+        assert_eq!(std::fs::read(app.join("compose.yaml")).unwrap(), b"new");
         assert_eq!(std::fs::read(app.join(".gangplank/backups/compose.yaml.S1")).unwrap(), b"old");
-        assert!(app.join("dir x").is_dir());
-        std::fs::write(app.join("compose.yaml"), "new").unwrap();
-        l.check(&restore_cmd(app_s, "S1", &["compose.yaml".into()]), "restore").unwrap();
+        assert!(app.join(".gangplank/backups/dir x/new.txt.S1.new").exists());
+        assert!(!app.join(".gangplank/staging").exists());
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(app.join("dir x/new.txt")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the local mode is kept");
+        }
+        // Twice, as a repair after a killed restore would.
+        for _ in 0..2 {
+            l.check(&restore_cmd(a, "S1", &rels), "restore").unwrap();
+        }
         assert_eq!(std::fs::read(app.join("compose.yaml")).unwrap(), b"old");
-        assert!(app.join(".gangplank/backups/compose.yaml.S1").exists());
-        for s in ["S2", "S3"] {
+        assert_eq!(std::fs::read(app.join("same.txt")).unwrap(), b"same");
+        assert!(!app.join("dir x/new.txt").exists());
+    }
+
+    #[test]
+    fn switch_refuses_symlinks_before_anything_moves() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let app = d.path().join("app");
+        let a = app.to_str().unwrap();
+        std::fs::create_dir_all(app.join(".gangplank")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), app.join("conf")).unwrap();
+        let rels = vec!["compose.yaml".to_string(), "conf/x.conf".to_string()];
+        let mut l = Local::new(false);
+        l.check(&stage_cmd(a, "S1", &rels), "stage").unwrap();
+        for rel in &rels {
+            l.upload(&staged_path(a, "S1", rel), b"x", 0o644).unwrap();
+        }
+        let out = l.run(&switch_cmd(a, "S1", "{}", &rels)).unwrap();
+        assert_ne!(out.status, 0);
+        assert!(out.stderr_str().contains("symlink"), "{}", out.stderr_str());
+        assert!(!app.join("compose.yaml").exists(), "nothing moved");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside the app dir");
+        // A symlinked backups folder is refused at the stage already.
+        std::fs::remove_file(app.join("conf")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), app.join(".gangplank/backups")).unwrap();
+        assert_ne!(l.run(&stage_cmd(a, "S2", &rels)).unwrap().status, 0);
+    }
+
+    #[test]
+    fn finish_writes_state_and_audit_and_prunes() {
+        let d = tempfile::tempdir().unwrap();
+        let app = d.path().join("a");
+        let a = app.to_str().unwrap();
+        std::fs::create_dir_all(app.join(".gangplank/backups")).unwrap();
+        for s in ["S1", "S2", "S3"] {
             std::fs::write(app.join(format!(".gangplank/backups/compose.yaml.{s}")), s).unwrap();
         }
-        l.check(&prune_backups_cmd(app_s, 2, &["compose.yaml".into()]), "prune").unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(app.join(".gangplank/backups"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, vec!["compose.yaml.S2", "compose.yaml.S3"]);
-        l.check(&audit_cmd(app_s, "{\"a\":\"$x;'\"}"), "audit").unwrap();
+        let mut l = Local::new(false);
+        l.check(&prune_backups_cmd(a, 2, &["compose.yaml".into()]), "prune").unwrap();
+        assert_eq!(std::fs::read_dir(app.join(".gangplank/backups")).unwrap().count(), 2);
+        l.check(&audit_cmd(a, "{\"a\":\"$x;'\"}"), "audit").unwrap();
         assert_eq!(std::fs::read_to_string(app.join(".gangplank/audit.log")).unwrap(), "{\"a\":\"$x;'\"}\n");
-        assert_eq!(l.check(&read_state_cmd(app_s), "state").unwrap().stdout_str(), "");
+        assert_eq!(l.check(&read_state_cmd(a), "state").unwrap().stdout_str(), "");
         let out = l
-            .check(&finish_cmd(app_s, "{\"app\":\"x'$y\"}", "line two", 1, "", &[], &["compose.yaml".into()]), "finish")
+            .check(&finish_cmd(a, "{\"app\":\"x'$y\"}", "line two", 1, "", &[], &["compose.yaml".into()]), "finish")
             .unwrap();
         assert_eq!(parse_tags(&out.stdout_str()), vec![]);
         assert_eq!(std::fs::read_to_string(app.join(".gangplank/state.json")).unwrap(), "{\"app\":\"x'$y\"}");

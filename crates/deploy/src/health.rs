@@ -62,7 +62,11 @@ pub fn poll_cmd(project: &str, url: &str) -> Cmd {
         .arg(project)
         .arg(url)
         .privileged()
+        .timeout(POLL_TIMEOUT)
 }
+
+/// One poll answers in well under a second; a host that takes this long is frozen or cut off.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Split [`POLL_SCRIPT`]'s output: (inspect JSON, probe passed, probe text).
 pub fn parse_poll(stdout: &str) -> Option<(String, bool, String)> {
@@ -117,7 +121,7 @@ pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<
     };
     loop {
         if (gate.interrupted)() {
-            return Err(Error::failed("interrupted during the health gate"));
+            return Err(Error::interrupted("interrupted during the health gate"));
         }
         // A host-local URL is probed in the same round trip as the inspect.
         let mut host_probe = None;
@@ -134,7 +138,9 @@ pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<
                 host_probe = Some((ok, text));
                 json
             }
-            None => exec.check(&compose::inspect_project(gate.project), "docker inspect")?.stdout_str(),
+            None => exec
+                .check(&compose::inspect_project(gate.project).timeout(POLL_TIMEOUT), "docker inspect")?
+                .stdout_str(),
         };
         let containers: Vec<Container> = compose::parse_inspect(&json)?
             .into_iter()
@@ -194,14 +200,12 @@ pub fn show_failure(exec: &mut dyn Executor, failure: &GateFailure) {
             c.name, c.image, c.status, c.restart_count
         ));
         match exec.run(&compose::logs(&c.id, 100)) {
-            Ok(o) => gangplank_core::actions::info(o.stdout_str().trim_end()),
+            Ok(o) => gangplank_core::actions::print_untrusted(&format!("{}{}", o.stdout_str(), o.stderr_str())),
             Err(e) => gangplank_core::actions::info(format!("(cannot read logs: {})", e.message)),
         }
         if !c.health_log.is_empty() {
             gangplank_core::actions::info(format!("--- health log of {}", c.name));
-            for l in &c.health_log {
-                gangplank_core::actions::info(l);
-            }
+            gangplank_core::actions::print_untrusted(&c.health_log.join("\n"));
         }
     }
 }

@@ -46,7 +46,8 @@ elif command -v docker-compose >/dev/null 2>&1; then echo compose=v1
 else echo compose=none; fi
 if [ -n "$root" ]; then echo "df=$(df -P -k -- "$root" 2>&1 | awk 'NR==2 {print $4}')"; fi
 echo "appdir=$(sh -c "$APP_DIR_CHECK" gangplank "$app" 2>&1 && echo ok)"
-for f in "$@"; do [ -e "$f" ] || printf 'missing=%s\n' "$f"; done"#;
+for f in "$@"; do [ -e "$f" ] || printf 'missing=%s\n' "$f"; done
+if [ -f "$app/.gangplank/state.json" ] && [ ! -L "$app/.gangplank/state.json" ]; then echo @@state; cat -- "$app/.gangplank/state.json"; fi"#;
 
 /// The one preflight command: [`PREFLIGHT_SCRIPT`] with [`APP_DIR_SCRIPT`] handed over in the
 /// environment (fixed text, never data).
@@ -71,6 +72,8 @@ pub struct Checks<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFacts {
     pub flavor: Flavor,
+    /// `.gangplank/state.json` as it was (empty: never deployed); the host's plan is made from it.
+    pub state_text: String,
 }
 
 /// Run every check on one host (two round trips at most: `sudo -n true`, then one script); return
@@ -89,7 +92,11 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
 
     let paths: Vec<String> = checks.host_references.iter().map(|(p, _)| p.clone()).collect();
     let out = exec.run(&preflight_cmd(checks.app_dir, &paths)).map_err(|e| vec![e])?;
-    let text = out.stdout_str();
+    let all = out.stdout_str();
+    let (text, state_text) = match all.split_once("\n@@state\n") {
+        Some((t, s)) => (format!("{t}\n"), s.to_string()),
+        None => (all, String::new()),
+    };
     let get =
         |k: &str| text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('='))).map(str::to_string);
     if !out.success() || get("compose").is_none() {
@@ -154,7 +161,7 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
     }
 
     match (errs.is_empty(), flavor) {
-        (true, Some(flavor)) => Ok(HostFacts { flavor }),
+        (true, Some(flavor)) => Ok(HostFacts { flavor, state_text }),
         _ => Err(errs),
     }
 }

@@ -17,6 +17,38 @@ pub struct State {
     pub current: Option<Current>,
     #[serde(default)]
     pub history: Vec<Past>,
+    /// The journal of a deploy under way: written (with the rest of this file, in one rename) before
+    /// the first live file is replaced, cleared by the rename that records the outcome. Found by the
+    /// next run that takes the lock, it says exactly what to put back (ARCHITECTURE.md, "All or nothing").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// What an unfinished deploy changed or may have changed on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The tag being deployed.
+    pub tag: String,
+    /// The tag serving before (none on a first deploy).
+    #[serde(default)]
+    pub previous_tag: Option<String>,
+    /// Compose files of the previous release, to start it again.
+    #[serde(default)]
+    pub previous_compose_files: Vec<String>,
+    /// Compose files of the new release, to stop it on a first deploy.
+    #[serde(default)]
+    pub compose_files: Vec<String>,
+    /// Backup stamp: `backups/<file>.<stamp>` is the file's previous content, `<file>.<stamp>.new`
+    /// marks a file that did not exist before.
+    pub stamp: String,
+    /// Every file the switch may have replaced or created, relative to the app dir.
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub run_url: String,
+    #[serde(default)]
+    pub started_at: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,9 +111,9 @@ impl State {
         self.current = Some(new);
     }
 
-    /// A tag that was tried and failed its gate.
-    pub fn record_failure(&mut self, tag: &str, at: &str) {
-        self.push_history(Past { tag: tag.to_string(), deployed_at: at.to_string(), status: "failed".into() });
+    /// A tag that was tried and did not become current (`failed`, `interrupted`, `pull-failed`…).
+    pub fn record_failure(&mut self, tag: &str, at: &str, status: &str) {
+        self.push_history(Past { tag: tag.to_string(), deployed_at: at.to_string(), status: status.into() });
     }
 
     fn push_history(&mut self, p: Past) {
@@ -143,7 +175,7 @@ mod tests {
         assert_eq!(s.previous_tag(), None);
         s.promote(cur("v2"), "replaced");
         assert_eq!((s.current_tag(), s.previous_tag()), (Some("v2"), Some("v1")));
-        s.record_failure("broken", "t");
+        s.record_failure("broken", "t", "failed");
         assert_eq!(s.previous_tag(), Some("v1"));
         // A rollback to v1: v2 is remembered as rolled back, and v1 is not its own previous.
         s.promote(cur("v1"), "rolled-back");

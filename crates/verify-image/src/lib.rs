@@ -436,29 +436,11 @@ fn show_logs(containers: &[&ContainerState]) {
                 if f.stdout.trim().is_empty() && f.stderr.trim().is_empty() {
                     info("(no output)");
                 } else {
-                    print_untrusted(&format!("{}{}", f.stdout, f.stderr));
+                    actions::print_untrusted(&format!("{}{}", f.stdout, f.stderr));
                 }
             }
             Err(e) => info(format!("cannot read logs: {e}")),
         }
-    }
-}
-
-/// Print text that came out of a container. Under Actions it is fenced with `::stop-commands::`, so a
-/// log line that looks like a workflow command (`::add-mask::`, `::error::`…) is shown, not obeyed.
-fn print_untrusted(text: &str) {
-    let fence = actions::is_actions().then(|| {
-        use rand::Rng;
-        format!("gangplank-{:016x}", rand::thread_rng().gen::<u64>())
-    });
-    if let Some(f) = &fence {
-        info(format!("::stop-commands::{f}"));
-    }
-    for l in text.lines() {
-        info(l);
-    }
-    if let Some(f) = &fence {
-        info(format!("::{f}::"));
     }
 }
 
@@ -646,7 +628,7 @@ fn verify(cfg: &Config, compose: Option<Compose>, td: &Teardown, report: &mut Re
             let ok = code == 0;
             info(format!("{} `{cmd}` (exit {code})", if ok { "ok  " } else { "FAIL" }));
             if !ok && !output.is_empty() {
-                print_untrusted(&output);
+                actions::print_untrusted(&output);
             }
             if !ok {
                 failures.push(format!("smoke command `{cmd}` failed with exit {code} in {}", target.name));

@@ -55,6 +55,10 @@ pub trait Executor {
     /// (connection lost); a command that ran and failed is an `Ok` with a non-zero status.
     fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<Output>;
 
+    /// Whether SIGINT/SIGTERM stop a running command (`Err` of class `Interrupted`). On by default;
+    /// the engine turns it off while it puts a host back after a signal.
+    fn set_interruptible(&mut self, _on: bool) {}
+
     fn run(&mut self, cmd: &Cmd) -> Result<Output> {
         self.exec(cmd, None)
     }

@@ -24,6 +24,12 @@ pub struct SshExecutor {
     label: String,
     sudo: bool,
     session: Session,
+    /// A signal stops the running command (off while the engine puts a host back).
+    interruptible: bool,
+    /// Set once the host stopped answering: later commands fail at once instead of waiting again.
+    broken: bool,
+    /// Deadline of a command that sets none.
+    default_timeout: Duration,
 }
 
 /// `SHA256:<base64 without padding>` of a host key blob, as `ssh-keygen -lf` prints it.
@@ -132,9 +138,18 @@ impl SshExecutor {
             return Err(Error::bad_input(format!("login as `{}` on {label} was refused", host.user))
                 .hint("add the deploy key's public half to ~/.ssh/authorized_keys of that user on the server"));
         }
-        // Commands may run for long (docker pull): no read timeout once logged in.
+        // Every command has a deadline of its own from now on (see `exec`); keepalives tell the
+        // server we are alive (`ServerAliveInterval` in OpenSSH's words).
         session.set_timeout(0);
-        Ok(SshExecutor { label, sudo: cfg.sudo, session })
+        session.set_keepalive(true, KEEPALIVE_EVERY.as_secs() as u32);
+        Ok(SshExecutor {
+            label,
+            sudo: cfg.sudo,
+            session,
+            interruptible: true,
+            broken: false,
+            default_timeout: DEFAULT_COMMAND_TIMEOUT,
+        })
     }
 }
 
@@ -199,8 +214,30 @@ fn verify_host_key(session: &Session, host: &HostSpec, label: &str, policy: &Hos
 }
 
 fn lost(label: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::failed(format!("SSH connection to {label} failed while {what}: {e}"))
-        .hint("the server may have rebooted or dropped the connection; run the step again")
+    Error::lost(format!("SSH connection to {label} failed while {what}: {e}"))
+        .hint("the server may have rebooted or dropped the connection; the next run repairs a host left mid-deploy")
+}
+
+/// First line on stderr of every remote command: the process group of everything it starts. sshd
+/// runs each command in a session of its own (`setsid`), so the login shell's pid is that group.
+const PGID_MARK: &str = "@@gangplank-pgid=";
+
+/// How often a keepalive goes out while a command runs (keeps NAT and firewalls from dropping us).
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Stop every process of a remote command: TERM now, KILL a few seconds later if one is left.
+const KILL_SCRIPT: &str = r#"kill -TERM -- "-$1" 2>/dev/null
+( sleep 3; kill -KILL -- "-$1" 2>/dev/null ) >/dev/null 2>&1 </dev/null &
+exit 0"#;
+
+/// stdout and stderr of a command.
+type Streams = (Vec<u8>, Vec<u8>);
+
+/// Why reading a command's output stopped before it finished.
+enum Cut {
+    Interrupted,
+    Deadline,
+    Io(std::io::Error),
 }
 
 impl Executor for SshExecutor {
@@ -212,37 +249,112 @@ impl Executor for SshExecutor {
         self.sudo
     }
 
+    fn set_interruptible(&mut self, on: bool) {
+        self.interruptible = on;
+    }
+
     fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<Output> {
-        let line = cmd.render(self.sudo);
-        let label = &self.label;
-        let mut ch = self.session.channel_session().map_err(|e| lost(label, "opening a channel", e))?;
-        ch.exec(&line).map_err(|e| lost(label, "starting a command", e))?;
+        let label = self.label.clone();
+        if self.broken {
+            return Err(Error::lost(format!("{label} stopped answering earlier in this run"))
+                .hint("the next run repairs a host left mid-deploy"));
+        }
+        let deadline = cmd.get_timeout().unwrap_or(self.default_timeout);
+        let line = format!("printf '{PGID_MARK}%s\\n' \"$$\" >&2; {}", cmd.render(self.sudo));
+        // Blocking calls (opening the channel, writing stdin) give up at the command's deadline too.
+        self.session.set_timeout(deadline.as_millis().min(u32::MAX as u128) as u32);
+        let started = std::time::Instant::now();
+        let mut ch = self.session.channel_session().map_err(|e| self.lose(&label, "opening a channel", e))?;
+        ch.exec(&line).map_err(|e| self.lose(&label, "starting a command", e))?;
         if let Some(data) = stdin {
-            // A remote that exits early (a failed check) closes stdin: its status tells what happened.
+            // A failed write shows up below as a short upload (the remote script checks size and hash).
             let _ = ch.write_all(data).and_then(|_| ch.flush());
         }
         let _ = ch.send_eof();
         // Read both streams as data arrives: a command that fills the stderr window while we wait on
         // stdout would otherwise block for ever (seen with 3 MB on each).
         self.session.set_blocking(false);
-        let read = read_both(&mut ch);
+        let interruptible = self.interruptible;
+        let read = read_both(&self.session, &mut ch, started + deadline, interruptible);
         self.session.set_blocking(true);
-        let (stdout, stderr) = read.map_err(|e| lost(label, "reading output", e))?;
-        ch.wait_close().map_err(|e| lost(label, "closing a channel", e))?;
-        let status = ch.exit_status().map_err(|e| lost(label, "reading the exit status", e))?;
-        Ok(Output { status, stdout, stderr })
+        match read {
+            Ok((stdout, mut stderr)) => {
+                take_pgid(&mut stderr);
+                ch.wait_close().map_err(|e| self.lose(&label, "closing a channel", e))?;
+                let status = ch.exit_status().map_err(|e| self.lose(&label, "reading the exit status", e))?;
+                self.session.set_timeout(0);
+                Ok(Output { status, stdout, stderr })
+            }
+            Err((cut, mut stderr)) => {
+                let pgid = take_pgid(&mut stderr);
+                // Stop the remote command whatever happened, so nothing keeps changing the host behind
+                // our back (a `compose up` finishing after we put the previous release back).
+                self.session.set_timeout(3000);
+                let _ = ch.close();
+                if let Some(pg) = pgid {
+                    let kill = Cmd::script(KILL_SCRIPT).arg(pg.to_string()).privileged().render(self.sudo);
+                    if let Ok(mut k) = self.session.channel_session() {
+                        let _ = k.exec(&kill);
+                        let _ = k.send_eof();
+                        let _ = k.wait_close();
+                    }
+                }
+                self.session.set_timeout(0);
+                match cut {
+                    Cut::Interrupted => Err(Error::interrupted(format!(
+                        "interrupted by a signal while running a command on {label}; the command was stopped"
+                    ))),
+                    Cut::Deadline => {
+                        self.broken = true;
+                        Err(Error::lost(format!(
+                            "{label} did not answer within {}s (host frozen or network cut?)",
+                            deadline.as_secs()
+                        ))
+                        .hint("check the host and its network; the next run repairs a host left mid-deploy"))
+                    }
+                    Cut::Io(e) => Err(self.lose(&label, "reading output", e)),
+                }
+            }
+        }
     }
 }
 
-/// Drain stdout and stderr of a channel in non-blocking mode until the remote end is done.
-fn read_both(ch: &mut ssh2::Channel) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+impl SshExecutor {
+    fn lose(&mut self, label: &str, what: &str, e: impl std::fmt::Display) -> Error {
+        self.broken = true;
+        lost(label, what, e)
+    }
+}
+
+/// Remove the [`PGID_MARK`] line from stderr and return the group it names.
+fn take_pgid(stderr: &mut Vec<u8>) -> Option<u32> {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    let start = text.find(PGID_MARK)?;
+    let end = text[start..].find('\n').map(|e| start + e + 1).unwrap_or(text.len());
+    let pg = text[start + PGID_MARK.len()..end].trim().parse().ok();
+    let mut rest = text[..start].to_string();
+    rest.push_str(&text[end..]);
+    *stderr = rest.into_bytes();
+    pg
+}
+
+/// Drain stdout and stderr of a channel in non-blocking mode until the remote end is done, a signal
+/// arrives (when `interruptible`) or `deadline` passes; keepalives go out meanwhile.
+fn read_both(
+    session: &Session,
+    ch: &mut ssh2::Channel,
+    deadline: std::time::Instant,
+    interruptible: bool,
+) -> std::result::Result<Streams, (Cut, Vec<u8>)> {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     // Start polling fast (short commands answer in well under a millisecond), then back off.
     let mut pause = Duration::from_micros(20);
+    let mut next_keepalive = std::time::Instant::now() + KEEPALIVE_EVERY;
     loop {
         let mut progressed = false;
+        let mut failed = None;
         for (stream, sink) in [(ch.stream(0), &mut stdout), (ch.stderr(), &mut stderr)] {
             let mut stream = stream;
             match stream.read(&mut buf) {
@@ -252,8 +364,11 @@ fn read_both(ch: &mut ssh2::Channel) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
                     progressed = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Err(e) => failed = Some(e),
             }
+        }
+        if let Some(e) = failed {
+            return Err((Cut::Io(e), stderr));
         }
         if progressed {
             pause = Duration::from_micros(20);
@@ -261,6 +376,17 @@ fn read_both(ch: &mut ssh2::Channel) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         }
         if ch.eof() {
             return Ok((stdout, stderr));
+        }
+        let now = std::time::Instant::now();
+        if interruptible && crate::process::interrupted().is_some() {
+            return Err((Cut::Interrupted, stderr));
+        }
+        if now >= deadline {
+            return Err((Cut::Deadline, stderr));
+        }
+        if now >= next_keepalive {
+            let _ = session.keepalive_send();
+            next_keepalive = now + KEEPALIVE_EVERY;
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));
@@ -272,6 +398,9 @@ impl Drop for SshExecutor {
         let _ = self.session.disconnect(None, "gangplank step done", None);
     }
 }
+
+/// How long a command may run when it sets no deadline of its own ([`Cmd::timeout`]).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long [`SshExecutor::connect`] waits by default (spec: `connect-timeout` 30s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -15,6 +15,7 @@ use crate::exec::Executor;
 /// Take the lock: exit 0 and print `acquired` then state.json (read under the lock, saving a round
 /// trip), or exit 3 and print the current owner.json.
 pub const ACQUIRE_SCRIPT: &str = r#"dir=$1/.gangplank; lock=$dir/lock
+if [ "${3:-}" = existing ] && [ ! -d "$dir" ]; then echo absent; exit 5; fi
 mkdir -p -- "$dir" || exit 1
 if mkdir -- "$lock" 2>/dev/null; then
   printf '%s\n' "$2" > "$lock/owner.json" || { rm -rf -- "$lock"; exit 1; }
@@ -37,7 +38,13 @@ cat -- "$lock/owner.json" 2>/dev/null
 rm -rf -- "$lock""#;
 
 pub fn acquire_cmd(app_dir: &str, owner_json: &str) -> Cmd {
-    Cmd::script(ACQUIRE_SCRIPT).arg(app_dir).arg(owner_json).privileged()
+    Cmd::script(ACQUIRE_SCRIPT).arg(app_dir).arg(owner_json).privileged().timeout(Duration::from_secs(30))
+}
+
+/// Like [`acquire_cmd`], but creates nothing when the app dir was never deployed (exit 5, `absent`):
+/// a rollback on a fresh host must leave it as it was.
+pub fn acquire_existing_cmd(app_dir: &str, owner_json: &str) -> Cmd {
+    acquire_cmd(app_dir, owner_json).arg("existing")
 }
 
 pub fn release_cmd(app_dir: &str, id: &str) -> Cmd {
@@ -117,15 +124,31 @@ pub fn acquire(
     timeout: Duration,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<String> {
+    acquire_with(exec, app_dir, owner, timeout, interrupted, true)?
+        .ok_or_else(|| Error::failed("the app dir vanished while taking the lock"))
+}
+
+/// [`acquire`]; with `create: false`, `Ok(None)` when the app dir has never been deployed to (nothing
+/// is created then).
+pub fn acquire_with(
+    exec: &mut dyn Executor,
+    app_dir: &str,
+    owner: &Owner,
+    timeout: Duration,
+    interrupted: &dyn Fn() -> bool,
+    create: bool,
+) -> Result<Option<String>> {
     let json = serde_json::to_string(owner).expect("owner serialises");
+    let cmd = if create { acquire_cmd(app_dir, &json) } else { acquire_existing_cmd(app_dir, &json) };
     let start = Instant::now();
     let mut announced = false;
     loop {
-        let out = exec.run(&acquire_cmd(app_dir, &json))?;
+        let out = exec.run(&cmd)?;
         match out.status {
+            5 if !create => return Ok(None),
             0 => {
                 let text = out.stdout_str();
-                return Ok(text.split_once('\n').map(|(_, rest)| rest.to_string()).unwrap_or_default());
+                return Ok(Some(text.split_once('\n').map(|(_, rest)| rest.to_string()).unwrap_or_default()));
             }
             3 => {
                 let who = describe_raw(&out.stdout_str());
@@ -144,7 +167,7 @@ pub fn acquire(
                     announced = true;
                 }
                 if interrupted() {
-                    return Err(Error::failed("interrupted while waiting for the lock"));
+                    return Err(Error::interrupted("interrupted while waiting for the lock; nothing was changed"));
                 }
                 let left = timeout.saturating_sub(start.elapsed());
                 std::thread::sleep(left.min(Duration::from_millis(500)));

@@ -1,0 +1,454 @@
+//! The one executor of plans: it walks a host's steps, and on the first failure walks the revert the
+//! failure calls for. Deploys, rollbacks, undoing a host when a later host failed, reverting after an
+//! interrupt or a lost connection, and repairing a host a killed run left mid-deploy all go through
+//! [`Host::run`].
+//!
+//! Invariant: the host's files are switched only after every upload is staged and a journal is in
+//! state.json; until the run records its outcome (one rename of state.json), the journal says exactly
+//! what to put back, to this run's revert or to the next run that takes the lock.
+
+use std::time::{Duration, Instant};
+
+use gangplank_core::actions::{info, warning};
+use gangplank_core::compose::Container;
+use gangplank_core::error::{Class, Error, Result};
+use gangplank_core::exec::Executor;
+use gangplank_core::host::lock;
+use gangplank_core::input::HostSpec;
+
+use crate::health::{self, GateFailure};
+use crate::plan::{revert, Ctx, Release, Step};
+use crate::state::{self, Current, Pending, State};
+use crate::Connect;
+
+/// How long putting a host back may take after SIGINT/SIGTERM: GitHub sends SIGTERM 7.5 s after
+/// SIGINT and SIGKILL 2.5 s later.
+pub const HURRY: Duration = Duration::from_secs(6);
+
+/// Why a step failed.
+#[derive(Debug)]
+pub enum Fail {
+    /// The gate did not pass; the containers to show logs of.
+    Gate(GateFailure),
+    /// A pull failed: nothing was restarted.
+    Pull(Error),
+    /// `compose up` failed.
+    Up(Error),
+    /// Anything else; its class tells an interrupt or a lost connection.
+    Other(Error),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::Other(e)
+    }
+}
+
+impl Fail {
+    pub fn message(&self) -> String {
+        match self {
+            Fail::Gate(g) => format!("health gate: {}", g.reason),
+            Fail::Pull(e) | Fail::Up(e) | Fail::Other(e) => e.message.clone(),
+        }
+    }
+}
+
+/// One host during a run: its connection, the run's settings, and what the host answered.
+pub struct Host {
+    pub spec: HostSpec,
+    pub ex: Box<dyn Executor>,
+    pub ctx: Ctx,
+    /// state.json as read under the lock (or at preflight), kept up to date by the steps that write it.
+    pub st: State,
+    /// The lock id while this run holds the lock.
+    pub lease: Option<String>,
+    /// The lock step found a host that was never deployed to (and created nothing).
+    pub absent: bool,
+    /// The files were switched: the host differs from its last recorded release until the outcome is.
+    pub switched: bool,
+    /// `compose up` ran (or may have): containers may differ from the last recorded release.
+    pub upped: bool,
+    /// Steps taken to put the host back must be quick (a signal arrived).
+    pub hurry: bool,
+    pub containers: Vec<Container>,
+    pub tags_seen: Vec<(String, String)>,
+    pub gate_failure: Option<GateFailure>,
+    /// What this run repaired when it took the lock, for the summary.
+    pub repaired: Option<String>,
+}
+
+impl Host {
+    pub fn new(spec: HostSpec, ex: Box<dyn Executor>, ctx: Ctx, st: State) -> Host {
+        Host {
+            spec,
+            ex,
+            ctx,
+            st,
+            lease: None,
+            absent: false,
+            switched: false,
+            upped: false,
+            hurry: false,
+            containers: vec![],
+            tags_seen: vec![],
+            gate_failure: None,
+            repaired: None,
+        }
+    }
+
+    pub fn label(&self) -> String {
+        self.spec.to_string()
+    }
+
+    fn audit_line(&self, action: &str, tag: &str, previous: &str, result: &str) -> String {
+        state::AuditLine {
+            time: state::now_rfc3339(),
+            action,
+            tag,
+            previous_tag: previous,
+            result,
+            host: &self.label(),
+            run_url: &self.ctx.meta.run_url,
+            actor: &self.ctx.meta.actor,
+        }
+        .to_line()
+    }
+
+    /// The state.json text `step` writes, from the state this run holds.
+    fn next_state(&self, step: &Step) -> State {
+        let mut st = self.st.clone();
+        match step {
+            Step::Switch { pending } => st.pending = Some(pending.clone()),
+            Step::Commit { release, action, .. } => {
+                st.pending = None;
+                let cur = Current {
+                    tag: release.tag.clone(),
+                    digests: digests(&self.containers),
+                    deployed_at: state::now_rfc3339(),
+                    git_sha: self.ctx.meta.git_sha.clone(),
+                    run_url: self.ctx.meta.run_url.clone(),
+                    compose_files: release.compose_files.clone(),
+                };
+                st.promote(cur, if action == "deploy" { "replaced" } else { "rolled-back" });
+            }
+            Step::Record { tag, previous, result, .. } => {
+                st.pending = None;
+                // A first deploy that is undone leaves nothing current.
+                if previous.is_empty() && st.current_tag() == Some(tag.as_str()) {
+                    st.current = None;
+                }
+                st.record_failure(tag, &state::now_rfc3339(), result);
+            }
+            _ => {}
+        }
+        st
+    }
+
+    /// The commands `step` runs, with the data this run holds (what `preflight-only` prints).
+    pub fn commands(&self, step: &Step) -> Vec<gangplank_core::Cmd> {
+        let st = self.next_state(step);
+        let line = match step {
+            Step::Commit { release, action, result, previous, .. } => {
+                self.audit_line(action, &release.tag, previous, result)
+            }
+            Step::Record { tag, previous, result, .. } => self.audit_line("deploy", tag, previous, result),
+            _ => String::new(),
+        };
+        let lock_id = self.lease.clone().unwrap_or_default();
+        step.commands(&self.ctx, &st.to_json(), &line, &lock_id)
+    }
+
+    /// Run one step.
+    pub fn step(&mut self, step: &Step) -> std::result::Result<(), Fail> {
+        let label = self.label();
+        let dir = self.ctx.app_dir.clone();
+        match step {
+            Step::ForceUnlock => match lock::force_unlock(self.ex.as_mut(), &dir)? {
+                Some(who) => warning("force-unlock", format!("broke the lock on {label} held by {who}")),
+                None => info(format!("force-unlock: no lock on {label}")),
+            },
+            Step::Lock { owner, create } => {
+                let interrupted = || crate::interrupted();
+                let got =
+                    lock::acquire_with(self.ex.as_mut(), &dir, owner, self.ctx.lock_timeout, &interrupted, *create)?;
+                let Some(text) = got else {
+                    self.absent = true;
+                    return Ok(());
+                };
+                self.lease = Some(owner.id.clone());
+                self.st = parse_state(&text, &label, &dir, &self.ctx.app)?;
+                if let Some(p) = self.st.pending.clone() {
+                    self.repair(&p)?;
+                }
+            }
+            Step::Stage { .. } => {
+                let cmds = self.commands(step);
+                let (first, uploads) = cmds.split_first().expect("stage has its folder command");
+                self.ex.check(first, "preparing the staging folder")?;
+                let contents: Vec<(Vec<u8>, String)> = self
+                    .ctx
+                    .uploads
+                    .iter()
+                    .filter(|u| matches!(step, Step::Stage { files, .. } if files.contains(&u.remote)))
+                    .map(|u| (u.content.clone(), u.remote.clone()))
+                    .collect();
+                for (cmd, (content, remote)) in uploads.iter().zip(contents) {
+                    let out = self.ex.exec(cmd, Some(&content))?;
+                    if !out.success() {
+                        return Err(Error::failed(format!("uploading {remote} to {label} failed: {}", out.tail(3)))
+                            .hint("check free space and permissions in the app dir; nothing live was changed")
+                            .into());
+                    }
+                }
+            }
+            Step::Switch { pending } => {
+                let cmd = self.commands(step).remove(0);
+                // From here on the host may differ from its last release, whatever the answer says.
+                self.switched = true;
+                let out = self.ex.check(&cmd, "switching to the new files")?;
+                for l in out.stdout_str().lines() {
+                    info(l);
+                }
+                self.st.pending = Some(pending.clone());
+            }
+            Step::PullUp { release, .. } | Step::Up { release, .. } => {
+                let mut cmd = self.commands(step).remove(0);
+                if self.hurry {
+                    cmd = cmd.timeout(HURRY);
+                }
+                self.upped = true;
+                let out = self.ex.run(&cmd)?;
+                if matches!(step, Step::PullUp { .. }) && out.status == gangplank_core::compose::PULL_FAILED {
+                    self.upped = false;
+                    return Err(Fail::Pull(self.pull_error(&release.tag, &out.tail(5))));
+                }
+                if !out.success() {
+                    return Err(Fail::Up(Error::failed(format!(
+                        "`compose up` of `{}` on {label} failed: {}",
+                        release.tag,
+                        out.tail(5)
+                    ))));
+                }
+            }
+            Step::Pull { release, .. } => {
+                let cmd = self.commands(step).remove(0);
+                let out = self.ex.run(&cmd)?;
+                if !out.success() {
+                    return Err(Fail::Pull(self.pull_error(&release.tag, &out.tail(5))));
+                }
+            }
+            Step::Gate { .. } => {
+                let services = self.ctx.services.clone();
+                let url = self.ctx.health_url.clone();
+                let interrupted = || crate::interrupted();
+                let g = health::Gate {
+                    project: &self.ctx.app,
+                    services: &services,
+                    health_url: url.as_deref(),
+                    timeout: self.ctx.health_timeout,
+                    interrupted: &interrupted,
+                };
+                let start = Instant::now();
+                match health::wait(self.ex.as_mut(), &g)? {
+                    Ok(c) => {
+                        info(format!("healthy on {label} after {:.1}s", start.elapsed().as_secs_f32()));
+                        self.containers = c;
+                    }
+                    Err(f) => return Err(Fail::Gate(f)),
+                }
+            }
+            Step::Commit { .. } | Step::Record { .. } => {
+                let next = self.next_state(step);
+                let cmd = self.commands(step).remove(0);
+                let out = self.ex.check(&cmd, "writing state.json and audit.log")?;
+                self.tags_seen = crate::files::parse_tags(&out.stdout_str());
+                self.st = next;
+                let unlocks = matches!(step, Step::Commit { .. } | Step::Record { unlock: true, .. });
+                if unlocks {
+                    self.lease = None;
+                }
+                self.switched = false;
+                self.upped = false;
+            }
+            Step::PruneImages { keep } => {
+                let current = self.st.current_tag().unwrap_or("").to_string();
+                let previous = self.st.previous_tag().map(str::to_string);
+                let remove = retention(&self.tags_seen, *keep, &current, previous.as_deref());
+                if !remove.is_empty() {
+                    match self.ex.run(&crate::files::remove_images_cmd(&remove)) {
+                        Ok(o) => {
+                            for r in o.stdout_str().lines() {
+                                info(format!("removed old image {r}"));
+                            }
+                        }
+                        Err(e) => warning("prune", e.message),
+                    }
+                }
+            }
+            Step::ShowLogs => {
+                if let Some(f) = self.gate_failure.take() {
+                    health::show_failure(self.ex.as_mut(), &f);
+                }
+            }
+            Step::Restore { .. } | Step::Down { .. } => {
+                let mut cmd = self.commands(step).remove(0);
+                if self.hurry {
+                    cmd = cmd.timeout(HURRY);
+                }
+                let what = if matches!(step, Step::Restore { .. }) {
+                    "putting the previous files back"
+                } else {
+                    "stopping the new release"
+                };
+                self.ex.check(&cmd, what)?;
+            }
+            Step::Unlock => {
+                if self.lease.is_some() {
+                    let cmd = self.commands(step).remove(0);
+                    self.ex.check(&cmd, "releasing the lock")?;
+                    self.lease = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pull_error(&self, tag: &str, tail: &str) -> Error {
+        Error::failed(format!("pulling `{tag}` on {} failed: {tail}", self.label())).hint(
+            "check that the tag was pushed and that the host can log in to the registry (`docker login`); nothing was restarted",
+        )
+    }
+
+    /// Walk `steps` in order; stop at the first failure and say which step it was.
+    pub fn walk(&mut self, steps: &[Step]) -> std::result::Result<(), (usize, Fail)> {
+        for (i, s) in steps.iter().enumerate() {
+            if crate::interrupted() && !self.hurry {
+                return Err((i, Fail::Other(Error::interrupted("interrupted by a signal"))));
+            }
+            self.step(s).map_err(|f| (i, f))?;
+        }
+        Ok(())
+    }
+
+    /// Walk a revert as far as it goes: a step that fails is reported and the next one still runs
+    /// (the files back matter even when the old release does not start), except after a lost
+    /// connection. Returns the first failure.
+    pub fn walk_revert(&mut self, steps: &[Step]) -> Option<Fail> {
+        let mut first = None;
+        for s in steps {
+            match self.step(s) {
+                Ok(()) => {}
+                Err(f) => {
+                    let lost = matches!(&f, Fail::Other(e) if e.class == Class::Lost);
+                    if let Fail::Gate(g) = &f {
+                        health::show_failure(self.ex.as_mut(), g);
+                    }
+                    gangplank_core::actions::error(
+                        "putting the host back",
+                        format!("{}: {}", self.label(), f.message()),
+                    );
+                    first.get_or_insert(f);
+                    if lost {
+                        break;
+                    }
+                }
+            }
+        }
+        first
+    }
+
+    /// A journal was found under the lock: a run was killed mid-deploy. Put the last good release back
+    /// (files and tag) before doing anything else, and say so.
+    fn repair(&mut self, p: &Pending) -> Result<()> {
+        let prev = p.previous_tag.clone().unwrap_or_else(|| "nothing (it was a first deploy)".into());
+        warning(
+            "repairing an interrupted deploy",
+            format!(
+                "{} was left mid-deploy of `{}` by {} (started {}): putting back `{prev}` and its files first",
+                self.label(),
+                p.tag,
+                if p.run_url.is_empty() { "an earlier run" } else { &p.run_url },
+                p.started_at
+            ),
+        );
+        let steps = revert(p, "interrupted", true, true, false, false);
+        if let Some(f) = self.walk_revert(&steps) {
+            if matches!(f, Fail::Gate(_)) {
+                warning("repair", format!("`{prev}` is back on {} but did not pass its health gate", self.label()));
+            } else {
+                return Err(Error::failed(format!(
+                    "{} was left mid-deploy by an interrupted run and repairing it failed: {}",
+                    self.label(),
+                    f.message()
+                ))
+                .hint("read the messages above; run the step again, or fix the host by hand and remove `pending` from .gangplank/state.json"));
+            }
+        }
+        self.repaired = Some(format!("repaired an interrupted deploy of `{}`: `{prev}` is back", p.tag));
+        info(format!("repaired {}: `{prev}` and its files are back", self.label()));
+        Ok(())
+    }
+
+    /// Release the lock if this run still holds it; after a lost connection, reconnect once for it.
+    pub fn release(&mut self, connect: &mut Connect) -> Option<Error> {
+        self.lease.as_ref()?;
+        let first = match self.step(&Step::Unlock) {
+            Ok(()) => return None,
+            Err(f) => f,
+        };
+        if matches!(&first, Fail::Other(e) if e.class == Class::Lost) {
+            if let Ok(ex) = connect(&self.spec) {
+                self.ex = ex;
+                if self.step(&Step::Unlock).is_ok() {
+                    return None;
+                }
+            }
+        }
+        let id = self.lease.clone().unwrap_or_default();
+        Some(Error::failed(format!("the lock on {} could not be released: {}", self.label(), first.message())).hint(
+            format!(
+                "the next run reports it with this run as its owner (lock id {id}); once no deploy runs, pass `force-unlock: true`"
+            ),
+        ))
+    }
+}
+
+/// Parse state.json as the lock script read it (empty: no deploy yet).
+pub fn parse_state(text: &str, label: &str, app_dir: &str, app: &str) -> Result<State> {
+    if text.trim().is_empty() {
+        return Ok(State::new(app));
+    }
+    State::parse(text).map_err(|e| {
+        Error::failed(format!("{app_dir}/.gangplank/state.json on {label} is not valid: {e}"))
+            .hint("fix or remove the file (it is rebuilt by the next deploy; audit.log keeps the history)")
+    })
+}
+
+/// Which `REPO:TAG`s go: per repository, all but the `keep` newest, never `current` or `previous`.
+pub fn retention(tags: &[(String, String)], keep: usize, current: &str, previous: Option<&str>) -> Vec<String> {
+    let mut seen: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut out = vec![];
+    for (repo, tag) in tags {
+        if tag == "<none>" || tag.is_empty() {
+            continue;
+        }
+        let n = seen.entry(repo.as_str()).or_insert(0);
+        *n += 1;
+        if *n > keep && tag != current && Some(tag.as_str()) != previous {
+            out.push(format!("{repo}:{tag}"));
+        }
+    }
+    out
+}
+
+fn digests(containers: &[Container]) -> std::collections::BTreeMap<String, String> {
+    containers.iter().filter(|c| !c.service.is_empty()).map(|c| (c.service.clone(), c.image_id.clone())).collect()
+}
+
+/// The release that serves now according to state.json, to start again on a revert.
+pub fn current_release(st: &State, fallback_files: &[String]) -> Option<Release> {
+    st.current.as_ref().map(|c| Release {
+        tag: c.tag.clone(),
+        compose_files: if c.compose_files.is_empty() { fallback_files.to_vec() } else { c.compose_files.clone() },
+    })
+}

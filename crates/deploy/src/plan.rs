@@ -1,0 +1,275 @@
+//! Plans: every step a run takes on a host, computed as data before it runs, walked by the one
+//! executor in [`crate::engine`], and printed — with the exact commands — by `preflight-only`.
+//!
+//! A deploy, a rollback, the undo of a host when a later host failed, the revert after a failed gate,
+//! an interrupt or a lost connection, and the repair of a host a killed run left mid-deploy are all
+//! plans made of the same [`Step`]s.
+
+use std::fmt;
+
+use gangplank_core::cmd::Cmd;
+use gangplank_core::compose::{self, Flavor, Project};
+use gangplank_core::host::lock::{self, Owner};
+
+use crate::files;
+use crate::state::Pending;
+
+/// One compose release on a host: the files compose reads and the tag it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub tag: String,
+    pub compose_files: Vec<String>,
+}
+
+/// One step on one host. Each carries what it needs; the executor adds only what the host answered
+/// (state.json read under the lock, the containers the gate saw).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Print the lock's owner, then break it (`force-unlock`).
+    ForceUnlock,
+    /// Take the lock (waiting up to `lock-timeout`) and read state.json under it; a journal left by
+    /// an interrupted run is repaired first. `create: false` leaves a never-deployed host untouched.
+    Lock { owner: Owner, create: bool },
+    /// Make `.gangplank/staging/<stamp>/` and upload every file there; no live file changes.
+    Stage { stamp: String, files: Vec<String> },
+    /// Write the journal into state.json, back up what will be replaced, move the staged files in.
+    Switch { pending: Pending },
+    /// `docker pull` each image, then `compose up`, in one round trip (a failed pull restarts nothing).
+    PullUp { release: Release, refs: Vec<String>, services: Vec<String> },
+    /// `compose pull` (when the image references are not plain `${IMAGE_TAG}` ones).
+    Pull { release: Release, services: Vec<String> },
+    /// `compose up -d --remove-orphans` with `IMAGE_TAG`.
+    Up { release: Release, services: Vec<String> },
+    /// Wait for every container to run (and be healthy) and for `health-url` to answer 2xx.
+    Gate { tag: String },
+    /// Record `release` as current in state.json (journal cleared), append the audit line, prune
+    /// backups, release the lock: one rename, one round trip.
+    Commit {
+        release: Release,
+        action: String,
+        result: String,
+        previous: String,
+        prune_files: Vec<String>,
+        /// Image repositories whose tags are listed for [`Step::PruneImages`].
+        repos: Vec<String>,
+    },
+    /// Remove image tags of this app beyond `keep` (never the current or previous one).
+    PruneImages { keep: usize },
+    /// Print the logs of the containers that failed the gate (fenced: they are untrusted).
+    ShowLogs,
+    /// Put the files of a switch back from their backups; files that were new go.
+    Restore { stamp: String, files: Vec<String> },
+    /// `compose down` of a release that had nothing before it (a first deploy that failed).
+    Down { release: Release },
+    /// Record a deploy that did not become current (state.json journal cleared, history, audit line);
+    /// release the lock when `unlock`.
+    Record { tag: String, previous: String, result: String, unlock: bool },
+    /// Release the lock.
+    Unlock,
+}
+
+/// What every step of a run on one host reads that is not host state: the run's settings.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub app: String,
+    pub app_dir: String,
+    pub flavor: Flavor,
+    pub services: Vec<String>,
+    pub health_url: Option<String>,
+    pub health_timeout: std::time::Duration,
+    pub lock_timeout: std::time::Duration,
+    pub meta: crate::state::RunMeta,
+    /// The files a deploy uploads (empty for a rollback).
+    pub uploads: Vec<files::Upload>,
+}
+
+impl Ctx {
+    pub fn project(&self, release: &Release) -> Project {
+        Project {
+            flavor: self.flavor,
+            name: self.app.clone(),
+            dir: self.app_dir.clone(),
+            files: release.compose_files.clone(),
+        }
+    }
+}
+
+/// How long a pull and `up` may take before the host counts as gone.
+pub const PULL_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+impl Step {
+    /// The commands this step runs first, in order, as the executor runs them (the gate repeats its
+    /// poll; `ShowLogs` depends on what failed). `state_json` is the state.json text the step writes,
+    /// when it writes one.
+    pub fn commands(&self, ctx: &Ctx, state_json: &str, audit_line: &str, lock_id: &str) -> Vec<Cmd> {
+        let dir = &ctx.app_dir;
+        match self {
+            Step::Stage { stamp, files } => {
+                let mut v = vec![files::stage_cmd(dir, stamp, files)];
+                for u in ctx.uploads.iter().filter(|u| files.contains(&u.remote)) {
+                    v.push(gangplank_core::exec::atomic_write(
+                        &files::staged_path(dir, stamp, &u.remote),
+                        &u.content,
+                        u.mode,
+                    ));
+                }
+                v
+            }
+            Step::Gate { .. } => vec![match ctx.health_url.as_deref().filter(|u| crate::health::is_host_local(u)) {
+                Some(url) => crate::health::poll_cmd(&ctx.app, url),
+                None => compose::inspect_project(&ctx.app).timeout(crate::health::POLL_TIMEOUT),
+            }],
+            Step::ForceUnlock => vec![lock::break_cmd(dir)],
+            Step::Lock { owner, create } => {
+                let json = serde_json::to_string(owner).expect("owner serialises");
+                vec![if *create { lock::acquire_cmd(dir, &json) } else { lock::acquire_existing_cmd(dir, &json) }]
+            }
+            Step::Switch { pending } => vec![files::switch_cmd(dir, &pending.stamp, state_json, &pending.files)],
+            Step::PullUp { release, refs, services } => {
+                vec![compose::pull_and_up(&ctx.project(release), refs, &release.tag, services).timeout(PULL_UP_TIMEOUT)]
+            }
+            Step::Pull { release, services } => {
+                vec![ctx.project(release).pull(&release.tag, services).timeout(PULL_UP_TIMEOUT)]
+            }
+            Step::Up { release, services } => {
+                vec![ctx.project(release).up(&release.tag, services).timeout(PULL_UP_TIMEOUT)]
+            }
+            Step::ShowLogs | Step::PruneImages { .. } => vec![],
+            Step::Commit { prune_files, repos, .. } => {
+                vec![files::finish_cmd(dir, state_json, audit_line, crate::KEEP_BACKUPS, lock_id, repos, prune_files)]
+            }
+            Step::Restore { stamp, files } => vec![files::restore_cmd(dir, stamp, files)],
+            Step::Down { release } => vec![ctx.project(release).down(&release.tag).timeout(PULL_UP_TIMEOUT)],
+            Step::Record { unlock, .. } => vec![files::finish_cmd(
+                dir,
+                state_json,
+                audit_line,
+                crate::KEEP_BACKUPS,
+                if *unlock { lock_id } else { "" },
+                &[],
+                &[],
+            )],
+            Step::Unlock => vec![lock::release_cmd(dir, lock_id)],
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::ForceUnlock => write!(f, "force-unlock: print the lock's owner, then break it"),
+            Step::Lock { create, .. } => write!(
+                f,
+                "take the lock .gangplank/lock (mkdir), waiting up to lock-timeout; read state.json; repair a deploy a killed run left{}",
+                if *create { "" } else { " (a never-deployed host is left as it is)" }
+            ),
+            Step::Stage { files, .. } => write!(f, "upload to .gangplank/staging (nothing live changes): {}", files.join(", ")),
+            Step::Switch { pending } => write!(
+                f,
+                "switch: journal in state.json, back up replaced files, move the staged files in ({})",
+                pending.files.join(", ")
+            ),
+            Step::PullUp { release, refs, .. } => {
+                write!(f, "docker pull {} (a failed pull restarts nothing), then compose up -d --remove-orphans with IMAGE_TAG={}", refs.join(" "), release.tag)
+            }
+            Step::Pull { release, .. } => write!(f, "compose pull with IMAGE_TAG={}", release.tag),
+            Step::Up { release, .. } => write!(f, "compose up -d --remove-orphans with IMAGE_TAG={}", release.tag),
+            Step::Gate { tag } => {
+                write!(f, "health gate of {tag}: containers running/healthy (docker inspect), health-url 2xx")
+            }
+            Step::Commit { release, result, .. } => write!(
+                f,
+                "commit: state.json current = {} ({result}), audit line, keep {} backups per file, release the lock",
+                release.tag,
+                crate::KEEP_BACKUPS
+            ),
+            Step::PruneImages { keep } => write!(f, "prune: keep {keep} image tags of this app (never current or previous)"),
+            Step::ShowLogs => write!(f, "print the last 100 log lines and the health log of each failing container"),
+            Step::Restore { files, .. } => write!(f, "put the replaced files back from their backups: {}", files.join(", ")),
+            Step::Down { release } => write!(f, "compose down (no volumes) of {}: there is no previous release", release.tag),
+            Step::Record { tag, result, unlock, .. } => write!(
+                f,
+                "record {tag} as {result} (journal cleared, audit line){}",
+                if *unlock { ", release the lock" } else { "" }
+            ),
+            Step::Unlock => write!(f, "release the lock"),
+        }
+    }
+}
+
+/// The plan of one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlan {
+    pub host: String,
+    pub steps: Vec<Step>,
+    /// Taken when the gate fails (with `auto-rollback`), shown for the record; an interrupt, a lost
+    /// connection, a failed pull or `up` take the same revert with fewer steps ([`revert`]).
+    pub on_failure: Vec<Step>,
+}
+
+/// Put a host back after a switch: the files, then the previous release (or down on a first deploy).
+/// `upped`: containers may have changed; `gate`: wait for the previous release to be healthy;
+/// `unlock`: release the lock at the end (a repair keeps it for the run that found it).
+pub fn revert(p: &Pending, result: &str, upped: bool, gate: bool, logs: bool, unlock: bool) -> Vec<Step> {
+    let mut v = vec![];
+    if logs {
+        v.push(Step::ShowLogs);
+    }
+    let restore = Step::Restore { stamp: p.stamp.clone(), files: p.files.clone() };
+    match &p.previous_tag {
+        Some(prev) => {
+            v.push(restore);
+            if upped {
+                let release = Release { tag: prev.clone(), compose_files: p.previous_compose_files.clone() };
+                v.push(Step::Up { release, services: p.services.clone() });
+                if gate {
+                    v.push(Step::Gate { tag: prev.clone() });
+                }
+            }
+        }
+        None => {
+            if upped {
+                v.push(Step::Down { release: Release { tag: p.tag.clone(), compose_files: p.compose_files.clone() } });
+            }
+            v.push(restore);
+        }
+    }
+    v.push(Step::Record {
+        tag: p.tag.clone(),
+        previous: p.previous_tag.clone().unwrap_or_default(),
+        result: result.into(),
+        unlock,
+    });
+    v
+}
+
+/// The whole run, for printing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub title: String,
+    pub hosts: Vec<HostPlan>,
+}
+
+impl Plan {
+    pub fn render(&self) -> String {
+        let names: Vec<&str> = self.hosts.iter().map(|h| h.host.as_str()).collect();
+        let mut s = format!(
+            "plan: {}\nhosts, one at a time: {}\n  1. connect over SSH, host key verified; preflight (every host, before anything changes)\n",
+            self.title,
+            names.join(", ")
+        );
+        if let Some(h) = self.hosts.first() {
+            for (i, step) in h.steps.iter().enumerate() {
+                s.push_str(&format!("  {}. {step}\n", i + 2));
+            }
+            if !h.on_failure.is_empty() {
+                s.push_str("on a failed gate:\n");
+                for step in &h.on_failure {
+                    s.push_str(&format!("  - {step}\n"));
+                }
+            }
+            s.push_str("on an interrupt, a lost connection or a failed up: the same, without logs or gate; a failed pull: files back only\n");
+        }
+        s
+    }
+}

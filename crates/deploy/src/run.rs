@@ -1,0 +1,732 @@
+//! A deploy and a rollback from start to end: preflight every host, make each host's plan, print it,
+//! walk it host by host with [`Host`], undo the hosts already changed when a later one fails.
+
+use std::time::Instant;
+
+use gangplank_core::actions::{group, info};
+use gangplank_core::compose::{self, Flavor};
+use gangplank_core::error::{combine, Class, Error, Result};
+use gangplank_core::exec::Executor;
+use gangplank_core::host::lock::Owner;
+use gangplank_core::input::HostSpec;
+
+use crate::engine::{current_release, parse_state, Fail, Host};
+use crate::plan::{revert, Ctx, HostPlan, Plan, Release, Step};
+use crate::state::{self, Pending, Record, State};
+use crate::{files, preflight, Connect, DeployConfig, Outcome, RollbackConfig, Row};
+
+/// Everything about a deploy that does not depend on the host.
+pub struct Job<'a> {
+    pub cfg: &'a DeployConfig,
+    pub uploads: Vec<files::Upload>,
+    pub compose_names: Vec<String>,
+    pub image_repos: Vec<String>,
+    /// Images to `docker pull` directly; `None`: let compose pull.
+    pub pull_refs: Option<Vec<String>>,
+    pub stamp: String,
+    pub owner: Owner,
+}
+
+impl Job<'_> {
+    fn ctx(&self, flavor: Flavor) -> Ctx {
+        let cfg = self.cfg;
+        Ctx {
+            app: cfg.app.clone(),
+            app_dir: cfg.app_dir.clone(),
+            flavor,
+            services: cfg.services.clone(),
+            health_url: cfg.health_url.clone(),
+            health_timeout: cfg.health_timeout,
+            lock_timeout: cfg.lock_timeout,
+            meta: cfg.meta.clone(),
+            uploads: self.uploads.clone(),
+        }
+    }
+
+    /// The plan of one host, from the state it had (at preflight, then again under the lock).
+    pub fn host_plan(&self, host: &str, st: &State) -> HostPlan {
+        let cfg = self.cfg;
+        let rels: Vec<String> = self.uploads.iter().map(|u| u.remote.clone()).collect();
+        let new = Release { tag: cfg.tag.clone(), compose_files: self.compose_names.clone() };
+        let prev = current_release(st, &self.compose_names);
+        let pending = Pending {
+            tag: cfg.tag.clone(),
+            previous_tag: prev.as_ref().map(|r| r.tag.clone()),
+            previous_compose_files: prev.as_ref().map(|r| r.compose_files.clone()).unwrap_or_default(),
+            compose_files: self.compose_names.clone(),
+            stamp: self.stamp.clone(),
+            files: rels.clone(),
+            services: cfg.services.clone(),
+            run_url: cfg.meta.run_url.clone(),
+            started_at: self.owner.started_at.clone(),
+        };
+        let mut steps = vec![];
+        if cfg.force_unlock {
+            steps.push(Step::ForceUnlock);
+        }
+        steps.push(Step::Lock { owner: self.owner.clone(), create: true });
+        steps.push(Step::Stage { stamp: self.stamp.clone(), files: rels.clone() });
+        steps.push(Step::Switch { pending: pending.clone() });
+        match &self.pull_refs {
+            Some(refs) => {
+                steps.push(Step::PullUp { release: new.clone(), refs: refs.clone(), services: cfg.services.clone() })
+            }
+            None => {
+                steps.push(Step::Pull { release: new.clone(), services: cfg.services.clone() });
+                steps.push(Step::Up { release: new.clone(), services: cfg.services.clone() });
+            }
+        }
+        steps.push(Step::Gate { tag: cfg.tag.clone() });
+        steps.push(Step::Commit {
+            release: new,
+            action: "deploy".into(),
+            result: "deployed".into(),
+            previous: pending.previous_tag.clone().unwrap_or_default(),
+            prune_files: rels,
+            repos: self.image_repos.clone(),
+        });
+        steps.push(Step::PruneImages { keep: cfg.keep_images });
+        let on_failure = if cfg.auto_rollback {
+            revert(&pending, "rolled-back", true, true, true, true)
+        } else {
+            vec![
+                Step::ShowLogs,
+                Step::Record {
+                    tag: cfg.tag.clone(),
+                    previous: pending.previous_tag.clone().unwrap_or_default(),
+                    result: "health-gate-failed".into(),
+                    unlock: true,
+                },
+            ]
+        };
+        HostPlan { host: host.to_string(), steps, on_failure }
+    }
+}
+
+pub fn new_owner(meta: &state::RunMeta, action: &str, tag: &str) -> Owner {
+    use rand::Rng;
+    Owner {
+        id: format!("{:032x}", rand::thread_rng().gen::<u128>()),
+        action: action.into(),
+        tag: tag.into(),
+        run_url: meta.run_url.clone(),
+        git_sha: meta.git_sha.clone(),
+        runner_host: meta.runner_host.clone(),
+        started_at: state::now_rfc3339(),
+        pid: std::process::id(),
+    }
+}
+
+/// A host that passed preflight, with its open connection.
+type Connected = (HostSpec, Box<dyn Executor>, preflight::HostFacts);
+
+/// Read local files, check the compose files, connect and preflight every host. Every failure found is
+/// returned at once, as one exit-2 error.
+fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>, Vec<Connected>)> {
+    let mut errs = vec![];
+    let (uploads, mut file_errs) = files::collect(&cfg.compose_files, &cfg.files, cfg.env_file.as_deref());
+    errs.append(&mut file_errs);
+    if let Some(env) = uploads.iter().find(|u| u.remote == ".env") {
+        for v in files::dotenv_values(&env.content) {
+            gangplank_core::actions::register_mask(&v);
+        }
+    }
+    let uploaded: Vec<String> = uploads.iter().map(|u| u.remote.clone()).collect();
+    let compose_names: Vec<String> = cfg
+        .compose_files
+        .iter()
+        .map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    let mut host_refs: Vec<(String, String)> = vec![];
+    let mut image_repos: Vec<String> = vec![];
+    let mut services: Vec<(String, Option<String>)> = vec![];
+    for u in uploads.iter().filter(|u| compose_names.contains(&u.remote) && u.remote != ".env") {
+        let text = String::from_utf8_lossy(&u.content);
+        match compose::references(&text) {
+            Err(e) => errs.push(
+                Error::bad_input(format!("compose file `{}` is not valid YAML: {e}", u.local.display()))
+                    .hint("check it with `docker compose config`"),
+            ),
+            Ok(refs) => {
+                for (p, what) in refs.files {
+                    if p.starts_with('~') {
+                        continue;
+                    }
+                    let r = compose::resolve_reference(&p);
+                    if r.starts_with('/') {
+                        host_refs.push((r, format!("{what} in {}", u.remote)));
+                    } else if !uploaded.iter().any(|up| up == &r || up.starts_with(&format!("{r}/"))) {
+                        host_refs.push((format!("{}/{r}", cfg.app_dir), format!("{what} in {}", u.remote)));
+                    }
+                }
+                services.extend(refs.services);
+                for img in refs.images {
+                    let repo = compose::image_repo(&img).to_string();
+                    if img.contains("IMAGE_TAG") && !repo.contains('$') && !image_repos.contains(&repo) {
+                        image_repos.push(repo);
+                    }
+                }
+            }
+        }
+    }
+    let mut hosts = vec![];
+    for h in &cfg.ssh.hosts {
+        match connect(h) {
+            Err(e) => errs.push(e),
+            Ok(mut exec) => {
+                let checks = preflight::Checks {
+                    app_dir: &cfg.app_dir,
+                    min_free_disk: cfg.min_free_disk,
+                    host_references: &host_refs,
+                };
+                match preflight::run(exec.as_mut(), &checks) {
+                    Ok(facts) => hosts.push((h.clone(), exec, facts)),
+                    Err(mut e) => errs.append(&mut e),
+                }
+            }
+        }
+    }
+    if let Some(e) = combine(errs) {
+        return Err(e);
+    }
+    let pull_refs = compose::pull_refs(&services, &cfg.services, &cfg.tag);
+    let job = Job {
+        cfg,
+        uploads,
+        compose_names,
+        image_repos,
+        pull_refs,
+        stamp: state::backup_stamp(),
+        owner: new_owner(&cfg.meta, "deploy", &cfg.tag),
+    };
+    Ok((job, hosts))
+}
+
+fn new_record(app: &str, hosts: &[HostSpec], meta: &state::RunMeta, action: &str) -> Record {
+    Record {
+        app: app.to_string(),
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        status: "failed".into(),
+        started_at: state::now_rfc3339(),
+        git_sha: meta.git_sha.clone(),
+        run_url: meta.run_url.clone(),
+        action: action.into(),
+        ..Default::default()
+    }
+}
+
+fn finish(mut out: Outcome) -> Outcome {
+    out.record.finished_at = state::now_rfc3339();
+    out
+}
+
+/// Print each host's plan with the exact commands it would run (`preflight-only`), secrets redacted.
+pub fn print_commands(hosts: &[Host], plans: &[HostPlan]) {
+    for (h, p) in hosts.iter().zip(plans) {
+        let _g = group(&format!("commands on {}", h.label()));
+        for step in &p.steps {
+            for c in h.commands(step) {
+                info(format!("$ {}", c.display(h.ex.sudo()).replace('\n', "⏎")));
+            }
+        }
+    }
+}
+
+/// Run a deploy: preflight every host, then each host in turn; put everything back on failure.
+pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
+    let mut out = Outcome {
+        record: new_record(&cfg.app, &cfg.ssh.hosts, &cfg.meta, "deploy"),
+        rows: vec![],
+        rolled_back: false,
+        changed: false,
+        error: None,
+    };
+    out.record.deployed_tag = cfg.tag.clone();
+    let prepared = {
+        let _g = group("preflight");
+        prepare(cfg, connect)
+    };
+    let (job, connected) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            out.error = Some(e);
+            return finish(out);
+        }
+    };
+    let mut hosts = vec![];
+    let mut plans = vec![];
+    for (spec, ex, facts) in connected {
+        let label = spec.to_string();
+        let st =
+            parse_state(&facts.state_text, &label, &cfg.app_dir, &cfg.app).unwrap_or_else(|_| State::new(&cfg.app));
+        plans.push(job.host_plan(&label, &st));
+        hosts.push(Host::new(spec, ex, job.ctx(facts.flavor), st));
+    }
+    let plan = Plan { title: format!("deploy `{}` tag `{}` into {}", cfg.app, cfg.tag, cfg.app_dir), hosts: plans };
+    info(plan.render().trim_end());
+    info(format!("preflight passed on {} host(s)", hosts.len()));
+    if cfg.preflight_only {
+        print_commands(&hosts, &plan.hosts);
+        out.record.status = "preflight-passed".into();
+        out.record.deployed_tag.clear();
+        return finish(out);
+    }
+
+    let mut plans = plan.hosts;
+    let mut done: Vec<usize> = vec![];
+    for i in 0..hosts.len() {
+        let start = Instant::now();
+        let label = hosts[i].label();
+        let _g = group(&format!("deploy {} to {label}", cfg.tag));
+        let end = deploy_host(&job, &mut hosts[i], &mut plans[i], connect);
+        let previous = pending_of(&plans[i]).previous_tag.unwrap_or_default();
+        if out.record.previous_tag.is_empty() {
+            out.record.previous_tag = previous.clone();
+        }
+        match end {
+            Ok(()) => {
+                out.changed = true;
+                out.rows.push(Row {
+                    host: label,
+                    previous_tag: previous,
+                    new_tag: cfg.tag.clone(),
+                    result: "deployed".into(),
+                    duration: start.elapsed(),
+                });
+                done.push(i);
+            }
+            Err(HostFailure { error, rolled_back, changed }) => {
+                out.changed |= changed;
+                out.rows.push(Row {
+                    host: label,
+                    previous_tag: previous,
+                    new_tag: cfg.tag.clone(),
+                    result: if rolled_back {
+                        "rolled back".into()
+                    } else if error.class == Class::Interrupted {
+                        "interrupted, put back".into()
+                    } else {
+                        "failed".into()
+                    },
+                    duration: start.elapsed(),
+                });
+                // The first failure stops the run: hosts already changed go back too.
+                let mut all_back = rolled_back || !changed;
+                for &j in done.iter().rev() {
+                    let h = &mut hosts[j];
+                    let _g = group(&format!("roll back {} (a later host failed)", h.label()));
+                    let t = Instant::now();
+                    let ok = match undo_host(&job, h, &pending_of(&plans[j]), connect) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            gangplank_core::actions::error("rollback failed", format!("{}: {}", h.label(), e.message));
+                            false
+                        }
+                    };
+                    all_back &= ok;
+                    let name = h.label();
+                    if let Some(row) = out.rows.iter_mut().find(|r| r.host == name) {
+                        row.result = if ok {
+                            "rolled back (a later host failed)".into()
+                        } else {
+                            "deployed, rollback failed".into()
+                        };
+                        row.duration += t.elapsed();
+                    }
+                }
+                out.rolled_back = all_back && (rolled_back || !done.is_empty());
+                out.record.status = if out.rolled_back { "rolled-back".into() } else { "failed".into() };
+                out.error = Some(error);
+                return finish(out);
+            }
+        }
+    }
+    out.record.status = "deployed".into();
+    finish(out)
+}
+
+fn pending_of(plan: &HostPlan) -> Pending {
+    plan.steps
+        .iter()
+        .find_map(|s| if let Step::Switch { pending } = s { Some(pending.clone()) } else { None })
+        .expect("a deploy plan has a switch")
+}
+
+/// How a host's deploy ended when it did not deploy.
+pub struct HostFailure {
+    pub error: Error,
+    /// The previous release serves again after a switch.
+    pub rolled_back: bool,
+    /// The host's files or containers were changed during the run.
+    pub changed: bool,
+}
+
+fn deploy_host(job: &Job, h: &mut Host, plan: &mut HostPlan, connect: &mut Connect) -> Result<(), HostFailure> {
+    let mut i = 0;
+    while i < plan.steps.len() {
+        let step = plan.steps[i].clone();
+        let r = if crate::interrupted() {
+            Err(Fail::Other(Error::interrupted("interrupted by a signal")))
+        } else {
+            h.step(&step)
+        };
+        match r {
+            Ok(()) => {
+                if let Step::Lock { .. } = step {
+                    // The state read under the lock (after any repair) is the one that counts: if
+                    // another run deployed since preflight, the rest of the plan is made again from it.
+                    let fresh = job.host_plan(&plan.host, &h.st);
+                    if fresh.steps[i + 1..] != plan.steps[i + 1..] {
+                        info(format!(
+                            "the state of {} changed since preflight (now `{}`): plan made again from it",
+                            plan.host,
+                            h.st.current_tag().unwrap_or("nothing")
+                        ));
+                        *plan = fresh;
+                    }
+                }
+                i += 1;
+            }
+            Err(f) => return Err(fail_host(job, h, plan, f, connect)),
+        }
+    }
+    let prev = h.st.previous_tag().unwrap_or("").to_string();
+    info(format!("deployed `{}` on {} (previous `{prev}`)", job.cfg.tag, h.label()));
+    Ok(())
+}
+
+/// A step failed on `h`: put the host back as the failure calls for, release the lock, and say what
+/// happened in one error.
+fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Connect) -> HostFailure {
+    let cfg = job.cfg;
+    let label = h.label();
+    let pending = pending_of(plan);
+    let interrupted = matches!(&f, Fail::Other(e) if e.class == Class::Interrupted) || crate::interrupted();
+    let lost = matches!(&f, Fail::Other(e) if e.class == Class::Lost);
+    let reason = f.message();
+    if interrupted {
+        h.hurry = true;
+        h.ex.set_interruptible(false);
+    }
+    let changed = h.switched || h.upped;
+    if !changed {
+        let unlock = h.release(connect);
+        let mut error = match f {
+            Fail::Gate(g) => Error::failed(g.reason),
+            Fail::Pull(e) | Fail::Up(e) | Fail::Other(e) => e,
+        };
+        if interrupted {
+            error = Error::interrupted(format!("interrupted on {label} before anything changed there"))
+                .hint("nothing was changed and the lock was released; run the deploy again when ready");
+        }
+        if let Some(u) = unlock {
+            error.message = format!("{}; {}", error.message, u.message);
+            error.hint = u.hint;
+        }
+        return HostFailure { error, rolled_back: false, changed: false };
+    }
+    if lost {
+        // One new connection to put the host back and release the lock.
+        match connect(&h.spec) {
+            Ok(ex) => h.ex = ex,
+            Err(e) => {
+                return HostFailure {
+                    error: Error::failed(format!(
+                        "lost {label} mid-deploy of `{}` ({reason}), and reconnecting failed: {}",
+                        cfg.tag, e.message
+                    ))
+                    .hint("the host keeps a journal of this deploy: the next run that reaches it puts the previous release back first (its lock is still held by this run: pass `force-unlock: true` once no deploy runs)"),
+                    rolled_back: false,
+                    changed: true,
+                }
+            }
+        }
+    }
+    let prev = pending.previous_tag.clone();
+    let steps = match f {
+        Fail::Gate(g) => {
+            gangplank_core::actions::error("health gate", format!("{} on {label}: {}", cfg.tag, g.reason));
+            h.gate_failure = Some(g);
+            plan.on_failure.clone()
+        }
+        Fail::Pull(_) => revert(&pending, "pull-failed", false, false, false, true),
+        Fail::Up(_) if !cfg.auto_rollback && !interrupted => vec![Step::Record {
+            tag: cfg.tag.clone(),
+            previous: prev.clone().unwrap_or_default(),
+            result: "up-failed".into(),
+            unlock: true,
+        }],
+        Fail::Up(_) => revert(&pending, "up-failed", true, !interrupted, false, true),
+        Fail::Other(_) if interrupted => revert(&pending, "interrupted", h.upped, false, false, true),
+        Fail::Other(_) => revert(&pending, if lost { "connection-lost" } else { "failed" }, h.upped, true, false, true),
+    };
+    let restarts = steps.iter().any(|s| matches!(s, Step::Up { .. } | Step::Down { .. }));
+    let reverts = steps.iter().any(|s| matches!(s, Step::Restore { .. }));
+    let failed_back = h.walk_revert(&steps);
+    let unlock = h.release(connect);
+    let back = reverts && failed_back.is_none();
+    let prev_name = prev.clone().unwrap_or_default();
+    let mut error = match (&failed_back, reverts, &prev) {
+        (Some(b), _, _) => Error::failed(format!(
+            "deploy of `{}` on {label} failed ({reason}), and putting the previous release back failed too: {}",
+            cfg.tag,
+            b.message()
+        ))
+        .hint("the host keeps a journal of this deploy: the next run that takes the lock puts the previous release back first; or run the rollback action with `to-tag`"),
+        (None, false, _) => Error::failed(format!(
+            "deploy of `{}` on {label} failed ({reason}); auto-rollback is off, so it stays in place",
+            cfg.tag
+        ))
+        .hint(format!("run the rollback action to go back to `{prev_name}`, or fix and deploy again")),
+        (None, true, None) => Error::failed(format!(
+            "deploy of `{}` on {label} failed ({reason}); it was the first deploy, so it was stopped and its files removed",
+            cfg.tag
+        ))
+        .hint("read the messages and container logs above, fix the image or compose file and deploy again"),
+        (None, true, Some(p)) if restarts => Error::failed(format!(
+            "deploy of `{}` on {label} failed ({reason}); rolled back to `{p}`{}",
+            cfg.tag,
+            if interrupted { " and its files" } else { ", which is healthy" }
+        ))
+        .hint("read the messages and container logs above, fix the image and deploy again"),
+        (None, true, Some(p)) => Error::failed(format!(
+            "deploy of `{}` on {label} failed ({reason}); `{p}` kept serving and its files are back",
+            cfg.tag
+        ))
+        .hint("check that the tag was pushed and that the host can log in to the registry; nothing was restarted"),
+    };
+    if interrupted {
+        error.class = Class::Interrupted;
+        error.message = format!("interrupted: {}", error.message.replacen(&format!(" failed ({reason})"), "", 1));
+        if back {
+            error.hint = Some("the previous release and its files are back and the lock was released; run the deploy again when ready".into());
+        }
+    }
+    if let Some(u) = unlock {
+        error.message = format!("{}; {}", error.message, u.message);
+        error.hint = u.hint;
+    }
+    HostFailure { error, rolled_back: back && restarts && prev.is_some(), changed: true }
+}
+
+/// A host that deployed fine goes back because a later host failed.
+fn undo_host(job: &Job, h: &mut Host, p: &Pending, connect: &mut Connect) -> Result<()> {
+    let cfg = job.cfg;
+    if crate::interrupted() {
+        h.hurry = true;
+        h.ex.set_interruptible(false);
+    }
+    let owner = new_owner(&cfg.meta, "rollback", p.previous_tag.as_deref().unwrap_or(""));
+    let mut steps = vec![Step::Lock { owner, create: true }];
+    match &p.previous_tag {
+        Some(prev) => {
+            let release = Release { tag: prev.clone(), compose_files: p.previous_compose_files.clone() };
+            steps.push(Step::Restore { stamp: p.stamp.clone(), files: p.files.clone() });
+            steps.push(Step::Up { release: release.clone(), services: p.services.clone() });
+            if !h.hurry {
+                steps.push(Step::Gate { tag: prev.clone() });
+            }
+            steps.push(Step::Commit {
+                release,
+                action: "rollback".into(),
+                result: "rolled-back".into(),
+                previous: p.tag.clone(),
+                prune_files: vec![],
+                repos: vec![],
+            });
+        }
+        None => {
+            steps.push(Step::Down { release: Release { tag: p.tag.clone(), compose_files: p.compose_files.clone() } });
+            steps.push(Step::Restore { stamp: p.stamp.clone(), files: p.files.clone() });
+            steps.push(Step::Record {
+                tag: p.tag.clone(),
+                previous: String::new(),
+                result: "undone".into(),
+                unlock: true,
+            });
+        }
+    }
+    let r = h.walk(&steps);
+    let unlock = h.release(connect);
+    match (r, unlock) {
+        (Ok(()), None) => Ok(()),
+        (Ok(()), Some(e)) => Err(e),
+        (Err((_, f)), _) => Err(Error::failed(f.message())),
+    }
+}
+
+/// Run a rollback on every host, one at a time: to `to-tag`, else `record_previous` (the record file's
+/// `previous_tag`), else the host state's previous tag. Uses the compose files and `.env` on the host.
+pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: &mut Connect) -> Outcome {
+    let mut out = Outcome {
+        record: new_record(&cfg.app, &cfg.ssh.hosts, &cfg.meta, "rollback"),
+        rows: vec![],
+        rolled_back: false,
+        changed: false,
+        error: None,
+    };
+    let wanted = cfg.to_tag.clone().or(record_previous);
+    info(format!(
+        "plan: roll back `{}` in {} to {} on {}, one host at a time: lock (a never-deployed host is left as it is), \
+         repair an interrupted deploy, compose up, health gate, record",
+        cfg.app,
+        cfg.app_dir,
+        wanted.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "the previous tag".into()),
+        cfg.ssh.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+    ));
+    for spec in &cfg.ssh.hosts {
+        let start = Instant::now();
+        let _g = group(&format!("roll back {spec}"));
+        let r = rollback_host(cfg, spec, wanted.clone(), connect, &mut out.changed);
+        match r {
+            Ok((from, to)) => {
+                if out.record.deployed_tag.is_empty() {
+                    out.record.deployed_tag = to.clone();
+                    out.record.previous_tag = from.clone();
+                }
+                out.rows.push(Row {
+                    host: spec.to_string(),
+                    previous_tag: from,
+                    new_tag: to,
+                    result: "rolled back".into(),
+                    duration: start.elapsed(),
+                });
+            }
+            Err(e) => {
+                out.rows.push(Row {
+                    host: spec.to_string(),
+                    previous_tag: String::new(),
+                    new_tag: wanted.clone().unwrap_or_default(),
+                    result: "failed".into(),
+                    duration: start.elapsed(),
+                });
+                out.error = Some(e);
+                return finish(out);
+            }
+        }
+    }
+    out.record.status = "rolled-back".into();
+    out.rolled_back = true;
+    finish(out)
+}
+
+fn rollback_host(
+    cfg: &RollbackConfig,
+    spec: &HostSpec,
+    wanted: Option<String>,
+    connect: &mut Connect,
+    changed: &mut bool,
+) -> Result<(String, String)> {
+    let mut ex = connect(spec)?;
+    let det = ex.check(&compose::detect(), "detecting compose")?;
+    let flavor = compose::parse_detect(&det.stdout_str()).ok_or_else(|| {
+        Error::bad_input(format!("neither `docker compose` nor `docker-compose` is installed on {spec}"))
+            .hint("install the compose plugin or docker-compose")
+    })?;
+    let ctx = Ctx {
+        app: cfg.app.clone(),
+        app_dir: cfg.app_dir.clone(),
+        flavor,
+        services: cfg.services.clone(),
+        health_url: cfg.health_url.clone(),
+        health_timeout: cfg.health_timeout,
+        lock_timeout: cfg.lock_timeout,
+        meta: cfg.meta.clone(),
+        uploads: vec![],
+    };
+    let mut h = Host::new(spec.clone(), ex, ctx, State::new(&cfg.app));
+    let owner = new_owner(&cfg.meta, "rollback", wanted.as_deref().unwrap_or("previous"));
+    let mut first = vec![];
+    if cfg.force_unlock {
+        first.push(Step::ForceUnlock);
+    }
+    first.push(Step::Lock { owner, create: false });
+    if let Err((_, f)) = h.walk(&first) {
+        let e = fail_error(f);
+        return Err(with_unlock(e, h.release(connect)));
+    }
+    if h.absent {
+        return Err(Error::bad_input(format!(
+            "`{}` was never deployed to {spec} ({} does not exist): there is nothing to roll back to",
+            cfg.app, cfg.app_dir
+        ))
+        .hint("check `app-name`/`app-dir`, or deploy first"));
+    }
+    let from = h.st.current_tag().unwrap_or("").to_string();
+    let Some(target) = wanted.or_else(|| h.st.previous_tag().map(str::to_string)) else {
+        let e = Error::bad_input(format!("there is no previous tag of `{}` on {spec} to roll back to", cfg.app))
+            .hint("pass `to-tag` with the tag to go back to");
+        return Err(with_unlock(e, h.release(connect)));
+    };
+    if let Err(e) = crate::validate_tag(&target, "to-tag") {
+        return Err(with_unlock(e, h.release(connect)));
+    }
+    info(format!("rolling back {spec} from `{}` to `{target}`", if from.is_empty() { "nothing" } else { &from }));
+    let files =
+        h.st.current
+            .as_ref()
+            .map(|c| c.compose_files.clone())
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| vec!["compose.yaml".to_string()]);
+    let release = Release { tag: target.clone(), compose_files: files };
+    let steps = vec![
+        Step::Up { release: release.clone(), services: cfg.services.clone() },
+        Step::Gate { tag: target.clone() },
+        Step::Commit {
+            release,
+            action: "rollback".into(),
+            result: "rolled-back".into(),
+            previous: from.clone(),
+            prune_files: vec![],
+            repos: vec![],
+        },
+    ];
+    match h.walk(&steps) {
+        Ok(()) => {
+            *changed = true;
+            Ok((from, target))
+        }
+        Err((_, f)) => {
+            *changed |= h.upped;
+            if matches!(&f, Fail::Other(e) if e.class == Class::Interrupted) {
+                h.hurry = true;
+                h.ex.set_interruptible(false);
+            }
+            let (result, e) = match f {
+                Fail::Gate(g) => {
+                    let e = Error::failed(format!("rollback to `{target}` on {spec} is not healthy: {}", g.reason))
+                        .hint("read the container logs above; pass another `to-tag` to try an older version");
+                    h.gate_failure = Some(g);
+                    ("health-gate-failed", e)
+                }
+                Fail::Up(e) => (
+                    "failed",
+                    e.hint("if the image is no longer on the host, the registry must be reachable (or pass another `to-tag`)"),
+                ),
+                Fail::Pull(e) => ("failed", e),
+                Fail::Other(e) => ("failed", e),
+            };
+            let record = vec![
+                Step::ShowLogs,
+                Step::Record { tag: target.clone(), previous: from, result: result.into(), unlock: true },
+            ];
+            h.walk_revert(&record);
+            Err(with_unlock(e, h.release(connect)))
+        }
+    }
+}
+
+fn fail_error(f: Fail) -> Error {
+    match f {
+        Fail::Gate(g) => Error::failed(g.reason),
+        Fail::Pull(e) | Fail::Up(e) | Fail::Other(e) => e,
+    }
+}
+
+fn with_unlock(mut e: Error, unlock: Option<Error>) -> Error {
+    if let Some(u) = unlock {
+        e.message = format!("{}; {}", e.message, u.message);
+        e.hint = u.hint;
+    }
+    e
+}
