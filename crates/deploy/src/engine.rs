@@ -75,6 +75,8 @@ pub struct Host {
     pub gate_failure: Option<GateFailure>,
     /// What this run repaired when it took the lock, for the summary.
     pub repaired: Option<String>,
+    /// A step of the revert under way failed.
+    pub revert_failed: bool,
 }
 
 impl Host {
@@ -93,6 +95,7 @@ impl Host {
             tags_seen: vec![],
             gate_failure: None,
             repaired: None,
+            revert_failed: false,
         }
     }
 
@@ -151,7 +154,15 @@ impl Host {
             Step::Commit { release, action, result, previous, .. } => {
                 self.audit_line(action, &release.tag, previous, result)
             }
-            Step::Record { tag, previous, result, .. } => self.audit_line("deploy", tag, previous, result),
+            Step::Record { tag, previous, result, rolled_back_to, .. } => {
+                let mut l = self.audit_line("deploy", tag, previous, result);
+                if let Some(back) = rolled_back_to {
+                    let how = if self.revert_failed { "rollback-failed" } else { "rolled-back" };
+                    l.push('\n');
+                    l.push_str(&self.audit_line("rollback", back, tag, how));
+                }
+                l
+            }
             _ => String::new(),
         };
         let lock_id = self.lease.clone().unwrap_or_default();
@@ -335,6 +346,7 @@ impl Host {
     /// connection. Returns the first failure.
     pub fn walk_revert(&mut self, steps: &[Step]) -> Option<Fail> {
         let mut first = None;
+        self.revert_failed = false;
         for s in steps {
             match self.step(s) {
                 Ok(()) => {}
@@ -348,6 +360,7 @@ impl Host {
                         format!("{}: {}", self.label(), f.message()),
                     );
                     first.get_or_insert(f);
+                    self.revert_failed = true;
                     if lost {
                         break;
                     }

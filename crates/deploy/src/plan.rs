@@ -63,7 +63,8 @@ pub enum Step {
     Down { release: Release },
     /// Record a deploy that did not become current (state.json journal cleared, history, audit line);
     /// release the lock when `unlock`.
-    Record { tag: String, previous: String, result: String, unlock: bool },
+    /// `rolled_back_to`: the revert started that tag again (a second audit line, for the rollback).
+    Record { tag: String, previous: String, result: String, rolled_back_to: Option<String>, unlock: bool },
     /// Release the lock.
     Unlock,
 }
@@ -238,6 +239,7 @@ pub fn revert(p: &Pending, result: &str, upped: bool, gate: bool, logs: bool, un
         tag: p.tag.clone(),
         previous: p.previous_tag.clone().unwrap_or_default(),
         result: result.into(),
+        rolled_back_to: p.previous_tag.clone().filter(|_| upped),
         unlock,
     });
     v

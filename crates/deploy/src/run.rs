@@ -87,7 +87,7 @@ impl Job<'_> {
         });
         steps.push(Step::PruneImages { keep: cfg.keep_images });
         let on_failure = if cfg.auto_rollback {
-            revert(&pending, "rolled-back", true, true, true, true)
+            revert(&pending, "health-gate-failed", true, true, true, true)
         } else {
             vec![
                 Step::ShowLogs,
@@ -95,6 +95,7 @@ impl Job<'_> {
                     tag: cfg.tag.clone(),
                     previous: pending.previous_tag.clone().unwrap_or_default(),
                     result: "health-gate-failed".into(),
+                    rolled_back_to: None,
                     unlock: true,
                 },
             ]
@@ -221,10 +222,14 @@ fn finish(mut out: Outcome) -> Outcome {
 }
 
 /// Print each host's plan with the exact commands it would run (`preflight-only`), secrets redacted.
-pub fn print_commands(hosts: &[Host], plans: &[HostPlan]) {
-    for (h, p) in hosts.iter().zip(plans) {
+pub fn print_commands(hosts: &mut [Host], plans: &[HostPlan]) {
+    for (h, p) in hosts.iter_mut().zip(plans) {
         let _g = group(&format!("commands on {}", h.label()));
         for step in &p.steps {
+            if let Step::Lock { owner, .. } = step {
+                // The commands after the lock carry its id, as they will in the real run.
+                h.lease = Some(owner.id.clone());
+            }
             for c in h.commands(step) {
                 info(format!("$ {}", c.display(h.ex.sudo()).replace('\n', "⏎")));
             }
@@ -266,7 +271,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     info(plan.render().trim_end());
     info(format!("preflight passed on {} host(s)", hosts.len()));
     if cfg.preflight_only {
-        print_commands(&hosts, &plan.hosts);
+        print_commands(&mut hosts, &plan.hosts);
         out.record.status = "preflight-passed".into();
         out.record.deployed_tag.clear();
         return finish(out);
@@ -454,6 +459,7 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
             tag: cfg.tag.clone(),
             previous: prev.clone().unwrap_or_default(),
             result: "up-failed".into(),
+            rolled_back_to: None,
             unlock: true,
         }],
         Fail::Up(_) => revert(&pending, "up-failed", true, !interrupted, false, true),
@@ -542,6 +548,7 @@ fn undo_host(job: &Job, h: &mut Host, p: &Pending, connect: &mut Connect) -> Res
                 tag: p.tag.clone(),
                 previous: String::new(),
                 result: "undone".into(),
+                rolled_back_to: None,
                 unlock: true,
             });
         }
@@ -708,7 +715,13 @@ fn rollback_host(
             };
             let record = vec![
                 Step::ShowLogs,
-                Step::Record { tag: target.clone(), previous: from, result: result.into(), unlock: true },
+                Step::Record {
+                    tag: target.clone(),
+                    previous: from,
+                    result: result.into(),
+                    rolled_back_to: None,
+                    unlock: true,
+                },
             ];
             h.walk_revert(&record);
             Err(with_unlock(e, h.release(connect)))
