@@ -380,6 +380,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside the app dir");
         // A symlinked backups folder is refused at the stage already.
         std::fs::remove_file(app.join("conf")).unwrap();
+        std::fs::remove_dir_all(app.join(".gangplank/backups")).unwrap();
         std::os::unix::fs::symlink(outside.path(), app.join(".gangplank/backups")).unwrap();
         assert_ne!(l.run(&stage_cmd(a, "S2", &rels)).unwrap().status, 0);
     }

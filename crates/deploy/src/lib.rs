@@ -265,3 +265,233 @@ pub fn maybe_traced(e: Box<dyn Executor>) -> Box<dyn Executor> {
         e
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gangplank_core::cmd::Cmd;
+    use gangplank_core::exec::{Output, Recording};
+    use gangplank_core::input::HostKeyPolicy;
+    use gangplank_core::Secret;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    fn config(dir: &std::path::Path, tag: &str, hosts: &[&str]) -> DeployConfig {
+        std::fs::write(dir.join("compose.yaml"), "services:\n  web:\n    image: \"reg/app:${IMAGE_TAG}\"\n").unwrap();
+        DeployConfig {
+            ssh: SshConfig {
+                hosts: hosts
+                    .iter()
+                    .map(|h| HostSpec { user: "deploy".into(), host: h.to_string(), port: 22 })
+                    .collect(),
+                key: Secret::new("unit-test-key-material"),
+                passphrase: None,
+                host_key: HostKeyPolicy::Insecure,
+                connect_timeout: Duration::from_secs(1),
+                sudo: false,
+            },
+            app: "app".into(),
+            app_dir: "/opt/my app".into(),
+            compose_files: vec![dir.join("compose.yaml")],
+            files: vec![],
+            env_file: None,
+            tag: tag.into(),
+            services: vec![],
+            health_url: None,
+            health_timeout: Duration::from_millis(300),
+            auto_rollback: true,
+            keep_images: 5,
+            lock_timeout: Duration::from_secs(1),
+            force_unlock: false,
+            min_free_disk: 1,
+            preflight_only: false,
+            record_file: dir.join("record.json"),
+            meta: RunMeta::default(),
+        }
+    }
+
+    const STATE_V1: &str =
+        r#"{"app":"app","current":{"tag":"v1","deployed_at":"t","compose_files":["compose.yaml"]},"history":[]}"#;
+    const RUNNING: &str = r#"[{"Id":"c1","Name":"/app_web_1","Image":"sha256:abc","State":{"Status":"running","Running":true},"Config":{"Labels":{"com.docker.compose.service":"web"}}}]"#;
+    const EXITED: &str = r#"[{"Id":"c1","Name":"/app_web_1","Image":"sha256:abc","State":{"Status":"exited","Running":false,"ExitCode":3},"Config":{"Labels":{"com.docker.compose.service":"web"}}}]"#;
+
+    /// A recording host whose log the test keeps; `gate` is what `docker inspect` answers.
+    struct Shared(Recording, Rc<RefCell<Vec<String>>>);
+    impl Executor for Shared {
+        fn label(&self) -> &str {
+            self.0.label()
+        }
+        fn sudo(&self) -> bool {
+            false
+        }
+        fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<gangplank_core::Output> {
+            let o = self.0.exec(cmd, stdin);
+            self.1.borrow_mut().push(self.0.log.last().unwrap().clone());
+            o
+        }
+    }
+
+    fn host(label: &str, log: &Rc<RefCell<Vec<String>>>, inspect: &str, state: &str) -> Box<dyn Executor> {
+        let r = Recording::new(label, false)
+            .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{state}")))
+            .reply(
+                "APP_DIR_CHECK",
+                Output::ok(format!("root=/var/lib/docker\ncompose=v1\ndf=1048576\nappdir=ok\n@@state\n{state}")),
+            )
+            .reply("label=com.docker.compose.project", Output::ok(inspect));
+        Box::new(Shared(r, log.clone()))
+    }
+
+    /// Each command of a log, named by what it does.
+    fn names(log: &[String]) -> Vec<&'static str> {
+        log.iter()
+            .map(|l| {
+                for (needle, name) in [
+                    ("APP_DIR_CHECK", "preflight"),
+                    ("mkdir -- \"$lock\"", "lock"),
+                    ("refusing to write through it\" >&2; exit 1; fi\ndone\numask", "stage"),
+                    ("gangplank-tmp", "upload"),
+                    ("cmp -s", "switch"),
+                    ("exec \"$@\"", "pull+up"),
+                    ("gangplank-restore", "restore"),
+                    ("nrepos=$6", "record"),
+                    ("down --remove-orphans", "down"),
+                    ("up -d --remove-orphans", "up"),
+                    ("label=com.docker.compose.project", "inspect"),
+                    ("docker logs", "logs"),
+                    ("grep -qF", "unlock"),
+                ] {
+                    if l.contains(needle) {
+                        return name;
+                    }
+                }
+                "other"
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_deploy_walks_its_plan_over_one_connection_per_host() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v2", &["h1"]);
+        let log = Rc::new(RefCell::new(vec![]));
+        let mut connects = 0;
+        let mut connect = |h: &HostSpec| {
+            connects += 1;
+            Ok(host(&h.to_string(), &log, RUNNING, STATE_V1))
+        };
+        let out = deploy(&cfg, &mut connect);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(
+            (out.record.status.as_str(), out.record.previous_tag.as_str(), out.changed),
+            ("deployed", "v1", true)
+        );
+        assert_eq!(connects, 1);
+        assert_eq!(
+            names(&log.borrow()),
+            vec!["preflight", "lock", "stage", "upload", "switch", "pull+up", "inspect", "record"]
+        );
+    }
+
+    #[test]
+    fn a_later_host_that_fails_puts_every_host_back_even_when_its_own_rollback_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v2", &["h1", "h2"]);
+        let logs: Vec<Rc<RefCell<Vec<String>>>> = (0..2).map(|_| Rc::new(RefCell::new(vec![]))).collect();
+        let mut connect = |h: &HostSpec| {
+            let i = if h.host == "h1" { 0 } else { 1 };
+            Ok(host(&h.to_string(), &logs[i], if i == 0 { RUNNING } else { EXITED }, STATE_V1))
+        };
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("the run fails");
+        assert_eq!(e.exit_code(), 1);
+        // h2's previous release does not pass its gate either (the recording answers `exited`).
+        assert!(e.message.contains("putting the previous release back failed too"), "{}", e.message);
+        assert!(e.hint.as_deref().unwrap().contains("journal"));
+        assert!(!out.rolled_back && out.changed);
+        assert_eq!(out.record.status, "failed");
+        let h1 = names(&logs[0].borrow());
+        assert_eq!(
+            &h1[h1.len() - 5..],
+            ["lock", "restore", "up", "inspect", "record"],
+            "h1 is undone after h2 failed: {h1:?}"
+        );
+        let h2 = names(&logs[1].borrow());
+        assert_eq!(&h2[h2.len() - 6..], ["logs", "restore", "up", "inspect", "logs", "record"], "{h2:?}");
+        assert_eq!(
+            out.rows.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
+            ["rolled back (a later host failed)", "failed"]
+        );
+    }
+
+    #[test]
+    fn a_first_deploy_that_fails_is_taken_down_and_its_files_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v1", &["h1"]);
+        let log = Rc::new(RefCell::new(vec![]));
+        let mut connect = |h: &HostSpec| Ok(host(&h.to_string(), &log, EXITED, ""));
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("fails");
+        assert!(e.message.contains("first deploy, so it was stopped and its files removed"), "{}", e.message);
+        assert!(!out.rolled_back);
+        let n = names(&log.borrow());
+        assert_eq!(&n[n.len() - 4..], ["logs", "down", "restore", "record"], "{n:?}");
+    }
+
+    #[test]
+    fn a_failed_pull_puts_the_files_back_and_restarts_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v2", &["h1"]);
+        let log = Rc::new(RefCell::new(vec![]));
+        let mut connect = |h: &HostSpec| {
+            let r = Recording::new(&h.to_string(), false)
+                .reply("exec \"$@\"", Output { status: 90, stdout: vec![], stderr: b"manifest unknown".to_vec() })
+                .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{STATE_V1}")))
+                .reply(
+                    "APP_DIR_CHECK",
+                    Output::ok(format!("root=/r\ncompose=v1\ndf=1048576\nappdir=ok\n@@state\n{STATE_V1}")),
+                );
+            Ok(Box::new(Shared(r, log.clone())) as Box<dyn Executor>)
+        };
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("fails");
+        assert!(e.message.contains("`v1` kept serving and its files are back"), "{}", e.message);
+        let n = names(&log.borrow());
+        assert_eq!(&n[n.len() - 3..], ["pull+up", "restore", "record"], "{n:?}");
+        assert!(!n.contains(&"up"));
+    }
+
+    #[test]
+    fn the_plan_is_data_and_renders_every_step() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v2", &["h1"]);
+        let log = Rc::new(RefCell::new(vec![]));
+        let mut cfg2 = cfg.clone();
+        cfg2.preflight_only = true;
+        let mut connect = |h: &HostSpec| Ok(host(&h.to_string(), &log, RUNNING, STATE_V1));
+        let out = deploy(&cfg2, &mut connect);
+        assert!(out.error.is_none());
+        assert_eq!(out.record.status, "preflight-passed");
+        assert_eq!(names(&log.borrow()), vec!["preflight"], "preflight-only runs nothing else");
+    }
+
+    #[test]
+    fn retention_keeps_newest_current_and_previous() {
+        let tags: Vec<(String, String)> =
+            ["v5", "v4", "<none>", "v3", "v2", "v1"].iter().map(|t| ("r/a".to_string(), t.to_string())).collect();
+        assert_eq!(engine::retention(&tags, 2, "v5", Some("v1")), vec!["r/a:v3", "r/a:v2"]);
+        assert_eq!(engine::retention(&tags, 1, "v3", None), vec!["r/a:v4", "r/a:v2", "r/a:v1"]);
+    }
+
+    #[test]
+    fn tags_and_app_names() {
+        for t in ["v1", "3f2a9c1d0e4b", "_x", "A.b-c_d"] {
+            assert!(validate_tag(t, "image-tag").is_ok(), "{t}");
+        }
+        for t in ["", "-v1", ".v1", "v1;id", "a b", "$(id)", &"x".repeat(129)] {
+            assert_eq!(validate_tag(t, "image-tag").unwrap_err().exit_code(), 2, "{t}");
+        }
+        assert!(validate_app_name("my-app_2").is_ok());
+        assert!(validate_app_name("My App").is_err());
+    }
+}
