@@ -1,5 +1,5 @@
 //! The `env-file` target: render the server `.env` from the manifest, compare it with the file on the host
-//! by key and by hash, and replace it atomically with a backup (spec/host-layout.md).
+//! by key and by hash, and replace it atomically with a backup (docs/host-layout.md).
 //!
 //! Quoting: the file must read back byte for byte through both compose parsers: compose v1
 //! (`docker-compose` 1.29, python-dotenv 0.21) and compose v2 (compose-go's dotenv). What they agree on:

@@ -1,12 +1,12 @@
 //! `sync-secrets`: make GitHub secrets/variables and the server `.env` match one manifest
-//! (spec/actions.md "sync-secrets", spec/secrets-manifest.md).
+//! (docs/actions.md "sync-secrets", docs/secrets-manifest.md).
 //!
 //! Order of work: read the manifest and the values, masking every secret value before anything is
 //! printed → validate every value (a failure stops here with exit 2: nothing was read from or written to
 //! any target) → `check` ends here → plan per target (GitHub lists, hashes of the host's `.env`) → print the
 //! plan and write the plan file → `apply` carries it out.
 //!
-//! Choices where the spec is silent:
+//! Choices where the contract is silent:
 //! - `pattern` is searched in the value (as JSON Schema's `pattern` is), so `'^sk-or-'` checks a prefix;
 //!   anchor both ends to match the whole value.
 //! - placeholder detection applies to secrets by default; a `secret: false` entry opts in with its own

@@ -1,4 +1,4 @@
-//! The secrets manifest (spec/secrets-manifest.md): loading with unknown keys rejected, GitHub's naming
+//! The secrets manifest (docs/secrets-manifest.md): loading with unknown keys rejected, GitHub's naming
 //! rules, and every value rule including placeholder detection.
 //!
 //! Invariant: nothing here prints, and no error or finding carries a value; findings name the key and
@@ -133,7 +133,7 @@ pub struct Entry {
     pub allowed: Option<Vec<String>>,
     pub forbidden: Vec<String>,
     pub retired: bool,
-    /// `None`: the default applies (only to secrets, as the spec words placeholder detection).
+    /// `None`: the default applies (only to secrets, as the contract words placeholder detection).
     pub placeholders: Option<Placeholders>,
     pub default_placeholders: Placeholders,
     pub targets: Vec<Target>,
@@ -170,7 +170,7 @@ pub fn valid_name(name: &str) -> bool {
         && !name.to_ascii_uppercase().starts_with("GITHUB_")
 }
 
-const MANIFEST_HINT: &str = "see spec/secrets-manifest.md for the keys an entry may have";
+const MANIFEST_HINT: &str = "see docs/secrets-manifest.md for the keys an entry may have";
 
 /// Read and check a manifest file.
 pub fn load(path: &Path) -> Result<Manifest> {
@@ -390,7 +390,7 @@ pub fn load_values(
     }
 }
 
-/// Why a value is a placeholder (spec: "Placeholder detection"), or `None`.
+/// Why a value is a placeholder (docs/secrets-manifest.md, "Placeholder detection"), or `None`.
 pub fn placeholder_rule(value: &str) -> Option<&'static str> {
     if value.trim().is_empty() {
         return Some("placeholder (empty)");

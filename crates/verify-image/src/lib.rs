@@ -1,7 +1,7 @@
 //! `verify-image`: start an image (or a compose stack with its real dependencies), wait until it is
 //! healthy, run smoke commands inside it, check the image's user and size, and always tear it all down.
 //!
-//! Contract: spec/actions.md, "verify-image". Order of work: validate inputs (exit 2) → start under a unique
+//! Contract: docs/actions.md, "verify-image". Order of work: validate inputs (exit 2) → start under a unique
 //! project name, with a teardown guard armed before anything starts → health gate (container states from
 //! `docker inspect`, `health-url` from the runner) within `timeout` → smoke commands → image checks →
 //! teardown → report file, outputs, summary.
