@@ -543,7 +543,9 @@ async fn plan_github(
             }
             continue;
         }
-        let Some(v) = values.get(&e.name) else {
+        // GitHub gets nothing for an empty value: an unset secret or variable already reads as empty in a
+        // workflow, and the server `.env` is where `KEY=""` matters.
+        let Some(v) = values.get(&e.name).filter(|v| !v.expose().is_empty()) else {
             continue;
         };
         if e.secret {
