@@ -139,6 +139,7 @@ pub fn report(err: &Error) -> i32 {
         crate::Class::BadInput => "bad input",
         crate::Class::Failed => "failed",
         crate::Class::Locked => "locked",
+        crate::Class::Interrupted => "interrupted",
     };
     error(title, &err.message);
     if let Some(h) = &err.hint {

@@ -14,6 +14,8 @@ pub enum Class {
     BadInput,
     /// Another deploy holds the lock: nothing was changed. Exit 3.
     Locked,
+    /// SIGINT/SIGTERM arrived: what the run had changed was put back and its lock released. Exit 4.
+    Interrupted,
 }
 
 impl Class {
@@ -22,6 +24,7 @@ impl Class {
             Class::Failed => 1,
             Class::BadInput => 2,
             Class::Locked => 3,
+            Class::Interrupted => 4,
         }
     }
 }
@@ -51,6 +54,10 @@ impl Error {
     /// Another run holds the lock (exit 3).
     pub fn locked(message: impl Into<String>) -> Self {
         Self::new(Class::Locked, message)
+    }
+    /// A signal stopped the run after its cleanup (exit 4).
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(Class::Interrupted, message)
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
