@@ -181,26 +181,59 @@ pub enum Verdict {
     Failed(String),
 }
 
+/// What a container is to the gate: one that must be running, or a dependency of the service under test,
+/// which may be a one-shot job (a migration) that has done its work and exited 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    MustRun,
+    Dependency,
+}
+
+/// The hint for a container that restarted, for every gate that reports one.
+pub const RESTART_HINT: &str = "a container that crashes on start is a bug even when its restart policy brings it back; when it starts before a dependency is ready, make it wait with `depends_on: {<dependency>: {condition: service_healthy}}` and give the dependency a HEALTHCHECK";
+
 impl Container {
+    /// The deploy gate's verdict: every container must be running.
     pub fn verdict(&self) -> Verdict {
+        self.verdict_as(Role::MustRun)
+    }
+
+    /// The one readiness rule (deploy gate and verify-image): running, and healthy where the image has a
+    /// HEALTHCHECK. A container that has restarted even once fails for good: a crash on start is a bug,
+    /// not a warm-up (issue 3: a seed script waited out a crash loop and called the stack healthy), so
+    /// waiting longer never turns it into a pass. See [`RESTART_HINT`].
+    pub fn verdict_as(&self, role: Role) -> Verdict {
+        if self.restarted() {
+            return Verdict::Failed(match self.status.as_str() {
+                "restarting" => format!(
+                    "{} keeps restarting (exit code {}, {} restarts)",
+                    self.name, self.exit_code, self.restart_count
+                ),
+                _ => format!(
+                    "{} restarted {} (exit code {})",
+                    self.name,
+                    if self.restart_count == 1 { "once".to_string() } else { format!("{} times", self.restart_count) },
+                    self.exit_code
+                ),
+            });
+        }
         if !self.running {
             return match self.status.as_str() {
                 "created" => Verdict::Waiting(format!("{} is created, not started", self.name)),
-                "restarting" => Verdict::Failed(format!(
-                    "{} keeps restarting (exit code {}, {} restarts)",
-                    self.name, self.exit_code, self.restart_count
-                )),
+                "exited" if role == Role::Dependency && self.exit_code == 0 => Verdict::Ready,
                 s => Verdict::Failed(format!("{} is {s} (exit code {})", self.name, self.exit_code)),
             };
-        }
-        if self.restart_count > 0 {
-            return Verdict::Failed(format!("{} restarted {} times", self.name, self.restart_count));
         }
         match self.health.as_deref() {
             None | Some("healthy") => Verdict::Ready,
             Some("unhealthy") => Verdict::Failed(format!("{} is unhealthy (HEALTHCHECK)", self.name)),
             Some(s) => Verdict::Waiting(format!("{} health is {s}", self.name)),
         }
+    }
+
+    /// Whether the container has restarted (or is restarting now): the rule's one reason for [`RESTART_HINT`].
+    pub fn restarted(&self) -> bool {
+        self.restart_count > 0 || self.status == "restarting"
     }
 }
 
@@ -539,6 +572,54 @@ mod tests {
         let plain = r#"[{"Id":"x","State":{"Status":"running","Running":true},"Config":{}}]"#;
         assert_eq!(parse_inspect(plain).unwrap()[0].verdict(), Verdict::Ready);
         assert!(parse_inspect("[]").unwrap().is_empty());
+    }
+
+    fn container(status: &str, exit_code: i64, health: Option<&str>, restart_count: i64) -> Container {
+        Container {
+            id: "abc".into(),
+            name: "p-app-1".into(),
+            service: "app".into(),
+            image: "r/app:v1".into(),
+            image_id: "sha256:1".into(),
+            status: status.into(),
+            running: status == "running",
+            exit_code,
+            health: health.map(str::to_string),
+            health_log: vec![],
+            restart_count,
+            oneoff: false,
+        }
+    }
+
+    #[test]
+    fn one_readiness_rule() {
+        use Role::{Dependency, MustRun};
+        let ready = |c: &Container, r| c.verdict_as(r) == Verdict::Ready;
+        let failed = |c: &Container, r| matches!(c.verdict_as(r), Verdict::Failed(_));
+        let waiting = |c: &Container, r| matches!(c.verdict_as(r), Verdict::Waiting(_));
+        for role in [MustRun, Dependency] {
+            assert!(ready(&container("running", 0, None, 0), role));
+            assert!(ready(&container("running", 0, Some("healthy"), 0), role));
+            assert!(waiting(&container("running", 0, Some("starting"), 0), role));
+            assert!(waiting(&container("created", 0, None, 0), role));
+            assert!(failed(&container("running", 0, Some("unhealthy"), 0), role));
+            assert!(failed(&container("exited", 3, None, 0), role));
+            // One restart is enough to fail, healthy or not, running or not.
+            for c in [
+                container("running", 0, Some("healthy"), 1),
+                container("running", 0, None, 1),
+                container("restarting", 1, None, 0),
+                container("exited", 0, None, 2),
+            ] {
+                assert!(failed(&c, role) && c.restarted(), "{c:?}");
+            }
+        }
+        // A one-shot dependency that did its work is ready; a container that must run is not.
+        assert!(ready(&container("exited", 0, None, 0), Dependency));
+        assert!(failed(&container("exited", 0, None, 0), MustRun));
+        assert_eq!(container("running", 0, None, 0).verdict(), container("running", 0, None, 0).verdict_as(MustRun));
+        let Verdict::Failed(m) = container("running", 0, None, 1).verdict() else { unreachable!() };
+        assert_eq!(m, "p-app-1 restarted once (exit code 0)");
     }
 
     #[test]

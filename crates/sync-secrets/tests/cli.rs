@@ -831,8 +831,8 @@ fn both_targets_in_one_step_and_the_canary_never_shows() {
 // The env-file target takes the host's deploy lock while it writes (docs/actions.md, "sync-secrets").
 
 use gangplank_core::exec::Local;
-use gangplank_core::Executor as _;
 use gangplank_core::host::{audit_cmd, lock, AuditLine};
+use gangplank_core::Executor as _;
 
 /// A deploy-remote run holding the lock on the test host, taken and released the way the engine does it.
 struct Deploy {
