@@ -97,11 +97,6 @@ impl Project {
         }
         v
     }
-
-    /// `config`: the resolved compose model (used to check the files before anything changes).
-    pub fn config_quiet(&self, tag: &str) -> Cmd {
-        self.finish(self.base(tag).args(["config", "-q"]))
-    }
 }
 
 fn with_services(mut c: Cmd, services: &[String]) -> Cmd {
@@ -126,32 +121,6 @@ pub fn inspect_project(project: &str) -> Cmd {
 /// The last `lines` log lines of one container, stdout and stderr together.
 pub fn logs(container: &str, lines: u32) -> Cmd {
     Cmd::script(r#"docker logs --tail "$2" "$1" 2>&1"#).arg(container).arg(lines.to_string()).privileged()
-}
-
-/// `docker info` facts preflight needs: the data root, then whether the daemon answered.
-pub fn docker_info() -> Cmd {
-    Cmd::new("docker").args(["info", "--format", "{{.DockerRootDir}}"]).privileged()
-}
-
-/// Free bytes on the filesystem holding `path` (POSIX `df -P -k`, 1024-byte blocks).
-pub fn free_disk(path: &str) -> Cmd {
-    Cmd::new("df").args(["-P", "-k", "--"]).arg(path)
-}
-
-pub fn parse_df_free_bytes(stdout: &str) -> Option<u64> {
-    let line = stdout.lines().filter(|l| !l.trim().is_empty()).nth(1)?;
-    let avail: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
-    Some(avail * 1024)
-}
-
-/// Tags of a repository on the host, newest first (`docker image ls` sorts by creation).
-pub fn image_tags(repo: &str) -> Cmd {
-    Cmd::new("docker").args(["image", "ls", "--format", "{{.Tag}}"]).arg(repo).privileged()
-}
-
-/// Remove one image tag; never forced, so an image a container uses stays.
-pub fn remove_image(reference: &str) -> Cmd {
-    Cmd::new("docker").args(["image", "rm"]).arg(reference).privileged()
 }
 
 /// The state of one container, from `docker inspect`.
@@ -420,16 +389,11 @@ pub fn pull_refs(services: &[(String, Option<String>)], only: &[String], tag: &s
     Some(out)
 }
 
-/// `docker pull -q` of each reference, in one command (the Go CLI starts in milliseconds, where
-/// compose v1 takes about a second just to start).
-pub fn docker_pull(refs: &[String]) -> Cmd {
-    Cmd::script(r#"for r in "$@"; do docker pull -q "$r" >/dev/null || exit $?; done"#).args(refs).privileged()
-}
-
 /// Exit status of [`pull_and_up`] when a pull failed (nothing was restarted).
 pub const PULL_FAILED: i32 = 90;
 
-/// `docker pull` each image, then compose up, in one round trip. A failed pull exits
+/// `docker pull` each image (the Go CLI starts in milliseconds, where compose v1 takes about a second just
+/// to start), then compose up, in one round trip. A failed pull exits
 /// [`PULL_FAILED`] before compose runs.
 pub const PULL_UP_SCRIPT: &str = r#"dir=$1; tag=$2; n=$3; shift 3
 i=0
@@ -530,26 +494,13 @@ mod tests {
     }
 
     #[test]
-    fn detect_and_other_builders() {
+    fn detect_and_inspect_builders() {
         assert_eq!(parse_detect("v1\n"), Some(Flavor::V1));
         assert_eq!(parse_detect("none\n"), None);
         assert_eq!(
             inspect_project("a'b").render(false),
             format!("sh -c {} gangplank 'a'\\''b'", crate::quote(INSPECT_PROJECT_SCRIPT))
         );
-        assert_eq!(free_disk("/var/lib/docker").render(false), "df -P -k -- /var/lib/docker");
-        assert_eq!(
-            image_tags("127.0.0.1:5000/app").render(true),
-            "sudo -n docker image ls --format '{{.Tag}}' 127.0.0.1:5000/app"
-        );
-        assert_eq!(remove_image("r/app:v1").render(false), "docker image rm r/app:v1");
-    }
-
-    #[test]
-    fn df_output() {
-        let out = "Filesystem     1024-blocks      Used Available Capacity Mounted on\n/dev/sda1 100 50 2048 3% /\n";
-        assert_eq!(parse_df_free_bytes(out), Some(2048 * 1024));
-        assert_eq!(parse_df_free_bytes("garbage"), None);
     }
 
     #[test]
@@ -664,10 +615,6 @@ secrets:
         assert_eq!(pull_refs(&r.services, &["web".to_string()], "v2"), Some(vec!["127.0.0.1:5000/app:v2".to_string()]));
         assert_eq!(pull_refs(&[("b".into(), None)], &[], "v2"), None);
         assert_eq!(pull_refs(&[("b".into(), Some("${REG}/x:${IMAGE_TAG}".into()))], &[], "v2"), None);
-        assert_eq!(
-            docker_pull(&["r/a:v1".into()]).render(false),
-            r#"sh -c 'for r in "$@"; do docker pull -q "$r" >/dev/null || exit $?; done' gangplank r/a:v1"#
-        );
         assert!(references("services: [").is_err());
     }
 
