@@ -284,7 +284,7 @@ pub fn run(args: Args) -> Result<()> {
                 || !remote.present
                 || remote.file_hash != gangplank_core::exec::sha256_hex(content.as_bytes())
                 || remote.mode != "600";
-            env_plan.push((ex, place, d, needs_write));
+            env_plan.push((ex, place, needs_write));
         }
         env_content = content;
     }
@@ -311,7 +311,7 @@ pub fn run(args: Args) -> Result<()> {
         // From here a signal only sets a flag, so the lock of the host being written is always released.
         process::install_signal_flag();
         let meta = RunMeta::from_env();
-        for (ex, place, _, needs_write) in env_plan.iter_mut() {
+        for (ex, place, needs_write) in env_plan.iter_mut() {
             if let Some(sig) = process::interrupted() {
                 return Err(interrupted(sig, &format!("before writing {place}")));
             }
