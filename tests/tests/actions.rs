@@ -28,7 +28,7 @@ const SSH: &[(&str, Option<&str>)] = &[
     ("sudo", Some("false")),
 ];
 
-/// The contract (shared/spec/actions.md): each action's inputs with their literal defaults (`None`: no default
+/// The contract (docs/actions.md): each action's inputs with their literal defaults (`None`: no default
 /// in action.yml, the binary computes it or the input is optional), and its outputs.
 fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'static str>) {
     let own: &[(&str, Option<&str>)];
@@ -68,7 +68,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("lock-timeout", Some("5m")),
                 ("record-file", None),
                 ("to-tag", None),
-                // Beyond the spec: the same lock escape hatch deploy-remote has.
+                // Beyond the contract: the same lock escape hatch deploy-remote has.
                 ("force-unlock", Some("false")),
             ];
             outputs = &["rolled-back-to", "rolled-back-from", "record-file"];
@@ -99,7 +99,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("smoke", None),
                 ("expect-non-root", Some("false")),
                 ("max-size", None),
-                // Beyond the spec: published ports for a single image, a fixed project name, the report path.
+                // Beyond the contract: published ports for a single image, a fixed project name, the report path.
                 ("ports", None),
                 ("project-name", None),
                 ("report-file", None),
@@ -120,7 +120,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("app-dir", None),
                 ("remote-env-path", None),
                 ("keep-backups", Some("10")),
-                // Beyond the spec: request concurrency and retries, the plan file path.
+                // Beyond the contract: request concurrency and retries, the plan file path.
                 ("concurrency", Some("4")),
                 ("max-retries", Some("5")),
                 ("plan-file", None),

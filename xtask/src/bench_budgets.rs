@@ -1,4 +1,4 @@
-//! `cargo xtask bench budgets`: the budgets of spec/actions.md that are about the binaries themselves:
+//! `cargo xtask bench budgets`: the budgets of docs/actions.md that are about the binaries themselves:
 //! size of each release binary (stripped by the release profile), start to `--version` printed, and peak
 //! resident memory during real work (the demo's story run with the release binaries under
 //! `/usr/bin/time`). Targets: ≤ 10 MB, ≤ 10 ms, ≤ 30 MB.

@@ -78,8 +78,6 @@ enum Node {
     Exec { env: Vec<(String, Arg)>, argv: Vec<Arg> },
     /// `sh -c SCRIPT gangplank ARGS…`: fixed logic, data as positional parameters.
     Script { script: &'static str, args: Vec<Arg> },
-    /// Commands joined by a shell operator (`&&`, `||`, `|`, `;`).
-    Join { op: &'static str, cmds: Vec<Cmd> },
     /// `cd DIR && CMD`
     InDir { dir: String, cmd: Box<Cmd> },
 }
@@ -176,25 +174,6 @@ impl Cmd {
         self.privileged
     }
 
-    fn join(op: &'static str, cmds: Vec<Cmd>) -> Cmd {
-        let privileged = cmds.iter().any(|c| c.privileged);
-        let timeout = cmds.iter().filter_map(|c| c.timeout).reduce(|a, b| a + b);
-        Cmd { node: Node::Join { op, cmds }, privileged, timeout }
-    }
-
-    /// `a && b && …`
-    pub fn and(cmds: Vec<Cmd>) -> Cmd {
-        Self::join("&&", cmds)
-    }
-    /// `a || b || …`
-    pub fn or(cmds: Vec<Cmd>) -> Cmd {
-        Self::join("||", cmds)
-    }
-    /// `a | b | …`
-    pub fn pipe(cmds: Vec<Cmd>) -> Cmd {
-        Self::join("|", cmds)
-    }
-
     fn write(&self, out: &mut String, show: &dyn Fn(&Arg) -> String) {
         match &self.node {
             Node::Exec { env, argv } => {
@@ -211,33 +190,11 @@ impl Cmd {
                     out.push_str(&show(a));
                 }
             }
-            Node::Join { op, cmds } => {
-                for (i, c) in cmds.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(&format!(" {op} "));
-                    }
-                    let nested = matches!(c.node, Node::Join { .. } | Node::InDir { .. });
-                    if nested {
-                        out.push_str("{ ");
-                    }
-                    c.write(out, show);
-                    if nested {
-                        out.push_str("; }");
-                    }
-                }
-            }
             Node::InDir { dir, cmd } => {
                 out.push_str("cd ");
                 out.push_str(&quote(dir));
                 out.push_str(" && ");
-                let nested = matches!(cmd.node, Node::Join { .. });
-                if nested {
-                    out.push_str("{ ");
-                }
                 cmd.write(out, show);
-                if nested {
-                    out.push_str("; }");
-                }
             }
         }
     }
@@ -317,11 +274,10 @@ mod tests {
     }
 
     #[test]
-    fn joins_and_directories() {
-        let c = Cmd::and(vec![Cmd::new("true"), Cmd::or(vec![Cmd::new("a"), Cmd::new("b")])]).in_dir("/opt/x y");
-        assert_eq!(c.render(false), "cd '/opt/x y' && { true && { a || b; }; }");
-        let p = Cmd::pipe(vec![Cmd::new("cat").arg("f"), Cmd::new("wc").arg("-c")]);
-        assert_eq!(p.render(false), "cat f | wc -c");
+    fn directories() {
+        let c = Cmd::new("docker").arg("ps").env("IMAGE_TAG", "v1").in_dir("/opt/x y;$z");
+        assert_eq!(c.render(false), "cd '/opt/x y;$z' && IMAGE_TAG=v1 docker ps");
+        assert_eq!(c.privileged().render(true), "sudo -n sh -c 'cd '\\''/opt/x y;$z'\\'' && IMAGE_TAG=v1 docker ps'");
     }
 
     #[test]

@@ -103,11 +103,6 @@ impl Project {
         }
         v
     }
-
-    /// `config`: the resolved compose model (used to check the files before anything changes).
-    pub fn config_quiet(&self, tag: &str) -> Cmd {
-        self.finish(self.base(tag).args(["config", "-q"]))
-    }
 }
 
 fn with_services(mut c: Cmd, services: &[String]) -> Cmd {
@@ -132,32 +127,6 @@ pub fn inspect_project(project: &str) -> Cmd {
 /// The last `lines` log lines of one container, stdout and stderr together.
 pub fn logs(container: &str, lines: u32) -> Cmd {
     Cmd::script(r#"docker logs --tail "$2" "$1" 2>&1"#).arg(container).arg(lines.to_string()).privileged()
-}
-
-/// `docker info` facts preflight needs: the data root, then whether the daemon answered.
-pub fn docker_info() -> Cmd {
-    Cmd::new("docker").args(["info", "--format", "{{.DockerRootDir}}"]).privileged()
-}
-
-/// Free bytes on the filesystem holding `path` (POSIX `df -P -k`, 1024-byte blocks).
-pub fn free_disk(path: &str) -> Cmd {
-    Cmd::new("df").args(["-P", "-k", "--"]).arg(path)
-}
-
-pub fn parse_df_free_bytes(stdout: &str) -> Option<u64> {
-    let line = stdout.lines().filter(|l| !l.trim().is_empty()).nth(1)?;
-    let avail: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
-    Some(avail * 1024)
-}
-
-/// Tags of a repository on the host, newest first (`docker image ls` sorts by creation).
-pub fn image_tags(repo: &str) -> Cmd {
-    Cmd::new("docker").args(["image", "ls", "--format", "{{.Tag}}"]).arg(repo).privileged()
-}
-
-/// Remove one image tag; never forced, so an image a container uses stays.
-pub fn remove_image(reference: &str) -> Cmd {
-    Cmd::new("docker").args(["image", "rm"]).arg(reference).privileged()
 }
 
 /// The state of one container, from `docker inspect`.
@@ -187,26 +156,59 @@ pub enum Verdict {
     Failed(String),
 }
 
+/// What a container is to the gate: one that must be running, or a dependency of the service under test,
+/// which may be a one-shot job (a migration) that has done its work and exited 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    MustRun,
+    Dependency,
+}
+
+/// The hint for a container that restarted, for every gate that reports one.
+pub const RESTART_HINT: &str = "a container that crashes on start is a bug even when its restart policy brings it back; when it starts before a dependency is ready, make it wait with `depends_on: {<dependency>: {condition: service_healthy}}` and give the dependency a HEALTHCHECK";
+
 impl Container {
+    /// The deploy gate's verdict: every container must be running.
     pub fn verdict(&self) -> Verdict {
+        self.verdict_as(Role::MustRun)
+    }
+
+    /// The one readiness rule (deploy gate and verify-image): running, and healthy where the image has a
+    /// HEALTHCHECK. A container that has restarted even once fails for good: a crash on start is a bug,
+    /// not a warm-up (issue 3: a seed script waited out a crash loop and called the stack healthy), so
+    /// waiting longer never turns it into a pass. See [`RESTART_HINT`].
+    pub fn verdict_as(&self, role: Role) -> Verdict {
+        if self.restarted() {
+            return Verdict::Failed(match self.status.as_str() {
+                "restarting" => format!(
+                    "{} keeps restarting (exit code {}, {} restarts)",
+                    self.name, self.exit_code, self.restart_count
+                ),
+                _ => format!(
+                    "{} restarted {} (exit code {})",
+                    self.name,
+                    if self.restart_count == 1 { "once".to_string() } else { format!("{} times", self.restart_count) },
+                    self.exit_code
+                ),
+            });
+        }
         if !self.running {
             return match self.status.as_str() {
                 "created" => Verdict::Waiting(format!("{} is created, not started", self.name)),
-                "restarting" => Verdict::Failed(format!(
-                    "{} keeps restarting (exit code {}, {} restarts)",
-                    self.name, self.exit_code, self.restart_count
-                )),
+                "exited" if role == Role::Dependency && self.exit_code == 0 => Verdict::Ready,
                 s => Verdict::Failed(format!("{} is {s} (exit code {})", self.name, self.exit_code)),
             };
-        }
-        if self.restart_count > 0 {
-            return Verdict::Failed(format!("{} restarted {} times", self.name, self.restart_count));
         }
         match self.health.as_deref() {
             None | Some("healthy") => Verdict::Ready,
             Some("unhealthy") => Verdict::Failed(format!("{} is unhealthy (HEALTHCHECK)", self.name)),
             Some(s) => Verdict::Waiting(format!("{} health is {s}", self.name)),
         }
+    }
+
+    /// Whether the container has restarted (or is restarting now): the rule's one reason for [`RESTART_HINT`].
+    pub fn restarted(&self) -> bool {
+        self.restart_count > 0 || self.status == "restarting"
     }
 }
 
@@ -393,16 +395,11 @@ pub fn pull_refs(services: &[(String, Option<String>)], only: &[String], tag: &s
     Some(out)
 }
 
-/// `docker pull -q` of each reference, in one command (the Go CLI starts in milliseconds, where
-/// compose v1 takes about a second just to start).
-pub fn docker_pull(refs: &[String]) -> Cmd {
-    Cmd::script(r#"for r in "$@"; do docker pull -q "$r" >/dev/null || exit $?; done"#).args(refs).privileged()
-}
-
 /// Exit status of [`pull_and_up`] when a pull failed (nothing was restarted).
 pub const PULL_FAILED: i32 = 90;
 
-/// `docker pull` each image, then compose up, in one round trip. A failed pull exits
+/// `docker pull` each image (the Go CLI starts in milliseconds, where compose v1 takes about a second just
+/// to start), then compose up, in one round trip. A failed pull exits
 /// [`PULL_FAILED`] before compose runs.
 pub const PULL_UP_SCRIPT: &str = r#"dir=$1; tag=$2; n=$3; shift 3
 i=0
@@ -503,26 +500,13 @@ mod tests {
     }
 
     #[test]
-    fn detect_and_other_builders() {
+    fn detect_and_inspect_builders() {
         assert_eq!(parse_detect("v1\n"), Some(Flavor::V1));
         assert_eq!(parse_detect("none\n"), None);
         assert_eq!(
             inspect_project("a'b").render(false),
             format!("sh -c {} gangplank 'a'\\''b'", crate::quote(INSPECT_PROJECT_SCRIPT))
         );
-        assert_eq!(free_disk("/var/lib/docker").render(false), "df -P -k -- /var/lib/docker");
-        assert_eq!(
-            image_tags("127.0.0.1:5000/app").render(true),
-            "sudo -n docker image ls --format '{{.Tag}}' 127.0.0.1:5000/app"
-        );
-        assert_eq!(remove_image("r/app:v1").render(false), "docker image rm r/app:v1");
-    }
-
-    #[test]
-    fn df_output() {
-        let out = "Filesystem     1024-blocks      Used Available Capacity Mounted on\n/dev/sda1 100 50 2048 3% /\n";
-        assert_eq!(parse_df_free_bytes(out), Some(2048 * 1024));
-        assert_eq!(parse_df_free_bytes("garbage"), None);
     }
 
     #[test]
@@ -545,6 +529,54 @@ mod tests {
         let plain = r#"[{"Id":"x","State":{"Status":"running","Running":true},"Config":{}}]"#;
         assert_eq!(parse_inspect(plain).unwrap()[0].verdict(), Verdict::Ready);
         assert!(parse_inspect("[]").unwrap().is_empty());
+    }
+
+    fn container(status: &str, exit_code: i64, health: Option<&str>, restart_count: i64) -> Container {
+        Container {
+            id: "abc".into(),
+            name: "p-app-1".into(),
+            service: "app".into(),
+            image: "r/app:v1".into(),
+            image_id: "sha256:1".into(),
+            status: status.into(),
+            running: status == "running",
+            exit_code,
+            health: health.map(str::to_string),
+            health_log: vec![],
+            restart_count,
+            oneoff: false,
+        }
+    }
+
+    #[test]
+    fn one_readiness_rule() {
+        use Role::{Dependency, MustRun};
+        let ready = |c: &Container, r| c.verdict_as(r) == Verdict::Ready;
+        let failed = |c: &Container, r| matches!(c.verdict_as(r), Verdict::Failed(_));
+        let waiting = |c: &Container, r| matches!(c.verdict_as(r), Verdict::Waiting(_));
+        for role in [MustRun, Dependency] {
+            assert!(ready(&container("running", 0, None, 0), role));
+            assert!(ready(&container("running", 0, Some("healthy"), 0), role));
+            assert!(waiting(&container("running", 0, Some("starting"), 0), role));
+            assert!(waiting(&container("created", 0, None, 0), role));
+            assert!(failed(&container("running", 0, Some("unhealthy"), 0), role));
+            assert!(failed(&container("exited", 3, None, 0), role));
+            // One restart is enough to fail, healthy or not, running or not.
+            for c in [
+                container("running", 0, Some("healthy"), 1),
+                container("running", 0, None, 1),
+                container("restarting", 1, None, 0),
+                container("exited", 0, None, 2),
+            ] {
+                assert!(failed(&c, role) && c.restarted(), "{c:?}");
+            }
+        }
+        // A one-shot dependency that did its work is ready; a container that must run is not.
+        assert!(ready(&container("exited", 0, None, 0), Dependency));
+        assert!(failed(&container("exited", 0, None, 0), MustRun));
+        assert_eq!(container("running", 0, None, 0).verdict(), container("running", 0, None, 0).verdict_as(MustRun));
+        let Verdict::Failed(m) = container("running", 0, None, 1).verdict() else { unreachable!() };
+        assert_eq!(m, "p-app-1 restarted once (exit code 0)");
     }
 
     #[test]
@@ -589,10 +621,6 @@ secrets:
         assert_eq!(pull_refs(&r.services, &["web".to_string()], "v2"), Some(vec!["127.0.0.1:5000/app:v2".to_string()]));
         assert_eq!(pull_refs(&[("b".into(), None)], &[], "v2"), None);
         assert_eq!(pull_refs(&[("b".into(), Some("${REG}/x:${IMAGE_TAG}".into()))], &[], "v2"), None);
-        assert_eq!(
-            docker_pull(&["r/a:v1".into()]).render(false),
-            r#"sh -c 'for r in "$@"; do docker pull -q "$r" >/dev/null || exit $?; done' gangplank r/a:v1"#
-        );
         assert!(references("services: [").is_err());
     }
 

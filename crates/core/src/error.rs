@@ -1,7 +1,7 @@
 //! One error type for the whole product, and the one place that maps it to an exit code.
 //!
 //! Every error is one sentence saying what is wrong plus, where we know it, a `hint:` saying how to fix
-//! it. The [`Class`] decides the exit code of the binary (spec/actions.md, "exit codes").
+//! it. The [`Class`] decides the exit code of the binary (docs/actions.md, "exit codes").
 
 use std::fmt;
 

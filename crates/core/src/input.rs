@@ -171,7 +171,7 @@ fn secret_value(s: &str) -> std::result::Result<Secret, String> {
     Ok(Secret::new(s))
 }
 
-/// The SSH inputs shared by deploy-remote, rollback and sync-secrets (spec/actions.md, "SSH inputs").
+/// The SSH inputs shared by deploy-remote, rollback and sync-secrets (docs/actions.md, "SSH inputs").
 #[derive(Debug, Clone, Args)]
 pub struct SshArgs {
     /// One or more `[user@]host[:port]`, newline- or comma-separated

@@ -1,5 +1,5 @@
 //! The files a deploy uploads: read locally before anything connects, staged on the host with a backup
-//! of every file about to be replaced, then written atomically (spec/host-layout.md).
+//! of every file about to be replaced, then written atomically (docs/host-layout.md).
 
 use std::path::{Component, Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! What gangplank keeps on a host (`.gangplank/state.json`, `audit.log`) and the local record file
-//! (spec/host-layout.md, spec/actions.md "record file"). None of these ever holds a secret.
+//! (docs/host-layout.md, docs/actions.md "record file"). None of these ever holds a secret.
 
 use std::collections::BTreeMap;
 
@@ -122,7 +122,7 @@ impl State {
     }
 }
 
-/// The deploy record written on the runner (spec/actions.md).
+/// The deploy record written on the runner (docs/actions.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub app: String,

@@ -1,6 +1,6 @@
 //! `push-registry`: log in, optionally build, tag, push, and read each digest back from the registry.
 //!
-//! Contract: spec/actions.md, "push-registry". Order of work: validate inputs → check every local image
+//! Contract: docs/actions.md, "push-registry". Order of work: validate inputs → check every local image
 //! exists (exit 2, nothing pushed) → log in into a temporary `DOCKER_CONFIG` (removed at exit, so the
 //! credentials never persist on the runner) → build compose services → tag and push each tag with
 //! bounded retries → HEAD each manifest for its digest → metadata file, outputs, summary.

@@ -1,5 +1,6 @@
 //! The `env-file` target: render the server `.env` from the manifest, compare it with the file on the host
-//! by key and by hash, and replace it atomically with a backup (spec/host-layout.md).
+//! by key and by hash, and replace it atomically with a backup (docs/host-layout.md).
+//! The caller holds the host's deploy lock around [`write`].
 //!
 //! Quoting: the file must read back byte for byte through both compose parsers: compose v1
 //! (`docker-compose` 1.29, python-dotenv 0.21) and compose v2 (compose-go's dotenv). What they agree on:
@@ -19,6 +20,7 @@
 use std::collections::BTreeMap;
 
 use gangplank_core::exec::sha256_hex;
+use gangplank_core::host::{audit_cmd, backup_stamp};
 use gangplank_core::{Cmd, Error, Executor, Result};
 
 /// Quote one value for a `.env` line, or say which rule stops it.
@@ -201,12 +203,6 @@ pub const VERIFY_SCRIPT: &str = r#"set -eu
 printf '%s %s\n' "$(sha256sum < "$1" | cut -d' ' -f1)" "$(stat -c %a "$1")"
 "#;
 
-pub const AUDIT_SCRIPT: &str = r#"set -eu
-umask 077
-mkdir -p -- "$(dirname -- "$1")"
-printf '%s\n' "$2" >> "$1"
-"#;
-
 /// Directory of `path` (`/opt/app/.env` → `/opt/app`).
 pub fn parent(path: &str) -> String {
     match path.rsplit_once('/') {
@@ -216,33 +212,24 @@ pub fn parent(path: &str) -> String {
     }
 }
 
-/// The UTC timestamp used in backup names: sortable, no `:`.
-pub fn stamp() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond()
-    )
-}
-
-/// Write `content` to `path` on the host: backup, atomic upload at 0600, verify by hash and mode, audit line.
+/// Write `content` to `path` on the host: backup, atomic upload at 0600, verify by hash and mode, then
+/// `audit_line` appended to the app's audit.log.
 pub fn write(
     ex: &mut dyn Executor,
     path: &str,
     app_dir: &str,
     content: &str,
     keep_backups: usize,
-    audit: &serde_json::Value,
+    audit_line: &str,
 ) -> Result<()> {
     let backups = format!("{}/.gangplank/backups", app_dir.trim_end_matches('/'));
     ex.check(
-        &Cmd::script(BACKUP_SCRIPT).arg(path).arg(&backups).arg(stamp()).arg(keep_backups.to_string()).privileged(),
+        &Cmd::script(BACKUP_SCRIPT)
+            .arg(path)
+            .arg(&backups)
+            .arg(backup_stamp())
+            .arg(keep_backups.to_string())
+            .privileged(),
         &format!("backing up {path}"),
     )?;
     ex.upload(path, content.as_bytes(), 0o600)?;
@@ -258,8 +245,7 @@ pub fn write(
         return Err(Error::failed(format!("{path} on {} has mode {mode}, not 600", ex.label()))
             .hint("check that the file system honours chmod (and that no other tool resets the mode)"));
     }
-    let audit_log = format!("{}/.gangplank/audit.log", app_dir.trim_end_matches('/'));
-    ex.check(&Cmd::script(AUDIT_SCRIPT).arg(&audit_log).arg(audit.to_string()).privileged(), "writing the audit line")?;
+    ex.check(&audit_cmd(app_dir.trim_end_matches('/'), audit_line), "writing the audit line")?;
     Ok(())
 }
 

@@ -1,12 +1,12 @@
 //! `sync-secrets`: make GitHub secrets/variables and the server `.env` match one manifest
-//! (spec/actions.md "sync-secrets", spec/secrets-manifest.md).
+//! (docs/actions.md "sync-secrets", docs/secrets-manifest.md).
 //!
 //! Order of work: read the manifest and the values, masking every secret value before anything is
 //! printed → validate every value (a failure stops here with exit 2: nothing was read from or written to
 //! any target) → `check` ends here → plan per target (GitHub lists, hashes of the host's `.env`) → print the
 //! plan and write the plan file → `apply` carries it out.
 //!
-//! Choices where the spec is silent:
+//! Choices where the contract is silent:
 //! - `pattern` is searched in the value (as JSON Schema's `pattern` is), so `'^sk-or-'` checks a prefix;
 //!   anchor both ends to match the whole value.
 //! - placeholder detection applies to secrets by default; a `secret: false` entry opts in with its own
@@ -14,6 +14,11 @@
 //! - GitHub never shows a secret's value, so an existing secret is always `update`; variables are compared.
 //! - an org entry without `visibility` is `private`.
 //! - in `plan`, the `created`/`updated`/`deleted`/`unchanged` outputs count what `apply` would do.
+//! - `apply` takes each host's deploy lock only around the write of that host's `.env` (and reads the file's
+//!   hashes again under it, so the audit line says what really changed); `check` and `plan` never lock.
+//! - SIGINT/SIGTERM during the `env-file` apply: a write in progress finishes (it is atomic and takes a moment),
+//!   the lock is released, no further host is written, exit 4. Before that phase a signal ends the process
+//!   at once, as nothing it could leave behind needs cleaning up.
 
 pub mod envfile;
 pub mod github;
@@ -22,13 +27,15 @@ pub mod manifest;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use clap::Parser;
 use futures::StreamExt;
 use gangplank_core::actions::{self, info};
 use gangplank_core::error::combine;
-use gangplank_core::input::{parse_bool, parse_list, SshArgs};
-use gangplank_core::{Class, Error, Result, Secret};
+use gangplank_core::host::{lock, now_rfc3339, AuditLine, RunMeta};
+use gangplank_core::input::{parse_bool, parse_duration, parse_list, SshArgs};
+use gangplank_core::{process, Class, Error, Executor, Result, Secret};
 use serde_json::json;
 
 use crate::github::{Gh, Method};
@@ -114,6 +121,10 @@ pub struct Args {
     /// Backups of the server .env to keep
     #[arg(long, env = "INPUT_KEEP_BACKUPS", default_value_t = 10)]
     pub keep_backups: usize,
+
+    /// How long apply waits for the host's deploy lock before exit 3 (env-file target)
+    #[arg(long, env = "INPUT_LOCK_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -273,7 +284,7 @@ pub fn run(args: Args) -> Result<()> {
                 || !remote.present
                 || remote.file_hash != gangplank_core::exec::sha256_hex(content.as_bytes())
                 || remote.mode != "600";
-            env_plan.push((ex, place, d, needs_write));
+            env_plan.push((ex, place, needs_write));
         }
         env_content = content;
     }
@@ -297,32 +308,124 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(cfg) = &env_cfg {
         let _g = actions::group("apply: env-file");
-        for (ex, place, d, needs_write) in env_plan.iter_mut() {
+        // From here a signal only sets a flag, so the lock of the host being written is always released.
+        process::install_signal_flag();
+        let meta = RunMeta::from_env();
+        for (ex, place, needs_write) in env_plan.iter_mut() {
+            if let Some(sig) = process::interrupted() {
+                return Err(interrupted(sig, &format!("before writing {place}")));
+            }
             if !*needs_write {
                 info(format!("{place}: already up to date"));
                 continue;
             }
-            let audit = json!({
-                "time": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                "action": "env-sync",
-                "file": cfg.path,
-                "result": "written",
-                "added": d.added, "changed": d.changed, "removed": d.removed,
-                "run_url": run_url(),
-                "actor": std::env::var("GITHUB_ACTOR").unwrap_or_default(),
-            });
-            envfile::write(ex, &cfg.path, &cfg.app_dir, &env_content, args.keep_backups, &audit).map_err(|e| {
+            let written = write_locked(ex, cfg, &env_content, &args, &meta).map_err(|e| {
                 if e.class == Class::BadInput {
                     Error { class: Class::Failed, ..e }
                 } else {
                     e
                 }
             })?;
-            info(format!("{place}: written (mode 0600, verified by hash)"));
+            if written {
+                info(format!("{place}: written (mode 0600, verified by hash)"));
+            } else {
+                info(format!("{place}: already up to date"));
+            }
+        }
+        if let Some(sig) = process::interrupted() {
+            return Err(interrupted(sig, "after the last write"));
         }
     }
     finish(&args, &items, 0)?;
     Ok(())
+}
+
+fn interrupted(sig: i32, when: &str) -> Error {
+    Error::interrupted(format!("interrupted by signal {sig} {when}; every lock this run took is released"))
+        .hint("run again: a sync writes every host's .env from the manifest, so a second run finishes the job")
+}
+
+/// The audit line of an env sync: the common fields, then which keys changed (names only, never values).
+#[derive(serde::Serialize)]
+struct EnvSyncAudit<'a> {
+    #[serde(flatten)]
+    line: AuditLine<'a>,
+    file: &'a str,
+    added: &'a [String],
+    changed: &'a [String],
+    removed: &'a [String],
+}
+
+/// Write one host's `.env` under its deploy lock, so a secret sync and a deploy on the same host run one
+/// after the other instead of both writing `<app-dir>`. The file's hashes are read again under the lock
+/// (a deploy may have replaced it since the plan). Returns whether the file was written.
+///
+/// The lock is released on every way out of here; a lock that is not ours is waited for, never broken.
+fn write_locked(ex: &mut dyn Executor, cfg: &EnvCfg, content: &str, args: &Args, meta: &RunMeta) -> Result<bool> {
+    let owner = lock::Owner {
+        id: format!("{:032x}", rand::random::<u128>()),
+        action: "env-sync".into(),
+        tag: cfg.path.clone(),
+        run_url: meta.run_url.clone(),
+        git_sha: meta.git_sha.clone(),
+        runner_host: meta.runner_host.clone(),
+        started_at: now_rfc3339(),
+        pid: std::process::id(),
+    };
+    let stop = || process::interrupted().is_some();
+    if let Err(e) = lock::acquire(ex, &cfg.app_dir, &owner, args.lock_timeout, &stop) {
+        // The lock was not taken: there is nothing to release.
+        return Err(match process::interrupted() {
+            Some(sig) => interrupted(sig, &format!("while waiting for the lock on {}", ex.label())),
+            None => e,
+        });
+    }
+    let result = write_under_lock(ex, cfg, content, args.keep_backups, meta);
+    let released = lock::release(ex, &cfg.app_dir, &owner.id);
+    match (result, released) {
+        (Ok(written), Ok(())) => Ok(written),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(r)) => {
+            // The write's failure is the one to report; the lock's fate must not go unsaid either.
+            actions::warning("lock", format!("{}: {}", ex.label(), r.message));
+            Err(e)
+        }
+    }
+}
+
+fn write_under_lock(ex: &mut dyn Executor, cfg: &EnvCfg, content: &str, keep: usize, meta: &RunMeta) -> Result<bool> {
+    if let Some(sig) = process::interrupted() {
+        return Err(interrupted(sig, &format!("before writing {}:{}", ex.label(), cfg.path)));
+    }
+    let remote = envfile::read_remote(ex, &cfg.path)?;
+    if remote.present
+        && remote.file_hash == gangplank_core::exec::sha256_hex(content.as_bytes())
+        && remote.mode == "600"
+    {
+        return Ok(false);
+    }
+    let d = envfile::drift(&envfile::entry_hashes(content), &remote.keys);
+    let host = ex.label().to_string();
+    let audit = EnvSyncAudit {
+        line: AuditLine {
+            time: now_rfc3339(),
+            action: "env-sync",
+            tag: "",
+            previous_tag: "",
+            result: "written",
+            host: &host,
+            run_url: &meta.run_url,
+            actor: &meta.actor,
+        },
+        file: &cfg.path,
+        added: &d.added,
+        changed: &d.changed,
+        removed: &d.removed,
+    };
+    let line = serde_json::to_string(&audit).expect("audit line serialises");
+    envfile::write(ex, &cfg.path, &cfg.app_dir, content, keep, &line)?;
+    Ok(true)
 }
 
 fn selected_targets(args: &Args, m: &Manifest) -> Result<Vec<Target>> {
@@ -543,7 +646,9 @@ async fn plan_github(
             }
             continue;
         }
-        let Some(v) = values.get(&e.name) else {
+        // GitHub gets nothing for an empty value: an unset secret or variable already reads as empty in a
+        // workflow, and the server `.env` is where `KEY=""` matters.
+        let Some(v) = values.get(&e.name).filter(|v| !v.expose().is_empty()) else {
             continue;
         };
         if e.secret {
@@ -630,13 +735,6 @@ async fn apply_github(gh: &Gh, mut ops: Vec<Op>, mut keys: PublicKeys, concurren
     match combine(results.into_iter().filter_map(|r| r.err()).collect()) {
         Some(e) => Err(Error { class: Class::Failed, ..e }),
         None => Ok(()),
-    }
-}
-
-fn run_url() -> String {
-    match (std::env::var("GITHUB_SERVER_URL"), std::env::var("GITHUB_REPOSITORY"), std::env::var("GITHUB_RUN_ID")) {
-        (Ok(s), Ok(r), Ok(id)) => format!("{s}/{r}/actions/runs/{id}"),
-        _ => String::new(),
     }
 }
 

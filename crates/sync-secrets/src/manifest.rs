@@ -1,4 +1,4 @@
-//! The secrets manifest (spec/secrets-manifest.md): loading with unknown keys rejected, GitHub's naming
+//! The secrets manifest (docs/secrets-manifest.md): loading with unknown keys rejected, GitHub's naming
 //! rules, and every value rule including placeholder detection.
 //!
 //! Invariant: nothing here prints, and no error or finding carries a value; findings name the key and
@@ -133,7 +133,7 @@ pub struct Entry {
     pub allowed: Option<Vec<String>>,
     pub forbidden: Vec<String>,
     pub retired: bool,
-    /// `None`: the default applies (only to secrets, as the spec words placeholder detection).
+    /// `None`: the default applies (only to secrets, as the contract words placeholder detection).
     pub placeholders: Option<Placeholders>,
     pub default_placeholders: Placeholders,
     pub targets: Vec<Target>,
@@ -170,7 +170,7 @@ pub fn valid_name(name: &str) -> bool {
         && !name.to_ascii_uppercase().starts_with("GITHUB_")
 }
 
-const MANIFEST_HINT: &str = "see spec/secrets-manifest.md for the keys an entry may have";
+const MANIFEST_HINT: &str = "see docs/secrets-manifest.md for the keys an entry may have";
 
 /// Read and check a manifest file.
 pub fn load(path: &Path) -> Result<Manifest> {
@@ -328,29 +328,19 @@ pub fn load_values(
     let mut raw: BTreeMap<String, String> = BTreeMap::new();
     let mut file_error = None;
     if let Some(path) = file {
-        // dotenvy parses; it never runs anything (unlike sourcing the file with a shell).
-        match dotenvy::from_path_iter(path) {
-            Ok(iter) => {
-                for item in iter {
-                    match item {
-                        Ok((k, v)) => {
-                            raw.insert(k, v);
-                        }
-                        Err(e) => {
-                            // dotenvy's error names the line, not its content.
-                            let msg = match e {
-                                dotenvy::Error::LineParse(_, idx) => {
-                                    format!("cannot parse it at byte {idx}")
-                                }
-                                other => other.to_string(),
-                            };
-                            file_error = Some(
-                                Error::bad_input(format!("values-file {}: {msg}", path.display()))
-                                    .hint("write one `KEY=value` per line; quote values with spaces or newlines"),
-                            );
-                            break;
-                        }
-                    }
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let (pairs, err) = parse_values(&text);
+                raw.extend(pairs);
+                if let Some(ValuesError { line, reason }) = err {
+                    // The message names the line, never its content: it may hold a secret.
+                    file_error = Some(
+                        Error::bad_input(format!(
+                            "values-file {} cannot be parsed at line {line}: {reason}",
+                            path.display()
+                        ))
+                        .hint("write one `KEY=value` per line; quote values with spaces or newlines"),
+                    );
                 }
             }
             Err(e) => {
@@ -390,7 +380,154 @@ pub fn load_values(
     }
 }
 
-/// Why a value is a placeholder (spec: "Placeholder detection"), or `None`.
+/// Where and why a values-file stops parsing (never its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValuesError {
+    pub line: usize,
+    pub reason: &'static str,
+}
+
+/// Parse a values-file literally (docs/secrets-manifest.md, "Values"): `KEY=value` lines, `#` comments, an
+/// optional `export ` prefix, single quotes taken as written, double quotes with `\\ \" \n \r \t \$` escapes.
+/// Nothing is expanded: a password with `$HOME` or `${X}` in it is that password, and reading the file never
+/// depends on the environment of the runner (dotenvy expanded both). Returns the pairs read before the first
+/// error, and that error.
+pub fn parse_values(text: &str) -> (Vec<(String, String)>, Option<ValuesError>) {
+    let mut out = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    let mut line = 1;
+    let err = |line: usize, reason: &'static str| Some(ValuesError { line, reason });
+    while i < chars.len() {
+        // Leading white space, blank lines and comment lines.
+        while i < chars.len() && matches!(chars[i], ' ' | '\t' | '\r') {
+            i += 1;
+        }
+        if i >= chars.len() {
+            break;
+        }
+        if chars[i] == '\n' {
+            line += 1;
+            i += 1;
+            continue;
+        }
+        if chars[i] == '#' {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        let start_line = line;
+        let rest: String = chars[i..chars.len().min(i + 7)].iter().collect();
+        if rest.starts_with("export") && rest[6..].starts_with([' ', '\t']) {
+            i += 6;
+            while i < chars.len() && matches!(chars[i], ' ' | '\t') {
+                i += 1;
+            }
+        }
+        let key_start = i;
+        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '.')) {
+            i += 1;
+        }
+        let key: String = chars[key_start..i].iter().collect();
+        if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
+            return (out, err(start_line, "a line must start with a name followed by `=`"));
+        }
+        while i < chars.len() && matches!(chars[i], ' ' | '\t') {
+            i += 1;
+        }
+        if i >= chars.len() || chars[i] != '=' {
+            return (out, err(start_line, "a name must be followed by `=`"));
+        }
+        i += 1;
+        while i < chars.len() && matches!(chars[i], ' ' | '\t') {
+            i += 1;
+        }
+        let mut value = String::new();
+        match chars.get(i) {
+            Some('\'') => {
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return (out, err(start_line, "a single quote is not closed")),
+                        Some('\'') => break,
+                        Some(c) => {
+                            if *c == '\n' {
+                                line += 1;
+                            }
+                            value.push(*c);
+                        }
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            Some('"') => {
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return (out, err(start_line, "a double quote is not closed")),
+                        Some('"') => break,
+                        Some('\\') => {
+                            i += 1;
+                            match chars.get(i) {
+                                Some('n') => value.push('\n'),
+                                Some('r') => value.push('\r'),
+                                Some('t') => value.push('\t'),
+                                Some(c @ ('\\' | '"' | '$')) => value.push(*c),
+                                // Any other backslash is kept as written, as compose reads it.
+                                Some(c) => {
+                                    if *c == '\n' {
+                                        line += 1;
+                                    }
+                                    value.push('\\');
+                                    value.push(*c);
+                                }
+                                None => return (out, err(start_line, "a double quote is not closed")),
+                            }
+                        }
+                        Some(c) => {
+                            if *c == '\n' {
+                                line += 1;
+                            }
+                            value.push(*c);
+                        }
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => {
+                // Unquoted: to the end of the line, a ` #` starts a comment.
+                let start = i;
+                while i < chars.len() && chars[i] != '\n' {
+                    if chars[i] == '#' && i > start && matches!(chars[i - 1], ' ' | '\t') {
+                        break;
+                    }
+                    i += 1;
+                }
+                value = chars[start..i].iter().collect::<String>().trim_end().to_string();
+            }
+        }
+        // After the value: white space, then an optional comment, then the end of the line.
+        while i < chars.len() && matches!(chars[i], ' ' | '\t' | '\r') {
+            i += 1;
+        }
+        match chars.get(i) {
+            None | Some('\n') => {}
+            Some('#') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            Some(_) => return (out, err(line, "text after a closing quote")),
+        }
+        out.push((key, value));
+    }
+    (out, None)
+}
+
+/// Why a value is a placeholder (docs/secrets-manifest.md, "Placeholder detection"), or `None`.
 pub fn placeholder_rule(value: &str) -> Option<&'static str> {
     if value.trim().is_empty() {
         return Some("placeholder (empty)");
@@ -459,6 +596,24 @@ pub fn validate(m: &Manifest, values: &BTreeMap<String, Value>) -> Vec<Finding> 
             }
             continue;
         };
+        if v.is_empty() {
+            // An empty value is refused by `required`, wherever it came from. For an optional entry it is a
+            // deliberate value (written as `KEY=""`), so only the rules that list exact values apply to it.
+            if e.required {
+                fail("required".into());
+                continue;
+            }
+            if e.equals.as_ref().is_some_and(|other| values.get(other).map(Value::expose) != Some(v)) {
+                fail(format!("equals {}", e.equals.as_deref().unwrap_or_default()));
+            }
+            if e.allowed.as_ref().is_some_and(|a| !a.iter().any(|a| a.is_empty())) {
+                fail("allowed".into());
+            }
+            if e.forbidden.iter().any(String::is_empty) {
+                fail("forbidden".into());
+            }
+            continue;
+        }
         if v.len() > GITHUB_MAX_BYTES {
             fail(format!("max-length (GitHub's limit of {GITHUB_MAX_BYTES} bytes)"));
         }
@@ -542,6 +697,62 @@ mod tests {
         check("values:\n  A: {secret: false}\n", &[("A", "none")], &[]);
         let big = "k3Q".repeat(GITHUB_MAX_BYTES / 3 + 1);
         check("values:\n  A: {}\n", &[("A", &big)], &[("A", "max-length (GitHub's limit of 49152 bytes)")]);
+    }
+
+    #[test]
+    fn empty_values() {
+        // Required: refused as `required`, as a missing value is (the environment's empty counts as missing).
+        check("values:\n  A: {}\n", &[("A", "")], &[("A", "required")]);
+        check("values:\n  A: {secret: false}\n", &[("A", "")], &[("A", "required")]);
+        // Optional: a value; no placeholder, length or pattern rule, but the exact-value lists apply.
+        check("values:\n  A: {required: false, min-length: 4, pattern: '^x'}\n", &[("A", "")], &[]);
+        check("values:\n  A: {required: false, forbidden: ['']}\n", &[("A", "")], &[("A", "forbidden")]);
+        check("values:\n  A: {required: false, allowed: [a]}\n", &[("A", "")], &[("A", "allowed")]);
+        check("values:\n  A: {required: false, allowed: [a, '']}\n", &[("A", "")], &[]);
+    }
+
+    fn values_of(text: &str) -> Vec<(String, String)> {
+        let (pairs, err) = parse_values(text);
+        assert_eq!(err, None, "{text}");
+        pairs
+    }
+
+    #[test]
+    fn values_file_is_read_literally() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("A_KEY=\"pa${HOME}x\"\n", &[("A_KEY", "pa${HOME}x")]),
+            ("A=$HOME\nB='$HOME ${X}'\nC=\"\\$HOME\"\n", &[("A", "$HOME"), ("B", "$HOME ${X}"), ("C", "$HOME")]),
+            ("# comment\n\n  export K=v # trailing\n", &[("K", "v")]),
+            ("K=a#b\nL = spaced value  \n", &[("K", "a#b"), ("L", "spaced value")]),
+            ("E=\nF=\"\"\nG=''\n", &[("E", ""), ("F", ""), ("G", "")]),
+            (r#"D="a\"b\\c\nd\te\x""#, &[("D", "a\"b\\c\nd\te\\x")]),
+            ("M='line1\nline2 = y'\nN=2\n", &[("M", "line1\nline2 = y"), ("N", "2")]),
+            ("Q=\"multi\nline\"  # c\r\nR=r\r\n", &[("Q", "multi\nline"), ("R", "r")]),
+            ("exported=1\n", &[("exported", "1")]),
+        ];
+        for (text, want) in cases {
+            let want: Vec<(String, String)> = want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            assert_eq!(values_of(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn values_file_errors_name_the_line_never_the_content() {
+        for (text, line) in [
+            ("A=1\nB=\"k9-unclosed\n", 2),
+            ("A=1\n\nnot a pair\n", 3),
+            ("A='x'y\n", 1),
+            ("1A=x\n", 1),
+            ("C='k9-open\nstill\n", 1),
+        ] {
+            let (_, err) = parse_values(text);
+            assert_eq!(err.map(|e| e.line), Some(line), "{text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("values.env");
+        std::fs::write(&path, "A=1\nB=\"k9-unclosed-secret\n").unwrap();
+        let err = load_values(None, Some(&path), &|_| None).unwrap_err();
+        assert!(err.message.contains("line 2") && !err.message.contains("k9-unclosed"), "{}", err.message);
     }
 
     #[test]

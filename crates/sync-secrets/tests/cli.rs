@@ -61,22 +61,48 @@ impl Case {
         self.dir.path().join(name)
     }
 
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
         let out_file = self.path("github_output");
         let summary_file = self.path("step_summary");
         std::fs::write(&out_file, "").unwrap();
         std::fs::write(&summary_file, "").unwrap();
-        let out = scrubbed_command(BIN)
-            .current_dir(self.dir.path())
+        let mut cmd = scrubbed_command(BIN);
+        cmd.current_dir(self.dir.path())
             .args(["--manifest", "secrets.yml", "--values-file", "values.env"])
             .args(args)
             .env("GITHUB_ACTIONS", "true")
             .env("GITHUB_OUTPUT", &out_file)
             .env("GITHUB_STEP_SUMMARY", &summary_file)
             .env("RUNNER_TEMP", self.dir.path())
-            .envs(env.iter().copied())
-            .output()
-            .expect("run sync-secrets");
+            .envs(env.iter().copied());
+        cmd
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out = self.command(args, env).output().expect("run sync-secrets");
+        self.collect(out)
+    }
+
+    /// Start the binary with its stderr in `stderr.log`, so a test can wait on what it has printed so far.
+    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        let log = std::fs::File::create(self.path("stderr.log")).unwrap();
+        self.command(args, env).stdout(std::process::Stdio::piped()).stderr(log).spawn().expect("start sync-secrets")
+    }
+
+    fn stderr_so_far(&self) -> String {
+        std::fs::read_to_string(self.path("stderr.log")).unwrap_or_default()
+    }
+
+    /// Wait for a spawned run to end and read what it left.
+    fn wait(&self, child: std::process::Child) -> Run {
+        let mut out = child.wait_with_output().expect("wait for sync-secrets");
+        out.stderr = std::fs::read(self.path("stderr.log")).unwrap_or_default();
+        self.collect(out)
+    }
+
+    fn collect(&self, out: std::process::Output) -> Run {
+        let out_file = self.path("github_output");
+        let summary_file = self.path("step_summary");
         let output_text = std::fs::read_to_string(&out_file).unwrap();
         let outputs: BTreeMap<String, String> = gangplank_core::actions::parse_output_file(&output_text)
             .expect("GITHUB_OUTPUT parses")
@@ -502,12 +528,12 @@ fn help_lists_every_input() {
         "--app-dir",
         "--remote-env-path",
         "--keep-backups",
+        "--lock-timeout",
     ] {
         assert!(help.contains(input), "{input} missing from --help");
     }
 }
 
-#[allow(dead_code)]
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
@@ -597,6 +623,18 @@ impl Host {
         v
     }
     fn run(&self, case: &Case, mode: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        self.with_args(mode, extra, env, |args, envs| case.run(args, envs))
+    }
+    fn spawn(&self, case: &Case, mode: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        self.with_args(mode, extra, env, |args, envs| case.spawn(args, envs))
+    }
+    fn with_args<T>(
+        &self,
+        mode: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        f: impl FnOnce(&[&str], &[(&str, &str)]) -> T,
+    ) -> T {
         let host = self.sshd.host_spec();
         let app = self.app_dir();
         let mut args = vec!["--mode", mode, "--targets", "env-file", "--host", &host, "--app-dir", &app];
@@ -606,7 +644,13 @@ impl Host {
             ("INPUT_KNOWN_HOSTS", self.sshd.known_hosts.as_str()),
         ];
         envs.extend_from_slice(env);
-        case.run(&args, &envs)
+        f(&args, &envs)
+    }
+    fn lock_dir(&self) -> PathBuf {
+        self.dir.path().join("app/.gangplank/lock")
+    }
+    fn audit(&self) -> String {
+        read(&self.dir.path().join("app/.gangplank/audit.log"))
     }
 }
 
@@ -741,8 +785,7 @@ fn an_interrupted_upload_leaves_the_old_env_file() {
         .collect();
     assert_eq!(names, vec![".env".to_string()], "a temporary file was left behind");
     // The same path through the binary's writer succeeds and verifies.
-    sync_secrets::envfile::write(&mut ex, &path, &host.app_dir(), &new, 3, &serde_json::json!({"action": "env-sync"}))
-        .unwrap();
+    sync_secrets::envfile::write(&mut ex, &path, &host.app_dir(), &new, 3, r#"{"action":"env-sync"}"#).unwrap();
     assert_eq!(std::fs::read_to_string(host.env_path()).unwrap(), new);
     assert_eq!(host.backups().len(), 1);
 }
@@ -782,4 +825,209 @@ fn both_targets_in_one_step_and_the_canary_never_shows() {
     assert!(env.contains(&format!("CANARY=\"{canary}\"")) && env.contains("LLM_PROVIDER=\"openrouter\""), "{env}");
     let audit = std::fs::read_to_string(host.dir.path().join("app/.gangplank/audit.log")).unwrap();
     assert_no_secret(&[("audit.log", &audit)], canary);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The env-file target takes the host's deploy lock while it writes (docs/actions.md, "sync-secrets").
+
+use gangplank_core::exec::Local;
+use gangplank_core::host::{audit_cmd, lock, AuditLine};
+use gangplank_core::Executor as _;
+
+/// A deploy-remote run holding the lock on the test host, taken and released the way the engine does it.
+struct Deploy {
+    app: String,
+    owner: lock::Owner,
+}
+
+impl Deploy {
+    fn hold(host: &Host) -> Deploy {
+        let owner = lock::Owner {
+            id: "deploy-run-42".into(),
+            action: "deploy".into(),
+            tag: "v2".into(),
+            run_url: "https://ci.example/acme/app/actions/runs/42".into(),
+            pid: 4242,
+            ..Default::default()
+        };
+        let app = host.app_dir();
+        lock::acquire(&mut Local::new(false), &app, &owner, Duration::ZERO, &|| false).unwrap();
+        Deploy { app, owner }
+    }
+    /// The deploy's last steps: its audit line, then the release.
+    fn finish(&self) {
+        let mut l = Local::new(false);
+        let line = AuditLine {
+            time: gangplank_core::host::now_rfc3339(),
+            action: "deploy",
+            tag: "v2",
+            previous_tag: "v1",
+            result: "deployed",
+            host: "local",
+            run_url: &self.owner.run_url,
+            actor: "test",
+        };
+        l.check(&audit_cmd(&self.app, &line.to_line()), "audit").unwrap();
+        lock::release(&mut l, &self.app, &self.owner.id).unwrap();
+    }
+    fn still_holds(&self, host: &Host) -> bool {
+        read(&host.lock_dir().join("owner.json")).contains(&self.owner.id)
+    }
+}
+
+/// Poll `cond` until it holds; fail after a minute (a generous bound, never a fixed sleep).
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lock_case() -> Case {
+    Case::new(
+        "defaults: {targets: [env-file]}\nvalues:\n  DB_PASSWORD: {}\n",
+        "DB_PASSWORD=k9Db-lock-canary-0123456789\n",
+    )
+}
+
+#[test]
+fn apply_waits_for_a_deploy_lock_and_writes_after_its_release() {
+    let host = Host::start();
+    let case = lock_case();
+    let deploy = Deploy::hold(&host);
+
+    let mut child = host.spawn(&case, "apply", &["--lock-timeout", "5m"], &[]);
+    wait_until("sync-secrets says it waits for the lock", || case.stderr_so_far().contains("waiting for the lock"));
+    let waiting = case.stderr_so_far();
+    assert!(waiting.contains(&deploy.owner.run_url) && waiting.contains("pid 4242"), "{waiting}");
+    assert!(child.try_wait().unwrap().is_none(), "sync-secrets ended while the lock was held:\n{waiting}");
+    assert!(!host.env_path().exists(), ".env was written under someone else's lock");
+    assert!(deploy.still_holds(&host), "the deploy's lock was broken");
+
+    deploy.finish();
+    let r = case.wait(child);
+    r.assert_code(0);
+    assert!(read(&host.env_path()).contains("DB_PASSWORD="));
+    // The audit log orders the two runs: the deploy ended (and released) before the env sync wrote.
+    let audit = host.audit();
+    let actions: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["deploy", "env-sync"], "{audit}");
+    assert!(!host.lock_dir().exists(), "the env sync left its lock behind");
+    r.assert_no_secret("k9Db-lock-canary-0123456789");
+}
+
+#[test]
+fn a_lock_held_past_lock_timeout_is_exit_3_naming_the_owner_and_env_is_untouched() {
+    let host = Host::start();
+    let case = lock_case();
+    std::fs::create_dir_all(host.app_dir()).unwrap();
+    std::fs::write(host.env_path(), "DB_PASSWORD=\"k9-old-value\"\n").unwrap();
+    let deploy = Deploy::hold(&host);
+
+    let r = host.run(&case, "apply", &["--lock-timeout", "1s"], &[]);
+    r.assert_code(3);
+    assert!(r.stderr.contains(&deploy.owner.run_url) && r.stderr.contains("pid 4242"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+    assert_eq!(read(&host.env_path()), "DB_PASSWORD=\"k9-old-value\"\n");
+    assert!(host.backups().is_empty());
+    assert!(!host.audit().contains("env-sync"), "{}", host.audit());
+    assert!(deploy.still_holds(&host), "the deploy's lock was broken");
+
+    // plan and check never lock: they finish at once while the lock is held.
+    for mode in ["plan", "check"] {
+        host.run(&case, mode, &["--lock-timeout", "5m"], &[]).assert_code(0);
+    }
+    assert!(deploy.still_holds(&host));
+}
+
+#[test]
+fn a_signal_while_waiting_for_the_lock_is_exit_4_and_leaves_the_other_lock_alone() {
+    let host = Host::start();
+    let case = lock_case();
+    let deploy = Deploy::hold(&host);
+    let child = host.spawn(&case, "apply", &["--lock-timeout", "5m"], &[]);
+    wait_until("sync-secrets says it waits for the lock", || case.stderr_so_far().contains("waiting for the lock"));
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let r = case.wait(child);
+    r.assert_code(4);
+    assert!(r.stderr.contains("interrupted") && r.stderr.contains("hint:"), "{}", r.stderr);
+    assert!(!host.env_path().exists());
+    assert!(deploy.still_holds(&host), "the deploy's lock was broken");
+}
+
+#[test]
+fn the_lock_is_released_after_a_success_and_after_a_failure() {
+    let host = Host::start();
+    let case = lock_case();
+    host.run(&case, "apply", &[], &[]).assert_code(0);
+    assert!(host.env_path().exists());
+    assert!(!host.lock_dir().exists(), "lock left after a success");
+
+    // A write that fails after the lock was taken: the .env's directory is a regular file.
+    std::fs::write(host.dir.path().join("app/not-a-dir"), "").unwrap();
+    let bad_path = host.dir.path().join("app/not-a-dir/.env").to_string_lossy().into_owned();
+    let r = host.run(&case, "apply", &["--remote-env-path", &bad_path], &[]);
+    r.assert_code(1);
+    assert!(!host.lock_dir().exists(), "lock left after a failure:\n{}", r.stderr);
+    r.assert_no_secret("k9Db-lock-canary-0123456789");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Values are read literally; empty values are kept (docs/secrets-manifest.md, "Values").
+
+#[test]
+fn values_file_is_read_literally_and_an_empty_optional_value_is_written() {
+    let gh = GitHub::start();
+    let host = Host::start();
+    let case = Case::new(
+        "values:\n  A_KEY: {targets: [github]}\n  B_KEY: {targets: [env-file]}\n  EMPTY_ONE: {required: false, targets: [env-file]}\n",
+        "A_KEY=\"pa${HOME}x\"\nB_KEY=\"k9b$HOME-literal\"\nexport EMPTY_ONE=\"\"\n",
+    );
+    let token = gh.token();
+    let (host_spec, app) = (host.sshd.host_spec(), host.app_dir());
+    let args =
+        ["--mode", "apply", "--host", &host_spec, "--app-dir", &app, "--api-url", gh.url(), "--repository", "acme/app"];
+    let r = case.run(
+        &args,
+        &[
+            ("HOME", "/root"),
+            ("INPUT_GITHUB_TOKEN", &token),
+            ("INPUT_SSH_KEY", &host.sshd.client_key),
+            ("INPUT_KNOWN_HOSTS", &host.sshd.known_hosts),
+        ],
+    );
+    r.assert_code(0);
+    assert_eq!(gh.secret(&Scope::Repo("acme/app".into()), "A_KEY").as_deref(), Some("pa${HOME}x"));
+    let env = read(&host.env_path());
+    assert!(env.contains("B_KEY='k9b$HOME-literal'\n"), "{env}");
+    assert!(env.contains("EMPTY_ONE=\"\"\n"), "{env}");
+}
+
+#[test]
+fn an_empty_required_value_is_refused_alike_from_the_file_and_from_the_environment() {
+    let manifest = "values:\n  REQ_KEY: {secret: false}\n  OTHER: {secret: false}\n";
+    let from_file = Case::new(manifest, "REQ_KEY=\"\"\nOTHER=k9other\n").run(&["--mode", "check"], &[]);
+    let from_env = Case::new(manifest, "OTHER=k9other\n").run(&["--mode", "check"], &[("REQ_KEY", "")]);
+    for r in [&from_file, &from_env] {
+        r.assert_code(2);
+        assert_eq!(plan_items(r), [("REQ_KEY".to_string(), "invalid".to_string(), "required".to_string())]);
+    }
+}
+
+fn plan_items(r: &Run) -> Vec<(String, String, String)> {
+    let plan: serde_json::Value = serde_json::from_str(&r.plan).unwrap();
+    plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let f = |k: &str| i[k].as_str().unwrap().to_string();
+            (f("key"), f("action"), f("rule"))
+        })
+        .collect()
 }

@@ -1,62 +1,9 @@
 //! What `docker inspect` says about containers and images, parsed from its JSON (never from the text
-//! tables of `docker ps` or `compose ps`, whose columns differ between compose v1 and v2).
+//! tables of `docker ps` or `compose ps`, whose columns differ between compose v1 and v2). Containers are
+//! parsed and judged by `core::compose`, the same rule as the deploy gate; images here.
 
+use gangplank_core::compose;
 use serde::{Deserialize, Serialize};
-
-/// The part of `docker inspect CONTAINER` this binary reads.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerInspect {
-    pub id: String,
-    pub name: String,
-    pub image: String,
-    pub state: State,
-    #[serde(default)]
-    pub restart_count: u32,
-    pub config: ContainerConfig,
-    #[serde(default)]
-    pub host_config: HostConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct State {
-    pub status: String,
-    #[serde(default)]
-    pub running: bool,
-    #[serde(default)]
-    pub restarting: bool,
-    #[serde(default)]
-    pub exit_code: i64,
-    pub health: Option<Health>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Health {
-    pub status: String,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerConfig {
-    #[serde(default)]
-    pub labels: Option<std::collections::BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-pub struct HostConfig {
-    #[serde(default)]
-    pub restart_policy: Option<RestartPolicy>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-pub struct RestartPolicy {
-    #[serde(default)]
-    pub name: String,
-}
 
 /// The part of `docker image inspect IMAGE` this binary reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +34,8 @@ pub fn is_root_user(user: &str) -> bool {
     u.is_empty() || u == "root" || u == "0"
 }
 
-/// One container's state, as the report shows it.
+/// One container's state, as the report shows it. Readiness is decided by the one rule every gate shares,
+/// [`compose::Container::verdict_as`]; this is only its record.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContainerState {
     pub id: String,
@@ -95,55 +43,42 @@ pub struct ContainerState {
     pub service: String,
     pub status: String,
     pub health: Option<String>,
-    pub restart_count: u32,
+    pub restart_count: i64,
     pub exit_code: i64,
-    /// Running, and healthy where the image has a HEALTHCHECK (or a one-shot that exited 0).
+    /// Passes the gate (a dependency may be a one-shot job that exited 0).
     pub ready: bool,
-    /// Will never become ready: exited non-zero with no restart policy.
+    /// Failed for good: exited, unhealthy, or restarted. Waiting longer cannot make it ready.
     pub dead: bool,
+    /// Why it is not ready, when the rule says.
+    pub problem: Option<String>,
+    /// It restarted (the failure [`compose::RESTART_HINT`] explains).
+    #[serde(skip)]
+    pub restarted: bool,
 }
 
-impl ContainerInspect {
-    pub fn service(&self) -> String {
-        self.config
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("com.docker.compose.service"))
-            .cloned()
-            .unwrap_or_else(|| self.name.trim_start_matches('/').to_string())
-    }
-
-    /// Ready and dead as the health gate sees them; `target` is the service under test, which must be
-    /// running (a dependency may be a one-shot job that exited 0).
-    pub fn state(&self, target: bool) -> ContainerState {
-        let s = &self.state;
-        let health = s.health.as_ref().map(|h| h.status.clone());
-        let policy = self.host_config.restart_policy.as_ref().map_or("", |p| p.name.as_str());
-        let stopped = !s.running && !s.restarting && matches!(s.status.as_str(), "exited" | "dead");
-        let ready = if s.running && !s.restarting {
-            health.as_deref().is_none_or(|h| h == "healthy")
-        } else {
-            !target && stopped && s.exit_code == 0
-        };
-        let no_restart = matches!(policy, "" | "no") || (policy == "on-failure" && s.exit_code == 0);
-        let dead = stopped && !ready && no_restart;
+impl ContainerState {
+    /// `target`: the service under test, which must be running; others are its dependencies.
+    pub fn new(c: &compose::Container, target: bool) -> ContainerState {
+        let role = if target { compose::Role::MustRun } else { compose::Role::Dependency };
+        let verdict = c.verdict_as(role);
         ContainerState {
-            id: self.id.clone(),
-            name: self.name.trim_start_matches('/').to_string(),
-            service: self.service(),
-            status: s.status.clone(),
-            health,
-            restart_count: self.restart_count,
-            exit_code: s.exit_code,
-            ready,
-            dead,
+            id: c.id.clone(),
+            name: c.name.clone(),
+            // A single image has no compose label: its name stands for the service.
+            service: if c.service.is_empty() { c.name.clone() } else { c.service.clone() },
+            status: c.status.clone(),
+            health: c.health.clone(),
+            restart_count: c.restart_count,
+            exit_code: c.exit_code,
+            ready: verdict == compose::Verdict::Ready,
+            dead: matches!(verdict, compose::Verdict::Failed(_)),
+            problem: match verdict {
+                compose::Verdict::Ready => None,
+                compose::Verdict::Waiting(m) | compose::Verdict::Failed(m) => Some(m),
+            },
+            restarted: c.restarted(),
         }
     }
-}
-
-/// Parse the JSON array `docker inspect` prints.
-pub fn parse_containers(json: &str) -> Result<Vec<ContainerInspect>, serde_json::Error> {
-    serde_json::from_str(json)
 }
 
 pub fn parse_images(json: &str) -> Result<Vec<ImageInspect>, serde_json::Error> {
@@ -154,31 +89,19 @@ pub fn parse_images(json: &str) -> Result<Vec<ImageInspect>, serde_json::Error> 
 mod tests {
     use super::*;
 
-    fn container(status: &str, running: bool, exit: i64, health: Option<&str>, policy: &str) -> ContainerInspect {
-        let health = health.map(|h| format!(r#","Health":{{"Status":"{h}","FailingStreak":0}}"#)).unwrap_or_default();
-        let json = format!(
-            r#"[{{"Id":"abc","Name":"/p_app_1","Image":"sha256:1","RestartCount":2,
-            "State":{{"Status":"{status}","Running":{running},"Restarting":false,"ExitCode":{exit}{health}}},
-            "Config":{{"User":"","Labels":{{"com.docker.compose.service":"app"}}}},
-            "HostConfig":{{"RestartPolicy":{{"Name":"{policy}","MaximumRetryCount":0}}}}}}]"#
-        );
-        parse_containers(&json).unwrap().remove(0)
-    }
-
     #[test]
-    fn readiness_from_inspect() {
-        let s = container("running", true, 0, Some("healthy"), "no").state(true);
-        assert!(s.ready && !s.dead);
-        assert_eq!((s.service.as_str(), s.name.as_str(), s.restart_count), ("app", "p_app_1", 2));
-        assert!(!container("running", true, 0, Some("starting"), "no").state(true).ready);
-        assert!(!container("running", true, 0, Some("unhealthy"), "no").state(true).ready);
-        assert!(container("running", true, 0, None, "no").state(true).ready);
-        // A one-shot dependency that finished is fine; the service under test must run.
-        assert!(container("exited", false, 0, None, "no").state(false).ready);
-        assert!(!container("exited", false, 0, None, "no").state(true).ready);
-        let crashed = container("exited", false, 3, None, "no").state(false);
-        assert!(!crashed.ready && crashed.dead);
-        assert!(!container("exited", false, 3, None, "always").state(false).dead);
+    fn report_rows_follow_the_one_rule() {
+        let json = r#"[{"Id":"a","Name":"/p-app-1","RestartCount":1,"State":{"Status":"running","Running":true},
+            "Config":{"Labels":{"com.docker.compose.service":"app"}}},
+            {"Id":"b","Name":"/p-migrate-1","State":{"Status":"exited","Running":false,"ExitCode":0},"Config":{}}]"#;
+        let c = compose::parse_inspect(json).unwrap();
+        let app = ContainerState::new(&c[0], true);
+        assert!(!app.ready && app.dead && app.restarted, "{app:?}");
+        assert_eq!(app.problem.as_deref(), Some("p-app-1 restarted once (exit code 0)"));
+        let migrate = ContainerState::new(&c[1], false);
+        assert!(migrate.ready && !migrate.dead && migrate.problem.is_none(), "{migrate:?}");
+        assert_eq!(migrate.service, "p-migrate-1", "no compose label: the name stands for the service");
+        assert!(ContainerState::new(&c[1], true).dead, "the service under test must run");
     }
 
     #[test]

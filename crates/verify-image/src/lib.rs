@@ -1,7 +1,7 @@
 //! `verify-image`: start an image (or a compose stack with its real dependencies), wait until it is
 //! healthy, run smoke commands inside it, check the image's user and size, and always tear it all down.
 //!
-//! Contract: spec/actions.md, "verify-image". Order of work: validate inputs (exit 2) → start under a unique
+//! Contract: docs/actions.md, "verify-image". Order of work: validate inputs (exit 2) → start under a unique
 //! project name, with a teardown guard armed before anything starts → health gate (container states from
 //! `docker inspect`, `health-url` from the runner) within `timeout` → smoke commands → image checks →
 //! teardown → report file, outputs, summary.
@@ -402,16 +402,15 @@ fn inspect(cfg: &Config, filter: &str) -> Result<Vec<ContainerState>> {
         // A container removed between `ps` and `inspect` (a restart): look again next round.
         return Ok(Vec::new());
     }
-    let parsed = docker::parse_containers(&f.stdout)
-        .map_err(|e| Error::failed(format!("cannot read `docker inspect` output: {e}")))?;
+    let parsed = gangplank_core::compose::parse_inspect(&f.stdout)?;
     Ok(parsed
         .iter()
         .map(|c| {
             let is_target = match &cfg.target {
                 Target::Image { .. } => true,
-                Target::Stack { service, .. } => c.service() == *service,
+                Target::Stack { service, .. } => c.service == *service,
             };
-            c.state(is_target)
+            ContainerState::new(c, is_target)
         })
         .collect())
 }
@@ -570,7 +569,8 @@ fn verify(cfg: &Config, compose: Option<Compose>, td: &Teardown, report: &mut Re
             drop(g);
             let not_ready: Vec<&ContainerState> = states.iter().filter(|c| !c.ready).collect();
             let mut msg = if !dead.is_empty() {
-                format!("{} exited and will not restart", dead.iter().map(describe).collect::<Vec<_>>().join(", "))
+                let why: Vec<&str> = dead.iter().filter_map(|c| c.problem.as_deref()).collect();
+                format!("not ready and will not become ready: {}", why.join(", "))
             } else if !target_present {
                 format!("no container of service `{}` was started within {}s", service_name(cfg), cfg.timeout.as_secs())
             } else if !not_ready.is_empty() {
@@ -595,7 +595,13 @@ fn verify(cfg: &Config, compose: Option<Compose>, td: &Teardown, report: &mut Re
             if dead.is_empty() {
                 msg.push_str(" (logs above)");
             }
-            return Ok(fail(if dead.is_empty() { "timeout" } else { "exited" }, msg));
+            let status = match () {
+                _ if dead.is_empty() => "timeout",
+                _ if dead.iter().any(|c| c.restarted) => "restarted",
+                _ if dead.iter().any(|c| c.status == "exited" || c.status == "dead") => "exited",
+                _ => "unhealthy",
+            };
+            return Ok(fail(status, msg));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         proc::sleep(pause.min(left));
@@ -820,6 +826,7 @@ pub fn run(args: Args) -> Result<()> {
         "smoke-failed" => "the command's output and the container's logs are in the groups above; run it with `docker exec` locally to reproduce",
         "checks-failed" => "set `USER` in the Dockerfile (e.g. `USER 10001`) / slim the image, or relax the check",
         "interrupted" => "the run was cancelled; everything it started was removed",
+        "restarted" => gangplank_core::compose::RESTART_HINT,
         _ => "the logs of the failing containers are in the groups above; raise `timeout` if the stack is only slow to start",
     };
     Err(Error::failed(format!("{first}{rest}")).hint(hint))

@@ -288,9 +288,44 @@ fn unhealthy_single_image_is_exit_1_with_logs() {
     let s = images::samples().unwrap();
     let (code, err, report) = verify_single(&s.broken, &["--timeout", "10s"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("not healthy within 10s") && err.contains("unhealthy"), "{err}");
+    // `unhealthy` fails at once, as in the deploy gate: waiting out the timeout would not change it.
+    assert!(err.contains("will not become ready") && err.contains("is unhealthy"), "{err}");
+    assert_eq!(report["status"], "unhealthy");
     assert!(err.contains("logs of"), "{err}");
     assert_eq!(report["healthy"], false);
+}
+
+/// A service that crashes on its first start and runs after its restart policy brings it back.
+fn crash_once_yaml(_port: u16) -> String {
+    let s = images::samples().unwrap();
+    format!(
+        r#"services:
+  app:
+    image: {app}
+    restart: on-failure
+    command: ["/bin/sh", "-c", "if [ ! -f /data/crashed ]; then touch /data/crashed; echo crashed on first start; exit 1; fi; exec /bin/busybox httpd -f -p 9000 -h /www"]
+    volumes:
+      - data:/data
+volumes:
+  data: {{}}
+"#,
+        app = s.v2,
+    )
+}
+
+#[test]
+fn a_container_that_restarted_fails_with_the_depends_on_hint() {
+    let st = Stack::new(crash_once_yaml);
+    let o = st.run(&["--timeout", "60s"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("restarted"), "{err}");
+    assert!(err.contains("hint:") && err.contains("condition: service_healthy"), "{err}");
+    assert!(err.contains("crashed on first start"), "the crash's logs are missing:\n{err}");
+    let r = st.report();
+    assert_eq!((r["healthy"].as_bool(), r["status"].as_str()), (Some(false), Some("restarted")));
+    assert!(r["containers"][0]["restart_count"].as_i64() >= Some(1), "{r}");
+    assert_nothing_left(&format!("label=com.docker.compose.project={}", st.project));
 }
 
 #[test]

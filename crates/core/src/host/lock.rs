@@ -1,5 +1,5 @@
 //! The deploy lock: `<app-dir>/.gangplank/lock/`, made with `mkdir` (atomic on every filesystem), with
-//! `owner.json` saying who holds it (spec/host-layout.md).
+//! `owner.json` saying who holds it (docs/host-layout.md).
 //!
 //! Invariant: a lock is only ever removed by the run that made it (its random id is in owner.json), or
 //! by an explicit `force-unlock` after the owner has been printed. A stale lock is never broken silently.
