@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-const BINS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
+const STEPS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -64,8 +64,8 @@ fn inputs(bin: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn every_binary_flag_is_an_action_input_and_back() {
-    for bin in BINS {
+fn every_step_flag_is_an_action_input_and_back() {
+    for bin in STEPS {
         let f = flags(bin);
         let i = inputs(bin);
         assert!(!f.is_empty() && !i.is_empty(), "{bin}: nothing parsed");
