@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Installs one gangplank binary for the step that follows; shared by the five actions (issue 6).
+# Installs the one `gangplank` executable for the step that follows; shared by the five actions (issue 6), which
+# then run `"$GANGPLANK_BIN" <step>`.
 #
-#   bash actions/install.sh <binary>
+#   bash actions/install.sh
 #
-# Writes `path=<absolute path of the binary>` to $GITHUB_OUTPUT (to stdout when it is unset).
+# Writes `path=<absolute path of gangplank>` to $GITHUB_OUTPUT (to stdout when it is unset).
 # The first way that applies wins:
 #
-# 1. GANGPLANK_BIN_DIR is set: the binary already there is used as it is (a self-hosted runner with gangplank
-#    preinstalled, or a test's stand-in). Nothing is downloaded or built.
+# 1. GANGPLANK_BIN_DIR is set: the `gangplank` already there is used as it is (a self-hosted runner with
+#    gangplank preinstalled, or a test's stand-in). Nothing is downloaded or built.
 # 2. The action runs from a checkout of this repository (`uses: ./actions/...`, its path is inside
 #    GITHUB_WORKSPACE): build from source, see 4.
 # 3. The action's ref is a released version (`vX.Y.Z`, or a commit whose actions/checksums.txt lists archives,
 #    which only release commits do): download `gangplank-<version>-<target>.tar.gz` over HTTPS with retries and
-#    check its SHA-256 against actions/checksums.txt next to this script. It fails closed: no sha256sum/shasum,
+#    check its SHA-256 against actions/checksums.txt next to this script: one archive per target, holding
+#    `gangplank`, and one list of digests for all of them. It fails closed: no sha256sum/shasum,
 #    no entry for the archive, or a mismatch each stop the step before anything is extracted.
-# 4. Otherwise (a branch, an unreleased commit): `cargo build --release --locked -p <binary>` from the action's
-#    own source, with the target directory under RUNNER_TOOL_CACHE so later runs on the same runner are quick.
+# 4. Otherwise (a branch, an unreleased commit): `cargo build --release --locked -p gangplank` from the action's
+#    own source, with the target directory under RUNNER_TOOL_CACHE so the next step of the job (and later runs on
+#    the same runner) finds it built and cargo has nothing to do.
 #
 # GANGPLANK_DOWNLOAD_URL overrides the base URL (default: the releases of the repository the action came from).
 # Plain http is accepted only when that override names a loopback host (127.0.0.0/8, localhost, [::1]): traffic
@@ -34,11 +37,12 @@ die() {
 }
 say() { printf 'gangplank install: %s\n' "$*" >&2; }
 
-bin=${1:-}
-case $bin in
-    sync-secrets | verify-image | push-registry | deploy-remote | rollback) ;;
-    *) die "unknown binary \`$bin\`" "usage: install.sh sync-secrets|verify-image|push-registry|deploy-remote|rollback" ;;
-esac
+# Every step runs the same executable, so there is nothing to choose; an argument is a caller written for the
+# five separate binaries, refused rather than silently ignored.
+[[ $# -eq 0 ]] ||
+    die "install.sh takes no arguments (got \`$1\`)" \
+        "every action runs the one gangplank executable: call \`bash install.sh\`, then \`\"\$GANGPLANK_BIN\" <step>\`"
+bin=gangplank
 
 emit() {
     if [[ -n ${GITHUB_OUTPUT:-} ]]; then
@@ -56,7 +60,7 @@ checksums=$here/checksums.txt
 if [[ -n ${GANGPLANK_BIN_DIR:-} ]]; then
     [[ -f $GANGPLANK_BIN_DIR/$bin && -x $GANGPLANK_BIN_DIR/$bin ]] ||
         die "GANGPLANK_BIN_DIR is set but $GANGPLANK_BIN_DIR/$bin is not an executable file" \
-            "unset GANGPLANK_BIN_DIR to download or build the binary, or install it there"
+            "unset GANGPLANK_BIN_DIR to download or build gangplank, or install it there"
     say "using $GANGPLANK_BIN_DIR/$bin (GANGPLANK_BIN_DIR)"
     emit "$(cd "$GANGPLANK_BIN_DIR" && pwd)/$bin"
     exit 0

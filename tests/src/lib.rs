@@ -80,6 +80,23 @@ pub fn scrubbed_command(program: impl AsRef<OsStr>) -> Command {
     cmd
 }
 
+/// The path of a link named `step` (e.g. `deploy-remote`) to the `gangplank` executable, created next to it
+/// in `gangplank-steps/`: running it is running `gangplank <step>`, the way a `PATH` of links installs the
+/// steps. Created under a temporary name and renamed into place, so parallel tests never see half a link.
+pub fn step_program(gangplank: impl AsRef<Path>, step: &str) -> PathBuf {
+    let gangplank = gangplank.as_ref();
+    let dir = gangplank.parent().expect("the gangplank executable has a parent directory").join("gangplank-steps");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let link = dir.join(step);
+    if std::fs::read_link(&link).is_ok_and(|t| t == gangplank) {
+        return link;
+    }
+    let tmp = dir.join(format!(".{step}.{}", unique_name("link")));
+    std::os::unix::fs::symlink(gangplank, &tmp).unwrap_or_else(|e| panic!("linking {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, &link).unwrap_or_else(|e| panic!("renaming {} into place: {e}", tmp.display()));
+    link
+}
+
 /// Panics, naming the label, if `secret` appears in any text raw or base64-encoded (standard and url-safe
 /// alphabets, at each of the 3 byte alignments). Lines starting with `::add-mask::` are ignored: that is where
 /// a secret is meant to appear.

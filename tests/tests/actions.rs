@@ -3,11 +3,11 @@
 //! its `run:` script executed with `bash --noprofile --norc -eo pipefail`, a fresh `GITHUB_OUTPUT` file per step,
 //! and the action's `outputs:` read back from the steps' outputs.
 //!
-//! The install step runs too, with `GANGPLANK_BIN_DIR` pointing at a stand-in binary (the documented knob of
-//! actions/install.sh for a preinstalled binary), so the run step executes the stand-in: it records the
-//! environment it received and writes the outputs the test chose. The checks: the binary received every input
-//! of the contract as `INPUT_*`, byte for byte, and nothing else as `INPUT_*`; every output came back through
-//! the action's `outputs:` mapping.
+//! The install step runs too, with `GANGPLANK_BIN_DIR` pointing at a stand-in `gangplank` (the documented knob
+//! of actions/install.sh for a preinstalled executable), so the run step executes the stand-in: it records the
+//! arguments and environment it received and writes the outputs the test chose. The checks: the one executable
+//! was called with the step's name as its only argument, received every input of the contract as `INPUT_*`,
+//! byte for byte, and nothing else as `INPUT_*`; every output came back through the action's `outputs:` mapping.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -244,6 +244,12 @@ fn every_action_has_the_contracts_inputs_outputs_and_shape() {
             assert!(!run.contains("${{"), "{name}: `${{{{ }}}}` inside run: {run:?}");
         }
         assert!(action.runs.steps[0].run.as_deref().unwrap().contains("install.sh"), "{name}");
+        // The one executable, the step as a fixed word: nothing of the inputs reaches the command line.
+        assert_eq!(
+            action.runs.steps[1].run.as_deref().map(str::trim),
+            Some(format!("\"$GANGPLANK_BIN\" {name}").as_str()),
+            "{name}: the run step calls the installed gangplank with the step's name"
+        );
 
         // Inputs reach the binary only through the run step's env, each under its INPUT_ name.
         let env = &action.runs.steps[1].env;
@@ -265,6 +271,7 @@ fn every_input_reaches_the_binary_and_every_output_comes_back() {
         let action = load(name);
         let given: BTreeMap<String, String> = action.inputs.keys().map(|k| (k.clone(), tricky(k))).collect();
         let run = run_action(name, &action, &given);
+        assert_eq!(run.args, [name], "{name}: gangplank got the step's name and nothing else");
         for input in action.inputs.keys() {
             assert_eq!(
                 run.env.get(&input_env(input)),
@@ -303,6 +310,8 @@ fn inputs_left_out_arrive_as_their_default_or_empty() {
 }
 
 struct Ran {
+    /// The arguments the stand-in `gangplank` received.
+    args: Vec<String>,
     /// The environment the stand-in binary received.
     env: BTreeMap<String, String>,
     /// The action's outputs, as its `outputs:` mapping evaluates them.
@@ -318,20 +327,22 @@ fn run_action(name: &str, action: &Action, given: &BTreeMap<String, String>) -> 
     let tmp = tempfile::tempdir().unwrap();
     let action_dir = root().join("actions").join(name);
 
-    // The stand-in: records its environment (NUL-separated) and appends the chosen outputs.
+    // The stand-in: records its arguments and environment (NUL-separated) and appends the chosen outputs.
     let bin_dir = tmp.path().join("bin");
     std::fs::create_dir_all(&bin_dir).unwrap();
     let record = tmp.path().join("env.record");
+    let args_record = tmp.path().join("args.record");
     let outputs_file = tmp.path().join("outputs.txt");
     let mut outs = String::new();
     for output in action.outputs.keys() {
         outs.push_str(&format!("{output}<<GP_DELIM_7f3a\n{}\nGP_DELIM_7f3a\n", output_value(output)));
     }
     std::fs::write(&outputs_file, outs).unwrap();
-    let stand_in = bin_dir.join(name);
+    let stand_in = bin_dir.join("gangplank");
     std::fs::write(
         &stand_in,
-        "#!/usr/bin/env bash\nset -eu\nenv -0 >\"$GP_TEST_RECORD\"\ncat \"$GP_TEST_OUTPUTS\" >>\"$GITHUB_OUTPUT\"\n",
+        "#!/usr/bin/env bash\nset -eu\nprintf '%s\\0' \"$@\" >\"$GP_TEST_ARGS\"\nenv -0 >\"$GP_TEST_RECORD\"\n\
+         cat \"$GP_TEST_OUTPUTS\" >>\"$GITHUB_OUTPUT\"\n",
     )
     .unwrap();
     chmod_x(&stand_in);
@@ -361,6 +372,7 @@ fn run_action(name: &str, action: &Action, given: &BTreeMap<String, String>) -> 
         cmd.env("PATH", format!("{}:{path}", bin_dir.display()))
             .env("GANGPLANK_BIN_DIR", &bin_dir)
             .env("GP_TEST_RECORD", &record)
+            .env("GP_TEST_ARGS", &args_record)
             .env("GP_TEST_OUTPUTS", &outputs_file)
             .env("GITHUB_ACTIONS", "true")
             .env("GITHUB_ACTION_PATH", &action_dir)
@@ -395,9 +407,12 @@ fn run_action(name: &str, action: &Action, given: &BTreeMap<String, String>) -> 
             Some((k.to_string(), v.to_string()))
         })
         .collect();
+    let args = std::fs::read(&args_record).unwrap();
+    let args =
+        args.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let outputs =
         action.outputs.iter().map(|(k, o)| (k.clone(), eval(&o.value, &inputs, &action_dir, &step_outputs))).collect();
-    Ran { env, outputs }
+    Ran { args, env, outputs }
 }
 
 /// Evaluates the `${{ … }}` expressions the shims use; any other expression is a test failure, so a new kind

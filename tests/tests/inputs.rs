@@ -1,25 +1,37 @@
-//! Every input a binary reads is an input of its action, and the other way round: `--help` of the real
-//! binary against the `inputs:` of its action.yml. A flag added to a binary but not to its shim would
-//! be unreachable from a workflow.
+//! Every input a step reads is an input of its action, and the other way round: `gangplank <step> --help` of
+//! the real executable against the `inputs:` of the step's action.yml. A flag added to a step but not to its
+//! shim would be unreachable from a workflow.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-const BINS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
+const STEPS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The long flags `--help` lists, without `--help`/`--version`.
+/// The `gangplank` executable, built once per test process (a no-op when it is current).
+fn gangplank() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let built =
+                Command::new(cargo).args(["build", "--quiet", "-p", "gangplank"]).current_dir(root()).status().unwrap();
+            assert!(built.success(), "cargo build -p gangplank failed");
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+            target.join("debug").join("gangplank")
+        })
+        .clone()
+}
+
+/// The long flags `gangplank <bin> --help` lists, without `--help`/`--version`.
 fn flags(bin: &str) -> BTreeSet<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo).args(["build", "--quiet", "-p", bin]).current_dir(root()).status().unwrap();
-    assert!(built.success(), "cargo build -p {bin} failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    let out = gangplank_testbed::scrubbed_command(target.join("debug").join(bin)).arg("--help").output().unwrap();
-    assert!(out.status.success(), "{bin} --help failed");
+    let out = gangplank_testbed::scrubbed_command(gangplank()).args([bin, "--help"]).output().unwrap();
+    assert!(out.status.success(), "gangplank {bin} --help failed");
     let help = String::from_utf8(out.stdout).unwrap();
     help.split_whitespace()
         .filter_map(|w| w.strip_prefix("--"))
@@ -52,8 +64,8 @@ fn inputs(bin: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn every_binary_flag_is_an_action_input_and_back() {
-    for bin in BINS {
+fn every_step_flag_is_an_action_input_and_back() {
+    for bin in STEPS {
         let f = flags(bin);
         let i = inputs(bin);
         assert!(!f.is_empty() && !i.is_empty(), "{bin}: nothing parsed");

@@ -1,5 +1,6 @@
-//! actions/install.sh against release archives served on loopback (issue 6): a good archive installs; a tampered
-//! one, a missing checksum and a missing hasher are each refused before anything is extracted.
+//! actions/install.sh against release archives served on loopback (issue 6): a good archive installs the one
+//! `gangplank` executable; a tampered one, a missing checksum and a missing hasher are each refused before anything
+//! is extracted.
 //!
 //! Each case lays out a copy of the script next to its own `checksums.txt` (the script trusts only the manifest
 //! beside it, as in a release commit), serves archives over plain http from 127.0.0.1 (allowed only because
@@ -17,7 +18,6 @@ use gangplank_testbed::{find_program, scrubbed_command};
 
 const VERSION: &str = "1.2.3";
 const TARGET: &str = "x86_64-unknown-linux-gnu";
-const BINARIES: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
 /// What install.sh may use besides a hasher.
 const TOOLS: [&str; 10] = ["bash", "curl", "tar", "gzip", "mktemp", "mkdir", "rm", "chmod", "mv", "cp"];
 
@@ -87,15 +87,13 @@ impl Case {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         std::fs::copy(repo.join("actions").join("install.sh"), &script).unwrap();
 
-        // The archive: one folder holding the five binaries, as `cargo xtask dist` lays it out.
+        // The archive: one folder holding the one executable, as `cargo xtask dist` lays it out.
         let stage = tmp.path().join("stage");
         let folder = stage.join(format!("gangplank-{VERSION}-{TARGET}"));
         std::fs::create_dir_all(&folder).unwrap();
-        for bin in BINARIES {
-            let p = folder.join(bin);
-            std::fs::write(&p, format!("#!/bin/sh\necho \"stand-in {bin} {VERSION}\"\n")).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        let p = folder.join("gangplank");
+        std::fs::write(&p, format!("#!/bin/sh\necho \"stand-in gangplank {VERSION} $*\"\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         let served = tmp.path().join("served");
         std::fs::create_dir_all(served.join(format!("v{VERSION}"))).unwrap();
         let good_archive = tmp.path().join(archive_name());
@@ -143,13 +141,17 @@ impl Case {
     }
 
     fn run(&self, path: &Path, env: &[(&str, &str)]) -> (Output, String) {
+        self.run_with_args(path, env, &[])
+    }
+
+    fn run_with_args(&self, path: &Path, env: &[(&str, &str)], args: &[&str]) -> (Output, String) {
         let output_file = self.tmp.path().join("github-output");
         std::fs::write(&output_file, "").unwrap();
         let runner_temp = self.tmp.path().join("runner-temp");
         std::fs::create_dir_all(&runner_temp).unwrap();
         let mut cmd = scrubbed_command(find_program("bash").unwrap());
         cmd.arg(&self.script)
-            .arg("deploy-remote")
+            .args(args)
             .env_remove("GANGPLANK_BIN_DIR")
             .env_remove("GANGPLANK_DOWNLOAD_URL")
             .env_remove("GANGPLANK_ACTION_REF")
@@ -198,9 +200,9 @@ fn good_archive_installs_and_is_cached() {
     let (out, outputs) = case.run(&tools, &env);
     assert!(out.status.success(), "install failed: {}", stderr(&out));
     let path = outputs.strip_prefix("path=").expect("a path= output").trim();
-    assert!(path.ends_with(&format!("gangplank-{VERSION}-{TARGET}/deploy-remote")), "{path}");
-    let ran = std::process::Command::new(path).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "stand-in deploy-remote 1.2.3");
+    assert!(path.ends_with(&format!("gangplank-{VERSION}-{TARGET}/gangplank")), "{path}");
+    let ran = std::process::Command::new(path).arg("deploy-remote").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "stand-in gangplank 1.2.3 deploy-remote");
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
 
     // Second run: the verified archive comes from the tool cache, checked again, not downloaded again.
@@ -305,7 +307,7 @@ fn a_preinstalled_binary_is_used_as_it_is() {
     let case = Case::new();
     let bin_dir = case.tmp.path().join("preinstalled");
     std::fs::create_dir_all(&bin_dir).unwrap();
-    let bin = bin_dir.join("deploy-remote");
+    let bin = bin_dir.join("gangplank");
     std::fs::write(&bin, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (out, outputs) = case.run(&case.tools(true), &[("GANGPLANK_BIN_DIR", bin_dir.to_str().unwrap())]);
@@ -323,8 +325,8 @@ fn fake_cargo(case: &Case) -> (PathBuf, PathBuf) {
         &cargo,
         format!(
             "#!/bin/bash\nprintf '%s\\n' \"$@\" >{log}\nmkdir -p \"$CARGO_TARGET_DIR/release\"\n\
-             printf '#!/bin/sh\\necho built\\n' >\"$CARGO_TARGET_DIR/release/deploy-remote\"\n\
-             chmod +x \"$CARGO_TARGET_DIR/release/deploy-remote\"\n",
+             printf '#!/bin/sh\\necho built\\n' >\"$CARGO_TARGET_DIR/release/gangplank\"\n\
+             chmod +x \"$CARGO_TARGET_DIR/release/gangplank\"\n",
             log = log.display()
         ),
     )
@@ -356,7 +358,7 @@ fn an_unreleased_ref_builds_with_cargo_locked_into_the_tool_cache() {
             "--manifest-path",
             &root.join("Cargo.toml").display().to_string(),
             "-p",
-            "deploy-remote"
+            "gangplank"
         ]
     );
     let cache = case.tmp.path().join("tool-cache");
@@ -385,4 +387,16 @@ fn a_checkout_of_the_repository_builds_from_source_even_at_a_release_tag() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(log.exists(), "cargo ran");
     assert!(outputs.starts_with("path="));
+}
+
+#[test]
+fn a_step_name_as_argument_is_refused() {
+    // install.sh of the five separate binaries took the binary's name; the one executable takes nothing, and a
+    // caller still passing a name is told so instead of getting something it did not ask for.
+    let case = Case::new();
+    let (out, outputs) =
+        case.run_with_args(&case.tools(true), &[("GANGPLANK_ACTION_REF", "v1.2.3")], &["deploy-remote"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("takes no arguments") && stderr(&out).contains("hint:"), "{}", stderr(&out));
+    assert_eq!(outputs, "");
 }

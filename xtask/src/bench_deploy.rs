@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use gangplank_testbed::{free_port, http_get, images, unique_name, Registry, Sshd};
 
 const ROUNDS: usize = 3;
@@ -84,8 +84,11 @@ fn health(port: u16) -> Option<String> {
         .map(|(_, b)| b.trim().to_string())
 }
 
-fn release_bin(name: &str) -> PathBuf {
-    crate::project_root().join("target/release").join(name)
+/// `gangplank <step>` from the release build.
+fn release_step(gangplank: &Path, step: &str) -> Command {
+    let mut cmd = gangplank_testbed::scrubbed_command(gangplank);
+    cmd.arg(step);
+    cmd
 }
 
 fn gangplank_args(sshd: &Sshd, a: &App) -> Vec<String> {
@@ -106,7 +109,13 @@ fn gangplank_args(sshd: &Sshd, a: &App) -> Vec<String> {
     ]
 }
 
-fn deploy_gangplank(sshd: &Sshd, a: &App, tag: &str, runner_temp: &Path) -> Result<(Duration, usize)> {
+fn deploy_gangplank(
+    gangplank: &Path,
+    sshd: &Sshd,
+    a: &App,
+    tag: &str,
+    runner_temp: &Path,
+) -> Result<(Duration, usize)> {
     let mut args = gangplank_args(sshd, a);
     args.extend([
         format!("--image-tag={tag}"),
@@ -118,7 +127,7 @@ fn deploy_gangplank(sshd: &Sshd, a: &App, tag: &str, runner_temp: &Path) -> Resu
     args.extend(["--min-free-disk".into(), "1MiB".into()]);
     let before = sshd.connections();
     let t = Instant::now();
-    let out = gangplank_testbed::scrubbed_command(release_bin("deploy-remote"))
+    let out = release_step(gangplank, "deploy-remote")
         .args(&args)
         .current_dir(&a.work)
         .env("RUNNER_TEMP", runner_temp)
@@ -186,14 +195,8 @@ impl Drop for Cleanup<'_> {
 
 pub fn run(_args: &[String]) -> Result<()> {
     gangplank_testbed::require_program("curl", "curl")?;
-    eprintln!("building release binaries…");
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-q", "-p", "deploy-remote", "-p", "rollback"])
-        .current_dir(crate::project_root())
-        .status()?;
-    if !st.success() {
-        bail!("cargo build --release failed");
-    }
+    eprintln!("building the release executable…");
+    let gangplank = crate::build_gangplank(true)?;
     let sshd = Sshd::start()?;
     let mut registry = Registry::start()?;
     let user = gangplank_testbed::ensure_fast_user()?;
@@ -209,7 +212,7 @@ pub fn run(_args: &[String]) -> Result<()> {
 
     // Warm-up: both at v1.
     deploy_baseline(&sshd, &base, "v1", &script)?;
-    deploy_gangplank(&sshd, &gp, "v1", tmp.path())?;
+    deploy_gangplank(&gangplank, &sshd, &gp, "v1", tmp.path())?;
 
     let (mut same_b, mut same_g, mut new_b, mut new_g) = (vec![], vec![], vec![], vec![]);
     let mut gp_logins = vec![];
@@ -221,12 +224,12 @@ pub fn run(_args: &[String]) -> Result<()> {
         let (t, n) = deploy_baseline(&sshd, &base, current, &script)?;
         same_b.push(t);
         base_logins = n;
-        let (t, n) = deploy_gangplank(&sshd, &gp, current, tmp.path())?;
+        let (t, n) = deploy_gangplank(&gangplank, &sshd, &gp, current, tmp.path())?;
         same_g.push(t);
         gp_logins.push(n);
         let (t, _) = deploy_baseline(&sshd, &base, next, &script)?;
         new_b.push(t);
-        let (t, n) = deploy_gangplank(&sshd, &gp, next, tmp.path())?;
+        let (t, n) = deploy_gangplank(&gangplank, &sshd, &gp, next, tmp.path())?;
         new_g.push(t);
         gp_logins.push(n);
         current = next;
@@ -237,7 +240,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     registry.stop();
     let before = sshd.connections();
     let t = Instant::now();
-    let child = gangplank_testbed::scrubbed_command(release_bin("rollback"))
+    let child = release_step(&gangplank, "rollback")
         .args(gangplank_args(&sshd, &gp))
         .env("RUNNER_TEMP", tmp.path().join("rollback"))
         .stdout(std::process::Stdio::null())

@@ -32,18 +32,8 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {
         bail!("`bench secrets` takes no arguments (got `{a}`)");
     }
-    let root = crate::project_root();
-    eprintln!("building the release binary…");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args(["build", "--quiet", "--release", "-p", "sync-secrets"])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p sync-secrets failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("sync-secrets");
+    eprintln!("building the release executable…");
+    let bin = crate::build_gangplank(true)?;
 
     let dir = tempfile::tempdir()?;
     let mut manifest = String::from("defaults:\n  targets: [github]\nvalues:\n");
@@ -93,7 +83,8 @@ fn measure(bin: &Path, dir: &Path, concurrency: Option<u32>, expected: &[(String
     gh.set_latency(LATENCY);
     gh.set_concurrency_cap(Some(CAP));
     let mut cmd = Command::new(bin);
-    cmd.current_dir(dir)
+    cmd.arg("sync-secrets")
+        .current_dir(dir)
         .args(["--mode", "apply", "--manifest", "secrets.yml", "--values-file", "values.env"])
         .args(["--api-url", gh.url(), "--repository", "acme/app", "--plan-file", "plan.json"])
         .env("INPUT_GITHUB_TOKEN", gh.token())

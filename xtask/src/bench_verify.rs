@@ -119,20 +119,8 @@ pub fn run(args: &[String]) -> Result<()> {
     require_docker()?;
     let compose = compose_program()?.join(" ");
     gangplank_testbed::require_program("curl", "curl")?;
-    let root = crate::project_root();
-    eprintln!("building release binaries…");
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "verify-image", "-p", "push-registry"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !st.success() {
-        bail!("cargo build --release failed");
-    }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let verify = target.join("release/verify-image");
-    let push = target.join("release/push-registry");
+    eprintln!("building the release executable…");
+    let gangplank = crate::build_gangplank(true)?;
 
     let s = images::samples()?;
     let dir = tempfile::tempdir()?;
@@ -151,7 +139,8 @@ pub fn run(args: &[String]) -> Result<()> {
             let project = unique_name("gpbench");
             if ours_turn {
                 let r = timed(
-                    scrubbed_command(&verify)
+                    scrubbed_command(&gangplank)
+                        .arg("verify-image")
                         .arg("--compose-files")
                         .arg(&file)
                         .args(["--service", "app", "--health-url", &url])
@@ -206,19 +195,21 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("  ratio: {ratio:.2}x (target <= 0.80x) {}", if ratio <= 0.8 { "OK" } else { "OVER TARGET" });
     println!("  start-to-healthy ratio: {:.2}x", h_ours.as_secs_f64() / h_base.as_secs_f64().max(0.001));
 
-    push_times(&push, dir.path())?;
+    push_times(&gangplank, dir.path())?;
     Ok(())
 }
 
 /// Push time of a changed image (one new layer on top of layers the registry has) and of the same image
 /// again (nothing to upload).
-fn push_times(push: &Path, dir: &Path) -> Result<()> {
+/// push-registry times, through `gangplank push-registry`.
+fn push_times(gangplank: &Path, dir: &Path) -> Result<()> {
     let s = images::samples()?;
     let (user, pass) = ("bench", "bench-password-not-secret");
     let reg = Registry::start_with_auth(user, pass)?;
     let base_args = |images: &str, tag: &str| {
-        let mut c = scrubbed_command(push);
-        c.args(["--registry", &reg.addr, "--username", user, "--images", images, "--tag", tag])
+        let mut c = scrubbed_command(gangplank);
+        c.arg("push-registry")
+            .args(["--registry", &reg.addr, "--username", user, "--images", images, "--tag", tag])
             .env("INPUT_PASSWORD", pass)
             .arg("--metadata-file")
             .arg(dir.join("push-metadata.json"))

@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the README's first command. Brings up the testbed (installing what is missing, as
-//! `cargo xtask test` does), then runs the story with the real binaries: sync-secrets (the server `.env`
+//! `cargo xtask test` does), then runs the story with the real `gangplank` executable: sync-secrets (the server `.env`
 //! for real; the GitHub target against the local API stand-in), push-registry, verify-image, deploy v1,
 //! deploy v2, deploy a broken version that rolls back by itself. Prints a table; exit 0 only when the
 //! story held.
@@ -9,18 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use gangplank_testbed::github::{GitHub, Scope};
 use gangplank_testbed::{free_port, http_get, images, scrubbed_command, unique_name, Registry, Sshd};
 
-pub const BINS: [&str; 5] = ["sync-secrets", "push-registry", "verify-image", "deploy-remote", "rollback"];
 const REPO: &str = "acme/shop";
 
 /// One line of the final table.
 pub struct Row {
-    /// The binary this step ran.
+    /// The gangplank step this row ran.
     pub bin: &'static str,
-    /// Peak resident memory of the binary in KiB, as `/usr/bin/time` reports it (largest call of the step).
+    /// Peak resident memory of gangplank in KiB, as `/usr/bin/time` reports it (largest call of the step).
     pub rss_kib: Option<u64>,
     step: String,
     exit: i32,
@@ -29,7 +28,7 @@ pub struct Row {
     held: bool,
 }
 
-/// What a binary left behind.
+/// What a step left behind.
 struct Ran {
     code: i32,
     rss_kib: Option<u64>,
@@ -64,31 +63,17 @@ pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
     crate::test::ensure_real_parts()?;
     let release = args.iter().any(|a| a == "--release");
-    let bin_dir = build_binaries(release)?;
-    let rows = story(&bin_dir)?;
+    println!("==> building gangplank{}", if release { " (release)" } else { "" });
+    let gangplank = crate::build_gangplank(release)?;
+    let rows = story(&gangplank)?;
     print_table(&rows);
     println!("\nthe story held: every step did what it should ({:.1} s in all)", started.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// Build the five binaries and return the directory that holds them.
-pub fn build_binaries(release: bool) -> Result<PathBuf> {
-    println!("==> building the five binaries{}", if release { " (release)" } else { "" });
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.arg("build").current_dir(crate::project_root());
-    if release {
-        build.arg("--release");
-    }
-    for b in BINS {
-        build.args(["-p", b]);
-    }
-    ensure!(build.status().context("running cargo build")?.success(), "cargo build failed");
-    Ok(crate::project_root().join("target").join(if release { "release" } else { "debug" }))
-}
-
-/// The story on a fresh testbed, with the binaries in `bin_dir`. Fails at the first step that did not hold.
-pub fn story(bin_dir: &Path) -> Result<Vec<Row>> {
+/// The story on a fresh testbed, with the `gangplank` executable at `gangplank`. Fails at the first step that
+/// did not hold.
+pub fn story(gangplank: &Path) -> Result<Vec<Row>> {
     println!("==> bringing up the testbed: sshd, registry, GitHub API stand-in, sample images");
     let samples = images::samples()?;
     let sshd = Sshd::start()?;
@@ -119,7 +104,7 @@ pub fn story(bin_dir: &Path) -> Result<Vec<Row>> {
         app_dir.display().to_string(),
     ];
     let mut rows = Vec::new();
-    let demo = Demo { bin_dir, work: work.path() };
+    let demo = Demo { gangplank, work: work.path() };
 
     // 1. sync-secrets: GitHub (stand-in) and the server .env (real, over SSH).
     let mut args: Vec<String> = vec![
@@ -267,25 +252,26 @@ pub fn story(bin_dir: &Path) -> Result<Vec<Row>> {
 }
 
 struct Demo<'a> {
-    bin_dir: &'a Path,
+    gangplank: &'a Path,
     work: &'a Path,
 }
 
 impl Demo<'_> {
-    /// Run one binary as a workflow step would: scrubbed environment, GITHUB_OUTPUT and summary files.
+    /// Run `gangplank <bin>` as a workflow step would: scrubbed environment, GITHUB_OUTPUT and summary files.
     fn run(&self, bin: &str, args: &[String], env: &[(&str, &str)]) -> Result<(Ran, Duration)> {
         let gh = tempfile::tempdir()?;
         let rss_file = gh.path().join("rss");
-        // `/usr/bin/time -f %M` reports the peak resident memory of the binary (spec budget: 30 MB).
+        // `/usr/bin/time -f %M` reports the peak resident memory of gangplank (spec budget: 30 MB).
         let timed = Path::new("/usr/bin/time").exists();
         let mut c = if timed {
             let mut c = scrubbed_command("/usr/bin/time");
-            c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(self.bin_dir.join(bin));
+            c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(self.gangplank);
             c
         } else {
-            scrubbed_command(self.bin_dir.join(bin))
+            scrubbed_command(self.gangplank)
         };
-        c.args(args)
+        c.arg(bin)
+            .args(args)
             .current_dir(self.work)
             .env("GITHUB_OUTPUT", gh.path().join("output"))
             .env("GITHUB_STEP_SUMMARY", gh.path().join("summary"))

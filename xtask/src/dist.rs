@@ -1,18 +1,18 @@
-//! `cargo xtask dist [--target TRIPLE]`: release archives of the five binaries (issue 6).
+//! `cargo xtask dist [--target TRIPLE]`: the release archive of the `gangplank` executable (issue 6).
 //!
-//! Builds with `cargo build --release --locked` for the host target (or `--target`), then writes
-//! `dist/gangplank-<version>-<target>.tar.gz` (one folder of that name holding the five binaries, the layout
-//! `actions/install.sh` expects), `dist/SHA256SUMS` and `dist/manifest.json` over every archive of this version in
+//! Builds with `cargo build --release --locked -p gangplank` for the host target (or `--target`), then writes
+//! `dist/gangplank-<version>-<target>.tar.gz` (one folder of that name holding `gangplank`, the layout
+//! `actions/install.sh` expects; one build, one archive, one checksum per target), `dist/SHA256SUMS` and `dist/manifest.json` over every archive of this version in
 //! `dist/` — so the release workflow can gather the archives of all targets and run it once more with
 //! `--manifest-only` to write the combined files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::codegen::ACTIONS as BINARIES;
+use crate::codegen::ACTIONS as STEPS;
 use crate::project_root;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -52,10 +52,7 @@ fn host_target() -> Result<String> {
 
 fn build(root: &Path, dist: &Path, target: &str) -> Result<()> {
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(root).args(["build", "--release", "--locked", "--target", target]);
-    for bin in BINARIES {
-        cargo.args(["-p", bin]);
-    }
+    cargo.current_dir(root).args(["build", "--release", "--locked", "--target", target, "-p", "gangplank"]);
     let status = cargo.status().context("running cargo build")?;
     if !status.success() {
         bail!("cargo build --release failed for {target}");
@@ -67,14 +64,12 @@ fn build(root: &Path, dist: &Path, target: &str) -> Result<()> {
         std::fs::remove_dir_all(&stage)?;
     }
     std::fs::create_dir_all(&stage)?;
-    let release = root.join("target").join(target).join("release");
-    for bin in BINARIES {
-        let from = release.join(bin);
-        let to = stage.join(bin);
-        std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
-        let size = std::fs::metadata(&to)?.len();
-        println!("{bin:<14} {:>6.2} MB  ({size} bytes, stripped)", size as f64 / 1_000_000.0);
-    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let from = target_dir.join(target).join("release").join("gangplank");
+    let to = stage.join("gangplank");
+    std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+    let size = std::fs::metadata(&to)?.len();
+    println!("gangplank {:>6.2} MB  ({size} bytes, stripped)", size as f64 / 1_000_000.0);
     let archive = format!("{name}.tar.gz");
     let status =
         Command::new("tar").current_dir(dist).args(["-czf", &archive, &name]).status().context("running tar")?;
@@ -115,7 +110,8 @@ fn write_sums(dist: &Path) -> Result<()> {
     let manifest = serde_json::json!({
         "name": "gangplank",
         "version": VERSION,
-        "binaries": BINARIES,
+        "binaries": ["gangplank"],
+        "steps": STEPS,
         "archives": entries,
     });
     std::fs::write(dist.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;

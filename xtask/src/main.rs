@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 mod bench_budgets;
 mod bench_deploy;
@@ -18,7 +18,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
-  demo                 bring up the testbed and run the whole story with the real binaries
+  demo                 bring up the testbed and run the whole story with the real gangplank executable
   bench ssh|deploy|verify|secrets|budgets
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
@@ -53,6 +53,19 @@ fn run(args: &[String]) -> Result<()> {
         }
         Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
+}
+
+/// Build the `gangplank` executable (debug or release) and return its path in the target directory.
+pub fn build_gangplank(release: bool) -> Result<PathBuf> {
+    let mut cargo = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(project_root()).args(["build", "--quiet", "-p", "gangplank"]);
+    if release {
+        cargo.arg("--release");
+    }
+    ensure!(cargo.status().context("running cargo build")?.success(), "cargo build -p gangplank failed");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| project_root().join("target"));
+    Ok(target.join(if release { "release" } else { "debug" }).join("gangplank"))
 }
 
 /// The repository root, from this crate's manifest directory.

@@ -282,12 +282,22 @@ impl SshArgs {
     }
 }
 
-/// Parse a binary's inputs from flags and `INPUT_*` variables.
+/// Parse a binary's inputs from the process's own arguments and `INPUT_*` variables.
+pub fn parse_inputs<T: clap::Parser>() -> T {
+    parse_inputs_from(std::env::args_os())
+}
+
+/// Parse inputs from `argv` (program name first) and `INPUT_*` variables.
 ///
 /// action.yml maps every input through `env:`, so an input the user left out arrives as an empty
 /// `INPUT_FOO`. clap would take that empty string as a value and skip the default, so empty `INPUT_*`
 /// variables are dropped first. clap reports bad values with the input's name and exits 2 (bad input).
-pub fn parse_inputs<T: clap::Parser>() -> T {
+pub fn parse_inputs_from<T, I, A>(argv: I) -> T
+where
+    T: clap::Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
     let empty: Vec<std::ffi::OsString> = std::env::vars_os()
         .filter(|(k, v)| k.to_string_lossy().starts_with("INPUT_") && v.is_empty())
         .map(|(k, _)| k)
@@ -295,7 +305,7 @@ pub fn parse_inputs<T: clap::Parser>() -> T {
     for k in empty {
         std::env::remove_var(k);
     }
-    T::parse()
+    T::parse_from(argv)
 }
 
 #[cfg(test)]

@@ -520,8 +520,11 @@ fn push_ref(docker: &Docker<'_>, target: &str) -> Result<(usize, usize)> {
     }
 }
 
-/// The whole run, after inputs were parsed. Every temporary thing is dropped before this returns.
+/// The whole run, after inputs were parsed (the `gangplank push-registry` entry point). Every temporary
+/// thing is dropped before this returns: a signal only sets a flag, so the temporary `DOCKER_CONFIG` is
+/// removed before the process exits.
 pub fn run(args: Args) -> Result<()> {
+    proc::install_signal_flag();
     let cfg = args.into_config()?;
     let mut config = DockerConfig { dir: None };
     if cfg.login.is_some() {
@@ -712,13 +715,6 @@ fn write_results(cfg: &Config, pushed: &[Pushed]) -> Result<()> {
     }
     actions::append_summary(&md)?;
     Ok(())
-}
-
-/// The binary's entry point.
-pub fn main() -> ! {
-    proc::install_signal_flag();
-    let args: Args = gangplank_core::input::parse_inputs();
-    actions::main_with(|| run(args))
 }
 
 #[cfg(test)]

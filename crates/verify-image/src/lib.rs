@@ -717,8 +717,11 @@ fn write_report(cfg: &Config, report: &Report) -> Result<()> {
     Ok(())
 }
 
-/// The whole run after inputs were parsed.
+/// The whole run after inputs were parsed (the `gangplank verify-image` entry point). A signal only sets
+/// a flag, so the teardown runs first; the process then ends with 128+signal.
 pub fn run(args: Args) -> Result<()> {
+    proc::install_signal_flag();
+    actions::exit_with_signal_code();
     let cfg = args.into_config()?;
     let compose = match cfg.target {
         Target::Stack { .. } => Some(Compose::detect().ok_or_else(|| {
@@ -830,22 +833,6 @@ pub fn run(args: Args) -> Result<()> {
         _ => "the logs of the failing containers are in the groups above; raise `timeout` if the stack is only slow to start",
     };
     Err(Error::failed(format!("{first}{rest}")).hint(hint))
-}
-
-/// The binary's entry point. A signal ends the run with 128+signal after the teardown.
-pub fn main() -> ! {
-    proc::install_signal_flag();
-    let args: Args = gangplank_core::input::parse_inputs();
-    let mut code = match run(args) {
-        Ok(()) => 0,
-        Err(e) => actions::report(&e),
-    };
-    if let Some(sig) = proc::interrupted() {
-        code = 128 + sig;
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    std::process::exit(code)
 }
 
 #[cfg(test)]

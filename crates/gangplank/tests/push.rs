@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Output;
 
-use gangplank_testbed::{assert_no_secret, images, scrubbed_command, unique_name, Registry};
+use gangplank_testbed::{assert_no_secret, images, scrubbed_command, step_program, unique_name, Registry};
 
 const USER: &str = "ci-pusher";
 const PASS: &str = "pw-canary-Zq8+/x9";
@@ -66,7 +66,7 @@ fn push(args: &[&str]) -> Run {
     for d in ["tmp", "home"] {
         std::fs::create_dir(tmp.path().join(d)).unwrap();
     }
-    let out = scrubbed_command(env!("CARGO_BIN_EXE_push-registry"))
+    let out = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "push-registry"))
         .args(args)
         .arg("--metadata-file")
         .arg(tmp.path().join("meta.json"))
@@ -250,7 +250,7 @@ fn sigterm_during_retries_still_removes_the_login() {
     let mut reg = Registry::start_with_auth(USER, PASS).unwrap();
     reg.stop();
     let tmp = tempfile::tempdir().unwrap();
-    let child = scrubbed_command(env!("CARGO_BIN_EXE_push-registry"))
+    let child = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "push-registry"))
         .args(["--registry", &reg.addr, "--username", USER, "--images", &s.v1, "--tag", "x"])
         .env("INPUT_PASSWORD", PASS)
         .env("TMPDIR", tmp.path())

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use gangplank_testbed::{assert_no_secret, free_port, http_get, images, scrubbed_command, wait_for};
+use gangplank_testbed::{assert_no_secret, free_port, http_get, images, scrubbed_command, step_program, wait_for};
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
 const USER: &str = "token-user";
@@ -252,7 +252,7 @@ fn bearer_token_registry_digest_matches() {
     let s = images::samples().unwrap();
     let reg = TokenRegistry::start();
     let tmp = tempfile::tempdir().unwrap();
-    let out = scrubbed_command(env!("CARGO_BIN_EXE_push-registry"))
+    let out = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "push-registry"))
         .args(["--registry", &reg.addr, "--username", USER, "--images", &format!("app={}", s.v1)])
         .args(["--tag", "b1", "--extra-tags", "latest"])
         .arg("--metadata-file")

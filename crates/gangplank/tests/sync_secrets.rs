@@ -1,4 +1,4 @@
-//! The `sync-secrets` binary end to end: the real binary as a child process with a scrubbed environment,
+//! `gangplank sync-secrets` end to end: the real executable as a child process with a scrubbed environment,
 //! against the GitHub API stand-in and the testbed's real sshd (issue 5, "Must show").
 
 use std::collections::BTreeMap;
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use gangplank_testbed::github::{GitHub, Limit, Scope};
 use gangplank_testbed::{assert_no_secret, scrubbed_command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sync-secrets");
+/// `sync-secrets` as `gangplank sync-secrets`: the executable, then the subcommand.
+const GANGPLANK: &str = env!("CARGO_BIN_EXE_gangplank");
 
 /// A working directory with a manifest and a values file.
 struct Case {
@@ -66,8 +67,9 @@ impl Case {
         let summary_file = self.path("step_summary");
         std::fs::write(&out_file, "").unwrap();
         std::fs::write(&summary_file, "").unwrap();
-        let mut cmd = scrubbed_command(BIN);
-        cmd.current_dir(self.dir.path())
+        let mut cmd = scrubbed_command(GANGPLANK);
+        cmd.arg("sync-secrets")
+            .current_dir(self.dir.path())
             .args(["--manifest", "secrets.yml", "--values-file", "values.env"])
             .args(args)
             .env("GITHUB_ACTIONS", "true")
@@ -510,7 +512,7 @@ fn token_and_repository_errors_are_explained() {
 
 #[test]
 fn help_lists_every_input() {
-    let out = scrubbed_command(BIN).arg("--help").output().unwrap();
+    let out = scrubbed_command(GANGPLANK).arg("sync-secrets").arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for input in [
         "--manifest",

@@ -1,10 +1,10 @@
 //! rollback's input checks on the testbed's real sshd. The rollback itself (registry stopped, previous
-//! version serving) is in deploy-remote's story test, which needs both binaries.
+//! version serving) is in deploy.rs's story test, which runs both steps.
 
-use gangplank_testbed::{scrubbed_command, Sshd};
+use gangplank_testbed::{scrubbed_command, step_program, Sshd};
 
 fn run(sshd: &Sshd, app_dir: &str, extra: &[&str]) -> (i32, String) {
-    let out = scrubbed_command(env!("CARGO_BIN_EXE_rollback"))
+    let out = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "rollback"))
         .arg("--host")
         .arg(sshd.host_spec())
         .arg(format!("--ssh-key={}", sshd.client_key))

@@ -227,22 +227,14 @@ impl Drop for Fixture {
     }
 }
 
+/// `deploy-remote` as a link to the `gangplank` executable under test.
 pub fn deploy_remote() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_deploy-remote"))
+    gangplank_testbed::step_program(env!("CARGO_BIN_EXE_gangplank"), "deploy-remote")
 }
 
-/// The rollback binary sits next to deploy-remote in the same target dir; `cargo build` once per test
-/// process makes sure it is there and current (a no-op when it is).
+/// `rollback` as a link to the same executable.
 pub fn rollback_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile = if cfg!(debug_assertions) { vec![] } else { vec!["--release"] };
-        let st =
-            Command::new(cargo).args(["build", "-q", "-p", "rollback"]).args(profile).status().expect("cargo runs");
-        assert!(st.success(), "building rollback failed");
-    });
-    deploy_remote().with_file_name("rollback")
+    gangplank_testbed::step_program(env!("CARGO_BIN_EXE_gangplank"), "rollback")
 }
 
 pub fn wait_health(fx: &Fixture, want: &str) {

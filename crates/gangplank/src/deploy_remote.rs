@@ -1,19 +1,19 @@
-//! `deploy-remote`: deploy a docker compose app to one or more hosts over SSH, health-gated, rolling
-//! back by itself (contract: spec/actions.md, "deploy-remote"). Raw inputs → validated config → plan →
-//! engine (`gangplank_deploy`) → outputs, record, summary → exit code.
+//! `gangplank deploy-remote`: deploy a docker compose app to one or more hosts over SSH, health-gated,
+//! rolling back by itself (contract: spec/actions.md, "deploy-remote"). Raw inputs → validated config →
+//! plan → engine (`gangplank_deploy`) → outputs, record, summary; `main` turns the result into the exit code.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs, parse_size};
+use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_size};
 use gangplank_core::{Error, Result};
 use gangplank_deploy::{self as deploy, DeployConfig, RunMeta};
 
 /// Deploy a docker compose application to one or more hosts over SSH; roll back when it is not healthy.
 #[derive(Debug, Parser)]
 #[command(name = "deploy-remote", version, args_override_self = true)]
-struct Args {
+pub struct Args {
     #[command(flatten)]
     ssh: gangplank_core::input::SshArgs,
 
@@ -120,21 +120,21 @@ fn config(a: Args) -> Result<DeployConfig> {
     })
 }
 
-fn main() {
-    let args: Args = parse_inputs();
-    gangplank_core::actions::main_with(|| {
-        deploy::install_signal_handlers();
-        let cfg = config(args)?;
-        let mut connect = deploy::connect_ssh(&cfg.ssh);
-        let out = deploy::deploy(&cfg, &mut connect);
-        if cfg.preflight_only && out.error.is_none() {
-            return Ok(());
-        }
-        let outputs = [
-            ("deployed-tag", cfg.tag.clone()),
-            ("previous-tag", out.record.previous_tag.clone()),
-            ("rolled-back", out.rolled_back.to_string()),
-        ];
-        deploy::publish(out, &cfg.record_file, &outputs, &format!("deploy-remote: `{}` → `{}`", cfg.app, cfg.tag))
-    })
+/// The whole run after inputs were parsed.
+pub fn run(args: Args) -> Result<()> {
+    deploy::install_signal_handlers();
+    let cfg = config(args)?;
+    let mut connect = deploy::connect_ssh(&cfg.ssh);
+    let out = deploy::deploy(&cfg, &mut connect);
+    if cfg.preflight_only && out.error.is_none() {
+        return Ok(());
+    }
+    // Exit 2 or 3: nothing was deployed anywhere, and the outputs say so.
+    let nothing = out.error.as_ref().is_some_and(|e| matches!(e.exit_code(), 2 | 3));
+    let outputs = [
+        ("deployed-tag", if nothing { String::new() } else { cfg.tag.clone() }),
+        ("previous-tag", out.record.previous_tag.clone()),
+        ("rolled-back", out.rolled_back.to_string()),
+    ];
+    deploy::publish(out, &cfg.record_file, &outputs, &format!("deploy-remote: `{}` → `{}`", cfg.app, cfg.tag))
 }

@@ -1,4 +1,4 @@
-//! `rollback`: go back to an earlier tag with the compose files and `.env` already on the host
+//! `gangplank rollback`: go back to an earlier tag with the compose files and `.env` already on the host
 //! (contract: spec/actions.md, "rollback"). Needs no registry when the image is still on the host:
 //! it runs `compose up` without a pull, and compose pulls only images that are missing.
 
@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_inputs};
+use gangplank_core::input::{list_value, parse_bool, parse_duration};
 use gangplank_core::Result;
 use gangplank_deploy::{self as deploy, Record, RollbackConfig, RunMeta};
 
 /// Roll a docker compose application back to an earlier tag on one or more hosts.
 #[derive(Debug, Parser)]
 #[command(name = "rollback", version, args_override_self = true)]
-struct Args {
+pub struct Args {
     #[command(flatten)]
     ssh: gangplank_core::input::SshArgs,
 
@@ -81,23 +81,19 @@ fn config(a: Args) -> Result<RollbackConfig> {
     })
 }
 
-fn main() {
-    let args: Args = parse_inputs();
-    gangplank_core::actions::main_with(|| {
-        deploy::install_signal_handlers();
-        let cfg = config(args)?;
-        // The record of the deploy being undone names the tag to go back to (when it is a valid tag
-        // of this app that actually replaced something).
-        let record_previous = Record::read(&cfg.record_file)
-            .filter(|r| r.app == cfg.app && r.action != "rollback" && !r.previous_tag.is_empty())
-            .map(|r| r.previous_tag)
-            .filter(|t| deploy::validate_tag(t, "previous_tag").is_ok());
-        let mut connect = deploy::connect_ssh(&cfg.ssh);
-        let out = deploy::rollback(&cfg, record_previous, &mut connect);
-        let outputs = [
-            ("rolled-back-to", out.record.deployed_tag.clone()),
-            ("rolled-back-from", out.record.previous_tag.clone()),
-        ];
-        deploy::publish(out, &cfg.record_file, &outputs, &format!("rollback: `{}`", cfg.app))
-    })
+/// The whole run after inputs were parsed.
+pub fn run(args: Args) -> Result<()> {
+    deploy::install_signal_handlers();
+    let cfg = config(args)?;
+    // The record of the deploy being undone names the tag to go back to (when it is a valid tag
+    // of this app that actually replaced something).
+    let record_previous = Record::read(&cfg.record_file)
+        .filter(|r| r.app == cfg.app && r.action != "rollback" && !r.previous_tag.is_empty())
+        .map(|r| r.previous_tag)
+        .filter(|t| deploy::validate_tag(t, "previous_tag").is_ok());
+    let mut connect = deploy::connect_ssh(&cfg.ssh);
+    let out = deploy::rollback(&cfg, record_previous, &mut connect);
+    let outputs =
+        [("rolled-back-to", out.record.deployed_tag.clone()), ("rolled-back-from", out.record.previous_tag.clone())];
+    deploy::publish(out, &cfg.record_file, &outputs, &format!("rollback: `{}`", cfg.app))
 }

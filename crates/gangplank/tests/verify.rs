@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gangplank_testbed::{free_port, images, require_docker, scrubbed_command, unique_name};
+use gangplank_testbed::{free_port, images, require_docker, scrubbed_command, step_program, unique_name};
 
 /// A stack of the sample app plus a busybox dependency (`db`) with a named volume. The app waits for the
 /// dependency to be healthy; `db_health` is the dependency's health check path.
@@ -57,7 +57,7 @@ impl Stack {
         self.dir.path().join("compose.yaml")
     }
     fn command(&self, more: &[&str]) -> Command {
-        let mut c = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"));
+        let mut c = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "verify-image"));
         c.arg("--compose-files")
             .arg(self.file())
             .args(["--service", "app", "--project-name", &self.project])
@@ -224,7 +224,7 @@ fn sigterm_mid_run_still_tears_everything_down() {
 fn verify_single(image: &str, more: &[&str]) -> (i32, String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let project = unique_name("gpverify-one");
-    let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"))
+    let o = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "verify-image"))
         .args(["--image", image, "--project-name", &project])
         .env("INPUT_TIMEOUT", "30s")
         .arg("--report-file")
@@ -333,12 +333,12 @@ fn bad_inputs_are_exit_2_and_start_nothing() {
     let (code, err, _) = verify_single("gangplank-surely-absent:1", &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("gangplank-surely-absent:1") && err.contains("hint:"), "{err}");
-    let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"))
+    let o = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "verify-image"))
         .args(["--compose-files", "/nonexistent/compose.yaml", "--service", "x"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"))
+    let o = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "verify-image"))
         .args(["--image", "x", "--timeout", "soon"])
         .output()
         .unwrap();
@@ -351,7 +351,7 @@ fn unknown_service_is_exit_2_and_removed() {
     let o = st.command(&[]).args(["--service", "nope"]).output().unwrap();
     // `--service` given twice: clap refuses, nothing starts.
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = scrubbed_command(env!("CARGO_BIN_EXE_verify-image"))
+    let o = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "verify-image"))
         .arg("--compose-files")
         .arg(st.file())
         .args(["--service", "nope", "--project-name", &st.project, "--timeout", "30s"])

@@ -1,0 +1,87 @@
+//! The two ways to run a step are one command: `gangplank <step>` and the executable invoked under the step's
+//! name (a link `deploy-remote -> gangplank`, as a `PATH` of links installs the steps) print the same `--help`,
+//! and refuse the same bad input with the same exit code and the same lines.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use gangplank_testbed::step_program;
+
+const GANGPLANK: &str = env!("CARGO_BIN_EXE_gangplank");
+const STEPS: [&str; 5] = ["deploy-remote", "rollback", "push-registry", "verify-image", "sync-secrets"];
+
+/// Runs `program args` in `dir` with nothing of the caller's environment but `PATH`, so no `INPUT_*`, token or
+/// repository name can turn a bad input into a good one.
+fn run(program: &Path, args: &[&str], dir: &Path) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).args(args).current_dir(dir);
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn subcommand_and_step_name_print_the_same_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for step in STEPS {
+        let sub = run(Path::new(GANGPLANK), &[step, "--help"], dir.path());
+        let linked = run(&step_program(GANGPLANK, step), &["--help"], dir.path());
+        assert!(sub.status.success(), "gangplank {step} --help: {}", text(&sub.stderr));
+        assert_eq!(linked.status.code(), sub.status.code(), "{step}");
+        assert_eq!(text(&linked.stdout), text(&sub.stdout), "{step}: --help differs between the two forms");
+        let help = text(&sub.stdout);
+        assert!(help.contains(&format!("Usage: gangplank {step} [OPTIONS]")), "{step}:\n{help}");
+        // Every input is listed with its `INPUT_*` name, and defaults as before (one sample per step).
+        let sample = match step {
+            "deploy-remote" => "[default: 60s]",
+            "rollback" => "[default: 5m]",
+            "push-registry" => "[default: true]",
+            "verify-image" => "[default: false]",
+            _ => "[default: .github/secrets.yml]",
+        };
+        assert!(help.contains("[env: INPUT_") && help.contains(sample), "{step}:\n{help}");
+    }
+}
+
+#[test]
+fn the_top_level_help_lists_the_five_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(Path::new(GANGPLANK), &["--help"], dir.path());
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for step in STEPS {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(step)), "{step} missing from:\n{help}");
+    }
+    let version = run(Path::new(GANGPLANK), &["--version"], dir.path());
+    assert_eq!(text(&version.stdout).trim(), format!("gangplank {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn subcommand_and_step_name_refuse_bad_input_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    for step in STEPS {
+        // Nothing given: each step misses a required input (or, for sync-secrets, its manifest) and stops
+        // before any connection, with exit 2 and a hint.
+        let sub = run(Path::new(GANGPLANK), &[step], dir.path());
+        let linked = run(&step_program(GANGPLANK, step), &[], dir.path());
+        assert_eq!(sub.status.code(), Some(2), "gangplank {step}: {}", text(&sub.stderr));
+        assert_eq!(linked.status.code(), Some(2), "{step} (link): {}", text(&linked.stderr));
+        assert!(text(&sub.stderr).lines().any(|l| l.starts_with("hint: ")), "{step}: {}", text(&sub.stderr));
+        assert_eq!(text(&linked.stderr), text(&sub.stderr), "{step}: the two forms said different things");
+    }
+    // A value clap itself refuses is exit 2 in both forms too.
+    let sub = run(Path::new(GANGPLANK), &["deploy-remote", "--health-timeout", "soon"], dir.path());
+    let linked = run(&step_program(GANGPLANK, "deploy-remote"), &["--health-timeout", "soon"], dir.path());
+    assert_eq!((sub.status.code(), linked.status.code()), (Some(2), Some(2)));
+    assert_eq!(text(&linked.stderr), text(&sub.stderr));
+}
+
+#[test]
+fn an_unknown_step_is_refused_with_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(Path::new(GANGPLANK), &["deploy"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("deploy-remote"), "{}", text(&out.stderr));
+}
