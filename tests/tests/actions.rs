@@ -55,7 +55,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("preflight-only", Some("false")),
                 ("record-file", None),
             ];
-            outputs = &["deployed-tag", "previous-tag", "rolled-back", "record-file"];
+            outputs = &["deployed-tag", "previous-tag", "rolled-back", "changed", "record-file"];
         }
         "rollback" => {
             inputs.extend_from_slice(SSH);
@@ -120,6 +120,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("app-dir", None),
                 ("remote-env-path", None),
                 ("keep-backups", Some("10")),
+                ("lock-timeout", Some("5m")),
                 // Beyond the contract: request concurrency and retries, the plan file path.
                 ("concurrency", Some("4")),
                 ("max-retries", Some("5")),
