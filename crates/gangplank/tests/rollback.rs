@@ -38,7 +38,9 @@ fn nothing_to_roll_back_to_is_a_bad_input_with_a_hint() {
     let app = dir.path().join("app");
     let (code, err) = run(&sshd, app.to_str().unwrap(), &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no previous tag") && err.contains("hint: pass `to-tag`"), "{err}");
-    assert!(!app.join(".gangplank/lock").exists(), "lock released");
+    assert!(err.contains("never deployed") && err.contains("nothing to roll back to"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    // Fault 6 of the engine redesign: a rollback on a fresh host used to create the app dir.
+    assert!(!app.exists(), "a never-deployed host is left as it was");
     assert_eq!(sshd.connections(), 1);
 }
