@@ -177,16 +177,9 @@ impl Compose {
     }
 }
 
-/// RFC 3339 time, UTC, now.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-/// The run's URL from the runner's variables, when they are all set.
-pub fn run_url() -> Option<String> {
-    let v = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
-    Some(format!("{}/{}/actions/runs/{}", v("GITHUB_SERVER_URL")?, v("GITHUB_REPOSITORY")?, v("GITHUB_RUN_ID")?))
-}
+// The binaries that drive local programs stamp their reports with the same clock and run URL as the
+// host layout does.
+pub use crate::host::{now_rfc3339, run_url};
 
 #[cfg(test)]
 mod tests {

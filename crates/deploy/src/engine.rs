@@ -73,8 +73,6 @@ pub struct Host {
     pub containers: Vec<Container>,
     pub tags_seen: Vec<(String, String)>,
     pub gate_failure: Option<GateFailure>,
-    /// What this run repaired when it took the lock, for the summary.
-    pub repaired: Option<String>,
     /// A step of the revert under way failed.
     pub revert_failed: bool,
 }
@@ -94,7 +92,6 @@ impl Host {
             containers: vec![],
             tags_seen: vec![],
             gate_failure: None,
-            repaired: None,
             revert_failed: false,
         }
     }
@@ -149,7 +146,11 @@ impl Host {
 
     /// The commands `step` runs, with the data this run holds (what `preflight-only` prints).
     pub fn commands(&self, step: &Step) -> Vec<gangplank_core::Cmd> {
-        let st = self.next_state(step);
+        self.commands_writing(step, &self.next_state(step))
+    }
+
+    /// [`Host::commands`] for a step that writes `st` as state.json.
+    fn commands_writing(&self, step: &Step, st: &State) -> Vec<gangplank_core::Cmd> {
         let line = match step {
             Step::Commit { release, action, result, previous, .. } => {
                 self.audit_line(action, &release.tag, previous, result)
@@ -179,9 +180,14 @@ impl Host {
                 None => info(format!("force-unlock: no lock on {label}")),
             },
             Step::Lock { owner, create } => {
-                let interrupted = || crate::interrupted();
-                let got =
-                    lock::acquire_with(self.ex.as_mut(), &dir, owner, self.ctx.lock_timeout, &interrupted, *create)?;
+                let got = lock::acquire_with(
+                    self.ex.as_mut(),
+                    &dir,
+                    owner,
+                    self.ctx.lock_timeout,
+                    &crate::interrupted,
+                    *create,
+                )?;
                 let Some(text) = got else {
                     self.absent = true;
                     return Ok(());
@@ -192,23 +198,22 @@ impl Host {
                     self.repair(&p)?;
                 }
             }
-            Step::Stage { .. } => {
+            Step::Stage { files, .. } => {
                 let cmds = self.commands(step);
-                let (first, uploads) = cmds.split_first().expect("stage has its folder command");
+                let (first, writes) = cmds.split_first().expect("stage has its folder command");
                 self.ex.check(first, "preparing the staging folder")?;
-                let contents: Vec<(Vec<u8>, String)> = self
-                    .ctx
-                    .uploads
-                    .iter()
-                    .filter(|u| matches!(step, Step::Stage { files, .. } if files.contains(&u.remote)))
-                    .map(|u| (u.content.clone(), u.remote.clone()))
-                    .collect();
-                for (cmd, (content, remote)) in uploads.iter().zip(contents) {
-                    let out = self.ex.exec(cmd, Some(&content))?;
+                // `commands` gives one atomic write per staged upload, in the order of `ctx.uploads`.
+                let staged = self.ctx.uploads.iter().filter(|u| files.contains(&u.remote));
+                for (cmd, u) in writes.iter().zip(staged) {
+                    let out = self.ex.exec(cmd, Some(&u.content))?;
                     if !out.success() {
-                        return Err(Error::failed(format!("uploading {remote} to {label} failed: {}", out.tail(3)))
-                            .hint("check free space and permissions in the app dir; nothing live was changed")
-                            .into());
+                        return Err(Error::failed(format!(
+                            "uploading {} to {label} failed: {}",
+                            u.remote,
+                            out.tail(3)
+                        ))
+                        .hint("check free space and permissions in the app dir; nothing live was changed")
+                        .into());
                     }
                 }
             }
@@ -251,13 +256,12 @@ impl Host {
             Step::Gate { .. } => {
                 let services = self.ctx.services.clone();
                 let url = self.ctx.health_url.clone();
-                let interrupted = || crate::interrupted();
                 let g = health::Gate {
                     project: &self.ctx.app,
                     services: &services,
                     health_url: url.as_deref(),
                     timeout: self.ctx.health_timeout,
-                    interrupted: &interrupted,
+                    interrupted: &crate::interrupted,
                 };
                 let start = Instant::now();
                 match health::wait(self.ex.as_mut(), &g)? {
@@ -269,8 +273,9 @@ impl Host {
                 }
             }
             Step::Commit { .. } | Step::Record { .. } => {
+                // The state written and the state kept are one value (one clock reading).
                 let next = self.next_state(step);
-                let cmd = self.commands(step).remove(0);
+                let cmd = self.commands_writing(step, &next).remove(0);
                 let out = self.ex.check(&cmd, "writing state.json and audit.log")?;
                 self.tags_seen = crate::files::parse_tags(&out.stdout_str());
                 self.st = next;
@@ -397,7 +402,6 @@ impl Host {
                 .hint("read the messages above; run the step again, or fix the host by hand and remove `pending` from .gangplank/state.json"));
             }
         }
-        self.repaired = Some(format!("repaired an interrupted deploy of `{}`: `{prev}` is back", p.tag));
         info(format!("repaired {}: `{prev}` and its files are back", self.label()));
         Ok(())
     }

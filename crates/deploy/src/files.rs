@@ -221,16 +221,6 @@ pub fn restore_cmd(app_dir: &str, stamp: &str, rels: &[String]) -> Cmd {
 /// Deadline of the short bookkeeping scripts (stage, switch, restore, finish).
 pub const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Keep the newest `keep` backups of each given file (stamps sort as time), after a success only.
-pub const PRUNE_BACKUPS_SCRIPT: &str = r#"app=$1; keep=$2; shift 2
-prune() { total=0; for f in "$@"; do [ -e "$f" ] && total=$((total+1)); done
-  i=0; for f in "$@"; do [ -e "$f" ] || continue; i=$((i+1)); [ "$i" -le $((total-keep)) ] && rm -f -- "$f"; done; return 0; }
-for rel in "$@"; do prune "$app/.gangplank/backups/$rel".*; done"#;
-
-pub fn prune_backups_cmd(app_dir: &str, keep: usize, rels: &[String]) -> Cmd {
-    Cmd::script(PRUNE_BACKUPS_SCRIPT).arg(app_dir).arg(keep.to_string()).args(rels).privileged()
-}
-
 /// The end of a successful deploy in one round trip: write state.json (temporary name, then rename),
 /// append the audit line, list the tags of each image repository (`tag=REPO<TAB>TAG`, newest first),
 /// keep the newest `keep` backups of each uploaded file, and release the lock when `lock_id` is ours.
@@ -289,11 +279,6 @@ pub fn remove_images_cmd(refs: &[String]) -> Cmd {
     Cmd::script(r#"for r in "$@"; do docker image rm "$r" >/dev/null 2>&1 && printf '%s\n' "$r"; done; exit 0"#)
         .args(refs)
         .privileged()
-}
-
-/// Read `.gangplank/state.json` (empty output when there is none).
-pub fn read_state_cmd(app_dir: &str) -> Cmd {
-    Cmd::script(r#"f=$1/.gangplank/state.json; if [ -f "$f" ]; then cat -- "$f"; fi"#).arg(app_dir).privileged()
 }
 
 pub use gangplank_core::host::audit_cmd;
@@ -395,11 +380,8 @@ mod tests {
             std::fs::write(app.join(format!(".gangplank/backups/compose.yaml.{s}")), s).unwrap();
         }
         let mut l = Local::new(false);
-        l.check(&prune_backups_cmd(a, 2, &["compose.yaml".into()]), "prune").unwrap();
-        assert_eq!(std::fs::read_dir(app.join(".gangplank/backups")).unwrap().count(), 2);
         l.check(&audit_cmd(a, "{\"a\":\"$x;'\"}"), "audit").unwrap();
         assert_eq!(std::fs::read_to_string(app.join(".gangplank/audit.log")).unwrap(), "{\"a\":\"$x;'\"}\n");
-        assert_eq!(l.check(&read_state_cmd(a), "state").unwrap().stdout_str(), "");
         let out = l
             .check(&finish_cmd(a, "{\"app\":\"x'$y\"}", "line two", 1, "", &[], &["compose.yaml".into()]), "finish")
             .unwrap();

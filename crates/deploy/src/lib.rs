@@ -189,6 +189,11 @@ pub fn summary_table(title: &str, rows: &[Row]) -> String {
 /// Opens the connection to one host. Binaries pass the SSH executor; tests pass recordings.
 pub type Connect<'a> = dyn FnMut(&HostSpec) -> Result<Box<dyn Executor>> + 'a;
 
+/// `record-file` as given, or [`default_record_file`] when it is unset or empty.
+pub fn record_file_or_default(given: Option<PathBuf>) -> PathBuf {
+    given.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| default_record_file("deploy-record.json"))
+}
+
 /// Where the record file goes by default: `$RUNNER_TEMP/gangplank/<name>`, else the system temp dir.
 pub fn default_record_file(name: &str) -> PathBuf {
     let base =

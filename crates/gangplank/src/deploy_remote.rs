@@ -112,10 +112,7 @@ fn config(a: Args) -> Result<DeployConfig> {
         force_unlock: a.force_unlock,
         min_free_disk: a.min_free_disk,
         preflight_only: a.preflight_only,
-        record_file: a
-            .record_file
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| deploy::default_record_file("deploy-record.json")),
+        record_file: deploy::record_file_or_default(a.record_file),
         meta: RunMeta::from_env(),
     })
 }

@@ -73,10 +73,7 @@ fn config(a: Args) -> Result<RollbackConfig> {
         lock_timeout: a.lock_timeout,
         force_unlock: a.force_unlock,
         to_tag,
-        record_file: a
-            .record_file
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| deploy::default_record_file("deploy-record.json")),
+        record_file: deploy::record_file_or_default(a.record_file),
         meta: RunMeta::from_env(),
     })
 }

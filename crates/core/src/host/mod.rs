@@ -42,12 +42,7 @@ impl RunMeta {
     /// From the runner's `GITHUB_*` variables (empty outside Actions) and this machine's host name.
     pub fn from_env() -> RunMeta {
         let var = |k: &str| std::env::var(k).unwrap_or_default();
-        let run_url = match (var("GITHUB_SERVER_URL"), var("GITHUB_REPOSITORY"), var("GITHUB_RUN_ID")) {
-            (s, r, id) if !s.is_empty() && !r.is_empty() && !id.is_empty() => {
-                format!("{s}/{r}/actions/runs/{id}")
-            }
-            _ => String::new(),
-        };
+        let run_url = run_url().unwrap_or_default();
         let actor = match var("GITHUB_ACTOR") {
             a if a.is_empty() => var("USER"),
             a => a,
@@ -80,6 +75,12 @@ impl AuditLine<'_> {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).expect("audit line serialises")
     }
+}
+
+/// The run's URL from the runner's variables, when they are all set.
+pub fn run_url() -> Option<String> {
+    let v = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+    Some(format!("{}/{}/actions/runs/{}", v("GITHUB_SERVER_URL")?, v("GITHUB_REPOSITORY")?, v("GITHUB_RUN_ID")?))
 }
 
 /// Append one line to `.gangplank/audit.log`.
