@@ -162,12 +162,97 @@ impl Sshd {
     }
 }
 
+/// Faults a test can inflict on this server, as a real host would suffer them.
+impl Sshd {
+    /// The per-connection sshd processes (privilege monitor and session), not the commands they run.
+    pub fn sessions(&self) -> Vec<u32> {
+        descendants(self.child.id()).into_iter().filter(|p| comm(*p).as_deref() == Some("sshd")).collect()
+    }
+
+    /// Drop every open connection (the sessions' sshd processes die; the listener stays): a network
+    /// blip, or an sshd restart that ends sessions.
+    pub fn drop_connections(&self) {
+        signal(&self.sessions(), "KILL");
+    }
+
+    /// Kill sshd outright, listener and sessions (an OOM kill, a crashed or removed server). The
+    /// commands those sessions ran are left to themselves, as on a real host.
+    pub fn kill(&mut self) {
+        let mut all = self.sessions();
+        all.push(self.child.id());
+        signal(&all, "KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Start sshd again on the same port with the same keys (after [`Sshd::kill`]).
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path(), &self.log_path, self.port)?;
+        Ok(())
+    }
+
+    /// Freeze the server: listener and sessions stop (SIGSTOP) with their sockets open, so the
+    /// kernel still accepts connections and data but nothing answers, like a host that hangs.
+    pub fn freeze(&self) {
+        let mut all = self.sessions();
+        all.push(self.child.id());
+        signal(&all, "STOP");
+    }
+
+    pub fn thaw(&self) {
+        let mut all = self.sessions();
+        all.push(self.child.id());
+        signal(&all, "CONT");
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
-        // Only the listener we started; sessions it forked end when their clients disconnect.
+        // The listener we started, and sessions a fault left frozen or still open.
+        let sessions = self.sessions();
+        signal(&sessions, "CONT");
+        signal(&sessions, "KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `kill -SIG pid…` (the workspace denies `unsafe`, so no libc here).
+fn signal(pids: &[u32], sig: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = scrubbed_command("kill").arg(format!("-{sig}")).args(pids.iter().map(u32::to_string)).status();
+}
+
+/// Every process below `root`, read from /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent = std::collections::HashMap::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses, so split after the last `)`.
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            parent.insert(pid, ppid);
+        }
+    }
+    let mut out = vec![];
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (&c, &pp) in &parent {
+            if pp == p {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
 }
 
 fn keygen(dir: &Path, name: &str, args: &[&str]) -> Result<()> {

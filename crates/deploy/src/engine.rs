@@ -406,6 +406,18 @@ impl Host {
         Ok(())
     }
 
+    /// A new connection in place of a lost one. A command the old one left running on the host (a
+    /// `compose up` still starting the new release) is stopped first, so it cannot change the host
+    /// behind the revert.
+    pub fn reconnect(&mut self, connect: &mut Connect) -> Result<()> {
+        let stranded = self.ex.stranded();
+        self.ex = connect(&self.spec)?;
+        if let Some(pg) = stranded {
+            let _ = self.ex.run(&gangplank_core::exec::ssh::stop_group(pg));
+        }
+        Ok(())
+    }
+
     /// Release the lock if this run still holds it; after a lost connection, reconnect once for it.
     pub fn release(&mut self, connect: &mut Connect) -> Option<Error> {
         self.lease.as_ref()?;
@@ -413,13 +425,11 @@ impl Host {
             Ok(()) => return None,
             Err(f) => f,
         };
-        if matches!(&first, Fail::Other(e) if e.class == Class::Lost) {
-            if let Ok(ex) = connect(&self.spec) {
-                self.ex = ex;
-                if self.step(&Step::Unlock).is_ok() {
-                    return None;
-                }
-            }
+        if matches!(&first, Fail::Other(e) if e.class == Class::Lost)
+            && self.reconnect(connect).is_ok()
+            && self.step(&Step::Unlock).is_ok()
+        {
+            return None;
         }
         let id = self.lease.clone().unwrap_or_default();
         Some(Error::failed(format!("the lock on {} could not be released: {}", self.label(), first.message())).hint(

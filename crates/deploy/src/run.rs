@@ -432,8 +432,8 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
     }
     if lost {
         // One new connection to put the host back and release the lock.
-        match connect(&h.spec) {
-            Ok(ex) => h.ex = ex,
+        match h.reconnect(connect) {
+            Ok(()) => {}
             Err(e) => {
                 return HostFailure {
                     error: Error::failed(format!(

@@ -177,3 +177,148 @@ fn workflow_commands_in_container_logs_are_shown_not_obeyed() {
 fn unsafe_free_kill(pid: u32, sig: &str) -> bool {
     std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().is_ok_and(|s| s.success())
 }
+
+/// What every fault test checks once the host is back: the previous release serving over HTTP, its
+/// files byte for byte and mode, state.json naming it with no journal, the audit line, no lock.
+fn assert_previous_release_back(fx: &Fixture, before: &[(String, String, u32)], tag: &str, result: &str) {
+    support::wait_health(fx, "v1");
+    assert_eq!(release_files(fx), before, "the previous release's files, byte for byte and mode");
+    let st = state(fx);
+    assert_eq!(st["current"]["tag"], "v1");
+    assert!(st.get("pending").is_none(), "journal cleared: {st}");
+    let audit = fx.read_host(".gangplank/audit.log");
+    assert!(audit.contains(&format!("\"tag\":\"{tag}\",\"previous_tag\":\"v1\",\"result\":\"{result}\"")), "{audit}");
+    assert!(!fx.app_dir.join(".gangplank/lock").exists(), "lock released");
+    assert!(!fx.app_dir.join(".gangplank/staging").exists(), "staging removed");
+}
+
+/// A deployed v1, then a deploy of `broken` with new `.env` content started in the background and
+/// waited on until its container runs (the deploy is in its health gate).
+fn deploy_then_break(
+    fx: &Fixture,
+) -> (Vec<(String, String, u32)>, std::process::Child, tempfile::TempDir, Vec<String>) {
+    let r = fx.deploy(&fx.deploy_args("v1"));
+    assert_eq!(r.status, 0, "{r:?}");
+    let before = release_files(fx);
+    fx.write_env(&format!("APP_TOKEN={ENV_CANARY}\nMODE=new\n"));
+    let (child, gh, args) = start_deploy(fx, "broken");
+    wait_running(fx, "broken");
+    (before, child, gh, args)
+}
+
+#[test]
+fn a_dropped_connection_mid_deploy_reconnects_once_and_puts_the_previous_release_back() {
+    let fx = Fixture::new("gp-drop");
+    let (before, child, gh, args) = deploy_then_break(&fx);
+    fx.sshd.drop_connections();
+    let r = collect(child.wait_with_output().unwrap(), gh.path(), &args);
+
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("SSH connection to"), "the lost connection is named: {}", r.stderr);
+    assert!(r.stderr.contains("rolled back to `v1`"), "{}", r.stderr);
+    assert_eq!(r.out("rolled-back"), "true");
+    assert_previous_release_back(&fx, &before, "broken", "connection-lost");
+    assert!(!r.stderr.contains(ENV_CANARY));
+}
+
+#[test]
+fn sshd_killed_mid_deploy_leaves_a_journal_that_the_next_run_repairs() {
+    let mut fx = Fixture::new("gp-sshdkill");
+    let (before, child, gh, args) = deploy_then_break(&fx);
+    fx.sshd.kill();
+    let r = collect(child.wait_with_output().unwrap(), gh.path(), &args);
+
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("reconnecting failed"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint:") && r.stderr.contains("force-unlock"), "{}", r.stderr);
+    assert!(state(&fx).get("pending").is_some(), "the journal stays for the next run");
+
+    // sshd comes back and the job is re-run, deploying v1 with the new files, as the hint says: the
+    // host is repaired first (files and tag of the last good release), then deployed.
+    fx.sshd.restart().expect("sshd starts again");
+    let mut again = fx.deploy_args("v1");
+    again.extend(["--force-unlock", "true"].map(String::from));
+    let r = fx.deploy(&again);
+    assert_eq!(r.status, 0, "{r:?}");
+    let repaired = r.stderr.find("left mid-deploy of `broken`").expect("the repair is reported");
+    assert!(repaired < r.stderr.find("deployed `v1`").unwrap(), "repair before deploy: {}", r.stderr);
+    support::wait_health(&fx, "v1");
+    assert_ne!(release_files(&fx), before, "the re-run's own files");
+    let st = state(&fx);
+    assert_eq!(st["current"]["tag"], "v1", "{st}");
+    assert!(st.get("pending").is_none(), "{st}");
+    let audit = fx.read_host(".gangplank/audit.log");
+    assert!(audit.contains("\"tag\":\"broken\",\"previous_tag\":\"v1\",\"result\":\"interrupted\""), "{audit}");
+    assert!(!fx.app_dir.join(".gangplank/lock").exists());
+}
+
+#[test]
+fn a_frozen_host_ends_the_run_within_its_deadlines_and_the_next_run_repairs_it() {
+    let fx = Fixture::new("gp-frozen");
+    let r = fx.deploy(&fx.deploy_args("v1"));
+    assert_eq!(r.status, 0, "{r:?}");
+    let before = release_files(&fx);
+    fx.write_env(&format!("APP_TOKEN={ENV_CANARY}\nMODE=new\n"));
+    // A gate far longer than the freeze: only the deadlines can end this run.
+    let mut args = fx.deploy_args("broken");
+    set(&mut args, "--health-timeout", "300s");
+    let (c, gh) = fx.command(&deploy_remote(), &args, &[]);
+    let child = {
+        let mut c = c;
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    wait_running(&fx, "broken");
+    fx.sshd.freeze();
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    fx.sshd.thaw();
+    let r = collect(out, gh.path(), &args);
+
+    assert_eq!(r.status, 1, "{r:?}");
+    // At most 20 s without a heartbeat, then one reconnect: TCP connect and SSH handshake, each within
+    // `connect-timeout` (10 s). Seen: 38 s. Without the heartbeat it was the pull/up deadline, 15 min.
+    assert!(took < Duration::from_secs(60), "the run took {took:?} after the host froze: {r:?}");
+    assert!(r.stderr.contains("did not answer for"), "{}", r.stderr);
+    assert!(state(&fx).get("pending").is_some(), "the journal stays for the next run");
+
+    let mut again = fx.ssh_args();
+    again.extend(["--to-tag", "v1", "--force-unlock", "true", "--health-timeout", "20s"].map(String::from));
+    again.extend(["--health-url".into(), format!("http://127.0.0.1:{}/health", fx.port)]);
+    let r = fx.run(&rollback_bin(), &again, &[]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("left mid-deploy of `broken`"), "{}", r.stderr);
+    assert_previous_release_back(&fx, &before, "broken", "interrupted");
+}
+
+#[test]
+fn a_full_disk_during_the_upload_changes_nothing_and_releases_the_lock() {
+    let fx = Fixture::on_small_disk("gp-fulldisk", 8 << 20);
+    let r = fx.deploy(&fx.deploy_args("v1"));
+    assert_eq!(r.status, 0, "{r:?}");
+    let before = release_files(&fx);
+    let tree = fx.tree_hash();
+
+    // The next release carries a 2 MiB asset; the disk has room for half of it.
+    std::fs::write(fx.work.path().join("asset.bin"), vec![7u8; 2 << 20]).unwrap();
+    fx.write_env(&format!("APP_TOKEN={ENV_CANARY}\nMODE=new\n"));
+    fx.fill_disk(1 << 20);
+    let mut args = fx.deploy_args("v2");
+    set(&mut args, "--min-free-disk", "1KiB");
+    args.extend(["--files", "asset.bin"].map(String::from));
+    let r = fx.deploy(&args);
+
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+    assert_eq!(r.out("changed"), "false", "{r:?}");
+    assert_eq!(fx.health().as_deref(), Some("v1"));
+    assert_eq!(release_files(&fx), before);
+    assert_eq!(fx.tree_hash(), tree, "nothing under the app dir changed, staging included");
+    assert!(!r.stderr.contains(ENV_CANARY));
+}
+
+/// Replace the value of `flag` in `args`.
+fn set(args: &mut [String], flag: &str, value: &str) {
+    let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    args[i + 1] = value.to_string();
+}

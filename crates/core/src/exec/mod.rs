@@ -59,6 +59,12 @@ pub trait Executor {
     /// the engine turns it off while it puts a host back after a signal.
     fn set_interruptible(&mut self, _on: bool) {}
 
+    /// The process group of a remote command that was cut off with the connection and may still
+    /// run on the host; a new connection stops it ([`ssh::stop_group`]) before changing anything.
+    fn stranded(&self) -> Option<u32> {
+        None
+    }
+
     fn run(&mut self, cmd: &Cmd) -> Result<Output> {
         self.exec(cmd, None)
     }

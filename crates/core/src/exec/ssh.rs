@@ -30,6 +30,8 @@ pub struct SshExecutor {
     broken: bool,
     /// Deadline of a command that sets none.
     default_timeout: Duration,
+    /// A command cut off with the connection, possibly still running (see [`Executor::stranded`]).
+    stranded: Option<u32>,
 }
 
 /// `SHA256:<base64 without padding>` of a host key blob, as `ssh-keygen -lf` prints it.
@@ -149,6 +151,7 @@ impl SshExecutor {
             interruptible: true,
             broken: false,
             default_timeout: DEFAULT_COMMAND_TIMEOUT,
+            stranded: None,
         })
     }
 }
@@ -225,10 +228,35 @@ const PGID_MARK: &str = "@@gangplank-pgid=";
 /// How often a keepalive goes out while a command runs (keeps NAT and firewalls from dropping us).
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
 
+/// A host that sends nothing for this long is taken as frozen or cut off, whatever the command's own
+/// deadline: every command beats every [`BEAT_EVERY`] (see [`wrap`]).
+const SILENT_AFTER: Duration = Duration::from_secs(20);
+const BEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// The line sshd runs for a command: the process group first (see [`PGID_MARK`]), then a heartbeat
+/// (one NUL byte on stderr every [`BEAT_EVERY`], stripped on arrival) for as long as the command runs.
+/// SSH keepalives cannot tell a frozen host (its kernel still acknowledges them) from a busy one; a
+/// heartbeat from the host's own shell can, during a 15-minute pull as during a 1-second probe. The
+/// beat's `sleep` holds no channel descriptor, so the channel closes as soon as the command ends.
+fn wrap(command: &str) -> String {
+    format!(
+        "printf '{PGID_MARK}%s\\n' \"$$\" >&2; \
+         (while sleep {beat} </dev/null >/dev/null 2>&1; do printf '\\000' >&2 || exit 0; done) </dev/null >/dev/null & \
+         gangplank_beat=$!; {command}\ngangplank_rc=$?; kill \"$gangplank_beat\" 2>/dev/null; exit \"$gangplank_rc\"",
+        beat = BEAT_EVERY.as_secs()
+    )
+}
+
 /// Stop every process of a remote command: TERM now, KILL a few seconds later if one is left.
 const KILL_SCRIPT: &str = r#"kill -TERM -- "-$1" 2>/dev/null
 ( sleep 3; kill -KILL -- "-$1" 2>/dev/null ) >/dev/null 2>&1 </dev/null &
 exit 0"#;
+
+/// The command that stops process group `pg` on the host (a command left running by a lost
+/// connection, see [`Executor::stranded`]).
+pub fn stop_group(pg: u32) -> Cmd {
+    Cmd::script(KILL_SCRIPT).arg(pg.to_string()).privileged().timeout(Duration::from_secs(10))
+}
 
 /// stdout and stderr of a command.
 type Streams = (Vec<u8>, Vec<u8>);
@@ -237,6 +265,8 @@ type Streams = (Vec<u8>, Vec<u8>);
 enum Cut {
     Interrupted,
     Deadline,
+    /// Nothing, not even the heartbeat, for [`SILENT_AFTER`].
+    Silent,
     Io(std::io::Error),
 }
 
@@ -253,6 +283,10 @@ impl Executor for SshExecutor {
         self.interruptible = on;
     }
 
+    fn stranded(&self) -> Option<u32> {
+        self.stranded
+    }
+
     fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<Output> {
         let label = self.label.clone();
         if self.broken {
@@ -260,7 +294,7 @@ impl Executor for SshExecutor {
                 .hint("the next run repairs a host left mid-deploy"));
         }
         let deadline = cmd.get_timeout().unwrap_or(self.default_timeout);
-        let line = format!("printf '{PGID_MARK}%s\\n' \"$$\" >&2; {}", cmd.render(self.sudo));
+        let line = wrap(&cmd.render(self.sudo));
         // Blocking calls (opening the channel, writing stdin) give up at the command's deadline too.
         self.session.set_timeout(deadline.as_millis().min(u32::MAX as u128) as u32);
         let started = std::time::Instant::now();
@@ -288,27 +322,37 @@ impl Executor for SshExecutor {
             Err((cut, mut stderr)) => {
                 let pgid = take_pgid(&mut stderr);
                 // Stop the remote command whatever happened, so nothing keeps changing the host behind
-                // our back (a `compose up` finishing after we put the previous release back).
-                self.session.set_timeout(3000);
-                let _ = ch.close();
-                if let Some(pg) = pgid {
-                    let kill = Cmd::script(KILL_SCRIPT).arg(pg.to_string()).privileged().render(self.sudo);
-                    if let Ok(mut k) = self.session.channel_session() {
-                        let _ = k.exec(&kill);
-                        let _ = k.send_eof();
-                        let _ = k.wait_close();
+                // our back (a `compose up` finishing after we put the previous release back). A silent
+                // or broken connection cannot carry the kill: the next connection does ([`Executor::stranded`]).
+                self.stranded = pgid;
+                if let (Some(pg), Cut::Interrupted | Cut::Deadline) = (pgid, &cut) {
+                    self.session.set_timeout(3000);
+                    let _ = ch.close();
+                    let kill = stop_group(pg).render(self.sudo);
+                    let stopped = self
+                        .session
+                        .channel_session()
+                        .is_ok_and(|mut k| k.exec(&kill).is_ok() && k.send_eof().is_ok() && k.wait_close().is_ok());
+                    if stopped {
+                        self.stranded = None;
                     }
+                    self.session.set_timeout(0);
                 }
-                self.session.set_timeout(0);
                 match cut {
                     Cut::Interrupted => Err(Error::interrupted(format!(
                         "interrupted by a signal while running a command on {label}; the command was stopped"
                     ))),
-                    Cut::Deadline => {
+                    Cut::Deadline if self.stranded.is_none() => Err(Error::failed(format!(
+                        "a command on {label} did not finish within {}s and was stopped",
+                        deadline.as_secs()
+                    ))
+                    .hint("the host answers but the command hangs: look at what it waits for (a registry, a lock, a full disk)")),
+                    Cut::Deadline => Err(self.lose(&label, "stopping a command past its deadline", "no answer")),
+                    Cut::Silent => {
                         self.broken = true;
                         Err(Error::lost(format!(
-                            "{label} did not answer within {}s (host frozen or network cut?)",
-                            deadline.as_secs()
+                            "{label} did not answer for {}s (host frozen or network cut?)",
+                            SILENT_AFTER.as_secs()
                         ))
                         .hint("check the host and its network; the next run repairs a host left mid-deploy"))
                     }
@@ -352,13 +396,19 @@ fn read_both(
     // Start polling fast (short commands answer in well under a millisecond), then back off.
     let mut pause = Duration::from_micros(20);
     let mut next_keepalive = std::time::Instant::now() + KEEPALIVE_EVERY;
+    let mut heard = std::time::Instant::now();
     loop {
         let mut progressed = false;
         let mut failed = None;
-        for (stream, sink) in [(ch.stream(0), &mut stdout), (ch.stderr(), &mut stderr)] {
+        for (i, (stream, sink)) in [(ch.stream(0), &mut stdout), (ch.stderr(), &mut stderr)].into_iter().enumerate() {
             let mut stream = stream;
             match stream.read(&mut buf) {
                 Ok(0) => {}
+                Ok(n) if i == 1 => {
+                    // The heartbeat's NUL bytes say the host is alive; they are not the command's output.
+                    sink.extend(buf[..n].iter().copied().filter(|b| *b != 0));
+                    progressed = true;
+                }
                 Ok(n) => {
                     sink.extend_from_slice(&buf[..n]);
                     progressed = true;
@@ -372,6 +422,7 @@ fn read_both(
         }
         if progressed {
             pause = Duration::from_micros(20);
+            heard = std::time::Instant::now();
             continue;
         }
         if ch.eof() {
@@ -380,6 +431,9 @@ fn read_both(
         let now = std::time::Instant::now();
         if interruptible && crate::process::interrupted().is_some() {
             return Err((Cut::Interrupted, stderr));
+        }
+        if now - heard >= SILENT_AFTER {
+            return Err((Cut::Silent, stderr));
         }
         if now >= deadline {
             return Err((Cut::Deadline, stderr));

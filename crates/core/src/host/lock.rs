@@ -26,10 +26,11 @@ fi
 cat -- "$lock/owner.json" 2>/dev/null
 exit 3"#;
 
-/// Release the lock only when owner.json carries our id.
+/// Release the lock only when owner.json carries our id. Whatever the holder staged and did not
+/// switch in goes with it (a deploy that failed before its switch leaves no trace).
 pub const RELEASE_SCRIPT: &str = r#"lock=$1/.gangplank/lock
 [ -d "$lock" ] || exit 0
-if grep -qF -- "$2" "$lock/owner.json" 2>/dev/null; then rm -rf -- "$lock"; else echo "lock belongs to another run" >&2; exit 4; fi"#;
+if grep -qF -- "$2" "$lock/owner.json" 2>/dev/null; then rm -rf -- "$1/.gangplank/staging" "$lock"; else echo "lock belongs to another run" >&2; exit 4; fi"#;
 
 /// Break whatever lock is there, printing its owner first.
 pub const BREAK_SCRIPT: &str = r#"lock=$1/.gangplank/lock

@@ -21,6 +21,8 @@ pub struct Fixture {
     /// Parent of the host-side app dir.
     pub host_root: tempfile::TempDir,
     pub app_dir: PathBuf,
+    /// `host_root` is a tmpfs of this many bytes, unmounted on drop ([`Fixture::on_small_disk`]).
+    pub small_disk: Option<u64>,
 }
 
 pub struct Run {
@@ -79,10 +81,29 @@ impl Fixture {
         let work = tempfile::tempdir().unwrap();
         let host_root = tempfile::tempdir().unwrap();
         let app_dir = host_root.path().join(app_dir_name);
-        let fx = Fixture { sshd, registry, app, image, port, work, host_root, app_dir };
+        let fx = Fixture { sshd, registry, app, image, port, work, host_root, app_dir, small_disk: None };
         fx.write_compose("");
         fx.write_env(&format!("APP_TOKEN={ENV_CANARY}\n"));
         fx
+    }
+
+    /// A fixture whose host side (the app dir's parent) is a tmpfs of `bytes`, to fill the disk.
+    pub fn on_small_disk(prefix: &str, bytes: u64) -> Fixture {
+        let mut fx = Self::new(prefix);
+        let root = fx.host_root.path().display().to_string();
+        sh(&format!("mount -t tmpfs -o size={bytes},mode=0755 gangplank-test {}", gangplank_core::quote(&root)));
+        fx.small_disk = Some(bytes);
+        fx
+    }
+
+    /// Fill the host's disk until `left` bytes are free, with a file outside the app dir.
+    pub fn fill_disk(&self, left: u64) {
+        let root = self.host_root.path();
+        let free =
+            sh(&format!("df -B1 --output=avail {} | tail -1", gangplank_core::quote(&root.display().to_string())));
+        let free: u64 = free.trim().parse().expect("df prints a number");
+        let fill = free.saturating_sub(left);
+        std::fs::write(root.join("filler"), vec![0u8; fill as usize]).expect("filling the disk");
     }
 
     /// compose.yaml with the sample service; `extra` is appended under the service.
@@ -215,6 +236,9 @@ pub fn collect(out: Output, gh: &Path, args: &[String]) -> Run {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        if self.small_disk.is_some() {
+            let _ = Command::new("umount").arg("-l").arg(self.host_root.path()).status();
+        }
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
