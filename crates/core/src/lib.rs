@@ -5,6 +5,7 @@
 //! - [`secret`]: a value that redacts itself and registers for masking.
 //! - [`input`]: input parsing (booleans, lists, durations, sizes) and the shared SSH inputs.
 //! - [`keys`]: private key inspection (encrypted or not) before any connection.
+//! - [`local`]: local input files read with a limit, output files written atomically.
 //! - [`cmd`]: commands as values and the one shell-quoting function.
 //! - [`exec`]: executors: local, recording, and SSH.
 //! - [`process`]: local child processes with a deadline and an interrupt flag (SIGINT/SIGTERM).
@@ -19,6 +20,7 @@ pub mod exec;
 pub mod host;
 pub mod input;
 pub mod keys;
+pub mod local;
 pub mod process;
 pub mod secret;
 
