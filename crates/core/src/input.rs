@@ -169,8 +169,7 @@ impl std::fmt::Display for HostSpec {
 fn secret_key_value(s: &str) -> std::result::Result<Secret, String> {
     if !s.contains("-----BEGIN") && !s.contains('\n') && std::path::Path::new(s.trim()).is_file() {
         let path = std::path::Path::new(s.trim());
-        let text = crate::local::read_input_text(path, "key file", crate::local::TEXT_LIMIT)
-            .map_err(|e| e.message)?;
+        let text = crate::local::read_input_text(path, "key file", crate::local::TEXT_LIMIT).map_err(|e| e.message)?;
         return Ok(Secret::new(text));
     }
     Ok(Secret::new(s))
@@ -266,7 +265,10 @@ impl SshArgs {
         let known = self.known_hosts.clone().filter(|k| !k.trim().is_empty());
         let fp = self.host_fingerprint.clone().filter(|k| !k.trim().is_empty());
         let host_key = match (known, fp, self.insecure_ignore_host_key) {
-            (Some(k), None, false) => HostKeyPolicy::KnownHosts(k),
+            (Some(k), None, false) => {
+                crate::known_hosts::parse(&k)?;
+                HostKeyPolicy::KnownHosts(k)
+            }
             (None, Some(f), false) => {
                 let f = f.trim().to_string();
                 if !f.starts_with("SHA256:") || f.len() < 20 {
@@ -338,13 +340,13 @@ pub fn clap_error(e: &clap::Error) -> Error {
         Some(flag.split([' ', '=', '<']).next().unwrap_or(flag).to_string())
     });
     let about = match input {
-        Some(i) => format!("check input `{i}` (flag `--{i}`, variable `INPUT_{}`); ", i.to_ascii_uppercase().replace('-', "_")),
+        Some(i) => {
+            format!("check input `{i}` (flag `--{i}`, variable `INPUT_{}`); ", i.to_ascii_uppercase().replace('-', "_"))
+        }
         None => String::new(),
     };
-    Error::bad_input(message).hint(format!(
-        "{}{about}`gangplank <step> --help` lists every input with its format",
-        tip.unwrap_or_default()
-    ))
+    Error::bad_input(message)
+        .hint(format!("{}{about}`gangplank <step> --help` lists every input with its format", tip.unwrap_or_default()))
 }
 
 #[cfg(test)]

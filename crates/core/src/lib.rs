@@ -5,6 +5,7 @@
 //! - [`secret`]: a value that redacts itself and registers for masking.
 //! - [`input`]: input parsing (booleans, lists, durations, sizes) and the shared SSH inputs.
 //! - [`keys`]: private key inspection (encrypted or not) before any connection.
+//! - [`known_hosts`]: host keys checked as OpenSSH reads known_hosts (markers, patterns, ports, hashes).
 //! - [`local`]: local input files read with a limit, output files written atomically.
 //! - [`cmd`]: commands as values and the one shell-quoting function.
 //! - [`exec`]: executors: local, recording, and SSH.
@@ -20,6 +21,7 @@ pub mod exec;
 pub mod host;
 pub mod input;
 pub mod keys;
+pub mod known_hosts;
 pub mod local;
 pub mod process;
 pub mod secret;

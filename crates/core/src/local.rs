@@ -36,7 +36,9 @@ pub fn read_input(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
     }
     let too_big = || {
         Error::bad_input(format!("{what} `{}` is larger than {}", path.display(), crate::input::format_size(limit)))
-            .hint("check that the path names the intended file; gangplank reads only small text and configuration files")
+            .hint(
+                "check that the path names the intended file; gangplank reads only small text and configuration files",
+            )
     };
     if meta.len() > limit {
         return Err(too_big());
@@ -178,7 +180,8 @@ mod tests {
         std::fs::write(&other_json, "{\"name\":\"x\"}").unwrap();
         let link = d.path().join("link.json");
         std::os::unix::fs::symlink(&out, &link).unwrap();
-        for (p, why) in [(&passwd, "not a file gangplank wrote"), (&other_json, "not a file"), (&link, "symbolic link")] {
+        for (p, why) in [(&passwd, "not a file gangplank wrote"), (&other_json, "not a file"), (&link, "symbolic link")]
+        {
             let e = write_output(p, b"{}", &KIND).unwrap_err();
             assert_eq!(e.exit_code(), 2);
             assert!(e.message.contains(why) && e.hint.as_deref().unwrap().contains("record-file"), "{e}");
