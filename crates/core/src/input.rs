@@ -95,6 +95,18 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// An absolute path on a host (`app-dir`, `remote-env-path`), returned without a trailing `/`. Refused when
+/// relative, when it is `/` itself, or when it holds a control character (a newline would split the
+/// lines of state files, audit lines and scripts' output that name it).
+pub fn absolute_path(path: &str, input: &str) -> Result<String> {
+    let trimmed = path.trim_end_matches('/');
+    if !path.starts_with('/') || trimmed.is_empty() || path.chars().any(char::is_control) {
+        return Err(Error::bad_input(format!("`{input}` {path:?} is not an absolute path without control characters"))
+            .hint("use an absolute path on the host such as /opt/myapp"));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// A clap value parser for a list input.
 pub fn list_value(s: &str) -> std::result::Result<Vec<String>, String> {
     Ok(parse_list(s))
@@ -444,5 +456,14 @@ mod tests {
         assert_eq!(HostSpec::parse("h;rm -rf /", "root", 22).unwrap_err().exit_code(), 2);
         assert_eq!(HostSpec::parse("h:99999", "root", 22).unwrap_err().exit_code(), 2);
         assert_eq!(HostSpec::parse("-oProxyCommand=x@h", "root", 22).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn absolute_paths() {
+        assert_eq!(absolute_path("/opt/my app/", "app-dir").unwrap(), "/opt/my app");
+        for bad in ["opt/app", "./x", "", "/", "//", "/opt/app\n/etc", "/opt/a\tb", "/opt/\u{7f}"] {
+            let e = absolute_path(bad, "app-dir").unwrap_err();
+            assert!(e.exit_code() == 2 && e.message.contains("`app-dir`") && e.hint.is_some(), "{bad:?}");
+        }
     }
 }
