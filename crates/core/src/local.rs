@@ -93,7 +93,27 @@ impl Output {
 
     /// Whether `path` may be written: absent, or a regular file (not a link) that is empty or an output
     /// of this kind. Called at validation, before any connection, and again by [`write_output`].
+    /// `missing/../etc/passwd` names nothing until [`write_output`] creates `missing`, so the path with
+    /// its `..` taken away by hand is checked too.
     pub fn check(&self, path: &Path) -> Result<()> {
+        let mut lexical = std::path::PathBuf::new();
+        for c in path.components() {
+            match c {
+                std::path::Component::ParentDir if lexical.file_name().is_some() => {
+                    lexical.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => lexical.push(c),
+            }
+        }
+        self.check_one(path)?;
+        if lexical != path && !lexical.as_os_str().is_empty() {
+            self.check_one(&lexical)?;
+        }
+        Ok(())
+    }
+
+    fn check_one(&self, path: &Path) -> Result<()> {
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.refuse(path, &format!("cannot be inspected: {e}"))),
@@ -118,6 +138,8 @@ pub fn write_output(path: &Path, content: &[u8], kind: &Output) -> Result<()> {
         Error::failed(format!("cannot write {what}: {e}")).hint(format!("set `{}` to a writable path", kind.input))
     };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Checked before creating the folder too, so a refused path leaves nothing behind.
+    kind.check(path)?;
     std::fs::create_dir_all(dir).map_err(|e| writable(e, &dir.display().to_string()))?;
     kind.check(path)?;
     let name = path.file_name().ok_or_else(|| kind.refuse(path, "is not a file name"))?;
@@ -189,6 +211,9 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&passwd).unwrap(), "root:x:0:0:root:/root:/bin/bash\n");
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!(KIND.check(d.path()).unwrap_err().exit_code(), 2, "a folder is not ours");
+        // Through a folder that does not exist yet (write_output would create it).
+        assert!(KIND.check(&d.path().join("missing/../passwd")).is_err());
+        assert!(!d.path().join("missing").exists());
         let names: Vec<String> = std::fs::read_dir(d.path().join("sub"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
