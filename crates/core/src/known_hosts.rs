@@ -236,7 +236,8 @@ mod tests {
     fn hashed(dir: &Path, line: &str) -> String {
         let f = dir.join("kh");
         std::fs::write(&f, format!("{line}\n")).unwrap();
-        assert!(Command::new("ssh-keygen").arg("-q").arg("-H").arg("-f").arg(&f).status().unwrap().success());
+        // `output`, not `status`: ssh-keygen -H says where it kept the original on stderr.
+        assert!(Command::new("ssh-keygen").arg("-H").arg("-f").arg(&f).output().unwrap().status.success());
         let out = std::fs::read_to_string(&f).unwrap().trim().to_string();
         assert!(out.starts_with("|1|"), "{out}");
         out

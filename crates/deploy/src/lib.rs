@@ -111,18 +111,19 @@ pub const RECORD_OUTPUT: gangplank_core::local::Output = gangplank_core::local::
 /// `env-file` are regular files of at most [`TEXT_LIMIT`]; `files` entries are regular files or folders
 /// whose files are regular and at most [`FILE_LIMIT`] each ([`FILES_TOTAL_LIMIT`] together); no symlink,
 /// listed or inside a listed folder, leads outside the repository (the working directory) or outside
-/// the listed entry; and nothing lands in `.gangplank/`, gangplank's own folder on the host.
+/// the listed entry; and nothing lands in `.gangplank/`, gangplank's own folder on the host. A file that
+/// does not exist is left to preflight, which lists it with every other failure at once.
 pub fn check_local_files(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&Path>) -> Result<()> {
     use gangplank_core::local::read_input;
     let mut errs = vec![];
-    for c in compose_files {
-        if let Err(e) = read_input(c, "compose file", TEXT_LIMIT) {
-            errs.push(e);
-        }
-    }
-    if let Some(env) = env_file {
-        if let Err(e) = read_input(env, "env-file", TEXT_LIMIT) {
-            errs.push(e);
+    // A missing file is left to preflight, which lists it with every other failure it finds.
+    for (path, what) in
+        compose_files.iter().map(|c| (c.as_path(), "compose file")).chain(env_file.map(|e| (e, "env-file")))
+    {
+        if path.exists() {
+            if let Err(e) = read_input(path, what, TEXT_LIMIT) {
+                errs.push(e);
+            }
         }
     }
     let repo = std::env::current_dir().and_then(|d| d.canonicalize()).map_err(|e| {
@@ -175,7 +176,7 @@ fn walk_entry(entry: &Path, repo: &Path, total: &mut u64, errs: &mut Vec<Error>)
     // the repository or in the entry.
     let is_link = std::fs::symlink_metadata(entry).is_ok_and(|m| m.file_type().is_symlink());
     let Ok(real) = entry.canonicalize() else {
-        // Missing or a dangling link: files::collect reports it with the path.
+        // Missing or a dangling link: preflight reports it with every other failure it finds.
         return;
     };
     if is_link && !real.starts_with(repo) {

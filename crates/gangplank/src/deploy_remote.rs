@@ -130,9 +130,11 @@ fn config(a: Args) -> Result<DeployConfig> {
 pub fn run(args: Args) -> Result<()> {
     deploy::install_signal_handlers();
     // The `.env` values are registered before anything else is printed (the preflight group, an error).
+    // A file that cannot be read holds nothing to mask; validation and preflight say why.
     if let Some(env) = args.env_file.as_deref().filter(|p| !p.as_os_str().is_empty()) {
-        let text = read_input(env, "env-file", TEXT_LIMIT)?;
-        gangplank_core::dotenv::register_masks(&String::from_utf8_lossy(&text));
+        if let Ok(text) = read_input(env, "env-file", TEXT_LIMIT) {
+            gangplank_core::dotenv::register_masks(&String::from_utf8_lossy(&text));
+        }
     }
     let cfg = config(args)?;
     let mut connect = deploy::connect_ssh(&cfg.ssh);
