@@ -85,6 +85,33 @@ fn host_keys_are_verified() {
     SshExecutor::connect(&h, &config(&sshd, HostKeyPolicy::Insecure)).unwrap();
 }
 
+/// known_hosts as OpenSSH reads it, against the real sshd (on a port other than 22).
+#[test]
+fn known_hosts_markers_patterns_and_ports_are_honoured() {
+    let sshd = Sshd::start().unwrap();
+    let h = host(&sshd);
+    let (name, key) = sshd.known_hosts.split_once(' ').unwrap();
+    let connect = |text: String| SshExecutor::connect(&h, &config(&sshd, HostKeyPolicy::KnownHosts(text)));
+
+    // Accepted: wildcards (which libssh2 refused), a pattern list, a negation that names another host.
+    for ok in [format!("* {key}"), format!("[127.0.0.?]:{} {key}", sshd.port), format!("other,!127.0.0.2,{name} {key}")]
+    {
+        connect(ok.clone()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    // A revoked key is refused even when a plain entry lists it.
+    let err = connect(format!("@revoked {name} {key}\n{name} {key}")).err().expect("revoked key accepted");
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.message.contains("REVOKED") && err.message.contains(&sshd.fingerprint), "{}", err.message);
+    // A negated pattern that matches wins over the rest of its line.
+    let err = connect(format!("*,!{name} {key}")).err().expect("negated host accepted");
+    assert!(err.message.contains("unknown"), "{}", err.message);
+    // An entry without a port is for port 22 only.
+    let err = connect(format!("127.0.0.1 {key}")).err().expect("port-22 entry accepted for another port");
+    assert!(err.message.contains("unknown") && err.hint.unwrap().contains("port 22 only"), "{}", err.message);
+    // A CA key is not a host key.
+    assert!(connect(format!("@cert-authority * {key}")).is_err());
+}
+
 #[test]
 fn encrypted_key_needs_its_passphrase() {
     let sshd = Sshd::start().unwrap();

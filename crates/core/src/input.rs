@@ -26,10 +26,17 @@ pub fn parse_list(s: &str) -> Vec<String> {
     s.split(['\n', ',']).map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect()
 }
 
-/// `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds.
+/// The longest duration an input may give: one day. Every duration bounds a wait inside one step of a
+/// job, and a deadline computed from a larger one could overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest size an input may give: 1 PiB, above any disk or image, far below `u64::MAX`.
+pub const MAX_SIZE: u64 = 1 << 50;
+
+/// `90s`, `5m`, `1h`, `250ms`, or a bare number of seconds; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
-    let bad = || format!("`{t}` is not a duration; use e.g. 90s, 5m, 1h or a number of seconds");
+    let bad = || format!("`{t}` is not a duration of at most 24h; use e.g. 90s, 5m, 1h or a number of seconds");
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
@@ -40,16 +47,16 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    if !secs.is_finite() || secs < 0.0 {
+    if !secs.is_finite() || secs < 0.0 || secs > MAX_DURATION.as_secs_f64() {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// `1GiB`, `300MiB`, `512KiB`, `2GB`, `10MB`, or a bare number of bytes.
+/// `1GiB`, `300MiB`, `512KiB`, `2GB`, `10MB`, or a bare number of bytes; at most [`MAX_SIZE`].
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
-    let bad = || format!("`{t}` is not a size; use e.g. 300MiB, 1GiB or a number of bytes");
+    let bad = || format!("`{t}` is not a size of at most 1PiB; use e.g. 300MiB, 1GiB or a number of bytes");
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
@@ -66,7 +73,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         _ => return Err(bad()),
     };
     let v = n * mult;
-    if !v.is_finite() || v < 0.0 {
+    if !v.is_finite() || v < 0.0 || v > MAX_SIZE as f64 {
         return Err(bad());
     }
     Ok(v as u64)
@@ -86,6 +93,18 @@ pub fn format_size(bytes: u64) -> String {
     } else {
         format!("{v:.1}{}", UNITS[i])
     }
+}
+
+/// An absolute path on a host (`app-dir`, `remote-env-path`), returned without a trailing `/`. Refused when
+/// relative, when it is `/` itself, or when it holds a control character (a newline would split the
+/// lines of state files, audit lines and scripts' output that name it).
+pub fn absolute_path(path: &str, input: &str) -> Result<String> {
+    let trimmed = path.trim_end_matches('/');
+    if !path.starts_with('/') || trimmed.is_empty() || path.chars().any(char::is_control) {
+        return Err(Error::bad_input(format!("`{input}` {path:?} is not an absolute path without control characters"))
+            .hint("use an absolute path on the host such as /opt/myapp"));
+    }
+    Ok(trimmed.to_string())
 }
 
 /// A clap value parser for a list input.
@@ -158,10 +177,11 @@ impl std::fmt::Display for HostSpec {
     }
 }
 
-/// A private key given as text or, for local runs, as a path to a key file.
+/// A private key given as text or, for local runs, as a path to a key file (read with the text limit).
 fn secret_key_value(s: &str) -> std::result::Result<Secret, String> {
     if !s.contains("-----BEGIN") && !s.contains('\n') && std::path::Path::new(s.trim()).is_file() {
-        let text = std::fs::read_to_string(s.trim()).map_err(|e| format!("cannot read key file {s}: {e}"))?;
+        let path = std::path::Path::new(s.trim());
+        let text = crate::local::read_input_text(path, "key file", crate::local::TEXT_LIMIT).map_err(|e| e.message)?;
         return Ok(Secret::new(text));
     }
     Ok(Secret::new(s))
@@ -257,7 +277,10 @@ impl SshArgs {
         let known = self.known_hosts.clone().filter(|k| !k.trim().is_empty());
         let fp = self.host_fingerprint.clone().filter(|k| !k.trim().is_empty());
         let host_key = match (known, fp, self.insecure_ignore_host_key) {
-            (Some(k), None, false) => HostKeyPolicy::KnownHosts(k),
+            (Some(k), None, false) => {
+                crate::known_hosts::parse(&k)?;
+                HostKeyPolicy::KnownHosts(k)
+            }
             (None, Some(f), false) => {
                 let f = f.trim().to_string();
                 if !f.starts_with("SHA256:") || f.len() < 20 {
@@ -291,7 +314,8 @@ pub fn parse_inputs<T: clap::Parser>() -> T {
 ///
 /// action.yml maps every input through `env:`, so an input the user left out arrives as an empty
 /// `INPUT_FOO`. clap would take that empty string as a value and skip the default, so empty `INPUT_*`
-/// variables are dropped first. clap reports bad values with the input's name and exits 2 (bad input).
+/// variables are dropped first. A value clap refuses is reported like every other bad input
+/// ([`clap_error`]); `--help` and `--version` print and exit as clap does.
 pub fn parse_inputs_from<T, I, A>(argv: I) -> T
 where
     T: clap::Parser,
@@ -305,7 +329,36 @@ where
     for k in empty {
         std::env::remove_var(k);
     }
-    T::parse_from(argv)
+    T::try_parse_from(argv).unwrap_or_else(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayHelp
+        | clap::error::ErrorKind::DisplayVersion
+        | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => std::process::exit(crate::actions::report(&clap_error(&e))),
+    })
+}
+
+/// A refusal by clap (a bad port, a bad boolean, an unknown flag) as gangplank's bad-input error: the
+/// first line of clap's message, its `tip:` if it has one, and a hint naming the input, so it gets the
+/// same `::error` annotation, `hint:` line and exit 2 as every other bad input.
+pub fn clap_error(e: &clap::Error) -> Error {
+    use clap::error::ContextKind;
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let message = lines.next().unwrap_or("the arguments are not valid");
+    let message = message.strip_prefix("error: ").unwrap_or(message).to_string();
+    let tip = lines.find_map(|l| l.strip_prefix("tip: ")).map(|t| format!("{t}; "));
+    let input = e.get(ContextKind::InvalidArg).map(|a| a.to_string()).and_then(|a| {
+        let flag = a.strip_prefix("--")?;
+        Some(flag.split([' ', '=', '<']).next().unwrap_or(flag).to_string())
+    });
+    let about = match input {
+        Some(i) => {
+            format!("check input `{i}` (flag `--{i}`, variable `INPUT_{}`); ", i.to_ascii_uppercase().replace('-', "_"))
+        }
+        None => String::new(),
+    };
+    Error::bad_input(message)
+        .hint(format!("{}{about}`gangplank <step> --help` lists every input with its format", tip.unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -327,6 +380,24 @@ mod tests {
     }
 
     #[test]
+    fn clap_refusals_become_bad_inputs_with_a_hint() {
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct T {
+            #[command(flatten)]
+            ssh: SshArgs,
+        }
+        let e = clap_error(&T::try_parse_from(["t", "--port", "70000"]).unwrap_err());
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message.contains("70000") && !e.message.starts_with("error:"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("`port` (flag `--port`, variable `INPUT_PORT`)"), "{e}");
+        let e = clap_error(&T::try_parse_from(["t", "--sudo", "maybe"]).unwrap_err());
+        assert!(e.message.contains("not a boolean") && e.hint.unwrap().contains("INPUT_SUDO"), "{}", e.message);
+        let e = clap_error(&T::try_parse_from(["t", "--bogus"]).unwrap_err());
+        assert!(e.message.contains("--bogus") && e.hint.is_some(), "{}", e.message);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
@@ -335,6 +406,11 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        // Large enough to overflow a `Duration` (it used to panic), or just longer than a day.
+        for big in ["99999999999999999999999", "1e400", "25h", "86401", "99999999999h"] {
+            assert!(parse_duration(big).unwrap_err().contains("at most 24h"), "{big}");
+        }
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
     }
 
     #[test]
@@ -344,6 +420,10 @@ mod tests {
         assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
         assert_eq!(parse_size("17"), Ok(17));
         assert!(parse_size("lots").is_err());
+        for big in ["99999999999999999999999", "2PiB", "1025TiB", "18446744073709551615"] {
+            assert!(parse_size(big).unwrap_err().contains("at most 1PiB"), "{big}");
+        }
+        assert_eq!(parse_size("1024TiB"), Ok(MAX_SIZE));
         assert_eq!(format_size(1536 << 20), "1.5GiB");
     }
 
@@ -376,5 +456,14 @@ mod tests {
         assert_eq!(HostSpec::parse("h;rm -rf /", "root", 22).unwrap_err().exit_code(), 2);
         assert_eq!(HostSpec::parse("h:99999", "root", 22).unwrap_err().exit_code(), 2);
         assert_eq!(HostSpec::parse("-oProxyCommand=x@h", "root", 22).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn absolute_paths() {
+        assert_eq!(absolute_path("/opt/my app/", "app-dir").unwrap(), "/opt/my app");
+        for bad in ["opt/app", "./x", "", "/", "//", "/opt/app\n/etc", "/opt/a\tb", "/opt/\u{7f}"] {
+            let e = absolute_path(bad, "app-dir").unwrap_err();
+            assert!(e.exit_code() == 2 && e.message.contains("`app-dir`") && e.hint.is_some(), "{bad:?}");
+        }
     }
 }

@@ -118,22 +118,6 @@ pub fn collect(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&P
     (ups, errs)
 }
 
-/// The values of a dotenv file, to register as masks: a `.env` holds secrets, and the app may print them.
-pub fn dotenv_values(content: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(content)
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            if l.starts_with('#') {
-                return None;
-            }
-            let (_, v) = l.split_once('=')?;
-            let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
-            (v.len() >= 6).then(|| v.to_string())
-        })
-        .collect()
-}
-
 /// Make an empty staging folder for this deploy (`.gangplank/staging/<stamp>/…`): uploads land there,
 /// never on live files. A staging folder left by a killed run is removed (we hold the lock). Refuses
 /// an app dir whose `.gangplank` folders are symlinks, so nothing is written outside the app dir.
@@ -306,7 +290,6 @@ mod tests {
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].message.contains("missing.yaml"));
         assert!(!format!("{ups:?}").contains("canary"));
-        assert_eq!(dotenv_values(b"# c\nTOKEN=\"canary-value\"\nX=1\n"), vec!["canary-value"]);
     }
 
     #[test]

@@ -23,13 +23,14 @@ pub mod state;
 
 pub use gangplank_core::host::lock;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gangplank_core::actions::info;
 use gangplank_core::error::{combine, Error, Result};
 use gangplank_core::exec::Executor;
 use gangplank_core::input::{HostSpec, SshConfig};
+use gangplank_core::local::{FILES_TOTAL_LIMIT, FILE_LIMIT, TEXT_LIMIT};
 
 pub use plan::{Plan, Step};
 pub use run::{deploy, rollback};
@@ -66,21 +67,179 @@ pub fn resolve_app(app_name: Option<String>, app_dir: Option<String>) -> Result<
     })?;
     validate_app_name(&app)?;
     let dir = app_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| format!("/opt/{app}"));
-    if !dir.starts_with('/') || dir.contains('\0') || dir.trim_end_matches('/').is_empty() {
-        return Err(Error::bad_input(format!("`app-dir` {dir:?} is not an absolute directory path"))
-            .hint("use an absolute path such as /opt/myapp"));
-    }
-    Ok((app, dir.trim_end_matches('/').to_string()))
+    Ok((app, gangplank_core::input::absolute_path(&dir, "app-dir")?))
 }
 
-/// `health-url` must be an http(s) URL when given.
+/// `health-url` must be an http(s) URL with a host when given, written without white space or control
+/// characters (a URL parser would drop or encode them silently, and the URL is also a curl argument on
+/// the host).
 pub fn validate_health_url(url: Option<&str>) -> Result<()> {
-    match url {
-        Some(u) if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) => {
-            Err(Error::bad_input(format!("`health-url` {u:?} is not an http:// or https:// URL"))
-                .hint("e.g. http://localhost:8080/health (probed on the host) or https://example.com/health"))
+    let Some(u) = url.filter(|u| !u.is_empty()) else { return Ok(()) };
+    let parsed = reqwest::Url::parse(u).ok();
+    let ok = (u.starts_with("http://") || u.starts_with("https://"))
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+        && parsed.is_some_and(|p| p.host_str().is_some_and(|h| !h.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_input(format!("`health-url` {u:?} is not an http:// or https:// URL"))
+            .hint("e.g. http://localhost:8080/health (probed on the host) or https://example.com/health; percent-encode spaces"))
+    }
+}
+
+/// `services` entries are compose service names (`[A-Za-z0-9][A-Za-z0-9_.-]*`): anything else, above all a
+/// name starting with `-`, would reach compose's command line as an option.
+pub fn validate_services(services: &[String]) -> Result<()> {
+    for s in services {
+        let ok = s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err(Error::bad_input(format!("`services` entry {s:?} is not a compose service name"))
+                .hint("list service names as in the compose file (letters, digits, `_`, `.`, `-`, starting with a letter or digit)"));
         }
-        _ => Ok(()),
+    }
+    Ok(())
+}
+
+/// The deploy record as an output file: an existing file is ours when it has the record's fields.
+pub const RECORD_OUTPUT: gangplank_core::local::Output = gangplank_core::local::Output {
+    input: "record-file",
+    keys: &["app", "hosts", "deployed_tag", "previous_tag", "status"],
+};
+
+/// Check the local files of a deploy before any connection (every problem at once): compose files and
+/// `env-file` are regular files of at most [`TEXT_LIMIT`]; `files` entries are regular files or folders
+/// whose files are regular and at most [`FILE_LIMIT`] each ([`FILES_TOTAL_LIMIT`] together); no symlink,
+/// listed or inside a listed folder, leads outside the repository (the working directory) or outside
+/// the listed entry; and nothing lands in `.gangplank/`, gangplank's own folder on the host. A file that
+/// does not exist is left to preflight, which lists it with every other failure at once.
+pub fn check_local_files(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&Path>) -> Result<()> {
+    use gangplank_core::local::read_input;
+    let mut errs = vec![];
+    // A missing file is left to preflight, which lists it with every other failure it finds.
+    for (path, what) in
+        compose_files.iter().map(|c| (c.as_path(), "compose file")).chain(env_file.map(|e| (e, "env-file")))
+    {
+        if path.exists() {
+            if let Err(e) = read_input(path, what, TEXT_LIMIT) {
+                errs.push(e);
+            }
+        }
+    }
+    let repo = std::env::current_dir().and_then(|d| d.canonicalize()).map_err(|e| {
+        Error::bad_input(format!("the working directory cannot be read: {e}")).hint("run the step in the repository")
+    })?;
+    let mut total = 0u64;
+    for f in files {
+        let remote = if f.is_absolute() { f.file_name().map(PathBuf::from) } else { Some(f.clone()) };
+        let own = remote.as_deref().and_then(|r| {
+            r.components().find(|c| !matches!(c, std::path::Component::CurDir)).map(|c| c.as_os_str() == ".gangplank")
+        });
+        if own == Some(true) {
+            errs.push(
+                Error::bad_input(format!("`files` entry `{}` would be written into .gangplank/", f.display()))
+                    .hint("`.gangplank/` in the app dir is gangplank's own state (lock, journal, backups); list files outside it"),
+            );
+            continue;
+        }
+        walk_entry(f, &repo, &mut total, &mut errs);
+    }
+    if total > FILES_TOTAL_LIMIT {
+        errs.push(
+            Error::bad_input(format!(
+                "`files` hold {} together, more than {}",
+                gangplank_core::input::format_size(total),
+                gangplank_core::input::format_size(FILES_TOTAL_LIMIT)
+            ))
+            .hint("upload configuration and small assets with `files`; ship data in the image or a volume"),
+        );
+    }
+    match combine(errs) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Check one `files` entry and, for a folder, everything under it (following symlinks that stay inside,
+/// each folder once).
+fn walk_entry(entry: &Path, repo: &Path, total: &mut u64, errs: &mut Vec<Error>) {
+    let outside = |link: &Path, target: &Path| {
+        Error::bad_input(format!(
+            "`files` entry `{}` is or holds a symbolic link leading outside the repository: `{}` -> `{}`",
+            entry.display(),
+            link.display(),
+            target.display()
+        ))
+        .hint("a link in `files` must point inside the repository; copy the file in instead, or remove the link")
+    };
+    // The listed entry itself may live anywhere (an absolute path is allowed); links inside it must stay in
+    // the repository or in the entry.
+    let is_link = std::fs::symlink_metadata(entry).is_ok_and(|m| m.file_type().is_symlink());
+    let Ok(real) = entry.canonicalize() else {
+        // Missing or a dangling link: preflight reports it with every other failure it finds.
+        return;
+    };
+    if is_link && !real.starts_with(repo) {
+        errs.push(outside(entry, &real));
+        return;
+    }
+    let root = real.clone();
+    let allowed = |p: &Path| p.starts_with(repo) || p.starts_with(&root);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = vec![(entry.to_path_buf(), real)];
+    while let Some((shown, real)) = stack.pop() {
+        let meta = match std::fs::metadata(&real) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        if meta.is_dir() {
+            if !seen.insert(real.clone()) {
+                continue;
+            }
+            let Ok(rd) = std::fs::read_dir(&real) else { continue };
+            for e in rd.filter_map(|e| e.ok()) {
+                let p = e.path();
+                let link = e.file_type().is_ok_and(|t| t.is_symlink());
+                match p.canonicalize() {
+                    Ok(target) if link && !allowed(&target) => errs.push(outside(&shown.join(e.file_name()), &target)),
+                    // A link to a folder that holds it would be walked without end by the upload.
+                    Ok(target) if link && real.starts_with(&target) => errs.push(
+                        Error::bad_input(format!(
+                            "`files` entry `{}` holds a symbolic link to a folder that contains it: `{}`",
+                            entry.display(),
+                            shown.join(e.file_name()).display()
+                        ))
+                        .hint("remove the link: it makes a loop"),
+                    ),
+                    Ok(target) => stack.push((shown.join(e.file_name()), target)),
+                    Err(_) if link => errs.push(
+                        Error::bad_input(format!(
+                            "`files` entry `{}` holds a broken symbolic link `{}`",
+                            entry.display(),
+                            shown.join(e.file_name()).display()
+                        ))
+                        .hint("remove the link or make it point to a file in the repository"),
+                    ),
+                    Err(_) => {}
+                }
+            }
+        } else if !meta.is_file() {
+            errs.push(
+                Error::bad_input(format!("`files` entry `{}` is not a regular file", shown.display()))
+                    .hint("list regular files and folders, not devices, pipes or sockets"),
+            );
+        } else if meta.len() > FILE_LIMIT {
+            errs.push(
+                Error::bad_input(format!(
+                    "`files` entry `{}` is larger than {}",
+                    shown.display(),
+                    gangplank_core::input::format_size(FILE_LIMIT)
+                ))
+                .hint("upload configuration and small assets with `files`; ship data in the image or a volume"),
+            );
+        } else {
+            *total += meta.len();
+        }
     }
 }
 

@@ -127,11 +127,6 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
     let mut errs = vec![];
     let (uploads, mut file_errs) = files::collect(&cfg.compose_files, &cfg.files, cfg.env_file.as_deref());
     errs.append(&mut file_errs);
-    if let Some(env) = uploads.iter().find(|u| u.remote == ".env") {
-        for v in files::dotenv_values(&env.content) {
-            gangplank_core::actions::register_mask(&v);
-        }
-    }
     let uploaded: Vec<String> = uploads.iter().map(|u| u.remote.clone()).collect();
     let compose_names: Vec<String> = cfg
         .compose_files

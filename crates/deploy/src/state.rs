@@ -140,22 +140,15 @@ pub struct Record {
 }
 
 impl Record {
+    /// Written atomically, and only over a record (or an empty file): [`crate::RECORD_OUTPUT`].
     pub fn write(&self, path: &std::path::Path) -> gangplank_core::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                gangplank_core::Error::failed(format!("cannot create {}: {e}", dir.display()))
-                    .hint("set `record-file` to a writable path")
-            })?;
-        }
         let text = serde_json::to_string_pretty(self).expect("record serialises");
-        std::fs::write(path, text + "\n").map_err(|e| {
-            gangplank_core::Error::failed(format!("cannot write record file {}: {e}", path.display()))
-                .hint("set `record-file` to a writable path")
-        })
+        gangplank_core::local::write_output(path, (text + "\n").as_bytes(), &crate::RECORD_OUTPUT)
     }
 
     pub fn read(path: &std::path::Path) -> Option<Record> {
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+        let text = gangplank_core::local::read_input(path, "record-file", gangplank_core::local::TEXT_LIMIT).ok()?;
+        serde_json::from_slice(&text).ok()
     }
 }
 

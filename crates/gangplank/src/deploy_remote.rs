@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_size};
+use gangplank_core::local::{read_input, TEXT_LIMIT};
 use gangplank_core::{Error, Result};
 use gangplank_deploy::{self as deploy, DeployConfig, RunMeta};
 
@@ -94,16 +95,24 @@ fn config(a: Args) -> Result<DeployConfig> {
     if a.compose_files.is_empty() {
         return Err(Error::bad_input("`compose-files` is empty").hint("list at least one compose file"));
     }
+    let services = a.services.unwrap_or_default();
+    deploy::validate_services(&services)?;
+    let compose_files: Vec<PathBuf> = a.compose_files.iter().map(PathBuf::from).collect();
+    let files: Vec<PathBuf> = a.files.unwrap_or_default().iter().map(PathBuf::from).collect();
+    let env_file = a.env_file.filter(|p| !p.as_os_str().is_empty());
+    deploy::check_local_files(&compose_files, &files, env_file.as_deref())?;
+    let record_file = deploy::record_file_or_default(a.record_file);
+    deploy::RECORD_OUTPUT.check(&record_file)?;
     let ssh = a.ssh.to_config()?;
     Ok(DeployConfig {
         ssh,
         app,
         app_dir,
-        compose_files: a.compose_files.iter().map(PathBuf::from).collect(),
-        files: a.files.unwrap_or_default().iter().map(PathBuf::from).collect(),
-        env_file: a.env_file.filter(|p| !p.as_os_str().is_empty()),
+        compose_files,
+        files,
+        env_file,
         tag,
-        services: a.services.unwrap_or_default(),
+        services,
         health_url: a.health_url.filter(|u| !u.is_empty()),
         health_timeout: a.health_timeout,
         auto_rollback: a.auto_rollback,
@@ -112,7 +121,7 @@ fn config(a: Args) -> Result<DeployConfig> {
         force_unlock: a.force_unlock,
         min_free_disk: a.min_free_disk,
         preflight_only: a.preflight_only,
-        record_file: deploy::record_file_or_default(a.record_file),
+        record_file,
         meta: RunMeta::from_env(),
     })
 }
@@ -120,6 +129,13 @@ fn config(a: Args) -> Result<DeployConfig> {
 /// The whole run after inputs were parsed.
 pub fn run(args: Args) -> Result<()> {
     deploy::install_signal_handlers();
+    // The `.env` values are registered before anything else is printed (the preflight group, an error).
+    // A file that cannot be read holds nothing to mask; validation and preflight say why.
+    if let Some(env) = args.env_file.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(text) = read_input(env, "env-file", TEXT_LIMIT) {
+            gangplank_core::dotenv::register_masks(&String::from_utf8_lossy(&text));
+        }
+    }
     let cfg = config(args)?;
     let mut connect = deploy::connect_ssh(&cfg.ssh);
     let out = deploy::deploy(&cfg, &mut connect);

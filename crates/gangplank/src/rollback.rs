@@ -62,18 +62,22 @@ fn config(a: Args) -> Result<RollbackConfig> {
     }
     let (app, app_dir) = deploy::resolve_app(a.app_name, a.app_dir)?;
     deploy::validate_health_url(a.health_url.as_deref())?;
+    let services = a.services.unwrap_or_default();
+    deploy::validate_services(&services)?;
+    let record_file = deploy::record_file_or_default(a.record_file);
+    deploy::RECORD_OUTPUT.check(&record_file)?;
     let ssh = a.ssh.to_config()?;
     Ok(RollbackConfig {
         ssh,
         app,
         app_dir,
-        services: a.services.unwrap_or_default(),
+        services,
         health_url: a.health_url.filter(|u| !u.is_empty()),
         health_timeout: a.health_timeout,
         lock_timeout: a.lock_timeout,
         force_unlock: a.force_unlock,
         to_tag,
-        record_file: deploy::record_file_or_default(a.record_file),
+        record_file,
         meta: RunMeta::from_env(),
     })
 }

@@ -85,3 +85,33 @@ fn an_unknown_step_is_refused_with_the_list() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("deploy-remote"), "{}", text(&out.stderr));
 }
+
+/// A value the argument parser refuses is a bad input like any other: exit 2, a `hint:` line and, under
+/// Actions, an `::error` annotation; never a panic, however large a number.
+#[test]
+fn parser_refusals_and_huge_numbers_are_bad_inputs_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [&[&str]; 8] = [
+        &["deploy-remote", "--port", "ssh"],
+        &["deploy-remote", "--auto-rollback", "maybe"],
+        &["deploy-remote", "--lock-timeout", "99999999999999999999999"],
+        &["deploy-remote", "--min-free-disk", "99999999999999999999999PiB"],
+        &["rollback", "--health-timeout", "1e400"],
+        &["sync-secrets", "--lock-timeout", "99999999999999999999999"],
+        &["verify-image", "--max-size", "99999999999999999999999"],
+        &["push-registry", "--no-such-input", "x"],
+    ];
+    for args in cases {
+        let mut cmd = Command::new(GANGPLANK);
+        cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("GITHUB_ACTIONS", "true");
+        let out = cmd.args(args).current_dir(dir.path()).output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.lines().any(|l| l.starts_with("::error title=bad input::")), "{args:?}: {err}");
+        assert!(err.lines().any(|l| l.starts_with("hint: ") && l.contains("--help")), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Help and version stay as clap prints them.
+    let help = run(Path::new(GANGPLANK), &["deploy-remote", "--help"], dir.path());
+    assert_eq!(help.status.code(), Some(0));
+}

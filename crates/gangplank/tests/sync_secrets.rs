@@ -1033,3 +1033,16 @@ fn plan_items(r: &Run) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// A `retry-after` too large for any clock is "too long to wait": the sync gives up with its message,
+/// it does not panic (issue 14, item 7).
+#[test]
+fn an_absurd_retry_after_gives_up_without_a_panic() {
+    let gh = GitHub::start();
+    let case = Case::new("defaults: {targets: [github]}\nvalues:\n  KEY_A: {}\n", "KEY_A=k9-absurd-wait-value\n");
+    gh.push_limit(Limit::secondary(429, u64::MAX));
+    let r = case.gh(&gh, "apply", &[], &[]);
+    assert!(matches!(r.code, 1 | 2), "exit {}\n{}", r.code, r.stderr);
+    assert!(r.stderr.contains("gave up") && !r.stderr.contains("panicked"), "{}", r.stderr);
+    r.assert_no_secret("k9-absurd-wait-value");
+}

@@ -362,3 +362,35 @@ fn unknown_service_is_exit_2_and_removed() {
     assert!(err.contains("service `nope` is not in the compose files") && err.contains("app, db"), "{err}");
     assert_nothing_left(&format!("label=com.docker.compose.project={}", st.project));
 }
+
+/// The env-file's values are masked before anything is printed, and a stack that prints its environment
+/// (here a smoke command) leaves them neither in the log nor in the report file (issue 14).
+#[test]
+fn env_file_values_are_masked_and_kept_out_of_the_report() {
+    let s = images::samples().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let canary = "k9-verify-canary-5531";
+    std::fs::write(dir.path().join("app.env"), format!("APP_TOKEN={canary}\nPIN=k9z\nDEBUG=true\n")).unwrap();
+    let project = unique_name("gpverify-mask");
+    let o = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "verify-image"))
+        .args(["--image", &s.v1, "--project-name", &project, "--timeout", "30s"])
+        .arg("--env-file")
+        .arg(dir.path().join("app.env"))
+        .args(["--smoke", "env\necho \"token=$APP_TOKEN pin=$PIN\"; exit 3"])
+        .arg("--report-file")
+        .arg(dir.path().join("r.json"))
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", dir.path().join("out"))
+        .output()
+        .unwrap();
+    remove_everything(&format!("label=dev.gangplank.verify={project}"));
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let masks: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("::add-mask::")).collect();
+    assert!(masks.contains(&canary) && masks.contains(&"k9z") && !masks.contains(&"true"), "{out}");
+    let report = std::fs::read_to_string(dir.path().join("r.json")).unwrap();
+    assert!(report.contains("token=*** pin=***"), "the smoke output is kept, redacted: {report}");
+    for secret in [canary, "k9z"] {
+        gangplank_testbed::assert_no_secret(&[("stderr", &err), ("report", &report)], secret);
+    }
+}

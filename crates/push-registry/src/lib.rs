@@ -190,7 +190,11 @@ impl Args {
                 ));
             }
         }
-        let metadata_file = self.metadata_file.unwrap_or_else(|| default_out_dir().join("push-metadata.json"));
+        let metadata_file = self
+            .metadata_file
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| default_out_dir().join("push-metadata.json"));
+        METADATA_OUTPUT.check(&metadata_file)?;
         Ok(Config {
             registry,
             login,
@@ -450,6 +454,10 @@ pub struct Pushed {
     pub layers_existing: usize,
 }
 
+/// The metadata file as an output file: an existing file is ours when it has the metadata's fields.
+const METADATA_OUTPUT: gangplank_core::local::Output =
+    gangplank_core::local::Output { input: "metadata-file", keys: &["registry", "tag", "images", "created_at"] };
+
 #[derive(Debug, Serialize)]
 struct Metadata<'a> {
     registry: String,
@@ -688,16 +696,7 @@ fn write_results(cfg: &Config, pushed: &[Pushed]) -> Result<()> {
     };
     let json =
         serde_json::to_string_pretty(&meta).map_err(|e| Error::failed(format!("cannot encode metadata: {e}")))?;
-    if let Some(dir) = cfg.metadata_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::failed(format!("cannot create {}: {e}", dir.display()))
-                .hint("set `metadata-file` to a writable path")
-        })?;
-    }
-    std::fs::write(&cfg.metadata_file, json + "\n").map_err(|e| {
-        Error::failed(format!("cannot write {}: {e}", cfg.metadata_file.display()))
-            .hint("set `metadata-file` to a writable path")
-    })?;
+    gangplank_core::local::write_output(&cfg.metadata_file, (json + "\n").as_bytes(), &METADATA_OUTPUT)?;
     let digests: BTreeMap<&str, &str> = pushed.iter().map(|p| (p.name.as_str(), p.digest.as_str())).collect();
     actions::set_output("tag", &cfg.tag)?;
     actions::set_output("digest", pushed.first().map_or("", |p| p.digest.as_str()))?;

@@ -177,11 +177,12 @@ impl Gh {
                 if rate_limited {
                     self.rate_limited.fetch_add(1, Ordering::Relaxed);
                 }
+                // The headers are the server's words: a huge or odd value means "too long", never a panic.
                 let wait = if let Some(s) = retry_after {
-                    Duration::from_secs_f64(s.max(0.0))
+                    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
                 } else if let (true, Some(r)) = (exhausted, reset) {
                     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                    Duration::from_secs(r).saturating_sub(now) + Duration::from_millis(250)
+                    Duration::from_secs(r).saturating_sub(now).saturating_add(Duration::from_millis(250))
                 } else {
                     backoff(attempt + 1)
                 };

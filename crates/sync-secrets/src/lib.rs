@@ -34,7 +34,8 @@ use futures::StreamExt;
 use gangplank_core::actions::{self, info};
 use gangplank_core::error::combine;
 use gangplank_core::host::{lock, now_rfc3339, AuditLine, RunMeta};
-use gangplank_core::input::{parse_bool, parse_duration, parse_list, SshArgs};
+use gangplank_core::input::{absolute_path, parse_bool, parse_duration, parse_list, SshArgs};
+use gangplank_core::local;
 use gangplank_core::{process, Class, Error, Executor, Result, Secret};
 use serde_json::json;
 
@@ -188,6 +189,7 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = manifest::load(&args.manifest);
     let values = manifest::load_values(loaded.as_ref().ok(), args.values_file.as_deref(), &|k| std::env::var(k).ok())?;
     let m = loaded?;
+    PLAN_OUTPUT.check(&plan_file(&args))?;
 
     let targets = selected_targets(&args, &m)?;
     let _g = actions::group("validate");
@@ -497,7 +499,7 @@ fn env_config(args: &Args) -> Result<EnvCfg> {
         None => e,
     })?;
     let app_dir = match &args.app_dir {
-        Some(d) if !d.trim().is_empty() => d.trim().trim_end_matches('/').to_string(),
+        Some(d) if !d.trim().is_empty() => absolute_path(d.trim(), "app-dir")?,
         _ => match repository(args) {
             Some(r) => format!("/opt/{}", r.rsplit('/').next().unwrap_or(&r)),
             None => {
@@ -506,13 +508,8 @@ fn env_config(args: &Args) -> Result<EnvCfg> {
             }
         },
     };
-    if !app_dir.starts_with('/') {
-        return Err(
-            Error::bad_input(format!("app-dir `{app_dir}` is not an absolute path")).hint("use e.g. /opt/myapp")
-        );
-    }
     let path = match &args.remote_env_path {
-        Some(p) if !p.trim().is_empty() => p.trim().to_string(),
+        Some(p) if !p.trim().is_empty() => absolute_path(p.trim(), "remote-env-path")?,
         _ => format!("{app_dir}/.env"),
     };
     Ok(EnvCfg { ssh, app_dir, path })
@@ -760,18 +757,26 @@ fn count(items: &[Item], a: Action) -> usize {
     items.iter().filter(|i| i.action == a).count()
 }
 
-/// Plan file, outputs and summary: the same counts everywhere.
-fn finish(args: &Args, items: &[Item], invalid_keys: usize) -> Result<()> {
-    if args.mode == Mode::Check || invalid_keys > 0 {
-        print_table(items);
-    }
-    let plan_file = args.plan_file.clone().unwrap_or_else(|| {
+/// The plan file as an output file: an existing file is ours when it has the plan's fields.
+const PLAN_OUTPUT: local::Output = local::Output { input: "plan-file", keys: &["mode", "counts", "items"] };
+
+/// `plan-file`, or `$RUNNER_TEMP/gangplank/secrets-plan.json` (the system temp dir outside Actions).
+fn plan_file(args: &Args) -> PathBuf {
+    args.plan_file.clone().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| {
         let base = std::env::var_os("RUNNER_TEMP")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
         base.join("gangplank").join("secrets-plan.json")
-    });
+    })
+}
+
+/// Plan file, outputs and summary: the same counts everywhere.
+fn finish(args: &Args, items: &[Item], invalid_keys: usize) -> Result<()> {
+    if args.mode == Mode::Check || invalid_keys > 0 {
+        print_table(items);
+    }
+    let plan_file = plan_file(args);
     let mode = match args.mode {
         Mode::Check => "check",
         Mode::Plan => "plan",
@@ -791,14 +796,8 @@ fn finish(args: &Args, items: &[Item], invalid_keys: usize) -> Result<()> {
             "key": i.key, "target": i.target, "where": i.place, "action": i.action.name(), "rule": i.rule,
         })).collect::<Vec<_>>(),
     });
-    if let Some(dir) = plan_file.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
     let text = actions::redact(&serde_json::to_string_pretty(&doc).unwrap_or_default());
-    std::fs::write(&plan_file, text + "\n").map_err(|e| {
-        Error::failed(format!("cannot write the plan file {}: {e}", plan_file.display()))
-            .hint("set `plan-file` to a writable path")
-    })?;
+    local::write_output(&plan_file, (text + "\n").as_bytes(), &PLAN_OUTPUT)?;
     for (k, v) in counts {
         actions::set_output(k, &v.to_string())?;
     }

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use gangplank_core::dotenv;
 use gangplank_core::error::combine;
+use gangplank_core::local::{read_input_text, TEXT_LIMIT};
 use gangplank_core::{Error, Result, Secret};
 use regex::Regex;
 use serde::Deserialize;
@@ -174,10 +176,8 @@ const MANIFEST_HINT: &str = "see docs/secrets-manifest.md for the keys an entry 
 
 /// Read and check a manifest file.
 pub fn load(path: &Path) -> Result<Manifest> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::bad_input(format!("cannot read the manifest {}: {e}", path.display()))
-            .hint("set `manifest` to the path of your secrets manifest (default `.github/secrets.yml`)")
-    })?;
+    let text = read_input_text(path, "manifest", TEXT_LIMIT)
+        .map_err(|e| e.hint("set `manifest` to the path of your secrets manifest (default `.github/secrets.yml`)"))?;
     parse(&text).map_err(|e| e.context(format!("manifest {}", path.display())))
 }
 
@@ -328,11 +328,11 @@ pub fn load_values(
     let mut raw: BTreeMap<String, String> = BTreeMap::new();
     let mut file_error = None;
     if let Some(path) = file {
-        match std::fs::read_to_string(path) {
+        match read_input_text(path, "values-file", TEXT_LIMIT) {
             Ok(text) => {
-                let (pairs, err) = parse_values(&text);
+                let (pairs, err) = dotenv::parse(&text);
                 raw.extend(pairs);
-                if let Some(ValuesError { line, reason }) = err {
+                if let Some(dotenv::ParseError { line, reason }) = err {
                     // The message names the line, never its content: it may hold a secret.
                     file_error = Some(
                         Error::bad_input(format!(
@@ -344,7 +344,7 @@ pub fn load_values(
                 }
             }
             Err(e) => {
-                file_error = Some(Error::bad_input(format!("cannot read values-file {}: {e}", path.display())).hint(
+                file_error = Some(e.hint(
                     "set `values-file` to a dotenv file, or leave it out and pass values as environment variables",
                 ));
             }
@@ -378,153 +378,6 @@ pub fn load_values(
         Some(e) => Err(e),
         None => Ok(out),
     }
-}
-
-/// Where and why a values-file stops parsing (never its content).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValuesError {
-    pub line: usize,
-    pub reason: &'static str,
-}
-
-/// Parse a values-file literally (docs/secrets-manifest.md, "Values"): `KEY=value` lines, `#` comments, an
-/// optional `export ` prefix, single quotes taken as written, double quotes with `\\ \" \n \r \t \$` escapes.
-/// Nothing is expanded: a password with `$HOME` or `${X}` in it is that password, and reading the file never
-/// depends on the environment of the runner (dotenvy expanded both). Returns the pairs read before the first
-/// error, and that error.
-pub fn parse_values(text: &str) -> (Vec<(String, String)>, Option<ValuesError>) {
-    let mut out = Vec::new();
-    let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    let mut line = 1;
-    let err = |line: usize, reason: &'static str| Some(ValuesError { line, reason });
-    while i < chars.len() {
-        // Leading white space, blank lines and comment lines.
-        while i < chars.len() && matches!(chars[i], ' ' | '\t' | '\r') {
-            i += 1;
-        }
-        if i >= chars.len() {
-            break;
-        }
-        if chars[i] == '\n' {
-            line += 1;
-            i += 1;
-            continue;
-        }
-        if chars[i] == '#' {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-            continue;
-        }
-        let start_line = line;
-        let rest: String = chars[i..chars.len().min(i + 7)].iter().collect();
-        if rest.starts_with("export") && rest[6..].starts_with([' ', '\t']) {
-            i += 6;
-            while i < chars.len() && matches!(chars[i], ' ' | '\t') {
-                i += 1;
-            }
-        }
-        let key_start = i;
-        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '.')) {
-            i += 1;
-        }
-        let key: String = chars[key_start..i].iter().collect();
-        if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
-            return (out, err(start_line, "a line must start with a name followed by `=`"));
-        }
-        while i < chars.len() && matches!(chars[i], ' ' | '\t') {
-            i += 1;
-        }
-        if i >= chars.len() || chars[i] != '=' {
-            return (out, err(start_line, "a name must be followed by `=`"));
-        }
-        i += 1;
-        while i < chars.len() && matches!(chars[i], ' ' | '\t') {
-            i += 1;
-        }
-        let mut value = String::new();
-        match chars.get(i) {
-            Some('\'') => {
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return (out, err(start_line, "a single quote is not closed")),
-                        Some('\'') => break,
-                        Some(c) => {
-                            if *c == '\n' {
-                                line += 1;
-                            }
-                            value.push(*c);
-                        }
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            Some('"') => {
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return (out, err(start_line, "a double quote is not closed")),
-                        Some('"') => break,
-                        Some('\\') => {
-                            i += 1;
-                            match chars.get(i) {
-                                Some('n') => value.push('\n'),
-                                Some('r') => value.push('\r'),
-                                Some('t') => value.push('\t'),
-                                Some(c @ ('\\' | '"' | '$')) => value.push(*c),
-                                // Any other backslash is kept as written, as compose reads it.
-                                Some(c) => {
-                                    if *c == '\n' {
-                                        line += 1;
-                                    }
-                                    value.push('\\');
-                                    value.push(*c);
-                                }
-                                None => return (out, err(start_line, "a double quote is not closed")),
-                            }
-                        }
-                        Some(c) => {
-                            if *c == '\n' {
-                                line += 1;
-                            }
-                            value.push(*c);
-                        }
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            _ => {
-                // Unquoted: to the end of the line, a ` #` starts a comment.
-                let start = i;
-                while i < chars.len() && chars[i] != '\n' {
-                    if chars[i] == '#' && i > start && matches!(chars[i - 1], ' ' | '\t') {
-                        break;
-                    }
-                    i += 1;
-                }
-                value = chars[start..i].iter().collect::<String>().trim_end().to_string();
-            }
-        }
-        // After the value: white space, then an optional comment, then the end of the line.
-        while i < chars.len() && matches!(chars[i], ' ' | '\t' | '\r') {
-            i += 1;
-        }
-        match chars.get(i) {
-            None | Some('\n') => {}
-            Some('#') => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            Some(_) => return (out, err(line, "text after a closing quote")),
-        }
-        out.push((key, value));
-    }
-    (out, None)
 }
 
 /// Why a value is a placeholder (docs/secrets-manifest.md, "Placeholder detection"), or `None`.
@@ -711,43 +564,8 @@ mod tests {
         check("values:\n  A: {required: false, allowed: [a, '']}\n", &[("A", "")], &[]);
     }
 
-    fn values_of(text: &str) -> Vec<(String, String)> {
-        let (pairs, err) = parse_values(text);
-        assert_eq!(err, None, "{text}");
-        pairs
-    }
-
-    #[test]
-    fn values_file_is_read_literally() {
-        let cases: &[(&str, &[(&str, &str)])] = &[
-            ("A_KEY=\"pa${HOME}x\"\n", &[("A_KEY", "pa${HOME}x")]),
-            ("A=$HOME\nB='$HOME ${X}'\nC=\"\\$HOME\"\n", &[("A", "$HOME"), ("B", "$HOME ${X}"), ("C", "$HOME")]),
-            ("# comment\n\n  export K=v # trailing\n", &[("K", "v")]),
-            ("K=a#b\nL = spaced value  \n", &[("K", "a#b"), ("L", "spaced value")]),
-            ("E=\nF=\"\"\nG=''\n", &[("E", ""), ("F", ""), ("G", "")]),
-            (r#"D="a\"b\\c\nd\te\x""#, &[("D", "a\"b\\c\nd\te\\x")]),
-            ("M='line1\nline2 = y'\nN=2\n", &[("M", "line1\nline2 = y"), ("N", "2")]),
-            ("Q=\"multi\nline\"  # c\r\nR=r\r\n", &[("Q", "multi\nline"), ("R", "r")]),
-            ("exported=1\n", &[("exported", "1")]),
-        ];
-        for (text, want) in cases {
-            let want: Vec<(String, String)> = want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            assert_eq!(values_of(text), want, "{text}");
-        }
-    }
-
     #[test]
     fn values_file_errors_name_the_line_never_the_content() {
-        for (text, line) in [
-            ("A=1\nB=\"k9-unclosed\n", 2),
-            ("A=1\n\nnot a pair\n", 3),
-            ("A='x'y\n", 1),
-            ("1A=x\n", 1),
-            ("C='k9-open\nstill\n", 1),
-        ] {
-            let (_, err) = parse_values(text);
-            assert_eq!(err.map(|e| e.line), Some(line), "{text}");
-        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("values.env");
         std::fs::write(&path, "A=1\nB=\"k9-unclosed-secret\n").unwrap();

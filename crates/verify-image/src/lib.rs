@@ -128,6 +128,11 @@ impl Args {
                     .hint("set `image: myapp:${{ github.sha }}`, or `compose-files` and `service` for a whole stack"))
             }
             (Some(image), true) => {
+                // The reference is a docker argument: one starting with `-` would be read as an option.
+                if image.starts_with('-') || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(Error::bad_input(format!("`image` {image:?} is not an image reference"))
+                        .hint("give a reference such as `myapp:1.2` or `ghcr.io/org/app@sha256:…`"));
+                }
                 let ports = parse_list(self.ports.as_deref().unwrap_or(""));
                 for p in &ports {
                     let ok = p.split(':').count() <= 3
@@ -159,10 +164,10 @@ impl Args {
             }
         };
         if let Some(f) = &self.env_file {
-            if !f.is_file() {
-                return Err(Error::bad_input(format!("env file `{}` does not exist", f.display()))
-                    .hint("create it in an earlier step, or leave `env-file` unset"));
-            }
+            // Read here only to mask its values (docker reads it itself), and bounded like every input.
+            let text = gangplank_core::local::read_input(f, "env-file", gangplank_core::local::TEXT_LIMIT)
+                .map_err(|e| e.hint("create it in an earlier step, or leave `env-file` unset"))?;
+            gangplank_core::dotenv::register_masks(&String::from_utf8_lossy(&text));
         }
         let health_url = match nonempty(self.health_url) {
             Some(u) => {
@@ -200,7 +205,7 @@ impl Args {
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect();
-        let report_file = self.report_file.unwrap_or_else(|| {
+        let report_file = self.report_file.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| {
             std::env::var_os("RUNNER_TEMP")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
@@ -208,6 +213,7 @@ impl Args {
                 .join("gangplank")
                 .join("verify-report.json")
         });
+        REPORT_OUTPUT.check(&report_file)?;
         Ok(Config {
             target,
             env_file: self.env_file,
@@ -702,19 +708,27 @@ fn service_name(cfg: &Config) -> &str {
     }
 }
 
+/// The report file as an output file: an existing file is ours when it has the report's fields.
+const REPORT_OUTPUT: gangplank_core::local::Output =
+    gangplank_core::local::Output { input: "report-file", keys: &["healthy", "status", "project", "containers"] };
+
+/// Write the report with every registered secret redacted: smoke output and failure messages are the
+/// container's words, and a stack that prints its environment prints the env-file's values. Strings are
+/// redacted before encoding, since a value with `"` or `\` is escaped in the JSON text.
 fn write_report(cfg: &Config, report: &Report) -> Result<()> {
-    let json =
-        serde_json::to_string_pretty(report).map_err(|e| Error::failed(format!("cannot encode the report: {e}")))?;
-    if let Some(dir) = cfg.report_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::failed(format!("cannot create {}: {e}", dir.display())).hint("set `report-file` to a writable path")
-        })?;
+    let mut r = report.clone();
+    for s in &mut r.smoke {
+        s.command = actions::redact(&s.command);
+        s.output = actions::redact(&s.output);
     }
-    std::fs::write(&cfg.report_file, json + "\n").map_err(|e| {
-        Error::failed(format!("cannot write {}: {e}", cfg.report_file.display()))
-            .hint("set `report-file` to a writable path")
-    })?;
-    Ok(())
+    for f in &mut r.failures {
+        *f = actions::redact(f);
+    }
+    for c in &mut r.checks {
+        c.detail = actions::redact(&c.detail);
+    }
+    let json = serde_json::to_string_pretty(&r).map_err(|e| Error::failed(format!("cannot encode the report: {e}")))?;
+    gangplank_core::local::write_output(&cfg.report_file, (actions::redact(&json) + "\n").as_bytes(), &REPORT_OUTPUT)
 }
 
 /// The whole run after inputs were parsed (the `gangplank verify-image` entry point). A signal only sets

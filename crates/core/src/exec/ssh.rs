@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, MethodType, Session};
+use ssh2::{HostKeyType, MethodType, Session};
 
 use crate::actions;
 use crate::cmd::Cmd;
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Output};
 use crate::input::{HostKeyPolicy, HostSpec, SshConfig};
+use crate::known_hosts::{self, Verdict};
 
 /// One verified, authenticated SSH connection to one host, reused for every command of a step.
 pub struct SshExecutor {
@@ -49,32 +50,6 @@ fn key_type_name(t: HostKeyType) -> &'static str {
         HostKeyType::Ed25519 => "ssh-ed25519",
         HostKeyType::Unknown => "unknown",
     }
-}
-
-/// The host key algorithms named in known_hosts lines, so the server is asked for a key type we can
-/// check (a server with ed25519 and RSA keys must not hand us the one we have no line for).
-fn known_key_types(lines: &str) -> Vec<String> {
-    let mut types: Vec<String> = Vec::new();
-    for line in lines.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let mut fields = line.split_whitespace();
-        let mut first = fields.next().unwrap_or("");
-        if first.starts_with('@') {
-            first = fields.next().unwrap_or("");
-        }
-        let _ = first;
-        if let Some(t) = fields.next() {
-            let algs: &[&str] = match t {
-                "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
-                other => &[other][..],
-            };
-            for a in algs {
-                if !types.iter().any(|x| x == a) {
-                    types.push(a.to_string());
-                }
-            }
-        }
-    }
-    types
 }
 
 impl SshExecutor {
@@ -112,7 +87,7 @@ impl SshExecutor {
         session.set_tcp_stream(tcp);
         session.set_timeout(cfg.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
         if let HostKeyPolicy::KnownHosts(lines) = &cfg.host_key {
-            let types = known_key_types(lines);
+            let types = known_hosts::key_types(&known_hosts::parse(lines)?, &host.host, host.port);
             if !types.is_empty() {
                 // Ignore an error: libssh2 refuses names it does not know, and then negotiates freely.
                 let _ = session.method_pref(MethodType::HostKey, &types.join(","));
@@ -180,39 +155,24 @@ fn verify_host_key(session: &Session, host: &HostSpec, label: &str, policy: &Hos
                 .hint("if the server was reinstalled, check the new key out of band (e.g. on its console: `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and update `host-fingerprint`; otherwise someone may be in the middle"))
             }
         }
-        HostKeyPolicy::KnownHosts(lines) => {
-            let mut known = session.known_hosts().map_err(|e| Error::failed(format!("known_hosts: {e}")))?;
-            for (i, line) in lines.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                known.read_str(line, KnownHostFileKind::OpenSSH).map_err(|e| {
-                    Error::bad_input(format!(
-                        "line {} of `known-hosts` is not a known_hosts entry: {}",
-                        i + 1,
-                        e.message()
-                    ))
-                    .hint("use the output of `ssh-keyscan -p PORT HOST` as it is")
-                })?;
-            }
-            match known.check_port(&host.host, host.port, key) {
-                CheckResult::Match => Ok(()),
-                CheckResult::Mismatch => Err(Error::bad_input(format!(
-                    "the host key of {label} has CHANGED: the server offered {kind_name} {offered}, which is not the key in `known-hosts`"
-                ))
-                .hint("if the server was reinstalled, verify the new key out of band and update `known-hosts`; otherwise someone may be in the middle, so do not deploy")),
-                CheckResult::NotFound => Err(Error::bad_input(format!(
-                    "the host key of {label} is unknown: the server offered {kind_name} {offered}, and `known-hosts` has no entry for it"
-                ))
-                .hint(format!(
-                    "add the line that `ssh-keyscan -p {} {}` prints to `known-hosts` after checking its fingerprint, or set `host-fingerprint: {offered}`",
-                    host.port, host.host
-                ))),
-                CheckResult::Failure => Err(Error::bad_input(format!("the host key of {label} could not be checked against `known-hosts`"))
-                    .hint("use the output of `ssh-keyscan -p PORT HOST` as it is")),
-            }
-        }
+        HostKeyPolicy::KnownHosts(lines) => match known_hosts::check(&known_hosts::parse(lines)?, &host.host, host.port, key) {
+            Verdict::Match => Ok(()),
+            Verdict::Revoked => Err(Error::bad_input(format!(
+                "the host key of {label} is REVOKED: the server offered {kind_name} {offered}, which `known-hosts` marks @revoked"
+            ))
+            .hint("a revoked key is never accepted, even when another line lists it: the server must use a new key, verified out of band and added to `known-hosts`")),
+            Verdict::Changed => Err(Error::bad_input(format!(
+                "the host key of {label} has CHANGED: the server offered {kind_name} {offered}, which is not the key in `known-hosts`"
+            ))
+            .hint("if the server was reinstalled, verify the new key out of band and update `known-hosts`; otherwise someone may be in the middle, so do not deploy")),
+            Verdict::Unknown => Err(Error::bad_input(format!(
+                "the host key of {label} is unknown: the server offered {kind_name} {offered}, and `known-hosts` has no entry for it"
+            ))
+            .hint(format!(
+                "add the line that `ssh-keyscan -p {} {}` prints to `known-hosts` after checking its fingerprint (an entry without `[host]:port` is for port 22 only), or set `host-fingerprint: {offered}`",
+                host.port, host.host
+            ))),
+        },
     }
 }
 
@@ -467,14 +427,5 @@ mod tests {
     fn fingerprint_matches_ssh_keygen_form() {
         // sha256("") in base64 without padding.
         assert_eq!(fingerprint(b""), "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU");
-    }
-
-    #[test]
-    fn key_types_come_from_known_hosts_lines() {
-        let lines = "# comment\n[127.0.0.1]:2222 ssh-ed25519 AAAA\n|1|abc|def ssh-rsa AAAA\n@revoked h ecdsa-sha2-nistp256 AAAA\n";
-        assert_eq!(
-            known_key_types(lines),
-            vec!["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa", "ecdsa-sha2-nistp256"]
-        );
     }
 }
