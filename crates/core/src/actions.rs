@@ -168,27 +168,12 @@ pub fn report(err: &Error) -> i32 {
     err.exit_code()
 }
 
-/// Set by [`exit_with_signal_code`]; read once, by [`main_with`].
-static SIGNAL_EXIT_CODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Make [`main_with`] end the process with 128+signal when a signal interrupted the run, whatever the
-/// result was. verify-image opts in: its caller (a cancelled job, a terminal) should see that the run was
-/// stopped, not that the image failed, and the teardown has already run by then.
-pub fn exit_with_signal_code() {
-    SIGNAL_EXIT_CODE.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
 /// Run a binary's body and exit with the code its result maps to.
 pub fn main_with(body: impl FnOnce() -> Result<()>) -> ! {
-    let mut code = match body() {
+    let code = match body() {
         Ok(()) => 0,
         Err(e) => report(&e),
     };
-    if SIGNAL_EXIT_CODE.load(std::sync::atomic::Ordering::SeqCst) {
-        if let Some(sig) = crate::process::interrupted() {
-            code = 128 + sig;
-        }
-    }
     let _ = std::io::stdout().flush();
     std::process::exit(code)
 }

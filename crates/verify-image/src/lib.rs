@@ -234,7 +234,7 @@ fn run_error(e: RunError) -> Error {
         RunError::Spawn(p, e) => Error::bad_input(format!("cannot run `{p}`: {e}"))
             .hint("install the Docker CLI (and docker compose for `compose-files`) on the runner"),
         RunError::TimedOut(f) => Error::failed(format!("a docker command did not finish in time: {}", f.tail(2))),
-        RunError::Interrupted(sig) => Error::failed(format!("interrupted by signal {sig}")),
+        RunError::Interrupted(sig) => Error::interrupted(format!("interrupted by signal {sig}")),
     }
 }
 
@@ -732,10 +732,9 @@ fn write_report(cfg: &Config, report: &Report) -> Result<()> {
 }
 
 /// The whole run after inputs were parsed (the `gangplank verify-image` entry point). A signal only sets
-/// a flag, so the teardown runs first; the process then ends with 128+signal.
+/// a flag, so the teardown runs first; the run then ends as interrupted (exit 4, like every step).
 pub fn run(args: Args) -> Result<()> {
     proc::install_signal_flag();
-    actions::exit_with_signal_code();
     let cfg = args.into_config()?;
     let compose = match cfg.target {
         Target::Stack { .. } => Some(Compose::detect().ok_or_else(|| {
@@ -791,8 +790,13 @@ pub fn run(args: Args) -> Result<()> {
     let mut error = None;
     let outcome = match result {
         Ok(o) => o,
-        Err(e) => {
+        Err(mut e) => {
             let status = if proc::interrupted().is_some() { "interrupted" } else { "error" };
+            if status == "interrupted" {
+                // Whatever a signal cut short (a smoke command, a wait) failed because of it.
+                e.class = gangplank_core::error::Class::Interrupted;
+                e.hint = Some("the run was cancelled; everything it started was removed".into());
+            }
             let o = Outcome { failures: vec![e.message.clone()], status, healthy: false };
             error = Some(e);
             o

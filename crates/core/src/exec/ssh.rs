@@ -193,15 +193,19 @@ const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
 const SILENT_AFTER: Duration = Duration::from_secs(20);
 const BEAT_EVERY: Duration = Duration::from_secs(5);
 
+/// What the heartbeat prints on stderr; taken out again by [`take_marks`]. One short `printf` is one
+/// `write`, so a beat never splits a line of the command's own output.
+const BEAT: &str = "\x1e@@gangplank-beat\x1e";
+
 /// The line sshd runs for a command: the process group first (see [`PGID_MARK`]), then a heartbeat
-/// (one NUL byte on stderr every [`BEAT_EVERY`], stripped on arrival) for as long as the command runs.
+/// ([`BEAT`] on stderr every [`BEAT_EVERY`]) for as long as the command runs.
 /// SSH keepalives cannot tell a frozen host (its kernel still acknowledges them) from a busy one; a
 /// heartbeat from the host's own shell can, during a 15-minute pull as during a 1-second probe. The
 /// beat's `sleep` holds no channel descriptor, so the channel closes as soon as the command ends.
 fn wrap(command: &str) -> String {
     format!(
         "printf '{PGID_MARK}%s\\n' \"$$\" >&2; \
-         (while sleep {beat} </dev/null >/dev/null 2>&1; do printf '\\000' >&2 || exit 0; done) </dev/null >/dev/null & \
+         (while sleep {beat} </dev/null >/dev/null 2>&1; do printf '\\036@@gangplank-beat\\036' >&2 || exit 0; done) </dev/null >/dev/null & \
          gangplank_beat=$!; {command}\ngangplank_rc=$?; kill \"$gangplank_beat\" 2>/dev/null; exit \"$gangplank_rc\"",
         beat = BEAT_EVERY.as_secs()
     )
@@ -273,14 +277,18 @@ impl Executor for SshExecutor {
         self.session.set_blocking(true);
         match read {
             Ok((stdout, mut stderr)) => {
-                take_pgid(&mut stderr);
+                take_marks(&mut stderr);
                 ch.wait_close().map_err(|e| self.lose(&label, "closing a channel", e))?;
-                let status = ch.exit_status().map_err(|e| self.lose(&label, "reading the exit status", e))?;
+                let mut status = ch.exit_status().map_err(|e| self.lose(&label, "reading the exit status", e))?;
+                // A command killed by a signal sends no exit status (libssh2 then says 0): never a success.
+                if let Some(sig) = ch.exit_signal().ok().and_then(|s| s.exit_signal) {
+                    status = 128 + signal_number(&sig);
+                }
                 self.session.set_timeout(0);
                 Ok(Output { status, stdout, stderr })
             }
             Err((cut, mut stderr)) => {
-                let pgid = take_pgid(&mut stderr);
+                let pgid = take_marks(&mut stderr);
                 // Stop the remote command whatever happened, so nothing keeps changing the host behind
                 // our back (a `compose up` finishing after we put the previous release back). A silent
                 // or broken connection cannot carry the kill: the next connection does ([`Executor::stranded`]).
@@ -330,16 +338,46 @@ impl SshExecutor {
     }
 }
 
-/// Remove the [`PGID_MARK`] line from stderr and return the group it names.
-fn take_pgid(stderr: &mut Vec<u8>) -> Option<u32> {
-    let text = String::from_utf8_lossy(stderr).into_owned();
-    let start = text.find(PGID_MARK)?;
-    let end = text[start..].find('\n').map(|e| start + e + 1).unwrap_or(text.len());
-    let pg = text[start + PGID_MARK.len()..end].trim().parse().ok();
-    let mut rest = text[..start].to_string();
-    rest.push_str(&text[end..]);
-    *stderr = rest.into_bytes();
+/// Remove the heartbeats and the [`PGID_MARK`] line from stderr, byte for byte (stderr may be
+/// binary); return the group that line names.
+fn take_marks(stderr: &mut Vec<u8>) -> Option<u32> {
+    let mut out = Vec::with_capacity(stderr.len());
+    let mut pg = None;
+    let mut rest = stderr.as_slice();
+    while !rest.is_empty() {
+        if rest.starts_with(BEAT.as_bytes()) {
+            rest = &rest[BEAT.len()..];
+        } else if pg.is_none() && rest.starts_with(PGID_MARK.as_bytes()) {
+            let line = rest.iter().position(|b| *b == b'\n').map(|e| e + 1).unwrap_or(rest.len());
+            pg = String::from_utf8_lossy(&rest[PGID_MARK.len()..line]).trim().parse().ok();
+            rest = &rest[line..];
+        } else {
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    *stderr = out;
     pg
+}
+
+/// The number of a signal as SSH names it (RFC 4254: "TERM", "KILL", …); 127 for one it does not list.
+fn signal_number(name: &str) -> i32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "ABRT" => 6,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 127,
+    }
 }
 
 /// Drain stdout and stderr of a channel in non-blocking mode until the remote end is done, a signal
@@ -360,15 +398,10 @@ fn read_both(
     loop {
         let mut progressed = false;
         let mut failed = None;
-        for (i, (stream, sink)) in [(ch.stream(0), &mut stdout), (ch.stderr(), &mut stderr)].into_iter().enumerate() {
+        for (stream, sink) in [(ch.stream(0), &mut stdout), (ch.stderr(), &mut stderr)] {
             let mut stream = stream;
             match stream.read(&mut buf) {
                 Ok(0) => {}
-                Ok(n) if i == 1 => {
-                    // The heartbeat's NUL bytes say the host is alive; they are not the command's output.
-                    sink.extend(buf[..n].iter().copied().filter(|b| *b != 0));
-                    progressed = true;
-                }
                 Ok(n) => {
                     sink.extend_from_slice(&buf[..n]);
                     progressed = true;
@@ -422,6 +455,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeats_and_the_group_line_leave_stderr_as_the_command_wrote_it() {
+        let mut err =
+            [format!("{PGID_MARK}4242\nhalf a {BEAT}line\n").as_bytes(), &[0, 0xff, b'\n'], BEAT.as_bytes()].concat();
+        assert_eq!(take_marks(&mut err), Some(4242));
+        assert_eq!(err, [&b"half a line\n"[..], &[0, 0xff, b'\n']].concat());
+        let mut none = b"plain".to_vec();
+        assert_eq!(take_marks(&mut none), None);
+        assert_eq!(none, b"plain");
+    }
 
     #[test]
     fn fingerprint_matches_ssh_keygen_form() {
