@@ -145,6 +145,7 @@ pub fn staged_path(app_dir: &str, stamp: &str, rel: &str) -> String {
 /// move the staged files into place. Every write stays inside the app dir: a destination or folder
 /// that is a symlink is refused before anything moves. Prints `same|changed|new <rel>` per file.
 pub const SWITCH_SCRIPT: &str = r#"set -u
+durable() { sync -- "$@" 2>/dev/null || sync; }
 app=$1; stamp=$2; state=$3; shift 3
 g=$app/.gangplank; st=$g/staging/$stamp; b=$g/backups
 umask 077
@@ -171,10 +172,13 @@ for rel in "$@"; do
     echo "new $rel"
   fi
 done
-sync
+# The journal and the backups reach the disk before any live file changes; then the renames do.
+# Only these files and folders: a global `sync` flushes every filesystem of a busy server.
+for rel in "$@"; do if [ -f "$b/$rel.$stamp" ]; then durable "$b/$rel.$stamp" "$(dirname -- "$b/$rel.$stamp")"; fi; done
+durable "$g/state.json" "$g"
 for rel in "$@"; do mv -f -- "$st/$rel" "$app/$rel" || exit 1; done
 rm -rf -- "$g/staging"
-sync"#;
+for rel in "$@"; do durable "$(dirname -- "$app/$rel")"; done"#;
 
 pub fn switch_cmd(app_dir: &str, stamp: &str, state_json: &str, rels: &[String]) -> Cmd {
     Cmd::script(SWITCH_SCRIPT).arg(app_dir).arg(stamp).arg(state_json).args(rels).privileged().timeout(STEP_TIMEOUT)
@@ -183,6 +187,7 @@ pub fn switch_cmd(app_dir: &str, stamp: &str, state_json: &str, rels: &[String])
 /// Put the files of a switch back: a file with a backup gets it again (atomically), a file that was
 /// new goes. Idempotent, so a repair can run it again after a killed restore.
 pub const RESTORE_SCRIPT: &str = r#"set -u
+durable() { sync -- "$@" 2>/dev/null || sync; }
 app=$1; stamp=$2; shift 2
 b=$app/.gangplank/backups; rc=0
 for rel in "$@"; do
@@ -195,7 +200,7 @@ for rel in "$@"; do
   fi
 done
 rm -rf -- "$app/.gangplank/staging"
-sync
+for rel in "$@"; do if [ -e "$app/$rel" ]; then durable "$app/$rel"; fi; durable "$(dirname -- "$app/$rel")"; done
 exit $rc"#;
 
 pub fn restore_cmd(app_dir: &str, stamp: &str, rels: &[String]) -> Cmd {

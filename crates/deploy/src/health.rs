@@ -2,8 +2,8 @@
 //! a HEALTHCHECK), and `health-url` answering 2xx, within `health-timeout`.
 //!
 //! A `localhost`/`127.0.0.1` URL is probed on the host through the step's SSH connection with
-//! [`PROBE_SCRIPT`], which needs no curl: it uses python3 when present, else `wget` (GNU or BusyBox),
-//! else bash's `/dev/tcp` (plain HTTP only). Other URLs are probed from the runner with reqwest.
+//! [`PROBE_SCRIPT`]: curl when present (it starts fastest, and the gate polls often), else python3,
+//! else `wget` (GNU or BusyBox), else bash's `/dev/tcp` (plain HTTP only). Other URLs are probed from the runner with reqwest.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,11 @@ use gangplank_core::exec::Executor;
 pub const PROBE_SCRIPT: &str = r#"url=$1
 unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
 export no_proxy='*' NO_PROXY='*'
+if command -v curl >/dev/null 2>&1; then
+  code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -- "$url"); rc=$?
+  case $code in 2[0-9][0-9]) echo "HTTP $code"; exit 0;; 000) echo "no answer (curl exit $rc)"; exit 1;; esac
+  echo "HTTP $code"; exit 1
+fi
 if command -v python3 >/dev/null 2>&1; then
   exec python3 -c '
 import sys, urllib.request, urllib.error
@@ -36,7 +41,7 @@ if command -v wget >/dev/null 2>&1; then
   fi
   echo "wget failed with exit $?"; exit 1
 fi
-case $url in http://*) ;; *) echo "no python3 or wget on the host to probe $url"; exit 1;; esac
+case $url in http://*) ;; *) echo "no curl, python3 or wget on the host to probe $url"; exit 1;; esac
 rest=${url#http://}; hp=${rest%%/*}; path=/${rest#*/}; [ "$rest" = "$hp" ] && path=/
 h=${hp%:*}; p=${hp##*:}; [ "$h" = "$hp" ] && p=80
 line=$(bash -c 'exec 3<>"/dev/tcp/$1/$2" || exit 1; printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$3" "$1" >&3; head -n1 <&3' x "$h" "$p" "$path" 2>&1)
@@ -246,6 +251,63 @@ mod tests {
         let bad = l.run(&poll_cmd("no-such-project-x", &url)).unwrap();
         let (json, ok, text) = parse_poll(&bad.stdout_str()).unwrap();
         assert_eq!((json.trim(), ok, text.as_str()), ("[]", false, "HTTP 503"));
+    }
+
+    /// Each way the probe can reach the URL, alone on the PATH: curl, python3, GNU wget, bash's
+    /// `/dev/tcp`. Each must tell 2xx from 503 from nothing listening. (BusyBox's wget branch is not
+    /// here: Debian's static BusyBox crashes in its glibc resolver on any URL, which the probe counts
+    /// as a failure, as it should.)
+    #[test]
+    fn every_probe_tool_tells_success_from_failure() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                use std::io::{Read, Write};
+                let Ok(mut s) = s else { continue };
+                // Read the whole request head: closing with unread bytes sends a reset, not the answer.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let ok = String::from_utf8_lossy(&head).contains("GET /ok ");
+                let status = if ok { "200 OK" } else { "503 Service Unavailable" };
+                let _ = s.write_all(format!("HTTP/1.0 {status}\r\nContent-Length: 2\r\n\r\nok").as_bytes());
+            }
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let tools: [(&str, &[(&str, &str)]); 4] = [
+            ("curl", &[("curl", "/usr/bin/curl")]),
+            ("python3", &[("python3", "/usr/bin/python3")]),
+            ("GNU wget", &[("wget", "/usr/bin/wget"), ("grep", "/usr/bin/grep")]),
+            ("bash /dev/tcp", &[("bash", "/usr/bin/bash"), ("head", "/usr/bin/head")]),
+        ];
+        for (name, links) in tools {
+            let bin = tempfile::tempdir().unwrap();
+            for (link, target) in links.iter().chain(&[("sh", "/bin/sh")]) {
+                std::os::unix::fs::symlink(target, bin.path().join(link)).unwrap();
+            }
+            let probe = |url: String| {
+                let cmd = Cmd::new("env")
+                    .arg(format!("PATH={}", bin.path().display()))
+                    .arg("sh")
+                    .arg("-c")
+                    .arg(PROBE_SCRIPT)
+                    .arg("probe")
+                    .arg(url);
+                Local::new(false).run(&cmd).unwrap()
+            };
+            let ok = probe(format!("http://127.0.0.1:{port}/ok"));
+            assert!(ok.success(), "{name}: exit {} {}{}", ok.status, ok.stdout_str(), ok.stderr_str());
+            let bad = probe(format!("http://127.0.0.1:{port}/bad"));
+            assert!(!bad.success(), "{name} took 503 for a success: {}", bad.stdout_str());
+            let none = probe(format!("http://127.0.0.1:{closed}/ok"));
+            assert!(!none.success(), "{name} took a closed port for a success: {}", none.stdout_str());
+        }
     }
 
     #[test]
