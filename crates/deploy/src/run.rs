@@ -77,15 +77,20 @@ impl Job<'_> {
             }
         }
         steps.push(Step::Gate { tag: cfg.tag.clone() });
+        // A redeploy of the running tag adds no image tag, so there is nothing new to prune (and
+        // listing the repository's tags costs a docker call).
+        let new_tag = pending.previous_tag.as_deref() != Some(cfg.tag.as_str());
         steps.push(Step::Commit {
             release: new,
             action: "deploy".into(),
             result: "deployed".into(),
             previous: pending.previous_tag.clone().unwrap_or_default(),
             prune_files: rels,
-            repos: self.image_repos.clone(),
+            repos: if new_tag { self.image_repos.clone() } else { vec![] },
         });
-        steps.push(Step::PruneImages { keep: cfg.keep_images });
+        if new_tag {
+            steps.push(Step::PruneImages { keep: cfg.keep_images });
+        }
         let on_failure = if cfg.auto_rollback {
             revert(&pending, "health-gate-failed", true, true, true, true)
         } else {
