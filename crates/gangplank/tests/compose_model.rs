@@ -202,3 +202,56 @@ fn every_reference_in_the_fixtures_is_checked_and_named() {
     assert!(false_alarms.is_empty(), "false alarms:\n{}", false_alarms.join("\n---\n"));
     assert!(misses.is_empty(), "misses:\n{}", misses.join("\n---\n"));
 }
+
+/// A 20-service project passes, every reference counted; the runner-side time of the model (compose's
+/// answer and the checks) and of the whole preflight are printed, for the figure (no timed
+/// assertion: the machine is shared).
+#[test]
+fn a_twenty_service_project_is_resolved_whole() {
+    let sshd = Sshd::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    let mut yaml = String::from(
+        "x-common: &common\n  image: gangplank.invalid/app:${IMAGE_TAG}\n  restart: unless-stopped\nservices:\n",
+    );
+    let mut files = vec![];
+    for i in 0..20 {
+        yaml.push_str(&format!(
+            "  svc{i}:\n    <<: *common\n    env_file: [conf/svc{i}.env]\n    volumes:\n      - ./conf/svc{i}:/etc/svc\n      - data{i}:/data\n    configs: [cfg{i}]\n"
+        ));
+        std::fs::create_dir_all(repo.join(format!("conf/svc{i}"))).unwrap();
+        std::fs::write(repo.join(format!("conf/svc{i}/a.conf")), "a").unwrap();
+        std::fs::write(repo.join(format!("conf/svc{i}.env")), "A=1\n").unwrap();
+        std::fs::write(repo.join(format!("conf/cfg{i}.txt")), "c").unwrap();
+    }
+    yaml.push_str("volumes:\n");
+    for i in 0..20 {
+        yaml.push_str(&format!("  data{i}: {{}}\n"));
+    }
+    yaml.push_str("configs:\n");
+    for i in 0..20 {
+        yaml.push_str(&format!("  cfg{i}:\n    file: ./conf/cfg{i}.txt\n"));
+    }
+    std::fs::write(repo.join("compose.yaml"), yaml).unwrap();
+    files.push("conf".to_string());
+    std::fs::write(repo.join("prod.env"), "X=1\n").unwrap();
+    let c = Case {
+        name: "twenty".into(),
+        mkdirs: vec![],
+        compose: vec!["compose.yaml".into()],
+        files,
+        env_file: "prod.env".into(),
+        refs: vec![],
+    };
+    let l = Layout { repo, host_root: root.path().join("host"), _root: root };
+    std::fs::create_dir_all(&l.host_root).unwrap();
+    for builtin in [false, true] {
+        let started = std::time::Instant::now();
+        let r = preflight(&sshd, &c, &l, builtin);
+        let wall = started.elapsed();
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let line = r.stderr.lines().find(|l| l.starts_with("compose model:")).expect("the model line").to_string();
+        assert!(line.starts_with("compose model: 60 reference(s)"), "{line}");
+        eprintln!("20 services: {line}; whole preflight-only run {} ms", wall.as_millis());
+    }
+}
