@@ -475,15 +475,15 @@ impl<'a> Reader<'a> {
                 }
                 _ => continue,
             };
-            for (i, p) in paths.iter().enumerate() {
+            for p in &paths {
                 let Some(p) = self.interpolate(p, &format!("include in {file}")) else { continue };
                 let Some(loc) = self.locate(&p, base) else { continue };
                 self.refs.push(reference(loc.clone(), Kind::Include, &format!("include in `{file}`"), false));
                 let Loc::Repo(rel) = loc else { continue };
-                // The first file of an include entry decides its project directory, as compose does.
-                let inc_base = match (&dir, i) {
-                    (Some(d), _) => self.interpolate(d, file).map(|d| join_rel(base, &d)).unwrap_or_default(),
-                    (None, _) => parent(&rel),
+                // An included file resolves against its own folder unless the entry names a project directory.
+                let inc_base = match &dir {
+                    Some(d) => self.interpolate(d, file).map(|d| join_rel(base, &d)).unwrap_or_default(),
+                    None => parent(&rel),
                 };
                 if let Some(inc_doc) = self.load(&rel) {
                     self.read_doc(&inc_doc, &rel, &inc_base);
@@ -510,7 +510,7 @@ impl<'a> Reader<'a> {
             // Later definitions of a volume target replace earlier ones, as compose merges overrides.
             let mut volumes: BTreeMap<String, (Loc, bool)> = BTreeMap::new();
             for (svc, base, doc) in defs {
-                self.read_service(name, &user, svc, base, doc, &mut volumes, 0);
+                self.read_service(&user, svc, base, doc, &mut volumes, 0);
             }
             for (target, (loc, create)) in volumes {
                 if create {
@@ -560,10 +560,8 @@ impl<'a> Reader<'a> {
         wanted
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn read_service(
         &mut self,
-        name: &str,
         user: &str,
         svc: &Value,
         base: &str,
@@ -595,7 +593,7 @@ impl<'a> Reader<'a> {
                                     let ext_base = parent(&rel);
                                     if let Some(p) = ext_doc.get("services").and_then(|s| s.get(&parent_name)).cloned()
                                     {
-                                        self.read_service(name, user, &p, &ext_base, &ext_doc, volumes, depth + 1);
+                                        self.read_service(user, &p, &ext_base, &ext_doc, volumes, depth + 1);
                                     }
                                 }
                             }
@@ -604,7 +602,7 @@ impl<'a> Reader<'a> {
                 }
                 (None, Some(parent_name)) => {
                     if let Some(p) = doc.get("services").and_then(|s| s.get(&parent_name)).cloned() {
-                        self.read_service(name, user, &p, base, doc, volumes, depth + 1);
+                        self.read_service(user, &p, base, doc, volumes, depth + 1);
                     }
                 }
                 _ => {}
@@ -959,4 +957,56 @@ pub fn check(model: &Model, repo: &Path, app_dir: &str, uploaded: &[String], fol
 
 fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_follows_compose() {
+        let env: BTreeMap<String, String> =
+            [("A", "a"), ("EMPTY", "")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let i = |s: &str| interpolate(s, &env);
+        assert_eq!(i("./${A}/$A/$$x").unwrap(), "./a/a/$x");
+        assert_eq!(i("${EMPTY:-d}|${EMPTY-d}|${NONE-d}").unwrap(), "d||d");
+        assert_eq!(i("${A:+alt}|${EMPTY:+alt}|${EMPTY+alt}").unwrap(), "alt||alt");
+        assert_eq!(i("${NONE:-${A:-x}/conf}").unwrap(), "a/conf");
+        assert_eq!(i("${NONE}"), Err("NONE".to_string()));
+        assert_eq!(i("${EMPTY:?must be set}"), Err("EMPTY".to_string()));
+    }
+
+    #[test]
+    fn paths_are_relative_to_the_repository() {
+        assert_eq!(relative(Path::new("/w/r"), Path::new("/w/r/deploy/conf")), "deploy/conf");
+        assert_eq!(relative(Path::new("/w/r"), Path::new("/w/shared")), "../shared");
+        assert_eq!(relative(Path::new("/w/r"), Path::new("/w/r")), "");
+        assert_eq!(normalize(Path::new("deploy/../../x/./y")), PathBuf::from("../x/y"));
+        assert_eq!(Loc::Repo(String::new()).shown(), ".");
+        assert_eq!(Loc::Home("a".into()).shown(), "~/a");
+    }
+
+    #[test]
+    fn duplicates_are_one_reference_naming_every_user() {
+        let r = |u: &str, create| reference(Loc::Repo("conf".into()), Kind::Bind, u, create);
+        let m = merge(vec![r("service `a`", true), r("service `b`", false), r("service `a`", true)]);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].users, vec!["service `a`", "service `b`"]);
+        assert!(!m[0].create_host_path, "one user that does not opt in needs the path");
+    }
+
+    #[test]
+    fn the_built_in_reader_skips_volumes_that_are_not_paths() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("c.yaml"),
+            "services:\n  s:\n    image: x\n    volumes: [/anon, named:/n, ./b:/b, ~/h:/h, '/abs:/abs:ro']\n",
+        )
+        .unwrap();
+        let env = BTreeMap::new();
+        let mut reader = Reader::new(d.path(), &env, &[]);
+        reader.read_project(&[PathBuf::from("c.yaml")]);
+        let locs: Vec<Loc> = reader.references(None).into_iter().map(|r| r.loc).collect();
+        assert_eq!(locs, vec![Loc::Absolute("/abs".into()), Loc::Repo("b".into()), Loc::Home("h".into())]);
+    }
 }
