@@ -13,22 +13,33 @@ use crate::{require_docker, run_checked, scrubbed_command, unique_name, wait_for
 /// Label on every container the testbed starts, so a leak can be found with `docker ps -a --filter label=...`.
 pub const TESTBED_LABEL: &str = "dev.gangplank.testbed=1";
 
-/// The compose command on this machine: the v2 plugin (`docker compose`) if present, else `docker-compose`
-/// v1 (the one Debian 12 packages).
+/// The compose command of the testbed: the v2 plugin (`docker compose`) unless `GANGPLANK_TEST_COMPOSE=v1`
+/// asks for `docker-compose` 1.29 (see [`crate::test_compose`]). A missing one fails naming how to install it.
 pub fn compose_program() -> Result<&'static [String]> {
     static PROGRAM: OnceLock<Vec<String>> = OnceLock::new();
     if let Some(p) = PROGRAM.get() {
         return Ok(p);
     }
     let works = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
-    let program = if works(scrubbed_command("docker").args(["compose", "version"])) {
+    let program = if crate::test_compose() == "v2" {
+        if !works(scrubbed_command("docker").args(["compose", "version"])) {
+            let dir = crate::compose_docker_config().unwrap_or_default();
+            bail!(
+                "`docker compose` (v2) does not answer with DOCKER_CONFIG={}: install the plugin there as .ci/run \
+                 does (testbed.md, \"compose v2\": `apt-get download docker-compose/trixie`, `dpkg -x`, copy \
+                 usr/libexec/docker/cli-plugins/docker-compose to {}/cli-plugins/), or set GANGPLANK_COMPOSE_V2_DIR \
+                 to the folder holding cli-plugins/, or run the v1 smoke with GANGPLANK_TEST_COMPOSE=v1",
+                dir.display(),
+                dir.display()
+            );
+        }
         vec!["docker".to_string(), "compose".to_string()]
     } else if works(scrubbed_command("docker-compose").arg("version")) {
         vec!["docker-compose".to_string()]
     } else {
         bail!(
-            "neither `docker compose` nor `docker-compose` works: install the Debian package `docker-compose` \
-             (apt-get install -y docker-compose)"
+            "`docker-compose` (v1, GANGPLANK_TEST_COMPOSE=v1) does not work: install the Debian package \
+             `docker-compose` (apt-get install -y docker-compose)"
         );
     };
     Ok(PROGRAM.get_or_init(|| program))

@@ -68,7 +68,9 @@ pub fn free_port() -> u16 {
 }
 
 /// A `Command` whose environment has no `GITHUB_*`, `RUNNER_*` or `INPUT_*` variables, so a test runs the
-/// same inside a GitHub runner as on a laptop; tests set what they need.
+/// same inside a GitHub runner as on a laptop; tests set what they need. Its `DOCKER_CONFIG` is the
+/// testbed's compose choice ([`compose_docker_config`]), so every docker and gangplank child finds the
+/// same compose as the hosts the tests log in to.
 pub fn scrubbed_command(program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
@@ -77,7 +79,39 @@ pub fn scrubbed_command(program: impl AsRef<OsStr>) -> Command {
             cmd.env_remove(&key);
         }
     }
+    match compose_docker_config() {
+        Some(dir) => cmd.env("DOCKER_CONFIG", dir),
+        None => cmd.env_remove("DOCKER_CONFIG"),
+    };
     cmd
+}
+
+/// Where the compose v2 plugin is installed for the testbed, as a `DOCKER_CONFIG` folder holding
+/// `cli-plugins/docker-compose` (testbed.md, "compose v2"; `.ci/run` installs it there).
+pub const COMPOSE_V2_DEFAULT_DIR: &str = "/opt/gangplank-compose-v2";
+
+/// Which compose the testbed runs: `GANGPLANK_TEST_COMPOSE=v2` (the default, what servers run today) or
+/// `v1` (docker-compose 1.29, the smoke run for old servers).
+pub fn test_compose() -> &'static str {
+    match std::env::var("GANGPLANK_TEST_COMPOSE").as_deref() {
+        Ok("v1") => "v1",
+        _ => "v2",
+    }
+}
+
+/// The `DOCKER_CONFIG` folder that makes `docker compose` the v2 plugin, when the testbed runs v2:
+/// `GANGPLANK_COMPOSE_V2_DIR`, else [`COMPOSE_V2_DEFAULT_DIR`]. `None` under v1, where children get no
+/// `DOCKER_CONFIG` so only `docker-compose` answers. A v2 folder without the plugin is left as it is:
+/// [`compose_program`] then fails with the way to install it.
+pub fn compose_docker_config() -> Option<PathBuf> {
+    if test_compose() == "v1" {
+        return None;
+    }
+    let dir = std::env::var_os("GANGPLANK_COMPOSE_V2_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(COMPOSE_V2_DEFAULT_DIR));
+    Some(dir)
 }
 
 /// The path of a link named `step` (e.g. `deploy-remote`) to the `gangplank` executable, created next to it

@@ -287,6 +287,11 @@ MaxSessions 200
 Subsystem sftp internal-sftp
 "
     );
+    // Under compose v2 the login users find the plugin the way a server with it installed would.
+    let config = match crate::compose_docker_config() {
+        Some(dir) => format!("{config}SetEnv DOCKER_CONFIG={}\n", dir.display()),
+        None => config,
+    };
     fs::write(dir.join("sshd_config"), config).context("writing sshd_config")
 }
 

@@ -29,6 +29,30 @@ pub fn run(args: &[String]) -> Result<()> {
             bail!("step `{name}` failed ({status})");
         }
     }
+    // The whole workspace ran under compose v2 (the testbed's default); the v1 smoke repeats one full
+    // deploy, broken release and rollback, and the preflight model check, under docker-compose 1.29.
+    let smoke = strings(&[
+        "test",
+        "-p",
+        "gangplank",
+        "--test",
+        "deploy",
+        "--test",
+        "compose_model",
+        "--",
+        "v1_then_v2_then_broken_rolls_back_then_rollback_without_registry",
+        "every_reference",
+    ]);
+    println!("==> v1 smoke: GANGPLANK_TEST_COMPOSE=v1 cargo {}", smoke.join(" "));
+    let status = Command::new(&cargo)
+        .args(&smoke)
+        .env("GANGPLANK_TEST_COMPOSE", "v1")
+        .current_dir(crate::project_root())
+        .status()
+        .context("running cargo test (v1 smoke)")?;
+    if !status.success() {
+        bail!("step `v1 smoke` failed ({status})");
+    }
     println!("==> all steps passed");
     Ok(())
 }
@@ -52,11 +76,9 @@ const APT_PARTS: &[Part] = &[
     Part { what: "htpasswd", package: "apache2-utils", present: || has("htpasswd") },
     // The deploy preflight test needs a real sudo that would prompt.
     Part { what: "sudo", package: "sudo", present: || has("sudo") },
-    Part {
-        what: "docker compose",
-        package: "docker-compose",
-        present: || gangplank_testbed::compose_program().is_ok(),
-    },
+    // docker-compose 1.29, for the v1 smoke run; compose v2 is checked after the packages (see
+    // `ensure_compose_v2`), as Debian 12 does not package it.
+    Part { what: "docker-compose (v1)", package: "docker-compose", present: || has("docker-compose") },
     Part { what: "docker", package: "docker.io", present: || has("docker") },
     Part { what: "pkg-config", package: "pkg-config", present: || has("pkg-config") },
     // ssh2 builds against the system OpenSSL.
@@ -146,7 +168,16 @@ pub fn ensure_real_parts() -> Result<()> {
             bail!("still missing after installing: {} (is pip's script directory on PATH?)", still.join(", "));
         }
     }
-    ensure_docker_engine()
+    ensure_docker_engine()?;
+    ensure_compose_v2();
+    Ok(())
+}
+
+/// The testbed runs under compose v2 unless told otherwise; without the plugin, say how to install it.
+fn ensure_compose_v2() {
+    if let Err(e) = gangplank_testbed::compose_program() {
+        exit_setup(&format!("{e:#}"));
+    }
 }
 
 fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {

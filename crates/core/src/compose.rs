@@ -5,7 +5,6 @@
 //! called a restarting container "Up").
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -298,28 +297,20 @@ pub fn parse_inspect(json: &str) -> Result<Vec<Container>> {
         .collect())
 }
 
-/// What a compose file needs besides itself: files it references, and the images it runs.
+/// The images a compose file runs. Which local paths it needs is the compose model's business
+/// (`gangplank_deploy::model`, resolved by compose itself where it can).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct References {
-    /// Paths as written (relative to the compose file's directory, or absolute), with what uses them.
-    pub files: Vec<(String, String)>,
     /// `image:` values as written (e.g. `registry/app:${IMAGE_TAG}`).
     pub images: Vec<String>,
     /// Each service with its `image:` (none for a build-only service).
     pub services: Vec<(String, Option<String>)>,
 }
 
-/// Read a compose file's references: bind-mount sources, `env_file`, `configs`/`secrets` files, images.
-/// Paths that use interpolation other than nothing at all are left out (they can't be checked before
-/// compose resolves them).
+/// Read a compose file's services and their images as written.
 pub fn references(yaml: &str) -> std::result::Result<References, String> {
     let doc: serde_json::Value = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
     let mut refs = References::default();
-    let mut add = |path: &str, what: String| {
-        if !path.is_empty() && !path.contains('$') {
-            refs.files.push((path.to_string(), what));
-        }
-    };
     if let Some(services) = doc.get("services").and_then(|s| s.as_object()) {
         for (name, svc) in services {
             let img = svc.get("image").and_then(|i| i.as_str());
@@ -327,50 +318,6 @@ pub fn references(yaml: &str) -> std::result::Result<References, String> {
                 refs.images.push(img.to_string());
             }
             refs.services.push((name.clone(), img.map(str::to_string)));
-            match svc.get("env_file") {
-                Some(serde_json::Value::String(s)) => add(s, format!("env_file of service `{name}`")),
-                Some(serde_json::Value::Array(a)) => {
-                    for e in a {
-                        let (path, required) = match e {
-                            serde_json::Value::String(s) => (s.as_str(), true),
-                            serde_json::Value::Object(o) => (
-                                o.get("path").and_then(|p| p.as_str()).unwrap_or(""),
-                                o.get("required").and_then(|r| r.as_bool()).unwrap_or(true),
-                            ),
-                            _ => ("", false),
-                        };
-                        if required {
-                            add(path, format!("env_file of service `{name}`"));
-                        }
-                    }
-                }
-                _ => {}
-            }
-            for v in svc.get("volumes").and_then(|v| v.as_array()).into_iter().flatten() {
-                match v {
-                    serde_json::Value::String(s) => {
-                        let src = s.split(':').next().unwrap_or("");
-                        if src.starts_with('.') || src.starts_with('/') || src.starts_with('~') {
-                            add(src, format!("bind mount of service `{name}`"));
-                        }
-                    }
-                    serde_json::Value::Object(o) if o.get("type").and_then(|t| t.as_str()) == Some("bind") => {
-                        if let Some(src) = o.get("source").and_then(|s| s.as_str()) {
-                            add(src, format!("bind mount of service `{name}`"));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    for section in ["configs", "secrets"] {
-        if let Some(items) = doc.get(section).and_then(|s| s.as_object()) {
-            for (name, item) in items {
-                if let Some(file) = item.get("file").and_then(|f| f.as_str()) {
-                    add(file, format!("file of {} `{name}`", section.trim_end_matches('s')));
-                }
-            }
         }
     }
     Ok(refs)
@@ -426,25 +373,6 @@ pub fn image_repo(image: &str) -> &str {
         Some(i) => &no_digest[..last_slash + i],
         None => no_digest,
     }
-}
-
-/// Normalise a compose reference to a path relative to the app dir (or absolute), `~` left as is.
-pub fn resolve_reference(path: &str) -> String {
-    let p = Path::new(path);
-    if p.is_absolute() || path.starts_with('~') {
-        return path.to_string();
-    }
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -608,11 +536,6 @@ secrets:
     file: ./secrets/token.txt
 "#;
         let r = references(yaml).unwrap();
-        let paths: Vec<&str> = r.files.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(
-            paths,
-            vec![".env", "./conf/site.conf", "/srv/shared", "worker.env", "./Caddyfile", "./secrets/token.txt"]
-        );
         assert_eq!(r.images, vec!["127.0.0.1:5000/app:${IMAGE_TAG}", "worker"]);
         assert_eq!(
             pull_refs(&r.services, &[], "v2"),
@@ -629,7 +552,5 @@ secrets:
         assert_eq!(image_repo("127.0.0.1:5000/app:${IMAGE_TAG}"), "127.0.0.1:5000/app");
         assert_eq!(image_repo("ghcr.io/o/app"), "ghcr.io/o/app");
         assert_eq!(image_repo("busybox:1@sha256:ab"), "busybox");
-        assert_eq!(resolve_reference("./conf/../site.conf"), "site.conf");
-        assert_eq!(resolve_reference("/srv/x"), "/srv/x");
     }
 }

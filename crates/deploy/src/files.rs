@@ -52,9 +52,53 @@ fn mode_of(meta: &std::fs::Metadata) -> u32 {
     }
 }
 
-/// Collect the uploads: compose files at the app dir's top level, `files` (files or folders) under
-/// their relative path (an absolute path goes under its base name), the env file as `.env` (0600).
-/// Every missing or unreadable file is an error; all are returned at once.
+/// Where a listed compose file or `files` entry lands, relative to the app dir: the host layout mirrors
+/// the repository (the working directory), so relative paths in compose files resolve on the host as
+/// they do here. An absolute path inside the repository keeps its place in it; one outside goes under
+/// its base name. `None`: it would land outside the app dir.
+pub fn remote_path(p: &Path) -> Option<String> {
+    if p.is_absolute() {
+        let inside = std::env::current_dir().ok().and_then(|cwd| p.strip_prefix(cwd).ok().and_then(clean_relative));
+        return inside.or_else(|| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    }
+    clean_relative(p)
+}
+
+/// Where the env file lands: `.env` in the project directory, the first compose file's folder, which is
+/// where compose reads it.
+pub fn env_remote(compose_files: &[PathBuf]) -> String {
+    let project = compose_files
+        .first()
+        .and_then(|c| remote_path(c))
+        .and_then(|r| Path::new(&r).parent().map(|p| p.to_string_lossy().into_owned()).filter(|p| !p.is_empty()));
+    match project {
+        Some(dir) => format!("{dir}/.env"),
+        None => ".env".into(),
+    }
+}
+
+/// The folders `files` lists (relative to the app dir), with every folder below them, empty ones too.
+pub fn listed_folders(files: &[PathBuf]) -> Vec<String> {
+    let mut out = vec![];
+    for f in files {
+        let Some(base) = remote_path(f) else { continue };
+        let mut stack = vec![(f.clone(), base)];
+        while let Some((dir, rel)) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            out.push(rel.clone());
+            for e in rd.filter_map(|e| e.ok()) {
+                if e.path().is_dir() {
+                    stack.push((e.path(), format!("{rel}/{}", e.file_name().to_string_lossy())));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Collect the uploads: compose files and `files` (files or folders) under their path in the repository
+/// ([`remote_path`]), the env file as `.env` in the project directory ([`env_remote`], 0600). Every
+/// missing or unreadable file is an error; all are returned at once.
 pub fn collect(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&Path>) -> (Vec<Upload>, Vec<Error>) {
     let mut ups = vec![];
     let mut errs = vec![];
@@ -74,13 +118,17 @@ pub fn collect(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&P
             }
         };
     for c in compose_files {
-        let name = c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(name) = remote_path(c) else {
+            errs.push(
+                Error::bad_input(format!("compose file `{}` would land outside the app dir", c.display()))
+                    .hint("list compose files by a path below the working directory (the repository), without `..`"),
+            );
+            continue;
+        };
         read(c, name, Some(0o644), "compose file", &mut ups, &mut errs);
     }
     for f in files {
-        let base =
-            if f.is_absolute() { f.file_name().map(PathBuf::from) } else { clean_relative(f).map(PathBuf::from) };
-        let Some(base) = base else {
+        let Some(base) = remote_path(f).map(PathBuf::from) else {
             errs.push(
                 Error::bad_input(format!("file `{}` would land outside the app dir", f.display()))
                     .hint("list files by a path below the working directory, without `..`"),
@@ -113,7 +161,7 @@ pub fn collect(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&P
         }
     }
     if let Some(env) = env_file {
-        read(env, ".env".into(), Some(0o600), "env-file", &mut ups, &mut errs);
+        read(env, env_remote(compose_files), Some(0o600), "env-file", &mut ups, &mut errs);
     }
     (ups, errs)
 }
@@ -295,6 +343,31 @@ mod tests {
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].message.contains("missing.yaml"));
         assert!(!format!("{ups:?}").contains("canary"));
+    }
+
+    #[test]
+    fn the_host_layout_mirrors_the_repository() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(remote_path(&p("deploy/compose.yaml")).as_deref(), Some("deploy/compose.yaml"));
+        assert_eq!(remote_path(&p("./conf/a.conf")).as_deref(), Some("conf/a.conf"));
+        assert_eq!(remote_path(&p("../outside.yaml")), None);
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(remote_path(&cwd.join("sub/c.yaml")).as_deref(), Some("sub/c.yaml"));
+        assert_eq!(remote_path(&p("/elsewhere/c.yaml")).as_deref(), Some("c.yaml"));
+        // `.env` goes where compose reads it: the first compose file's folder.
+        assert_eq!(env_remote(&[p("deploy/compose.yaml"), p("compose.override.yaml")]), "deploy/.env");
+        assert_eq!(env_remote(&[p("compose.yaml")]), ".env");
+        assert_eq!(env_remote(&[]), ".env");
+    }
+
+    #[test]
+    fn listed_folders_include_empty_ones() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("data/empty")).unwrap();
+        std::fs::write(d.path().join("data/a"), "a").unwrap();
+        let mut got = listed_folders(&[d.path().join("data"), d.path().join("data/a")]);
+        got.sort();
+        assert_eq!(got, vec!["data", "data/empty"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 pub mod engine;
 pub mod files;
 pub mod health;
+pub mod model;
 pub mod plan;
 pub mod preflight;
 pub mod run;

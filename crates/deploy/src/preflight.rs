@@ -11,6 +11,8 @@ use gangplank_core::error::Error;
 use gangplank_core::exec::Executor;
 use gangplank_core::input::format_size;
 
+use crate::model::HostRef;
+
 /// Whether `app-dir` is (or can be created as) a writable directory; prints the reason when not.
 pub const APP_DIR_SCRIPT: &str = r#"d=$1
 if [ -e "$d" ] || [ -L "$d" ]; then
@@ -37,7 +39,8 @@ pub fn missing_cmd(paths: &[String]) -> Cmd {
 
 /// Every host check in one round trip. Prints `key=value` lines: `root=` (Docker data root) or
 /// `daemon_err=`, `compose=v2|v1|none`, `df=` (free KiB there), `appdir=ok` or the reason, and one
-/// `missing=` per referenced path that does not exist. Reads only.
+/// `missing=` per referenced path that does not exist (`~/…` in the home of the user compose runs as).
+/// Reads only.
 pub const PREFLIGHT_SCRIPT: &str = r#"app=$1; shift
 if root=$(docker info --format '{{.DockerRootDir}}' 2>&1) && [ -n "$root" ]; then echo "root=$root"
 else echo "daemon_err=$(printf '%s' "$root" | tail -n 2 | tr '\n' ' ')"; root=; fi
@@ -46,7 +49,10 @@ elif command -v docker-compose >/dev/null 2>&1; then echo compose=v1
 else echo compose=none; fi
 if [ -n "$root" ]; then echo "df=$(df -P -k -- "$root" 2>&1 | awk 'NR==2 {print $4}')"; fi
 echo "appdir=$(sh -c "$APP_DIR_CHECK" gangplank "$app" 2>&1 && echo ok)"
-for f in "$@"; do [ -e "$f" ] || printf 'missing=%s\n' "$f"; done
+for f in "$@"; do
+  case $f in "~") p=$HOME;; "~/"*) p=$HOME/${f#"~/"};; *) p=$f;; esac
+  [ -e "$p" ] || printf 'missing=%s\n' "$f"
+done
 if [ -f "$app/.gangplank/state.json" ] && [ ! -L "$app/.gangplank/state.json" ]; then echo @@state; cat -- "$app/.gangplank/state.json"; fi"#;
 
 /// The one preflight command: [`PREFLIGHT_SCRIPT`] with [`APP_DIR_SCRIPT`] handed over in the
@@ -64,8 +70,8 @@ pub fn preflight_cmd(app_dir: &str, paths: &[String]) -> Cmd {
 pub struct Checks<'a> {
     pub app_dir: &'a str,
     pub min_free_disk: u64,
-    /// Host paths (absolute) that compose files reference and that are not uploaded, with what uses them.
-    pub host_references: &'a [(String, String)],
+    /// Paths the compose model needs that no upload provides ([`crate::model::check`]).
+    pub host_references: &'a [HostRef],
 }
 
 /// What preflight learnt about the host.
@@ -90,7 +96,7 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
         }
     }
 
-    let paths: Vec<String> = checks.host_references.iter().map(|(p, _)| p.clone()).collect();
+    let paths: Vec<String> = checks.host_references.iter().map(|r| r.path.clone()).collect();
     let out = exec.run(&preflight_cmd(checks.app_dir, &paths)).map_err(|e| vec![e])?;
     let all = out.stdout_str();
     let (text, state_text) = match all.split_once("\n@@state\n") {
@@ -152,12 +158,10 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
     }
 
     for missing in text.lines().filter_map(|l| l.strip_prefix("missing=")) {
-        let what =
-            checks.host_references.iter().find(|(p, _)| p == missing).map(|(_, w)| w.as_str()).unwrap_or("a file");
-        errs.push(
-            Error::bad_input(format!("`{missing}`, the {what}, exists neither in the upload nor on {host}"))
-                .hint("add it to `files:` so it is uploaded, or create it on the host first"),
-        );
+        // Each path is asked once, so each missing one is one error naming everything that uses it.
+        if let Some(r) = checks.host_references.iter().find(|r| r.path == missing) {
+            errs.push(Error::bad_input(format!("{} {host}", r.message)).hint(r.hint.clone()));
+        }
     }
 
     match (errs.is_empty(), flavor) {
@@ -193,14 +197,18 @@ mod tests {
         let mut r = answering(
             "daemon_err=Cannot connect to the Docker daemon at unix:///var/run/docker.sock\ncompose=none\nappdir=it is not writable by deploy\nmissing=/srv/shared\n",
         );
-        let refs = vec![("/srv/shared".to_string(), "bind mount of service `web`".to_string())];
+        let refs = vec![HostRef {
+            path: "/srv/shared".into(),
+            message: "`/srv/shared`, the bind mount source of service `web`, does not exist on".into(),
+            hint: "create it".into(),
+        }];
         let errs = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1, host_references: &refs }).unwrap_err();
         let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(errs.len(), 4, "{msgs:#?}");
         assert!(msgs[0].contains("Docker daemon on deploy@h:22 is not reachable: Cannot connect"));
         assert!(msgs[1].contains("neither `docker compose` nor `docker-compose`"));
         assert!(msgs[2].contains("not writable by deploy"));
-        assert!(msgs[3].contains("/srv/shared") && msgs[3].contains("bind mount"));
+        assert_eq!(msgs[3], "`/srv/shared`, the bind mount source of service `web`, does not exist on deploy@h:22");
         assert!(errs.iter().all(|e| e.exit_code() == 2 && e.hint.is_some()));
         assert_eq!(r.log.len(), 1, "one round trip");
     }
@@ -231,13 +239,19 @@ mod tests {
         let app = d.path().join("a 'b' $c; d");
         let present = d.path().join("x y");
         std::fs::write(&present, "").unwrap();
-        let paths =
-            vec![present.to_string_lossy().into_owned(), d.path().join("gone $x").to_string_lossy().into_owned()];
+        let paths = vec![
+            present.to_string_lossy().into_owned(),
+            d.path().join("gone $x").to_string_lossy().into_owned(),
+            "~/.gangplank-no-such-file".to_string(),
+            "~".to_string(),
+        ];
         let out = Local::new(false).run(&preflight_cmd(app.to_str().unwrap(), &paths)).unwrap();
         let text = out.stdout_str();
         assert!(text.contains("\nappdir=ok\n"), "{text}");
         assert!(text.contains(&format!("missing={}/gone $x\n", d.path().display())), "{text}");
         assert!(!text.contains("x y"), "{text}");
+        // `~` and `~/…` are looked up in the home folder.
+        assert!(text.contains("missing=~/.gangplank-no-such-file\n") && !text.contains("missing=~\n"), "{text}");
         assert!(!app.exists(), "preflight creates nothing");
     }
 }

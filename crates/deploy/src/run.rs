@@ -133,15 +133,12 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
     let (uploads, mut file_errs) = files::collect(&cfg.compose_files, &cfg.files, cfg.env_file.as_deref());
     errs.append(&mut file_errs);
     let uploaded: Vec<String> = uploads.iter().map(|u| u.remote.clone()).collect();
-    let compose_names: Vec<String> = cfg
-        .compose_files
-        .iter()
-        .map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
-        .collect();
-    let mut host_refs: Vec<(String, String)> = vec![];
+    let compose_names: Vec<String> =
+        cfg.compose_files.iter().map(|c| files::remote_path(c).unwrap_or_default()).collect();
+    let host_refs = model_check(cfg, &uploaded, &mut errs);
     let mut image_repos: Vec<String> = vec![];
     let mut services: Vec<(String, Option<String>)> = vec![];
-    for u in uploads.iter().filter(|u| compose_names.contains(&u.remote) && u.remote != ".env") {
+    for u in uploads.iter().filter(|u| compose_names.contains(&u.remote)) {
         let text = String::from_utf8_lossy(&u.content);
         match compose::references(&text) {
             Err(e) => errs.push(
@@ -149,17 +146,6 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
                     .hint("check it with `docker compose config`"),
             ),
             Ok(refs) => {
-                for (p, what) in refs.files {
-                    if p.starts_with('~') {
-                        continue;
-                    }
-                    let r = compose::resolve_reference(&p);
-                    if r.starts_with('/') {
-                        host_refs.push((r, format!("{what} in {}", u.remote)));
-                    } else if !uploaded.iter().any(|up| up == &r || up.starts_with(&format!("{r}/"))) {
-                        host_refs.push((format!("{}/{r}", cfg.app_dir), format!("{what} in {}", u.remote)));
-                    }
-                }
                 services.extend(refs.services);
                 for img in refs.images {
                     let repo = compose::image_repo(&img).to_string();
@@ -201,6 +187,37 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
         owner: new_owner(&cfg.meta, "deploy", &cfg.tag),
     };
     Ok((job, hosts))
+}
+
+/// The compose model's references (crate::model): failures found here go to `errs`; the paths every
+/// host must have are returned for preflight.
+fn model_check(cfg: &DeployConfig, uploaded: &[String], errs: &mut Vec<Error>) -> Vec<crate::model::HostRef> {
+    let Ok(repo) = std::env::current_dir() else { return vec![] };
+    let input = crate::model::Input {
+        repo: &repo,
+        compose_files: &cfg.compose_files,
+        env_file: cfg.env_file.as_deref(),
+        tag: &cfg.tag,
+        services: &cfg.services,
+        use_compose: true,
+    };
+    let started = Instant::now();
+    let model = crate::model::resolve(&input);
+    let checked = crate::model::check(&model, &repo, &cfg.app_dir, uploaded, &files::listed_folders(&cfg.files));
+    info(format!(
+        "compose model: {} reference(s) resolved by {} in {} ms",
+        model.refs.len(),
+        match model.resolver {
+            crate::model::Resolver::ComposeV2 => "`docker compose config`",
+            crate::model::Resolver::BuiltIn => "the built-in reader (no compose v2 on this machine)",
+        },
+        started.elapsed().as_millis()
+    ));
+    for note in &model.unresolved {
+        gangplank_core::actions::warning("compose model", format!("not resolved: {note}"));
+    }
+    errs.extend(checked.errors);
+    checked.host_refs
 }
 
 fn new_record(app: &str, hosts: &[HostSpec], meta: &state::RunMeta, action: &str) -> Record {

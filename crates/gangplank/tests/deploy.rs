@@ -151,7 +151,7 @@ fn every_preflight_failure_exits_2_and_leaves_the_app_dir_unchanged() {
         &["below min-free-disk 1000.0TiB"],
     );
     let yaml = format!(
-        "services:\n  web:\n    image: \"{}:${{IMAGE_TAG}}\"\n    ports: [\"127.0.0.1:{}:8080\"]\n    env_file: [.env, extra.env]\n    volumes: [\"./conf/site.conf:/etc/site.conf:ro\"]\nsecrets:\n  tok:\n    file: ./secrets/token.txt\n",
+        "services:\n  web:\n    image: \"{}:${{IMAGE_TAG}}\"\n    ports: [\"127.0.0.1:{}:8080\"]\n    env_file: [.env, extra.env]\n    volumes: [\"./conf/site.conf:/etc/site.conf:ro\"]\n    secrets: [tok]\nsecrets:\n  tok:\n    file: ./secrets/token.txt\n",
         fx.image, fx.port
     );
     std::fs::write(fx.work.path().join("compose.yaml"), yaml).unwrap();
@@ -159,9 +159,9 @@ fn every_preflight_failure_exits_2_and_leaves_the_app_dir_unchanged() {
         "compose references missing",
         fx.deploy_args("v2"),
         &[
-            "conf/site.conf`, the bind mount of service `web`",
-            "extra.env`, the env_file of service `web`",
-            "token.txt`, the file of secret `tok`",
+            "`conf/site.conf`, the bind mount source of service `web`",
+            "`extra.env`, the env_file of service `web`",
+            "`secrets/token.txt`, the secret file of service `web`",
         ],
     );
     // Every failure at once.

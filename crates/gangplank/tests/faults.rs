@@ -192,11 +192,12 @@ fn assert_previous_release_back(fx: &Fixture, before: &[(String, String, u32)], 
     assert!(!fx.app_dir.join(".gangplank/staging").exists(), "staging removed");
 }
 
+/// The release files before, the deploy under way, its output folder and its arguments.
+type Breaking = (Vec<(String, String, u32)>, std::process::Child, tempfile::TempDir, Vec<String>);
+
 /// A deployed v1, then a deploy of `broken` with new `.env` content started in the background and
 /// waited on until its container runs (the deploy is in its health gate).
-fn deploy_then_break(
-    fx: &Fixture,
-) -> (Vec<(String, String, u32)>, std::process::Child, tempfile::TempDir, Vec<String>) {
+fn deploy_then_break(fx: &Fixture) -> Breaking {
     let r = fx.deploy(&fx.deploy_args("v1"));
     assert_eq!(r.status, 0, "{r:?}");
     let before = release_files(fx);

@@ -319,7 +319,8 @@ fn a_container_that_restarted_fails_with_the_depends_on_hint() {
     let o = st.run(&["--timeout", "60s"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("restarted"), "{err}");
+    // Caught between its crash and its restart (compose v2's `up` returns sooner) it "keeps restarting".
+    assert!(err.contains("restarted") || err.contains("keeps restarting"), "{err}");
     assert!(err.contains("hint:") && err.contains("condition: service_healthy"), "{err}");
     assert!(err.contains("crashed on first start"), "the crash's logs are missing:\n{err}");
     let r = st.report();

@@ -548,6 +548,17 @@ pub fn run(args: Args) -> Result<()> {
         // config that already holds an `auths` entry makes docker use the plain file store right here.
         std::fs::write(dir.path().join("config.json"), "{\"auths\": {\"gangplank.invalid\": {}}}\n")
             .map_err(|e| Error::failed(format!("cannot write the temporary docker config: {e}")))?;
+        // Docker looks for CLI plugins (compose v2, buildx) in the config folder first: a plugin installed
+        // for the user only (`~/.docker/cli-plugins`, or under `DOCKER_CONFIG`) must stay found.
+        let user_config = std::env::var_os("DOCKER_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+        if let Some(plugins) = user_config.map(|c| c.join("cli-plugins")).filter(|p| p.is_dir()) {
+            std::os::unix::fs::symlink(&plugins, dir.path().join("cli-plugins")).map_err(|e| {
+                Error::failed(format!("cannot link the docker CLI plugins into the temporary config: {e}"))
+            })?;
+        }
         config.dir = Some(dir);
     }
     let docker = Docker { config: &config, building: std::cell::Cell::new(false) };
