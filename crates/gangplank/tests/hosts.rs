@@ -250,6 +250,22 @@ fn a_release_failing_only_on_host_3_puts_hosts_1_and_2_back_and_exits_1() {
     let record = support::record_json(&r);
     assert_eq!(record["status"], "rolled-back", "{record}");
     assert_eq!(record["hosts"].as_array().map(Vec::len), Some(3), "{record}");
+    let results: Vec<(&str, &str)> = record["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the record lists each host's result: {record}"))
+        .iter()
+        .map(|r| (r["host"].as_str().unwrap_or(""), r["result"].as_str().unwrap_or("")))
+        .collect();
+    let hosts: Vec<String> = fx.hosts.hosts.iter().map(|h| h.host_spec()).collect();
+    assert_eq!(
+        results,
+        vec![
+            (hosts[0].as_str(), "rolled back (a later host failed)"),
+            (hosts[1].as_str(), "rolled back (a later host failed)"),
+            (hosts[2].as_str(), "rolled back"),
+        ],
+        "{record}"
+    );
     gangplank_testbed::assert_no_secret(&r.texts(), ENV_CANARY);
 }
 
