@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use support::{collect, deploy_remote, rollback_bin, Fixture, ENV_CANARY};
 
+/// A release's files as the host holds them: (name, content, mode).
+type ReleaseFiles = Vec<(String, String, u32)>;
+
 /// The files of a release as the host holds them: compose file and `.env`, content and mode.
-fn release_files(fx: &Fixture) -> Vec<(String, String, u32)> {
+fn release_files(fx: &Fixture) -> ReleaseFiles {
     use std::os::unix::fs::PermissionsExt;
     ["compose.yaml", ".env"]
         .iter()
@@ -194,9 +197,7 @@ fn assert_previous_release_back(fx: &Fixture, before: &[(String, String, u32)], 
 
 /// A deployed v1, then a deploy of `broken` with new `.env` content started in the background and
 /// waited on until its container runs (the deploy is in its health gate).
-fn deploy_then_break(
-    fx: &Fixture,
-) -> (Vec<(String, String, u32)>, std::process::Child, tempfile::TempDir, Vec<String>) {
+fn deploy_then_break(fx: &Fixture) -> (ReleaseFiles, std::process::Child, tempfile::TempDir, Vec<String>) {
     let r = fx.deploy(&fx.deploy_args("v1"));
     assert_eq!(r.status, 0, "{r:?}");
     let before = release_files(fx);
