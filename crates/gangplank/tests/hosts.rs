@@ -232,9 +232,9 @@ fn a_release_failing_only_on_host_3_puts_hosts_1_and_2_back_and_exits_1() {
     assert_eq!(r.status, 1, "{r:?}");
     assert_eq!(r.out("rolled-back"), "true", "{r:?}");
     assert_eq!(r.out("changed"), "true");
-    for i in 0..3 {
+    for (i, compose) in before.iter().enumerate() {
         fx.assert_on(i, "v2", "v2");
-        assert_eq!(fx.read(i, "compose.yaml"), before[i], "h{}: the previous compose file", i + 1);
+        assert_eq!(&fx.read(i, "compose.yaml"), compose, "h{}: the previous compose file", i + 1);
     }
     // Hosts 1 and 2 had v3 serving before host 3 failed.
     for i in 0..2 {
