@@ -19,13 +19,14 @@ use anyhow::{bail, Context, Result};
 
 mod compose;
 pub mod github;
+pub mod hosts;
 pub mod images;
 mod registry;
 mod sshd;
 
 pub use compose::{compose_program, Compose, Container, TESTBED_LABEL};
 pub use registry::Registry;
-pub use sshd::{ensure_fast_user, ensure_plain_user, Sshd, FAST_USER, PLAIN_USER};
+pub use sshd::{ensure_fast_user, ensure_plain_user, Sshd, SshdOptions, FAST_USER, PLAIN_USER};
 
 /// Fails unless the Docker engine answers `docker info`, naming what to install or start.
 pub fn require_docker() -> Result<()> {
@@ -65,6 +66,12 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("binding 127.0.0.1:0 to find a free port")
+}
+
+/// A port free on `ip` (an address of this machine) a moment ago.
+pub fn free_port_on(ip: &str) -> Result<u16> {
+    let l = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0 to find a free port"))?;
+    Ok(l.local_addr()?.port())
 }
 
 /// A `Command` whose environment has no `GITHUB_*`, `RUNNER_*` or `INPUT_*` variables, so a test runs the

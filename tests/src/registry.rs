@@ -1,6 +1,7 @@
 //! A real `docker-registry` (CNCF distribution 2.8) on a free loopback port, with filesystem storage in a
 //! temp dir. The Docker engine treats 127.0.0.0/8 registries as insecure (plain HTTP) by default, so pushes
-//! and pulls need no daemon configuration.
+//! and pulls need no daemon configuration. [`Registry::start_on`] listens on another address of this machine
+//! instead: the bridge of the namespaced hosts ([`crate::hosts`]), whose engines are told it is insecure.
 
 use std::fs;
 use std::path::PathBuf;
@@ -9,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{free_port, http_get, require_program, run_checked, scrubbed_command, wait_for};
+use crate::{free_port_on, http_get, require_program, run_checked, scrubbed_command, wait_for};
 
 const PROGRAM: &str = "docker-registry";
 
 /// A running registry; `auth` is `Some((user, password))` when it requires htpasswd login.
 pub struct Registry {
-    /// `127.0.0.1:PORT`, also the image name prefix (`127.0.0.1:PORT/app:v1`).
+    /// `127.0.0.1:PORT` (or the address given to [`Registry::start_on`]), also the image name prefix (`127.0.0.1:PORT/app:v1`).
     pub addr: String,
     pub auth: Option<(String, String)>,
     dir: tempfile::TempDir,
@@ -26,15 +27,21 @@ pub struct Registry {
 impl Registry {
     /// A registry without authentication.
     pub fn start() -> Result<Registry> {
-        Registry::start_inner(None)
+        Registry::start_inner("127.0.0.1", None)
+    }
+
+    /// A registry without authentication listening on `ip` (an address of this machine the test made, such
+    /// as the namespaced hosts' bridge), on a port free there.
+    pub fn start_on(ip: &str) -> Result<Registry> {
+        Registry::start_inner(ip, None)
     }
 
     /// A registry that requires `user`/`pass` (htpasswd, bcrypt).
     pub fn start_with_auth(user: &str, pass: &str) -> Result<Registry> {
-        Registry::start_inner(Some((user.to_string(), pass.to_string())))
+        Registry::start_inner("127.0.0.1", Some((user.to_string(), pass.to_string())))
     }
 
-    fn start_inner(auth: Option<(String, String)>) -> Result<Registry> {
+    fn start_inner(ip: &str, auth: Option<(String, String)>) -> Result<Registry> {
         require_program(PROGRAM, "docker-registry")?;
         let dir = tempfile::Builder::new().prefix("gangplank-registry-").tempdir().context("creating registry dir")?;
         let storage = dir.path().join("storage");
@@ -56,7 +63,7 @@ impl Registry {
         // fixed after the first start so restart() keeps the address images were tagged with.
         let mut last_err = None;
         for _ in 0..3 {
-            registry.addr = format!("127.0.0.1:{}", free_port());
+            registry.addr = format!("{ip}:{}", free_port_on(ip)?);
             registry.write_config(&storage, &auth_section)?;
             match registry.restart() {
                 Ok(()) => return Ok(registry),

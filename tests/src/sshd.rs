@@ -1,4 +1,5 @@
-//! A real OpenSSH server on a free loopback port, with its own host key and client keys.
+//! A real OpenSSH server on a free loopback port, with its own host key and client keys; or, with
+//! [`SshdOptions`], inside a namespaced host on its address, with the keys of another server's clients.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,11 +37,52 @@ pub struct Sshd {
     pub log_path: PathBuf,
     dir: tempfile::TempDir,
     child: Child,
+    listen: String,
+    enter: Vec<String>,
 }
 
+/// Where and how a [`Sshd`] runs; [`Default`] is the loopback server most tests use.
+#[derive(Clone)]
+pub struct SshdOptions<'a> {
+    /// The address sshd listens on and clients connect to.
+    pub listen: String,
+    /// `None`: a free loopback port. A namespaced host has its own ports, so it can take 22.
+    pub port: Option<u16>,
+    /// A command prefix sshd is started under, e.g. `nsenter --net=…` to run it inside a host's namespaces.
+    pub enter: Vec<String>,
+    /// The login user the `host_spec` and `ssh_args` name.
+    pub user: String,
+    /// `SetEnv NAME=VALUE` for every session: `DOCKER_HOST` of a namespaced host's engine, `DOCKER_CONFIG` of
+    /// a compose plugin folder.
+    pub set_env: Vec<(String, String)>,
+    /// Reuse this server's client keys instead of generating new ones, so one `ssh-key` logs in to several
+    /// hosts, as one deploy key does for a fleet.
+    pub clients_of: Option<&'a Sshd>,
+}
+
+impl Default for SshdOptions<'_> {
+    fn default() -> Self {
+        SshdOptions {
+            listen: "127.0.0.1".into(),
+            port: None,
+            enter: vec![],
+            user: "root".into(),
+            set_env: vec![],
+            clients_of: None,
+        }
+    }
+}
+
+const CLIENT_KEYS: [&str; 3] = ["client_ed25519", "client_encrypted", "client_rsa_pem"];
+
 impl Sshd {
-    /// Generates the keys and config, starts sshd and waits until it listens.
+    /// Generates the keys and config, starts sshd on loopback and waits until it listens.
     pub fn start() -> Result<Sshd> {
+        Sshd::start_with(&SshdOptions::default())
+    }
+
+    /// Starts sshd as `opts` says and waits until it listens.
+    pub fn start_with(opts: &SshdOptions) -> Result<Sshd> {
         require_program(SSHD, "openssh-server")?;
         require_program("ssh-keygen", "openssh-client")?;
         // sshd refuses to start without its privilege-separation directory.
@@ -50,14 +92,26 @@ impl Sshd {
         let d = dir.path();
         // One host key type only (ed25519), so clients are never offered a second key they were not told about.
         keygen(d, "host_ed25519", &["-t", "ed25519", "-N", ""])?;
-        keygen(d, "client_ed25519", &["-t", "ed25519", "-N", ""])?;
         let passphrase = "correct horse battery staple".to_string();
-        keygen(d, "client_encrypted", &["-t", "ed25519", "-N", &passphrase])?;
-        keygen(d, "client_rsa_pem", &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", ""])?;
+        match opts.clients_of {
+            Some(other) => {
+                for name in CLIENT_KEYS {
+                    for file in [name.to_string(), format!("{name}.pub")] {
+                        fs::copy(other.dir.path().join(&file), d.join(&file))
+                            .with_context(|| format!("copying client key {file}"))?;
+                    }
+                }
+            }
+            None => {
+                keygen(d, "client_ed25519", &["-t", "ed25519", "-N", ""])?;
+                keygen(d, "client_encrypted", &["-t", "ed25519", "-N", &passphrase])?;
+                keygen(d, "client_rsa_pem", &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", ""])?;
+            }
+        }
         keygen(d, "other_host_ed25519", &["-t", "ed25519", "-N", ""])?;
 
         let mut authorized = String::new();
-        for name in ["client_ed25519", "client_encrypted", "client_rsa_pem"] {
+        for name in CLIENT_KEYS {
             authorized.push_str(&read(&d.join(format!("{name}.pub")))?);
         }
         fs::write(d.join("authorized_keys"), authorized).context("writing authorized_keys")?;
@@ -76,25 +130,28 @@ impl Sshd {
         let log_path = d.join("sshd.log");
         // The port is free when chosen but another process may take it before sshd binds; try a few.
         let mut last_err = None;
-        for _ in 0..5 {
-            let port = free_port();
-            write_config(d, port)?;
-            match spawn(d, &log_path, port) {
+        let attempts = if opts.port.is_some() { 1 } else { 5 };
+        for _ in 0..attempts {
+            let port = opts.port.unwrap_or_else(free_port);
+            write_config(d, &opts.listen, port, &opts.set_env)?;
+            match spawn(d, &log_path, &opts.enter, &opts.listen, port) {
                 Ok(child) => {
-                    let host = "127.0.0.1".to_string();
+                    let host = opts.listen.clone();
+                    // ssh-keyscan and known_hosts name port 22 by the bare host, any other as `[host]:port`.
+                    let name = if port == 22 { host.clone() } else { format!("[{host}]:{port}") };
                     let pubkey = |name: &str| -> Result<String> {
                         let text = read(&d.join(format!("{name}.pub")))?;
                         let mut f = text.split_whitespace();
                         Ok(format!("{} {}", f.next().unwrap_or_default(), f.next().unwrap_or_default()))
                     };
-                    let known_hosts = format!("[{host}]:{port} {}", pubkey("host_ed25519")?);
-                    let wrong_known_hosts = format!("[{host}]:{port} {}", pubkey("other_host_ed25519")?);
+                    let known_hosts = format!("{name} {}", pubkey("host_ed25519")?);
+                    let wrong_known_hosts = format!("{name} {}", pubkey("other_host_ed25519")?);
                     let known_hosts_hashed = hash_known_hosts(d, &known_hosts)?;
                     fs::write(d.join("known_hosts"), format!("{known_hosts}\n")).context("writing known_hosts")?;
                     return Ok(Sshd {
                         host,
                         port,
-                        user: "root".to_string(),
+                        user: opts.user.clone(),
                         client_key: read(&d.join("client_ed25519"))?,
                         client_key_encrypted: read(&d.join("client_encrypted"))?,
                         passphrase,
@@ -106,6 +163,8 @@ impl Sshd {
                         log_path,
                         dir,
                         child,
+                        listen: opts.listen.clone(),
+                        enter: opts.enter.clone(),
                     });
                 }
                 Err(e) => last_err = Some(e),
@@ -117,6 +176,11 @@ impl Sshd {
     /// `root@127.0.0.1:PORT`.
     pub fn host_spec(&self) -> String {
         format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+
+    /// The listener's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Logins accepted so far, counted in sshd's log.
@@ -188,7 +252,7 @@ impl Sshd {
     pub fn restart(&mut self) -> Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(self.dir.path(), &self.log_path, self.port)?;
+        self.child = spawn(self.dir.path(), &self.log_path, &self.enter, &self.listen, self.port)?;
         Ok(())
     }
 
@@ -265,11 +329,11 @@ fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn write_config(dir: &Path, port: u16) -> Result<()> {
+fn write_config(dir: &Path, listen: &str, port: u16, set_env: &[(String, String)]) -> Result<()> {
     let d = dir.display();
-    let config = format!(
+    let mut config = format!(
         "Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {listen}
 HostKey {d}/host_ed25519
 PidFile {d}/sshd.pid
 AuthorizedKeysFile {d}/authorized_keys
@@ -288,16 +352,37 @@ Subsystem sftp internal-sftp
 "
     );
     // Under compose v2 the login users find the plugin the way a server with it installed would.
-    let config = match crate::compose_docker_config() {
-        Some(dir) => format!("{config}SetEnv DOCKER_CONFIG={}\n", dir.display()),
-        None => config,
-    };
+    // One SetEnv line for everything: sshd takes the first SetEnv it reads and ignores later ones.
+    let mut vars: Vec<(String, String)> = crate::compose_docker_config()
+        .map(|d| ("DOCKER_CONFIG".to_string(), d.display().to_string()))
+        .into_iter()
+        .collect();
+    for (name, value) in set_env {
+        // sshd splits SetEnv on white space and reads quotes: refuse what it would read differently.
+        if value.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'') || name.is_empty() {
+            bail!("SetEnv {name}={value:?}: the testbed passes only values without white space or quotes");
+        }
+        vars.retain(|(n, _)| n != name);
+        vars.push((name.clone(), value.clone()));
+    }
+    if !vars.is_empty() {
+        let line: Vec<String> = vars.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        config.push_str(&format!("SetEnv {}\n", line.join(" ")));
+    }
     fs::write(dir.join("sshd_config"), config).context("writing sshd_config")
 }
 
-fn spawn(dir: &Path, log: &Path, port: u16) -> Result<Child> {
+fn spawn(dir: &Path, log: &Path, enter: &[String], listen: &str, port: u16) -> Result<Child> {
     let _ = fs::remove_file(log);
-    let mut child = scrubbed_command(SSHD)
+    let mut cmd = match enter.split_first() {
+        Some((program, args)) => {
+            let mut c = scrubbed_command(program);
+            c.args(args).arg(SSHD);
+            c
+        }
+        None => scrubbed_command(SSHD),
+    };
+    let mut child = cmd
         .arg("-D")
         .arg("-f")
         .arg(dir.join("sshd_config"))
@@ -309,7 +394,7 @@ fn spawn(dir: &Path, log: &Path, port: u16) -> Result<Child> {
         .spawn()
         .with_context(|| format!("spawning {SSHD}"))?;
     // sshd logs this line right after listen(); waiting for it avoids a probe connection in the log.
-    let ready = format!("Server listening on 127.0.0.1 port {port}");
+    let ready = format!("Server listening on {listen} port {port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if fs::read_to_string(log).is_ok_and(|l| l.contains(&ready)) {

@@ -6,6 +6,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 mod bench_budgets;
 mod bench_deploy;
+mod bench_hosts;
 mod bench_secrets;
 mod bench_ssh;
 mod bench_verify;
@@ -19,7 +20,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
   demo                 bring up the testbed and run the whole story with the real gangplank executable
-  bench ssh|deploy|verify|secrets|budgets
+  bench ssh|deploy|hosts|verify|secrets|budgets
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
   dist                 build release archives for the host target, SHA256SUMS and the manifest";
@@ -40,10 +41,11 @@ fn run(args: &[String]) -> Result<()> {
         Some("bench") => match rest.first().map(String::as_str) {
             Some("ssh") => bench_ssh::run(&rest[1..]),
             Some("deploy") => bench_deploy::run(&rest[1..]),
+            Some("hosts") => bench_hosts::run(&rest[1..]),
             Some("verify") => bench_verify::run(&rest[1..]),
             Some("secrets") => bench_secrets::run(&rest[1..]),
             Some("budgets") => bench_budgets::run(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench ssh|deploy|verify|secrets|budgets"),
+            _ => bail!("usage: cargo xtask bench ssh|deploy|hosts|verify|secrets|budgets"),
         },
         Some("codegen") => codegen::run(rest),
         Some("dist") => dist::run(rest),

@@ -53,6 +53,12 @@ pub fn run(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("step `v1 smoke` failed ({status})");
     }
+    // The namespaced hosts' tests clean up on drop; a test process that died without dropping them would
+    // leave namespaces, links, engines or mounts behind on this machine.
+    let left = gangplank_testbed::hosts::leftovers();
+    if !left.is_empty() {
+        bail!("the tests left namespaced hosts' parts behind:\n  {}", left.join("\n  "));
+    }
     println!("==> all steps passed");
     Ok(())
 }
@@ -80,6 +86,9 @@ const APT_PARTS: &[Part] = &[
     // `ensure_compose_v2`), as Debian 12 does not package it.
     Part { what: "docker-compose (v1)", package: "docker-compose", present: || has("docker-compose") },
     Part { what: "docker", package: "docker.io", present: || has("docker") },
+    // The namespaced hosts (network namespaces, veths, a bridge) and entering them.
+    Part { what: "ip", package: "iproute2", present: || has("ip") },
+    Part { what: "nsenter, unshare", package: "util-linux", present: || has("nsenter") && has("unshare") },
     Part { what: "pkg-config", package: "pkg-config", present: || has("pkg-config") },
     // ssh2 builds against the system OpenSSL.
     Part {

@@ -364,8 +364,19 @@ pub fn default_record_file(name: &str) -> PathBuf {
 /// The end of every run: write the record file, set the outputs, append the summary, and hand back
 /// the error (if any) for the exit code. Nothing here can carry a secret: the record holds tags, hosts
 /// and run metadata only, and the summary goes through the redacting writer.
-pub fn publish(out: Outcome, record_file: &std::path::Path, outputs: &[(&str, String)], title: &str) -> Result<()> {
+pub fn publish(mut out: Outcome, record_file: &std::path::Path, outputs: &[(&str, String)], title: &str) -> Result<()> {
     let mut errs = vec![];
+    // The record lists every host's result, as the summary does (docs/actions.md, record file).
+    out.record.results = out
+        .rows
+        .iter()
+        .map(|r| state::HostResult {
+            host: r.host.clone(),
+            previous_tag: r.previous_tag.clone(),
+            new_tag: r.new_tag.clone(),
+            result: r.result.clone(),
+        })
+        .collect();
     if let Err(e) = out.record.write(record_file) {
         errs.push(e);
     }

@@ -137,6 +137,19 @@ pub struct Record {
     pub run_url: String,
     #[serde(default)]
     pub action: String,
+    /// How each host ended, in the order the run worked on them (the summary's table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<HostResult>,
+}
+
+/// One host's line in the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResult {
+    pub host: String,
+    pub previous_tag: String,
+    pub new_tag: String,
+    /// `deployed`, `rolled back`, `rolled back (a later host failed)`, `failed`, …
+    pub result: String,
 }
 
 impl Record {

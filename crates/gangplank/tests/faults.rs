@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use support::{collect, deploy_remote, rollback_bin, Fixture, ENV_CANARY};
 
+/// A release's files as the host holds them: (name, content, mode).
+type ReleaseFiles = Vec<(String, String, u32)>;
+
 /// The files of a release as the host holds them: compose file and `.env`, content and mode.
-fn release_files(fx: &Fixture) -> Vec<(String, String, u32)> {
+fn release_files(fx: &Fixture) -> ReleaseFiles {
     use std::os::unix::fs::PermissionsExt;
     ["compose.yaml", ".env"]
         .iter()
@@ -193,7 +196,7 @@ fn assert_previous_release_back(fx: &Fixture, before: &[(String, String, u32)], 
 }
 
 /// The release files before, the deploy under way, its output folder and its arguments.
-type Breaking = (Vec<(String, String, u32)>, std::process::Child, tempfile::TempDir, Vec<String>);
+type Breaking = (ReleaseFiles, std::process::Child, tempfile::TempDir, Vec<String>);
 
 /// A deployed v1, then a deploy of `broken` with new `.env` content started in the background and
 /// waited on until its container runs (the deploy is in its health gate).
@@ -278,7 +281,7 @@ fn a_frozen_host_ends_the_run_within_its_deadlines_and_the_next_run_repairs_it()
 
     assert_eq!(r.status, 1, "{r:?}");
     // At most 20 s without a heartbeat, then one reconnect: TCP connect and SSH handshake, each within
-    // `connect-timeout` (10 s). Seen: 38 s. Without the heartbeat it was the pull/up deadline, 15 min.
+    // `connect-timeout` (10 s). Seen: 32 s. Without the heartbeat it was the pull/up deadline, 15 min.
     assert!(took < Duration::from_secs(60), "the run took {took:?} after the host froze: {r:?}");
     assert!(r.stderr.contains("did not answer for"), "{}", r.stderr);
     assert!(state(&fx).get("pending").is_some(), "the journal stays for the next run");

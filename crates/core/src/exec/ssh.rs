@@ -293,6 +293,11 @@ impl Executor for SshExecutor {
                 // our back (a `compose up` finishing after we put the previous release back). A silent
                 // or broken connection cannot carry the kill: the next connection does ([`Executor::stranded`]).
                 self.stranded = pgid;
+                if matches!(cut, Cut::Silent | Cut::Io(_)) {
+                    // Whatever libssh2 still does on this session (freeing the channel, the goodbye on
+                    // drop) must not wait on a host that stopped answering.
+                    self.session.set_timeout(1000);
+                }
                 if let (Some(pg), Cut::Interrupted | Cut::Deadline) = (pgid, &cut) {
                     self.session.set_timeout(3000);
                     let _ = ch.close();
@@ -442,6 +447,9 @@ fn read_both(
 
 impl Drop for SshExecutor {
     fn drop(&mut self) {
+        if self.broken {
+            self.session.set_timeout(1000);
+        }
         let _ = self.session.disconnect(None, "gangplank step done", None);
     }
 }
