@@ -80,10 +80,33 @@ pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
+thread_local! {
+    /// Set while one host's deploy runs beside others' (`max-parallel`): its lines carry the host,
+    /// and its groups become plain lines (groups from several threads cannot interleave in a log).
+    static PREFIX: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with every line it prints on this thread prefixed by `[prefix] `.
+pub fn with_prefix<R>(prefix: &str, f: impl FnOnce() -> R) -> R {
+    PREFIX.with(|p| *p.borrow_mut() = Some(format!("[{prefix}] ")));
+    let r = f();
+    PREFIX.with(|p| *p.borrow_mut() = None);
+    r
+}
+
+fn prefix() -> Option<String> {
+    PREFIX.with(|p| p.borrow().clone())
+}
+
 fn eprint_line(line: &str) {
+    // A workflow command must start its line; annotations carry the prefix in their message instead.
+    let line = match prefix() {
+        Some(p) if !line.starts_with("::") => format!("{p}{line}"),
+        _ => line.to_string(),
+    };
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
-    let _ = writeln!(err, "{}", redact(line));
+    let _ = writeln!(err, "{}", redact(&line));
 }
 
 /// A human line on stderr.
@@ -92,7 +115,7 @@ pub fn info(msg: impl AsRef<str>) {
 }
 
 fn annotation(kind: &str, title: &str, msg: &str) {
-    let msg = redact(msg);
+    let msg = redact(&format!("{}{msg}", prefix().unwrap_or_default()));
     let title = redact(title);
     if is_actions() {
         eprint_line(&format!("::{kind} title={}::{}", escape_property(&title), escape_data(&msg)));
@@ -113,20 +136,21 @@ pub fn error(title: &str, msg: impl AsRef<str>) {
 
 /// A collapsible group in the log; closed when the guard drops.
 #[must_use = "the group closes when this guard is dropped"]
-pub struct Group(());
+pub struct Group(bool);
 
 pub fn group(name: &str) -> Group {
-    if is_actions() {
+    let folds = is_actions() && prefix().is_none();
+    if folds {
         eprint_line(&format!("::group::{}", escape_data(name)));
     } else {
         eprint_line(&format!("== {name}"));
     }
-    Group(())
+    Group(folds)
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        if is_actions() {
+        if self.0 {
             eprint_line("::endgroup::");
         }
     }

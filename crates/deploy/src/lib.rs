@@ -284,6 +284,8 @@ pub struct DeployConfig {
     pub health_timeout: Duration,
     pub auto_rollback: bool,
     pub keep_images: usize,
+    /// Hosts deployed at once, in batches of this size, after every host is locked.
+    pub max_parallel: usize,
     pub lock_timeout: Duration,
     pub force_unlock: bool,
     pub min_free_disk: u64,
@@ -347,7 +349,7 @@ pub fn summary_table(title: &str, rows: &[Row]) -> String {
 }
 
 /// Opens the connection to one host. Binaries pass the SSH executor; tests pass recordings.
-pub type Connect<'a> = dyn FnMut(&HostSpec) -> Result<Box<dyn Executor>> + 'a;
+pub type Connect<'a> = dyn FnMut(&HostSpec) -> Result<Box<dyn Executor>> + Send + 'a;
 
 /// `record-file` as given, or [`default_record_file`] when it is unset or empty.
 pub fn record_file_or_default(given: Option<PathBuf>) -> PathBuf {
@@ -449,8 +451,7 @@ mod tests {
     use gangplank_core::exec::{Output, Recording};
     use gangplank_core::input::HostKeyPolicy;
     use gangplank_core::Secret;
-    use std::cell::RefCell;
-    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
 
     fn config(dir: &std::path::Path, tag: &str, hosts: &[&str]) -> DeployConfig {
         std::fs::write(dir.join("compose.yaml"), "services:\n  web:\n    image: \"reg/app:${IMAGE_TAG}\"\n").unwrap();
@@ -477,6 +478,7 @@ mod tests {
             health_timeout: Duration::from_millis(300),
             auto_rollback: true,
             keep_images: 5,
+            max_parallel: 1,
             lock_timeout: Duration::from_secs(1),
             force_unlock: false,
             min_free_disk: 1,
@@ -492,7 +494,7 @@ mod tests {
     const EXITED: &str = r#"[{"Id":"c1","Name":"/app_web_1","Image":"sha256:abc","State":{"Status":"exited","Running":false,"ExitCode":3},"Config":{"Labels":{"com.docker.compose.service":"web"}}}]"#;
 
     /// A recording host whose log the test keeps; `gate` is what `docker inspect` answers.
-    struct Shared(Recording, Rc<RefCell<Vec<String>>>);
+    struct Shared(Recording, Arc<Mutex<Vec<String>>>);
     impl Executor for Shared {
         fn label(&self) -> &str {
             self.0.label()
@@ -502,12 +504,12 @@ mod tests {
         }
         fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<gangplank_core::Output> {
             let o = self.0.exec(cmd, stdin);
-            self.1.borrow_mut().push(self.0.log.last().unwrap().clone());
+            self.1.lock().unwrap().push(self.0.log.last().unwrap().clone());
             o
         }
     }
 
-    fn host(label: &str, log: &Rc<RefCell<Vec<String>>>, inspect: &str, state: &str) -> Box<dyn Executor> {
+    fn host(label: &str, log: &Arc<Mutex<Vec<String>>>, inspect: &str, state: &str) -> Box<dyn Executor> {
         let r = Recording::new(label, false)
             .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{state}")))
             .reply(
@@ -550,7 +552,7 @@ mod tests {
     fn a_deploy_walks_its_plan_over_one_connection_per_host() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "v2", &["h1"]);
-        let log = Rc::new(RefCell::new(vec![]));
+        let log = Arc::new(Mutex::new(vec![]));
         let mut connects = 0;
         let mut connect = |h: &HostSpec| {
             connects += 1;
@@ -564,7 +566,7 @@ mod tests {
         );
         assert_eq!(connects, 1);
         assert_eq!(
-            names(&log.borrow()),
+            names(&log.lock().unwrap()),
             vec!["preflight", "lock", "stage", "upload", "switch", "pull+up", "inspect", "record"]
         );
     }
@@ -573,7 +575,7 @@ mod tests {
     fn a_later_host_that_fails_puts_every_host_back_even_when_its_own_rollback_fails() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "v2", &["h1", "h2"]);
-        let logs: Vec<Rc<RefCell<Vec<String>>>> = (0..2).map(|_| Rc::new(RefCell::new(vec![]))).collect();
+        let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..2).map(|_| Arc::new(Mutex::new(vec![]))).collect();
         let mut connect = |h: &HostSpec| {
             let i = if h.host == "h1" { 0 } else { 1 };
             Ok(host(&h.to_string(), &logs[i], if i == 0 { RUNNING } else { EXITED }, STATE_V1))
@@ -586,17 +588,77 @@ mod tests {
         assert!(e.hint.as_deref().unwrap().contains("journal"));
         assert!(!out.rolled_back && out.changed);
         assert_eq!(out.record.status, "failed");
-        let h1 = names(&logs[0].borrow());
+        let h1 = names(&logs[0].lock().unwrap());
         assert_eq!(
             &h1[h1.len() - 5..],
             ["lock", "restore", "up", "inspect", "record"],
             "h1 is undone after h2 failed: {h1:?}"
         );
-        let h2 = names(&logs[1].borrow());
+        let h2 = names(&logs[1].lock().unwrap());
         assert_eq!(&h2[h2.len() - 6..], ["logs", "restore", "up", "inspect", "logs", "record"], "{h2:?}");
         assert_eq!(
             out.rows.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
-            ["rolled back (a later host failed)", "failed"]
+            ["rolled back (another host failed)", "failed"]
+        );
+    }
+
+    #[test]
+    fn every_host_is_locked_before_any_host_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v2", &["h1", "h2"]);
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut connect = |h: &HostSpec| Ok(host(&h.to_string(), &log, RUNNING, STATE_V1));
+        let out = deploy(&cfg, &mut connect);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        let n = names(&log.lock().unwrap());
+        assert_eq!(&n[..5], ["preflight", "preflight", "lock", "lock", "stage"], "{n:?}");
+    }
+
+    #[test]
+    fn a_host_whose_lock_is_held_stops_the_run_before_any_host_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1", "h2"]);
+        cfg.lock_timeout = std::time::Duration::ZERO;
+        let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..2).map(|_| Arc::new(Mutex::new(vec![]))).collect();
+        let mut connect = |h: &HostSpec| {
+            let i = if h.host == "h1" { 0 } else { 1 };
+            let mut r = Recording::new(&h.to_string(), false).reply(
+                "APP_DIR_CHECK",
+                Output::ok(format!("root=/r\ncompose=v1\ndf=1048576\nappdir=ok\n@@state\n{STATE_V1}")),
+            );
+            r = if i == 0 {
+                r.reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{STATE_V1}")))
+            } else {
+                let owner = r#"{"id":"x","action":"deploy","tag":"v9","run_url":"","pid":1}"#;
+                r.reply("mkdir -- \"$lock\"", Output { status: 3, stdout: owner.into(), stderr: vec![] })
+            };
+            Ok(Box::new(Shared(r, logs[i].clone())) as Box<dyn Executor>)
+        };
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("the run stops");
+        assert_eq!(e.exit_code(), 3, "{}", e.message);
+        assert!(!out.changed);
+        assert_eq!(names(&logs[0].lock().unwrap()), ["preflight", "lock", "unlock"], "h1 is unlocked unchanged");
+    }
+
+    #[test]
+    fn hosts_deployed_at_once_all_go_back_when_one_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1", "h2", "h3"]);
+        cfg.max_parallel = 2;
+        let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..3).map(|_| Arc::new(Mutex::new(vec![]))).collect();
+        let mut connect = |h: &HostSpec| {
+            let i: usize = h.host[1..].parse::<usize>().unwrap() - 1;
+            Ok(host(&h.to_string(), &logs[i], if i == 1 { EXITED } else { RUNNING }, STATE_V1))
+        };
+        let out = deploy(&cfg, &mut connect);
+        assert!(out.error.is_some());
+        let h1 = names(&logs[0].lock().unwrap());
+        assert_eq!(&h1[h1.len() - 4..], ["restore", "up", "inspect", "record"], "h1 went back: {h1:?}");
+        assert_eq!(names(&logs[2].lock().unwrap()), ["preflight", "lock", "unlock"], "h3 was never changed");
+        assert_eq!(
+            out.rows.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
+            ["rolled back (another host failed)", "failed", "not changed (an earlier host failed)"]
         );
     }
 
@@ -604,13 +666,13 @@ mod tests {
     fn a_first_deploy_that_fails_is_taken_down_and_its_files_removed() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "v1", &["h1"]);
-        let log = Rc::new(RefCell::new(vec![]));
+        let log = Arc::new(Mutex::new(vec![]));
         let mut connect = |h: &HostSpec| Ok(host(&h.to_string(), &log, EXITED, ""));
         let out = deploy(&cfg, &mut connect);
         let e = out.error.expect("fails");
         assert!(e.message.contains("first deploy, so it was stopped and its files removed"), "{}", e.message);
         assert!(!out.rolled_back);
-        let n = names(&log.borrow());
+        let n = names(&log.lock().unwrap());
         assert_eq!(&n[n.len() - 4..], ["logs", "down", "restore", "record"], "{n:?}");
     }
 
@@ -618,7 +680,7 @@ mod tests {
     fn a_failed_pull_puts_the_files_back_and_restarts_nothing() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "v2", &["h1"]);
-        let log = Rc::new(RefCell::new(vec![]));
+        let log = Arc::new(Mutex::new(vec![]));
         let mut connect = |h: &HostSpec| {
             let r = Recording::new(&h.to_string(), false)
                 .reply("exec \"$@\"", Output { status: 90, stdout: vec![], stderr: b"manifest unknown".to_vec() })
@@ -632,7 +694,7 @@ mod tests {
         let out = deploy(&cfg, &mut connect);
         let e = out.error.expect("fails");
         assert!(e.message.contains("`v1` kept serving and its files are back"), "{}", e.message);
-        let n = names(&log.borrow());
+        let n = names(&log.lock().unwrap());
         assert_eq!(&n[n.len() - 3..], ["pull+up", "restore", "record"], "{n:?}");
         assert!(!n.contains(&"up"));
     }
@@ -641,14 +703,14 @@ mod tests {
     fn the_plan_is_data_and_renders_every_step() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "v2", &["h1"]);
-        let log = Rc::new(RefCell::new(vec![]));
+        let log = Arc::new(Mutex::new(vec![]));
         let mut cfg2 = cfg.clone();
         cfg2.preflight_only = true;
         let mut connect = |h: &HostSpec| Ok(host(&h.to_string(), &log, RUNNING, STATE_V1));
         let out = deploy(&cfg2, &mut connect);
         assert!(out.error.is_none());
         assert_eq!(out.record.status, "preflight-passed");
-        assert_eq!(names(&log.borrow()), vec!["preflight"], "preflight-only runs nothing else");
+        assert_eq!(names(&log.lock().unwrap()), vec!["preflight"], "preflight-only runs nothing else");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A deploy and a rollback from start to end: preflight every host, make each host's plan, print it,
 //! walk it host by host with [`Host`], undo the hosts already changed when a later one fails.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gangplank_core::actions::{group, info};
 use gangplank_core::compose::{self, Flavor};
@@ -295,76 +295,157 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     }
 
     let mut plans = plan.hosts;
-    let mut done: Vec<usize> = vec![];
+    // Every host is locked (and repaired, when a killed run left it mid-deploy) before any changes: a
+    // run that cannot have them all changes none, and none is changed under another run's feet.
     for i in 0..hosts.len() {
-        let start = Instant::now();
         let label = hosts[i].label();
-        let _g = group(&format!("deploy {} to {label}", cfg.tag));
-        let end = deploy_host(&job, &mut hosts[i], &mut plans[i], connect);
-        let previous = pending_of(&plans[i]).previous_tag.unwrap_or_default();
-        if out.record.previous_tag.is_empty() {
-            out.record.previous_tag = previous.clone();
-        }
-        match end {
-            Ok(()) => {
-                out.changed = true;
-                out.rows.push(Row {
-                    host: label,
-                    previous_tag: previous,
-                    new_tag: cfg.tag.clone(),
-                    result: "deployed".into(),
-                    duration: start.elapsed(),
-                });
-                done.push(i);
+        let _g = group(&format!("lock {label}"));
+        let upto = plans[i].steps.iter().position(|s| matches!(s, Step::Lock { .. })).map_or(0, |l| l + 1);
+        if let Err(failure) = run_steps(&job, &mut hosts[i], &mut plans[i], 0..upto, connect) {
+            for h in hosts[..i].iter_mut() {
+                if let Some(e) = h.release(connect) {
+                    gangplank_core::actions::error("unlock", e.message);
+                }
             }
-            Err(HostFailure { error, rolled_back, changed }) => {
-                out.changed |= changed;
-                out.rows.push(Row {
-                    host: label,
-                    previous_tag: previous,
-                    new_tag: cfg.tag.clone(),
-                    result: if rolled_back {
-                        "rolled back".into()
-                    } else if error.class == Class::Interrupted {
-                        "interrupted, put back".into()
+            out.rows.push(row(&label, &plans[i], &cfg.tag, "not changed (lock)", Duration::ZERO));
+            out.error = Some(failure.error);
+            return finish(out);
+        }
+    }
+
+    let connect = std::sync::Mutex::new(connect);
+    let batch = cfg.max_parallel.max(1);
+    let mut done: Vec<usize> = vec![];
+    let mut first_failure: Option<(HostFailure, bool)> = None;
+    let mut next = 0;
+    while next < hosts.len() && first_failure.is_none() {
+        let range = next..(next + batch).min(hosts.len());
+        next = range.end;
+        let ends = deploy_batch(&job, &mut hosts[range.clone()], &mut plans[range.clone()], &connect, batch > 1);
+        for (i, (end, took)) in range.zip(ends) {
+            let label = hosts[i].label();
+            if out.record.previous_tag.is_empty() {
+                out.record.previous_tag = pending_of(&plans[i]).previous_tag.unwrap_or_default();
+            }
+            match end {
+                Ok(()) => {
+                    out.changed = true;
+                    out.rows.push(row(&label, &plans[i], &cfg.tag, "deployed", took));
+                    done.push(i);
+                }
+                Err(f) => {
+                    out.changed |= f.changed;
+                    let result = if f.rolled_back {
+                        "rolled back"
+                    } else if f.error.class == Class::Interrupted {
+                        "interrupted, put back"
                     } else {
-                        "failed".into()
-                    },
-                    duration: start.elapsed(),
-                });
-                // The first failure stops the run: hosts already changed go back too.
-                let mut all_back = rolled_back || !changed;
-                for &j in done.iter().rev() {
-                    let h = &mut hosts[j];
-                    let _g = group(&format!("roll back {} (a later host failed)", h.label()));
-                    let t = Instant::now();
-                    let ok = match undo_host(&job, h, &pending_of(&plans[j]), connect) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            gangplank_core::actions::error("rollback failed", format!("{}: {}", h.label(), e.message));
-                            false
-                        }
+                        "failed"
                     };
-                    all_back &= ok;
-                    let name = h.label();
-                    if let Some(row) = out.rows.iter_mut().find(|r| r.host == name) {
-                        row.result = if ok {
-                            "rolled back (a later host failed)".into()
-                        } else {
-                            "deployed, rollback failed".into()
-                        };
-                        row.duration += t.elapsed();
+                    out.rows.push(row(&label, &plans[i], &cfg.tag, result, took));
+                    if first_failure.is_none() {
+                        let put_back = f.rolled_back || !f.changed;
+                        first_failure = Some((f, put_back));
+                    } else if !(f.rolled_back || !f.changed) {
+                        // A second failure in the same batch that could not be put back either.
+                        if let Some((_, all)) = first_failure.as_mut() {
+                            *all = false;
+                        }
                     }
                 }
-                out.rolled_back = all_back && (rolled_back || !done.is_empty());
-                out.record.status = if out.rolled_back { "rolled-back".into() } else { "failed".into() };
-                out.error = Some(error);
-                return finish(out);
             }
         }
     }
-    out.record.status = "deployed".into();
+    let connect = connect.into_inner().unwrap_or_else(|p| p.into_inner());
+    let Some((failure, mut all_back)) = first_failure else {
+        out.record.status = "deployed".into();
+        return finish(out);
+    };
+    // The first failure stops the run: hosts not reached are unlocked unchanged, and hosts already
+    // changed go back too, last first.
+    for i in next..hosts.len() {
+        let label = hosts[i].label();
+        if let Some(e) = hosts[i].release(connect) {
+            gangplank_core::actions::error("unlock", e.message);
+        }
+        out.rows.push(row(&label, &plans[i], &cfg.tag, "not changed (an earlier host failed)", Duration::ZERO));
+    }
+    for &j in done.iter().rev() {
+        let h = &mut hosts[j];
+        let _g = group(&format!("roll back {} (another host failed)", h.label()));
+        let t = Instant::now();
+        let ok = match undo_host(&job, h, &pending_of(&plans[j]), connect) {
+            Ok(()) => true,
+            Err(e) => {
+                gangplank_core::actions::error("rollback failed", format!("{}: {}", h.label(), e.message));
+                false
+            }
+        };
+        all_back &= ok;
+        let name = h.label();
+        if let Some(r) = out.rows.iter_mut().find(|r| r.host == name) {
+            r.result = if ok { "rolled back (another host failed)".into() } else { "deployed, rollback failed".into() };
+            r.duration += t.elapsed();
+        }
+    }
+    out.rolled_back = all_back && (failure.rolled_back || !done.is_empty());
+    out.record.status = if out.rolled_back { "rolled-back".into() } else { "failed".into() };
+    out.error = Some(failure.error);
     finish(out)
+}
+
+fn row(host: &str, plan: &HostPlan, tag: &str, result: &str, took: Duration) -> Row {
+    Row {
+        host: host.to_string(),
+        previous_tag: pending_of(plan).previous_tag.unwrap_or_default(),
+        new_tag: tag.to_string(),
+        result: result.into(),
+        duration: took,
+    }
+}
+
+/// Deploy a batch of locked hosts, at once when `parallel` (each on a thread of its own, its lines
+/// prefixed with its name), each to its end: deployed, or failed and put back.
+fn deploy_batch(
+    job: &Job,
+    hosts: &mut [Host],
+    plans: &mut [HostPlan],
+    connect: &std::sync::Mutex<&mut Connect>,
+    parallel: bool,
+) -> Vec<(Result<(), HostFailure>, Duration)> {
+    let one = |h: &mut Host, plan: &mut HostPlan| {
+        let start = Instant::now();
+        let from = plan.steps.iter().position(|s| matches!(s, Step::Lock { .. })).map_or(0, |l| l + 1);
+        let mut reconnect = |spec: &HostSpec| (connect.lock().unwrap_or_else(|p| p.into_inner()))(spec);
+        let end = run_steps(job, h, plan, from..plan.steps.len(), &mut reconnect);
+        if end.is_ok() {
+            let prev = h.st.previous_tag().unwrap_or("").to_string();
+            info(format!("deployed `{}` on {} (previous `{prev}`)", job.cfg.tag, h.label()));
+        }
+        (end, start.elapsed())
+    };
+    if !parallel {
+        return hosts
+            .iter_mut()
+            .zip(plans.iter_mut())
+            .map(|(h, p)| {
+                let _g = group(&format!("deploy {} to {}", job.cfg.tag, h.label()));
+                one(h, p)
+            })
+            .collect();
+    }
+    let _g = group(&format!("deploy {} to {} hosts at once", job.cfg.tag, hosts.len()));
+    std::thread::scope(|s| {
+        let running: Vec<_> = hosts
+            .iter_mut()
+            .zip(plans.iter_mut())
+            .map(|(h, p)| {
+                let one = &one;
+                s.spawn(move || gangplank_core::actions::with_prefix(&h.label(), || one(h, p)))
+            })
+            .collect();
+        running.into_iter().map(|t| t.join().expect("a host's deploy thread panicked")).collect()
+    })
 }
 
 fn pending_of(plan: &HostPlan) -> Pending {
@@ -383,9 +464,16 @@ pub struct HostFailure {
     pub changed: bool,
 }
 
-fn deploy_host(job: &Job, h: &mut Host, plan: &mut HostPlan, connect: &mut Connect) -> Result<(), HostFailure> {
-    let mut i = 0;
-    while i < plan.steps.len() {
+/// Run the steps of `plan` in `range` on `h`; on a failure, put the host back as the failure calls for.
+fn run_steps(
+    job: &Job,
+    h: &mut Host,
+    plan: &mut HostPlan,
+    range: std::ops::Range<usize>,
+    connect: &mut Connect,
+) -> Result<(), HostFailure> {
+    let mut i = range.start;
+    while i < range.end {
         let step = plan.steps[i].clone();
         let r = if crate::interrupted() {
             Err(Fail::Other(Error::interrupted("interrupted by a signal")))
@@ -412,8 +500,6 @@ fn deploy_host(job: &Job, h: &mut Host, plan: &mut HostPlan, connect: &mut Conne
             Err(f) => return Err(fail_host(job, h, plan, f, connect)),
         }
     }
-    let prev = h.st.previous_tag().unwrap_or("").to_string();
-    info(format!("deployed `{}` on {} (previous `{prev}`)", job.cfg.tag, h.label()));
     Ok(())
 }
 

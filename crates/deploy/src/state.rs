@@ -148,7 +148,7 @@ pub struct HostResult {
     pub host: String,
     pub previous_tag: String,
     pub new_tag: String,
-    /// `deployed`, `rolled back`, `rolled back (a later host failed)`, `failed`, …
+    /// `deployed`, `rolled back`, `rolled back (another host failed)`, `failed`, …
     pub result: String,
 }
 

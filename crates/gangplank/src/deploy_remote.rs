@@ -62,6 +62,10 @@ pub struct Args {
     #[arg(long, env = "INPUT_KEEP_IMAGES", default_value_t = 5)]
     keep_images: usize,
 
+    /// Hosts deployed at once (every host is locked first; the first failure puts every changed host back)
+    #[arg(long, env = "INPUT_MAX_PARALLEL", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_parallel: u16,
+
     /// How long to wait for another deploy's lock before exit 3
     #[arg(long, env = "INPUT_LOCK_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     lock_timeout: Duration,
@@ -117,6 +121,7 @@ fn config(a: Args) -> Result<DeployConfig> {
         health_timeout: a.health_timeout,
         auto_rollback: a.auto_rollback,
         keep_images: a.keep_images.max(1),
+        max_parallel: a.max_parallel.into(),
         lock_timeout: a.lock_timeout,
         force_unlock: a.force_unlock,
         min_free_disk: a.min_free_disk,

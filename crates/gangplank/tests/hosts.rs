@@ -193,10 +193,17 @@ fn v1_then_v2_is_healthy_on_every_host() {
     for i in 0..3 {
         fx.assert_on(i, "v1", "v1");
     }
+    // v2 goes to all three at once: each host's lines carry its name.
+    let mut args = fx.deploy_args("v2");
+    args.extend(["--max-parallel", "3"].map(String::from));
     let t = Instant::now();
-    let r = fx.deploy(&fx.deploy_args("v2"));
-    eprintln!("3 hosts: v1 in {first:?}, v2 in {:?}", t.elapsed());
+    let r = fx.deploy(&args);
+    eprintln!("3 hosts: v1 one at a time in {first:?}, v2 at once in {:?}", t.elapsed());
     assert_eq!(r.status, 0, "{r:?}");
+    for i in 0..3 {
+        let label = fx.hosts.hosts[i].host_spec();
+        assert!(r.stderr.contains(&format!("[{label}] deployed `v2` on {label}")), "{}", r.stderr);
+    }
     assert_eq!(r.out("deployed-tag"), "v2");
     assert_eq!(r.out("previous-tag"), "v1");
     assert_eq!(r.out("rolled-back"), "false");
@@ -241,7 +248,7 @@ fn a_release_failing_only_on_host_3_puts_hosts_1_and_2_back_and_exits_1() {
         let audit = fx.read(i, ".gangplank/audit.log");
         assert!(audit.contains("\"tag\":\"v3\",\"previous_tag\":\"v2\",\"result\":\"deployed\""), "{audit}");
         let row = fx.summary_row(&r, i);
-        assert!(row.contains("| v2 | v3 | rolled back (a later host failed) |"), "{row}");
+        assert!(row.contains("| v2 | v3 | rolled back (another host failed) |"), "{row}");
     }
     let audit = fx.read(2, ".gangplank/audit.log");
     assert!(audit.contains("\"tag\":\"v3\",\"previous_tag\":\"v2\",\"result\":\"health-gate-failed\""), "{audit}");
@@ -260,8 +267,8 @@ fn a_release_failing_only_on_host_3_puts_hosts_1_and_2_back_and_exits_1() {
     assert_eq!(
         results,
         vec![
-            (hosts[0].as_str(), "rolled back (a later host failed)"),
-            (hosts[1].as_str(), "rolled back (a later host failed)"),
+            (hosts[0].as_str(), "rolled back (another host failed)"),
+            (hosts[1].as_str(), "rolled back (another host failed)"),
             (hosts[2].as_str(), "rolled back"),
         ],
         "{record}"
@@ -311,7 +318,7 @@ fn host_2_cut_off_mid_deploy_ends_the_run_in_its_deadlines_and_the_next_run_repa
         assert_eq!(fx.read(i, "compose.yaml"), before[i], "h{}", i + 1);
     }
     let row = fx.summary_row(&r, 0);
-    assert!(row.contains("| v1 | v3 | rolled back (a later host failed) |"), "{row}");
+    assert!(row.contains("| v1 | v3 | rolled back (another host failed) |"), "{row}");
     assert!(fx.state(1).get("pending").is_some(), "h2 keeps its journal for the next run: {}", fx.state(1));
 
     // The link comes back and the job is re-run with force-unlock, as the hint says: host 2 is repaired

@@ -44,7 +44,7 @@ impl Output {
 }
 
 /// Something that runs commands on one host.
-pub trait Executor {
+pub trait Executor: Send {
     /// The host, for messages (`root@203.0.113.10:22`, `local`).
     fn label(&self) -> &str;
 
