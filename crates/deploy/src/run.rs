@@ -343,14 +343,11 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
                         "failed"
                     };
                     out.rows.push(row(&label, &plans[i], &cfg.tag, result, took));
-                    if first_failure.is_none() {
-                        let put_back = f.rolled_back || !f.changed;
-                        first_failure = Some((f, put_back));
-                    } else if !(f.rolled_back || !f.changed) {
-                        // A second failure in the same batch that could not be put back either.
-                        if let Some((_, all)) = first_failure.as_mut() {
-                            *all = false;
-                        }
+                    let put_back = f.rolled_back || !f.changed;
+                    match first_failure.as_mut() {
+                        None => first_failure = Some((f, put_back)),
+                        // A second failure in the same batch counts when it could not be put back.
+                        Some((_, all)) => *all &= put_back,
                     }
                 }
             }
