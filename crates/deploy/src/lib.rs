@@ -603,6 +603,19 @@ mod tests {
     }
 
     #[test]
+    fn a_redeploy_of_the_running_tag_is_not_its_own_previous() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "v2", &["h1"]);
+        let state = r#"{"app":"app","current":{"tag":"v2","deployed_at":"t","compose_files":["compose.yaml"]},"history":[{"tag":"v1","deployed_at":"t0","status":"replaced"}]}"#;
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut connect = |h: &HostSpec| Ok(host(&h.to_string(), &log, RUNNING, state));
+        let out = deploy(&cfg, &mut connect);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(out.record.previous_tag, "v1", "a rollback goes back to v1, not to v2 again");
+        assert_eq!(out.rows[0].previous_tag, "v1");
+    }
+
+    #[test]
     fn every_host_is_locked_before_any_host_changes() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "v2", &["h1", "h2"]);

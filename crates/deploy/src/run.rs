@@ -307,7 +307,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
                     gangplank_core::actions::error("unlock", e.message);
                 }
             }
-            out.rows.push(row(&label, &plans[i], &cfg.tag, "not changed (lock)", Duration::ZERO));
+            out.rows.push(row(&hosts[i], &plans[i], &cfg.tag, "not changed (lock)", Duration::ZERO));
             out.error = Some(failure.error);
             return finish(out);
         }
@@ -323,14 +323,13 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
         next = range.end;
         let ends = deploy_batch(&job, &mut hosts[range.clone()], &mut plans[range.clone()], &connect, batch > 1);
         for (i, (end, took)) in range.zip(ends) {
-            let label = hosts[i].label();
             if out.record.previous_tag.is_empty() {
-                out.record.previous_tag = pending_of(&plans[i]).previous_tag.unwrap_or_default();
+                out.record.previous_tag = previous_of(&plans[i], &cfg.tag, &hosts[i].st);
             }
             match end {
                 Ok(()) => {
                     out.changed = true;
-                    out.rows.push(row(&label, &plans[i], &cfg.tag, "deployed", took));
+                    out.rows.push(row(&hosts[i], &plans[i], &cfg.tag, "deployed", took));
                     done.push(i);
                 }
                 Err(f) => {
@@ -342,7 +341,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
                     } else {
                         "failed"
                     };
-                    out.rows.push(row(&label, &plans[i], &cfg.tag, result, took));
+                    out.rows.push(row(&hosts[i], &plans[i], &cfg.tag, result, took));
                     let put_back = f.rolled_back || !f.changed;
                     match first_failure.as_mut() {
                         None => first_failure = Some((f, put_back)),
@@ -361,11 +360,10 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     // The first failure stops the run: hosts not reached are unlocked unchanged, and hosts already
     // changed go back too, last first.
     for i in next..hosts.len() {
-        let label = hosts[i].label();
         if let Some(e) = hosts[i].release(connect) {
             gangplank_core::actions::error("unlock", e.message);
         }
-        out.rows.push(row(&label, &plans[i], &cfg.tag, "not changed (an earlier host failed)", Duration::ZERO));
+        out.rows.push(row(&hosts[i], &plans[i], &cfg.tag, "not changed (an earlier host failed)", Duration::ZERO));
     }
     for &j in done.iter().rev() {
         let h = &mut hosts[j];
@@ -391,10 +389,19 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     finish(out)
 }
 
-fn row(host: &str, plan: &HostPlan, tag: &str, result: &str, took: Duration) -> Row {
+/// The release a rollback of this deploy goes back to: the one that served before, or, when the
+/// running tag was deployed again, the one before that (a redeploy is not its own previous).
+fn previous_of(plan: &HostPlan, tag: &str, st: &State) -> String {
+    match pending_of(plan).previous_tag {
+        Some(p) if p == tag => st.previous_tag().unwrap_or_default().to_string(),
+        p => p.unwrap_or_default(),
+    }
+}
+
+fn row(host: &Host, plan: &HostPlan, tag: &str, result: &str, took: Duration) -> Row {
     Row {
-        host: host.to_string(),
-        previous_tag: pending_of(plan).previous_tag.unwrap_or_default(),
+        host: host.label(),
+        previous_tag: previous_of(plan, tag, &host.st),
         new_tag: tag.to_string(),
         result: result.into(),
         duration: took,
