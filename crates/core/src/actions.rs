@@ -25,15 +25,28 @@ pub fn add_mask_commands(value: &str) -> Vec<String> {
     value
         .lines()
         .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
+        .filter(|l| maskable(l))
         .map(|l| format!("::add-mask::{}", escape_data(l)))
         .collect()
 }
 
+/// Whether one line of a secret is registered as a mask. Every line of every secret is, except:
+/// - lines shorter than 3 characters: the runner masks a registered string wherever it appears, so
+///   masking `1` or `on` would turn every such character of the log into `***` (and a refusal naming
+///   its rule would show where the value sits in the rule's text), and a secret of one or two
+///   characters protects nothing anyway (the placeholder rules refuse it);
+/// - the booleans `true`, `false`, `yes`, `no`, `on`, `off` (any case): the runner drops every job output
+///   that contains a masked string, so masking `true` would silently empty outputs such as `rolled-back`,
+///   and a boolean is configuration, not a secret.
+pub fn maskable(line: &str) -> bool {
+    let t = line.trim();
+    t.chars().count() >= 3 && !matches!(t.to_ascii_lowercase().as_str(), "true" | "false" | "yes" | "no" | "on" | "off")
+}
+
 /// Register a secret value: print its `::add-mask::` commands under Actions (on stdout, before anything
-/// else of ours is printed) and keep it for [`redact`].
+/// else of ours is printed) and keep it for [`redact`]. Lines that are not [`maskable`] are left out.
 pub fn register_mask(value: &str) {
-    if value.trim().is_empty() {
+    if !value.lines().any(maskable) {
         return;
     }
     let mut masks = MASKS.lock().unwrap_or_else(|p| p.into_inner());
@@ -41,7 +54,7 @@ pub fn register_mask(value: &str) {
         return;
     }
     for candidate in std::iter::once(value.trim_end()).chain(value.lines().map(str::trim_end)) {
-        if !candidate.trim().is_empty() && !masks.iter().any(|m| m == candidate) {
+        if maskable(candidate) && !masks.iter().any(|m| m == candidate) {
             masks.push(candidate.to_string());
         }
     }
@@ -306,6 +319,18 @@ mod tests {
         register_mask("line-one-canary\nline-two-canary");
         assert_eq!(redact("x line-two-canary y"), "x *** y");
         assert_eq!(redact("line-one-canary\nline-two-canary"), "***");
+    }
+
+    #[test]
+    fn values_too_short_to_protect_anything_never_mask_text() {
+        // A refusal of a one-character value names its rule; masking the value would star the rule's
+        // text wherever that character appears, and show where it sits.
+        register_mask("y");
+        register_mask("on\nkx7-second-line");
+        let rule = "placeholder (empty or only one repeated character)";
+        assert_eq!(redact(rule), rule);
+        assert_eq!(redact("kx7-second-line and on"), "*** and on");
+        assert_eq!(add_mask_commands("ab\nlonger"), vec!["::add-mask::longer"]);
     }
 
     #[test]

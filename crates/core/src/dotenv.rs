@@ -150,17 +150,7 @@ pub fn parse(text: &str) -> (Vec<(String, String)>, Option<ParseError>) {
     (out, None)
 }
 
-/// Whether one line of a `.env` value is registered as a mask. Every line of every value is, except:
-/// - lines shorter than 3 characters: the runner masks a registered string wherever it appears, so
-///   masking `1` or `on` would turn every such character pair of the log into `***`, and a secret of one
-///   or two characters protects nothing anyway;
-/// - the booleans `true`, `false`, `yes`, `no`, `on`, `off` (any case): the runner drops every job output
-///   that contains a masked string, so masking `true` would silently empty outputs such as `rolled-back`,
-///   and a boolean is configuration, not a secret.
-pub fn maskable(line: &str) -> bool {
-    let t = line.trim();
-    t.chars().count() >= 3 && !matches!(t.to_ascii_lowercase().as_str(), "true" | "false" | "yes" | "no" | "on" | "off")
-}
+pub use crate::actions::maskable;
 
 /// The strings to mask for a `.env`: each line of each parsed value that is [`maskable`]. A file that
 /// stops parsing is still masked to its end: from the failing line on, the text after `=` of each line

@@ -12,10 +12,13 @@ use support::*;
 fn v1_then_v2_then_broken_rolls_back_then_rollback_without_registry() {
     let mut fx = Fixture::new("story");
 
-    // First deploy of v1.
+    // First deploy of v1. An empty value stays set and empty (compose v1 and v2 alike read `KEY=""` so).
+    fx.write_env(&format!("APP_TOKEN={ENV_CANARY}\nEMPTY_ONE=\"\"\n"));
     let r = fx.deploy(&fx.deploy_args("v1"));
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(fx.health().as_deref(), Some("v1"));
+    let env = container_env(&fx);
+    assert!(env.iter().any(|e| e == "EMPTY_ONE="), "an empty value reaches the container as empty: {env:?}");
     assert_eq!((r.out("deployed-tag"), r.out("previous-tag"), r.out("rolled-back")), ("v1", "", "false"));
     assert!(r.out("record-file").ends_with("deploy-record.json"));
     let rec = record_json(&r);
@@ -86,6 +89,20 @@ fn v1_then_v2_then_broken_rolls_back_then_rollback_without_registry() {
     assert!(t.elapsed() < Duration::from_secs(10), "rollback took {:?}", t.elapsed());
     let state: serde_json::Value = serde_json::from_str(&fx.read_host(".gangplank/state.json")).unwrap();
     assert_eq!(state["current"]["tag"], "v1");
+}
+
+/// The environment of the app's running container, as Docker holds it.
+fn container_env(fx: &Fixture) -> Vec<String> {
+    let ids = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=com.docker.compose.project={}", fx.app)])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&ids.stdout).lines().next().expect("a running container").to_string();
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{json .Config.Env}}", &id])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).expect("docker inspect prints the environment as JSON")
 }
 
 fn with(mut args: Vec<String>, extra: &[&str]) -> Vec<String> {
