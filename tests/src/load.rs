@@ -99,8 +99,9 @@ impl Load {
         // SIGINT, not SIGKILL: hey stops sending and prints its summary.
         let _ = scrubbed_command("kill").arg("-INT").arg(hey.id().to_string()).status();
         let mut text = String::new();
-        hey.stdout.take().expect("piped").read_to_string(&mut text)?;
+        let read = hey.stdout.take().expect("piped").read_to_string(&mut text);
         hey.wait()?;
+        read?;
         let (ok, failed, errors) = parse_hey(&text)?;
         Ok(Report { hey_ok: ok, hey_failed: failed, hey_errors: errors, probe })
     }
