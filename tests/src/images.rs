@@ -25,6 +25,9 @@ pub struct Samples {
     pub v2: String,
     /// Same app without its health file: unhealthy, `/health` is 404.
     pub broken: String,
+    /// `/health` answers `stubborn`; httpd runs as PID 1 and so ignores SIGTERM, as many apps do: every
+    /// stop waits out the grace period, then kills it.
+    pub stubborn: String,
 }
 
 /// Port the sample app listens on inside its container.
@@ -45,7 +48,8 @@ pub fn samples() -> Result<&'static Samples> {
     let busybox = busybox_static()?;
     let repo = "gangplank-sample".to_string();
     let tag = |t: &str| format!("{repo}:{t}");
-    for (version, health) in [("v1", Some("v1")), ("v2", Some("v2")), ("broken", None)] {
+    for (version, health) in [("v1", Some("v1")), ("v2", Some("v2")), ("broken", None), ("stubborn", Some("stubborn"))]
+    {
         let index = format!("<h1>gangplank sample {version}</h1>\n");
         let mut files: Vec<(&str, &[u8])> = vec![("busybox", &busybox), ("www/index.html", index.as_bytes())];
         if let Some(h) = health {
@@ -54,10 +58,21 @@ pub fn samples() -> Result<&'static Samples> {
         build(&tag(version), &sample_dockerfile(version), &files)
             .with_context(|| format!("building {}", tag(version)))?;
     }
-    Ok(SAMPLES.get_or_init(|| Samples { v1: tag("v1"), v2: tag("v2"), broken: tag("broken"), repo: repo.clone() }))
+    Ok(SAMPLES.get_or_init(|| Samples {
+        v1: tag("v1"),
+        v2: tag("v2"),
+        broken: tag("broken"),
+        stubborn: tag("stubborn"),
+        repo: repo.clone(),
+    }))
 }
 
 fn sample_dockerfile(version: &str) -> String {
+    let cmd = if version == "stubborn" {
+        r#"["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#
+    } else {
+        r#"["/bin/sh", "-c", "trap 'exit 0' TERM INT; httpd -f -p 8080 -h /www & wait"]"#
+    };
     format!(
         r#"FROM scratch
 COPY busybox /bin/busybox
@@ -66,7 +81,7 @@ COPY www /www
 LABEL dev.gangplank.testbed="sample" dev.gangplank.version="{version}"
 EXPOSE 8080
 HEALTHCHECK --interval=500ms --timeout=2s --start-period=1s --retries=3 CMD ["/bin/wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
-CMD ["/bin/sh", "-c", "trap 'exit 0' TERM INT; httpd -f -p 8080 -h /www & wait"]
+CMD {cmd}
 "#
     )
 }
@@ -126,4 +141,92 @@ fn has_interpreter(elf: &[u8]) -> bool {
         let at = phoff + i * phentsize;
         elf.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
     })
+}
+
+/// The Caddy image of the testbed, `gangplank-caddy:2.6`, built once per process (testbed.md, "proxy").
+pub fn caddy() -> Result<&'static str> {
+    static CADDY: OnceLock<String> = OnceLock::new();
+    static BUILDING: Mutex<()> = Mutex::new(());
+    if let Some(c) = CADDY.get() {
+        return Ok(c);
+    }
+    let _guard = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = CADDY.get() {
+        return Ok(c);
+    }
+    let caddy = caddy_path()?;
+    let tag = "gangplank-caddy:2.6".to_string();
+    // The binary and exactly what it links (libc, libzstd and the loader), at the paths it looks in.
+    let mut files: Vec<(String, Vec<u8>)> = vec![("root/usr/bin/caddy".into(), std::fs::read(&caddy)?)];
+    for lib in linked_libraries(&caddy)? {
+        let bytes = std::fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?;
+        files.push((format!("root{}", lib.display()), bytes));
+    }
+    files.push(("Caddyfile".into(), CADDYFILE.as_bytes().to_vec()));
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    build(&tag, CADDY_DOCKERFILE, &refs).with_context(|| format!("building {tag}"))?;
+    Ok(CADDY.get_or_init(|| tag))
+}
+
+/// How the proxy finds the service (docs/actions.md, "strategy: rolling"): by its compose service name,
+/// which Docker's DNS answers with every container of the service that is attached under that name.
+/// Caddy resolves it at each new connection and Go's dialer tries each address in turn; a request whose
+/// upstream went away (an old container stopping) is tried again for up to `lb_try_duration`.
+pub const CADDYFILE: &str = r#"{
+	admin off
+	auto_https off
+}
+
+:80 {
+	reverse_proxy web:8080 {
+		lb_try_duration 10s
+		lb_try_interval 50ms
+		lb_retry_match {
+			method GET HEAD
+		}
+	}
+}
+"#;
+
+const CADDY_DOCKERFILE: &str = r#"FROM scratch
+COPY root/ /
+COPY Caddyfile /etc/caddy/Caddyfile
+LABEL dev.gangplank.testbed="proxy"
+ENV XDG_CONFIG_HOME=/tmp XDG_DATA_HOME=/tmp HOME=/tmp
+EXPOSE 80
+CMD ["/usr/bin/caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+"#;
+
+/// Where Debian's `caddy` binary is: unpacked under `GANGPLANK_CADDY_ROOT` (default `/opt/gangplank-caddy`,
+/// where `.ci/run` puts it), else installed.
+pub fn caddy_path() -> Result<PathBuf> {
+    let root = std::env::var_os("GANGPLANK_CADDY_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/gangplank-caddy"));
+    [root.join("usr/bin/caddy"), PathBuf::from("/usr/bin/caddy")].into_iter().find(|p| p.is_file()).with_context(|| {
+        format!(
+            "Caddy is not there: unpack Debian's package as .ci/run does (`apt-get download caddy && dpkg -x caddy_*.deb {}`), \
+             or set GANGPLANK_CADDY_ROOT to the folder it was unpacked in",
+            root.display()
+        )
+    })
+}
+
+/// The shared libraries `ldd` says `binary` loads, and its loader.
+fn linked_libraries(binary: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let out = run_checked(scrubbed_command("ldd").arg(binary))?;
+    let mut libs = vec![];
+    for line in out.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    if libs.is_empty() {
+        bail!("`ldd {}` named no library:\n{out}", binary.display());
+    }
+    Ok(libs)
 }

@@ -21,6 +21,7 @@ mod compose;
 pub mod github;
 pub mod hosts;
 pub mod images;
+pub mod load;
 mod registry;
 mod sshd;
 

@@ -10,6 +10,7 @@ mod bench_hosts;
 mod bench_secrets;
 mod bench_ssh;
 mod bench_verify;
+mod bench_zero_downtime;
 mod codegen;
 mod demo;
 mod dist;
@@ -20,7 +21,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
   demo                 bring up the testbed and run the whole story with the real gangplank executable
-  bench ssh|deploy|hosts|verify|secrets|budgets
+  bench ssh|deploy|hosts|verify|secrets|budgets|zero-downtime
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
   dist                 build release archives for the host target, SHA256SUMS and the manifest";
@@ -45,7 +46,8 @@ fn run(args: &[String]) -> Result<()> {
             Some("verify") => bench_verify::run(&rest[1..]),
             Some("secrets") => bench_secrets::run(&rest[1..]),
             Some("budgets") => bench_budgets::run(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench ssh|deploy|hosts|verify|secrets|budgets"),
+            Some("zero-downtime") => bench_zero_downtime::run(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench ssh|deploy|hosts|verify|secrets|budgets|zero-downtime"),
         },
         Some("codegen") => codegen::run(rest),
         Some("dist") => dist::run(rest),

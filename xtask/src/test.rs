@@ -96,6 +96,8 @@ const APT_PARTS: &[Part] = &[
         package: "libssl-dev",
         present: || succeeds(Command::new("pkg-config").args(["--exists", "openssl"])),
     },
+    // The load generator of the rolling-deploy tests and `bench zero-downtime`.
+    Part { what: "hey", package: "hey", present: || has("hey") },
     Part { what: "python3", package: "python3", present: || has("python3") },
     Part {
         what: "pip",
@@ -179,7 +181,27 @@ pub fn ensure_real_parts() -> Result<()> {
     }
     ensure_docker_engine()?;
     ensure_compose_v2();
-    Ok(())
+    ensure_caddy()
+}
+
+/// Caddy is unpacked from Debian's package, not installed (testbed.md, "proxy"): as root, do it here.
+fn ensure_caddy() -> Result<()> {
+    if images::caddy_path().is_ok() {
+        return Ok(());
+    }
+    if !(is_root() && is_debian()) {
+        exit_setup(&format!("{:#}", images::caddy_path().unwrap_err()));
+    }
+    println!("==> unpacking Debian's caddy into /opt/gangplank-caddy");
+    let dir = tempfile::tempdir().context("creating a download folder")?;
+    run_status(Command::new("apt-get").args(["download", "-q", "caddy"]).current_dir(dir.path()))?;
+    let deb = std::fs::read_dir(dir.path())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download caddy left no .deb")?;
+    run_status(Command::new("dpkg").arg("-x").arg(&deb).arg("/opt/gangplank-caddy"))?;
+    images::caddy_path().map(|_| ())
 }
 
 /// The testbed runs under compose v2 unless told otherwise; without the plugin, say how to install it.

@@ -70,6 +70,9 @@ pub struct Host {
     pub upped: bool,
     /// Steps taken to put the host back must be quick (a signal arrived).
     pub hurry: bool,
+    /// New containers a rolling deploy started while every old one still runs untouched
+    /// (crate::rolling): what its revert removes.
+    pub rolled: Vec<String>,
     pub containers: Vec<Container>,
     pub tags_seen: Vec<(String, String)>,
     pub gate_failure: Option<GateFailure>,
@@ -89,6 +92,7 @@ impl Host {
             switched: false,
             upped: false,
             hurry: false,
+            rolled: vec![],
             containers: vec![],
             tags_seen: vec![],
             gate_failure: None,
@@ -246,6 +250,15 @@ impl Host {
                     ))));
                 }
             }
+            Step::Roll { release, services } => crate::rolling::run(self, release, services)?,
+            Step::Unroll { .. } => {
+                let mut cmd = self.commands(step).remove(0);
+                if self.hurry {
+                    cmd = cmd.timeout(HURRY);
+                }
+                self.ex.check(&cmd, "removing the new containers")?;
+                self.rolled.clear();
+            }
             Step::Pull { release, .. } => {
                 let cmd = self.commands(step).remove(0);
                 let out = self.ex.run(&cmd)?;
@@ -262,6 +275,7 @@ impl Host {
                     health_url: url.as_deref(),
                     timeout: self.ctx.health_timeout,
                     interrupted: &crate::interrupted,
+                    only: &[],
                 };
                 let start = Instant::now();
                 match health::wait(self.ex.as_mut(), &g)? {

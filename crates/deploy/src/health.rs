@@ -101,6 +101,8 @@ pub struct Gate<'a> {
     pub health_url: Option<&'a str>,
     pub timeout: Duration,
     pub interrupted: &'a dyn Fn() -> bool,
+    /// Only these containers (ids) when not empty: a rolling deploy gates its new containers alone.
+    pub only: &'a [String],
 }
 
 /// A gate that did not pass: why, and the containers to show logs of.
@@ -150,6 +152,7 @@ pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<
         let containers: Vec<Container> = compose::parse_inspect(&json)?
             .into_iter()
             .filter(|c| !c.oneoff && (gate.services.is_empty() || gate.services.contains(&c.service)))
+            .filter(|c| gate.only.is_empty() || gate.only.contains(&c.id))
             .collect();
         let mut waiting = None;
         if containers.is_empty() {
@@ -320,6 +323,7 @@ mod tests {
             health_url: None,
             timeout: Duration::from_secs(30),
             interrupted: &|| false,
+            only: &[],
         };
         let t = Instant::now();
         let f = wait(&mut r, &gate).unwrap().unwrap_err();
@@ -339,6 +343,7 @@ mod tests {
             health_url: Some("http://localhost:8080/health"),
             timeout: Duration::from_secs(1),
             interrupted: &|| false,
+            only: &[],
         };
         let ok = wait(&mut r, &gate).unwrap().unwrap();
         assert_eq!(ok.len(), 1);

@@ -19,6 +19,7 @@ pub mod health;
 pub mod model;
 pub mod plan;
 pub mod preflight;
+pub mod rolling;
 pub mod run;
 pub mod state;
 
@@ -280,6 +281,8 @@ pub struct DeployConfig {
     pub env_file: Option<PathBuf>,
     pub tag: String,
     pub services: Vec<String>,
+    /// How containers are replaced (issue 13): `recreate`, or `rolling` behind a proxy.
+    pub strategy: rolling::Strategy,
     pub health_url: Option<String>,
     pub health_timeout: Duration,
     pub auto_rollback: bool,
@@ -474,6 +477,7 @@ mod tests {
             env_file: None,
             tag: tag.into(),
             services: vec![],
+            strategy: rolling::Strategy::Recreate,
             health_url: None,
             health_timeout: Duration::from_millis(300),
             auto_rollback: true,

@@ -40,6 +40,11 @@ pub enum Step {
     Pull { release: Release, services: Vec<String> },
     /// `compose up -d --remove-orphans` with `IMAGE_TAG`.
     Up { release: Release, services: Vec<String> },
+    /// `strategy: rolling` (crate::rolling): start new containers of `services` beside the old ones,
+    /// hidden from the service's DNS name; gate them; make them reachable; stop and remove the old ones.
+    Roll { release: Release, services: Vec<String> },
+    /// Remove the containers a rolling deploy started while the old ones were untouched.
+    Unroll { containers: Vec<String> },
     /// Wait for every container to run (and be healthy) and for `health-url` to answer 2xx.
     Gate { tag: String },
     /// Record `release` as current in state.json (journal cleared), append the audit line, prune
@@ -135,6 +140,10 @@ impl Step {
             Step::Up { release, services } => {
                 vec![ctx.project(release).up(&release.tag, services).timeout(PULL_UP_TIMEOUT)]
             }
+            Step::Roll { release, services } => {
+                vec![crate::rolling::start_cmd(&ctx.project(release), &release.tag, services)]
+            }
+            Step::Unroll { containers } => vec![crate::rolling::remove_cmd(containers)],
             Step::ShowLogs | Step::PruneImages { .. } => vec![],
             Step::Commit { prune_files, repos, .. } => {
                 vec![files::finish_cmd(dir, state_json, audit_line, crate::KEEP_BACKUPS, lock_id, repos, prune_files)]
@@ -175,6 +184,15 @@ impl fmt::Display for Step {
             }
             Step::Pull { release, .. } => write!(f, "compose pull with IMAGE_TAG={}", release.tag),
             Step::Up { release, .. } => write!(f, "compose up -d --remove-orphans with IMAGE_TAG={}", release.tag),
+            Step::Roll { release, services } => write!(
+                f,
+                "rolling start of {} with IMAGE_TAG={}: new containers beside the old ones, hidden from the service name until healthy (HEALTHCHECK), then reachable; the old ones stop (stop_grace_period) and go",
+                services.join(", "),
+                release.tag
+            ),
+            Step::Unroll { containers } => {
+                write!(f, "remove the {} new container(s); the old ones never stopped", containers.len())
+            }
             Step::Gate { tag } => {
                 write!(f, "health gate of {tag}: containers running/healthy (docker inspect), health-url 2xx")
             }

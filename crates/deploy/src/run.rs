@@ -12,6 +12,7 @@ use gangplank_core::input::HostSpec;
 
 use crate::engine::{current_release, parse_state, Fail, Host};
 use crate::plan::{revert, Ctx, HostPlan, Plan, Release, Step};
+use crate::rolling::Strategy;
 use crate::state::{self, Pending, Record, State};
 use crate::{files, preflight, Connect, DeployConfig, Outcome, RollbackConfig, Row};
 
@@ -68,6 +69,11 @@ impl Job<'_> {
         steps.push(Step::Stage { stamp: self.stamp.clone(), files: rels.clone() });
         steps.push(Step::Switch { pending: pending.clone() });
         match &self.pull_refs {
+            // Rolling: pull first (a failed pull changes nothing), then the roll starts the new containers.
+            _ if cfg.strategy == Strategy::Rolling => {
+                steps.push(Step::Pull { release: new.clone(), services: cfg.services.clone() });
+                steps.push(Step::Roll { release: new.clone(), services: cfg.services.clone() });
+            }
             Some(refs) => {
                 steps.push(Step::PullUp { release: new.clone(), refs: refs.clone(), services: cfg.services.clone() })
             }
@@ -155,6 +161,14 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
                 }
             }
         }
+    }
+    if cfg.strategy == Strategy::Rolling {
+        let texts: Vec<(String, String)> = uploads
+            .iter()
+            .filter(|u| compose_names.contains(&u.remote))
+            .map(|u| (u.local.display().to_string(), String::from_utf8_lossy(&u.content).into_owned()))
+            .collect();
+        errs.extend(crate::rolling::check(&cfg.services, &texts));
     }
     let mut hosts = vec![];
     for h in &cfg.ssh.hosts {
@@ -573,6 +587,9 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
         Fail::Other(_) if interrupted => revert(&pending, "interrupted", h.upped, false, false, true),
         Fail::Other(_) => revert(&pending, if lost { "connection-lost" } else { "failed" }, h.upped, true, false, true),
     };
+    // A rolling deploy that failed while every old container still ran: its new containers go, nothing restarts.
+    let unrolls = !h.upped && !h.rolled.is_empty();
+    let steps = if unrolls { crate::rolling::untouched_revert(&pending, &steps, h.rolled.clone()) } else { steps };
     let restarts = steps.iter().any(|s| matches!(s, Step::Up { .. } | Step::Down { .. }));
     let reverts = steps.iter().any(|s| matches!(s, Step::Restore { .. }));
     let failed_back = h.walk_revert(&steps);
@@ -602,6 +619,11 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
             if interrupted { " and its files" } else { ", which is healthy" }
         ))
         .hint("read the messages and container logs above, fix the image and deploy again"),
+        (None, true, Some(p)) if unrolls => Error::failed(format!(
+            "deploy of `{}` on {label} failed ({reason}); its new containers were removed before taking any traffic, `{p}` kept serving untouched and its files are back",
+            cfg.tag
+        ))
+        .hint("read the messages and container logs above, fix the image and deploy again"),
         (None, true, Some(p)) => Error::failed(format!(
             "deploy of `{}` on {label} failed ({reason}); `{p}` kept serving and its files are back",
             cfg.tag
@@ -619,7 +641,7 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
         error.message = format!("{}; {}", error.message, u.message);
         error.hint = u.hint;
     }
-    HostFailure { error, rolled_back: back && restarts && prev.is_some(), changed: true }
+    HostFailure { error, rolled_back: back && (restarts || unrolls) && prev.is_some(), changed: true }
 }
 
 /// A host that deployed fine goes back because a later host failed.

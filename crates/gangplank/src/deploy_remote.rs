@@ -46,6 +46,10 @@ pub struct Args {
     #[arg(long, env = "INPUT_SERVICES", value_parser = list_value)]
     services: Option<::std::vec::Vec<String>>,
 
+    /// `recreate` (restart in place) or `rolling` (new containers beside the old ones, behind a proxy)
+    #[arg(long, env = "INPUT_STRATEGY", default_value = "recreate")]
+    strategy: String,
+
     /// HTTP URL that must answer 2xx; localhost URLs are probed on the host itself
     #[arg(long, env = "INPUT_HEALTH_URL")]
     health_url: Option<String>,
@@ -101,6 +105,7 @@ fn config(a: Args) -> Result<DeployConfig> {
     }
     let services = a.services.unwrap_or_default();
     deploy::validate_services(&services)?;
+    let strategy = deploy::rolling::Strategy::parse(&a.strategy)?;
     let compose_files: Vec<PathBuf> = a.compose_files.iter().map(PathBuf::from).collect();
     let files: Vec<PathBuf> = a.files.unwrap_or_default().iter().map(PathBuf::from).collect();
     let env_file = a.env_file.filter(|p| !p.as_os_str().is_empty());
@@ -117,6 +122,7 @@ fn config(a: Args) -> Result<DeployConfig> {
         env_file,
         tag,
         services,
+        strategy,
         health_url: a.health_url.filter(|u| !u.is_empty()),
         health_timeout: a.health_timeout,
         auto_rollback: a.auto_rollback,
