@@ -14,8 +14,10 @@
 //! - Knobs for tests and benches: latency per request, scripted rate-limit answers (403/429 with
 //!   `retry-after`, or `x-ratelimit-remaining: 0` with `x-ratelimit-reset`), and a concurrency cap: a request
 //!   that arrives while `cap` others are in flight is answered with a secondary rate limit, so a client that
-//!   keeps to the cap never sees one. Every request is recorded with its timing, and the highest number in
-//!   flight at once is kept.
+//!   keeps to the cap never sees one; a content-creation limit (at most N writes in any window, GitHub's is 80
+//!   a minute), answered the same way with the time until the window has room; a token of the test's
+//!   choosing (a canary). Every request is recorded with its timing, and the highest number in flight at
+//!   once is kept.
 //!
 //! The server runs on its own thread and tokio runtime, so it serves blocking tests and async code alike,
 //! and stops when the [`GitHub`] value drops.
@@ -230,6 +232,11 @@ impl GitHub {
     /// The token the stand-in accepts.
     pub fn token(&self) -> String {
         lock(&self.shared).token.clone()
+    }
+
+    /// Accept this token instead (a canary, to look for it in everything a run prints and writes).
+    pub fn set_token(&self, token: &str) {
+        lock(&self.shared).token = token.to_string();
     }
 
     /// Add a repository `owner/name`; returns its id.
