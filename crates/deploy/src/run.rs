@@ -156,7 +156,6 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
             }
         }
     }
-    let upload_rels: Vec<String> = uploads.iter().map(|u| u.remote.clone()).collect();
     let mut hosts = vec![];
     for h in &cfg.ssh.hosts {
         match connect(h) {
@@ -166,7 +165,7 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
                     app_dir: &cfg.app_dir,
                     min_free_disk: cfg.min_free_disk,
                     host_references: &host_refs,
-                    uploads: &upload_rels,
+                    uploads: &uploads.iter().map(|u| u.remote.clone()).collect::<Vec<_>>(),
                 };
                 match preflight::run(exec.as_mut(), &checks) {
                     Ok(facts) => hosts.push((h.clone(), exec, facts)),
