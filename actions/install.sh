@@ -23,7 +23,13 @@
 # GANGPLANK_DOWNLOAD_URL overrides the base URL (default: the releases of the repository the action came from).
 # Plain http is accepted only when that override names a loopback host (127.0.0.0/8, localhost, [::1]): traffic
 # that never leaves the machine cannot be tampered with on the way, and the checksum is still enforced. Tests
-# serve archives that way; anything else must be https.
+# serve archives that way; anything else must be https. The host is read exactly: the whole authority must be
+# the loopback host and an optional port (`http://127.0.0.1.evil.example` and `http://127.0.0.1@evil.example`
+# name other hosts and are refused). A plain-http download follows no redirect at all; an https one follows
+# at most 5, each over https only (GitHub serves release assets by a redirect to its object store, so the
+# redirect itself cannot be refused; the pinned SHA-256 is what makes any server's answer trustworthy).
+# The archive must hold no symlink or hard link, and only the executable is extracted from it: a linked top
+# folder would make the chmod below reach a file outside the install folder.
 set -euo pipefail
 
 die() {
@@ -159,12 +165,23 @@ fi
 base=${GANGPLANK_DOWNLOAD_URL:-https://github.com/${origin:-gangplank-dev/gangplank}/releases/download}
 base=${base%/}
 url=$base/v$version/$archive
+# The host of a plain-http URL is loopback only when the whole authority (up to the first `/`, `?` or `#`) is
+# one: no user info, nothing after the address but a port.
+octet='(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
+loopback_re="^(localhost|127\.$octet\.$octet\.$octet|\[::1\])(:[0-9]{1,5})?\$"
 proto='=https'
+redirects=(--proto-redir =https --max-redirs 5)
 case $url in
     https://*) ;;
-    http://127.* | http://localhost[:/]* | http://\[::1\]*)
+    http://*)
+        authority=${url#http://}
+        authority=${authority%%[/?#]*}
+        [[ $authority =~ $loopback_re ]] ||
+            die "refusing to download from $url: only https is allowed (plain http only from a loopback host)" \
+                "GANGPLANK_DOWNLOAD_URL must be an https URL, or http://127.0.0.1[:port]/… for a server on this machine"
         [[ -n ${GANGPLANK_DOWNLOAD_URL:-} ]] || die "refusing to download over http: $url"
         proto='=http'
+        redirects=(--max-redirs 0)
         say "downloading over plain http from loopback (GANGPLANK_DOWNLOAD_URL)"
         ;;
     *) die "refusing to download from $url: only https is allowed" "GANGPLANK_DOWNLOAD_URL must be an https URL" ;;
@@ -178,7 +195,7 @@ if [[ ! -f $cache/$archive || $(hash_file "$cache/$archive") != "$expected" ]]; 
     rm -f "$cache/$archive"
     tmp=$(mktemp "$cache/.download.XXXXXX")
     say "downloading $url"
-    if ! curl --proto "$proto" --tlsv1.2 -fsSL --retry 3 --retry-connrefused -o "$tmp" "$url"; then
+    if ! curl --proto "$proto" "${redirects[@]}" --tlsv1.2 -fsSL --retry 3 --retry-connrefused -o "$tmp" "$url"; then
         rm -f "$tmp"
         die "download of $url failed" "check that release v$version has $archive, or set GANGPLANK_DOWNLOAD_URL"
     fi
@@ -193,10 +210,19 @@ fi
 
 tmp_base=${RUNNER_TEMP:-${TMPDIR:-/tmp}}
 mkdir -p "$tmp_base"
+top=gangplank-$version-$target
+# `tar -tv` prints each member's type first: `l` a symlink, `h` a hard link.
+listing=$(tar -tvzf "$cache/$archive") || die "$archive cannot be read as a gzipped tar archive"
+while read -r kind _; do
+    [[ $kind == [lh]* ]] &&
+        die "$archive holds a link ($kind…): refusing to extract it" \
+            "a gangplank release archive holds one folder and one executable; rebuild it with \`cargo xtask dist\`"
+done <<<"$listing"
 dest=$(mktemp -d "$tmp_base/gangplank-bin.XXXXXX")
-tar -xzf "$cache/$archive" -C "$dest"
-exe=$dest/gangplank-$version-$target/$bin
-[[ -f $exe && ! -L $exe ]] || die "$archive has no $bin at gangplank-$version-$target/$bin"
+tar -xzf "$cache/$archive" -C "$dest" --no-same-owner -- "$top/$bin" 2>/dev/null ||
+    die "$archive has no $bin at $top/$bin"
+exe=$dest/$top/$bin
+[[ -d $dest/$top && ! -L $dest/$top && -f $exe && ! -L $exe ]] || die "$archive has no $bin at $top/$bin"
 chmod 0755 "$exe"
 say "installed $bin $version ($target), sha256 $expected"
 emit "$exe"

@@ -14,8 +14,10 @@
 //! - Knobs for tests and benches: latency per request, scripted rate-limit answers (403/429 with
 //!   `retry-after`, or `x-ratelimit-remaining: 0` with `x-ratelimit-reset`), and a concurrency cap: a request
 //!   that arrives while `cap` others are in flight is answered with a secondary rate limit, so a client that
-//!   keeps to the cap never sees one. Every request is recorded with its timing, and the highest number in
-//!   flight at once is kept.
+//!   keeps to the cap never sees one; a content-creation limit (at most N writes in any window, GitHub's is 80
+//!   a minute), answered the same way with the time until the window has room; a token of the test's
+//!   choosing (a canary). Every request is recorded with its timing, and the highest number in flight at
+//!   once is kept.
 //!
 //! The server runs on its own thread and tokio runtime, so it serves blocking tests and async code alike,
 //! and stops when the [`GitHub`] value drops.
@@ -132,6 +134,9 @@ struct State {
     token: String,
     latency: Duration,
     cap: Option<usize>,
+    /// GitHub's content-creation limit: at most this many writes in any window.
+    write_limit: Option<(usize, Duration)>,
+    writes: VecDeque<Instant>,
     limits: VecDeque<Limit>,
     repos: BTreeMap<String, u64>,
     environments: BTreeMap<String, Vec<String>>,
@@ -173,6 +178,8 @@ impl GitHub {
             token: TOKEN.to_string(),
             latency: Duration::ZERO,
             cap: None,
+            write_limit: None,
+            writes: VecDeque::new(),
             limits: VecDeque::new(),
             repos: BTreeMap::new(),
             environments: BTreeMap::new(),
@@ -227,6 +234,11 @@ impl GitHub {
         lock(&self.shared).token.clone()
     }
 
+    /// Accept this token instead (a canary, to look for it in everything a run prints and writes).
+    pub fn set_token(&self, token: &str) {
+        lock(&self.shared).token = token.to_string();
+    }
+
     /// Add a repository `owner/name`; returns its id.
     pub fn add_repo(&self, full_name: &str) -> u64 {
         let mut s = lock(&self.shared);
@@ -265,6 +277,15 @@ impl GitHub {
     /// At most `cap` requests in flight; one more is answered with a 403 secondary rate limit.
     pub fn set_concurrency_cap(&self, cap: Option<usize>) {
         lock(&self.shared).cap = cap;
+    }
+
+    /// At most `writes` POST/PUT/PATCH/DELETE requests in any `window` (GitHub's content-creation limit: 80 a
+    /// minute); one more is answered with a 403 secondary rate limit whose `retry-after` is the time until
+    /// the window has room again, rounded up to whole seconds.
+    pub fn set_write_limit(&self, limit: Option<(usize, Duration)>) {
+        let mut s = lock(&self.shared);
+        s.write_limit = limit;
+        s.writes.clear();
     }
 
     /// Answer the next request that arrives with this rate limit (queued: several calls, several requests).
@@ -419,6 +440,22 @@ impl Drop for InFlight {
     }
 }
 
+/// A write over the content-creation limit: how long until the window has room. Otherwise counts it.
+fn over_write_limit(s: &mut State, method: &Method, now: Instant) -> Option<Duration> {
+    let (n, window) = s.write_limit?;
+    if *method == Method::GET {
+        return None;
+    }
+    while s.writes.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        s.writes.pop_front();
+    }
+    if s.writes.len() >= n {
+        return Some(window.saturating_sub(now.duration_since(s.writes[0])));
+    }
+    s.writes.push_back(now);
+    None
+}
+
 async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
     let started = shared.1.elapsed();
     let arrived = Instant::now();
@@ -448,6 +485,9 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
         } else if let Some(l) = s.limits.pop_front() {
             s.rate_limited += 1;
             limited(&l)
+        } else if let Some(wait) = over_write_limit(&mut s, &method, arrived) {
+            s.rate_limited += 1;
+            limited(&Limit::secondary(403, wait.as_secs_f64().ceil().max(1.0) as u64))
         } else if !authorized(&s, &headers) {
             message(401, "Bad credentials")
         } else {

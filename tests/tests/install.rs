@@ -400,3 +400,105 @@ fn a_step_name_as_argument_is_refused() {
     assert!(stderr(&out).contains("takes no arguments") && stderr(&out).contains("hint:"), "{}", stderr(&out));
     assert_eq!(outputs, "");
 }
+
+#[test]
+fn plain_http_to_a_host_that_only_looks_like_loopback_is_refused() {
+    let case = Case::new();
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    // Each names another host: a subdomain starting with the address, user info before `@`, a name that
+    // starts with `localhost`, a port followed by user info, an address out of range.
+    for url in [
+        "http://127.0.0.1.evil.example",
+        "http://127.0.0.1@evil.example",
+        "http://127.0.0.1:80@evil.example",
+        "http://localhost.evil.example:8080",
+        "http://127.0.0.300",
+    ] {
+        let (out, outputs) =
+            case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", url)]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr(&out));
+        assert!(stderr(&out).contains("only https is allowed"), "{url}: {}", stderr(&out));
+        assert!(stderr(&out).contains("hint:"), "{url}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("downloading"), "{url}: refused only after trying: {}", stderr(&out));
+        assert_eq!(outputs, "");
+    }
+}
+
+/// A server on 127.0.0.1 that answers every request with a redirect to `to`, counting the requests.
+fn redirect_to(to: String) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let _ = stream.write_all(
+                format!("HTTP/1.1 302 Found\r\nLocation: {to}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    Server { url, hits }
+}
+
+#[test]
+fn a_plain_http_download_follows_no_redirect() {
+    let case = Case::new();
+    case.serve_archive(&std::fs::read(&case.good_archive).unwrap());
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    // The archive is good and its checksum holds: only the redirect to another origin is wrong.
+    let elsewhere = serve(case.served.clone());
+    let origin = redirect_to(elsewhere.url.clone());
+    let (out, outputs) =
+        case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", &origin.url)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("download of") && stderr(&out).contains("failed"), "{}", stderr(&out));
+    assert_eq!(outputs, "");
+    assert!(origin.hits.load(Ordering::SeqCst) >= 1, "the origin was asked");
+    assert_eq!(elsewhere.hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+    assert!(!case.extracted());
+}
+
+#[test]
+fn an_archive_whose_top_folder_is_a_symlink_is_refused_and_nothing_outside_changes() {
+    let case = Case::new();
+    // Outside the install folder: a file at the path the link would lead the chmod to.
+    let outside = case.tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("gangplank"), "not an executable\n").unwrap();
+    std::fs::set_permissions(outside.join("gangplank"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let stage = case.tmp.path().join("evil-stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    let top = format!("gangplank-{VERSION}-{TARGET}");
+    std::os::unix::fs::symlink(&outside, stage.join(&top)).unwrap();
+    let evil = case.tmp.path().join("evil.tar.gz");
+    let status =
+        std::process::Command::new("tar").arg("-czf").arg(&evil).arg("-C").arg(&stage).arg(&top).status().unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&evil).unwrap();
+    case.serve_archive(&bytes);
+    // The checksum holds: a compromised release, or a mistake in packaging, not a download gone wrong.
+    case.write_checksums(&format!("{}  {}\n", sha256_hex(&bytes), archive_name()));
+    let server = serve(case.served.clone());
+    let (out, outputs) =
+        case.run(&case.tools(true), &[("GANGPLANK_ACTION_REF", "v1.2.3"), ("GANGPLANK_DOWNLOAD_URL", &server.url)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("holds a link"), "{}", stderr(&out));
+    assert_eq!(outputs, "");
+    let mode = std::fs::metadata(outside.join("gangplank")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the file outside the install folder was chmodded");
+}

@@ -6,9 +6,17 @@
 //! - serial: the same binary with `--concurrency 1`, i.e. the same requests (list, public key, one PUT per
 //!   secret) sent one after the other, as a shell loop over the API would.
 //!
-//! Prints both wall times, the ratio (target ≥ 3×), the rate-limit answers of the gangplank run (target 0),
-//! the most requests in flight, and checks that every secret decrypts to its value. `BENCH_TIMELINE=1`
-//! also prints every request with its start and end (ms) as the stand-in saw it.
+//! Both with `--write-interval 0s` (no pacing, a server without write limits), so the figure is about
+//! concurrency alone. Prints both wall times, the ratio (target ≥ 3×), the rate-limit answers of the gangplank
+//! run (target 0), the most requests in flight, and checks that every secret decrypts to its value.
+//!
+//! Then pacing: the stand-in also enforces GitHub's content-creation limit as documented (80 writes in any
+//! 60 s; one more gets a 403 secondary limit with `retry-after`), and the same 100 secrets are written
+//! unpaced (`--write-interval 0s`, what sync-secrets did before pacing) and paced (the default `1s`). Prints the
+//! wall time, the refused writes (target 0 paced) and the most writes in any 60 s. This part takes about
+//! three minutes of real time: the limit is per minute.
+//!
+//! `BENCH_TIMELINE=1` also prints every request with its start and end (ms) as the stand-in saw it.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,7 +34,12 @@ struct Measured {
     requests: usize,
     rate_limited: usize,
     max_in_flight: usize,
+    /// The most successful writes that started in any 60 s.
+    max_writes_per_minute: usize,
 }
+
+/// GitHub's content-creation limit: 80 writes a minute.
+const WRITE_LIMIT: (usize, Duration) = (80, Duration::from_secs(60));
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {
@@ -49,8 +62,8 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::write(dir.path().join("secrets.yml"), manifest)?;
     std::fs::write(dir.path().join("values.env"), values)?;
 
-    let gangplank = measure(&bin, dir.path(), None, &expected)?;
-    let serial = measure(&bin, dir.path(), Some(1), &expected)?;
+    let gangplank = measure(&bin, dir.path(), &["--write-interval", "0s"], None, &expected)?;
+    let serial = measure(&bin, dir.path(), &["--write-interval", "0s", "--concurrency", "1"], None, &expected)?;
     let ratio = serial.wall.as_secs_f64() / gangplank.wall.as_secs_f64();
 
     println!(
@@ -75,13 +88,40 @@ pub fn run(args: &[String]) -> Result<()> {
     if ratio < 3.0 || gangplank.rate_limited > 0 {
         println!("  BUDGET MISSED");
     }
+
+    eprintln!("pacing: two runs under GitHub's content-creation limit (about three minutes)…");
+    let unpaced = measure(&bin, dir.path(), &["--write-interval", "0s"], Some(WRITE_LIMIT), &expected)?;
+    let paced = measure(&bin, dir.path(), &[], Some(WRITE_LIMIT), &expected)?;
+    println!(
+        "sync-secrets pacing: {SECRETS} secrets, stand-in refuses more than 80 writes in any 60 s (GitHub's rule)"
+    );
+    for (name, m) in [("unpaced (write-interval 0s)", &unpaced), ("paced (default 1s)", &paced)] {
+        println!(
+            "  {name:<28} {:>7.2} s  {} requests, {} refused by the limit, at most {} writes in 60 s",
+            m.wall.as_secs_f64(),
+            m.requests,
+            m.rate_limited,
+            m.max_writes_per_minute
+        );
+    }
+    println!("  refused writes paced: {} (target 0)", paced.rate_limited);
+    if paced.rate_limited > 0 || paced.max_writes_per_minute > WRITE_LIMIT.0 {
+        println!("  BUDGET MISSED");
+    }
     Ok(())
 }
 
-fn measure(bin: &Path, dir: &Path, concurrency: Option<u32>, expected: &[(String, String)]) -> Result<Measured> {
+fn measure(
+    bin: &Path,
+    dir: &Path,
+    extra: &[&str],
+    write_limit: Option<(usize, Duration)>,
+    expected: &[(String, String)],
+) -> Result<Measured> {
     let gh = GitHub::start();
     gh.set_latency(LATENCY);
     gh.set_concurrency_cap(Some(CAP));
+    gh.set_write_limit(write_limit);
     let mut cmd = Command::new(bin);
     cmd.arg("sync-secrets")
         .current_dir(dir)
@@ -91,9 +131,7 @@ fn measure(bin: &Path, dir: &Path, concurrency: Option<u32>, expected: &[(String
         .env_remove("GITHUB_OUTPUT")
         .env_remove("GITHUB_STEP_SUMMARY")
         .env_remove("GITHUB_ACTIONS");
-    if let Some(c) = concurrency {
-        cmd.args(["--concurrency", &c.to_string()]);
-    }
+    cmd.args(extra);
     let t = Instant::now();
     let out = cmd.output().context("running sync-secrets")?;
     let wall = t.elapsed();
@@ -111,8 +149,13 @@ fn measure(bin: &Path, dir: &Path, concurrency: Option<u32>, expected: &[(String
             bail!("{name} did not decrypt to its value on the stand-in");
         }
     }
+    let writes: Vec<u64> =
+        gh.requests().iter().filter(|r| r.method != "GET" && r.status < 300).map(|r| r.started_ms).collect();
+    let max_writes_per_minute =
+        writes.iter().map(|&t| writes.iter().filter(|&&u| u >= t && u < t + 60_000).count()).max().unwrap_or(0);
     Ok(Measured {
         wall,
+        max_writes_per_minute,
         requests: gh.requests().len(),
         rate_limited: gh.rate_limited(),
         max_in_flight: gh.max_in_flight(),

@@ -43,13 +43,14 @@ fn clean_relative(p: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-fn mode_of(meta: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    if meta.permissions().mode() & 0o111 != 0 {
-        0o755
-    } else {
-        0o644
-    }
+/// The mode an uploaded file keeps on the host: its local permission bits, so a 0600 or 0640 file stays
+/// as private as it is in the repository (docs/host-layout.md). Never wider than the local file, and
+/// narrower in three ways: no set-user-ID, set-group-ID or sticky bit (they mean nothing in a
+/// checkout and a set-ID file is dangerous on a server), no write for group and others (a checkout made
+/// under `umask 000` must not leave world-writable files in the app dir), and always readable by its
+/// owner (backups and restores copy it). The env file does not come here: it is always 0600.
+pub fn mode_of(local_mode: u32) -> u32 {
+    (local_mode & 0o755) | 0o400
 }
 
 /// Where a listed compose file or `files` entry lands, relative to the app dir: the host layout mirrors
@@ -97,7 +98,8 @@ pub fn listed_folders(files: &[PathBuf]) -> Vec<String> {
 }
 
 /// Collect the uploads: compose files and `files` (files or folders) under their path in the repository
-/// ([`remote_path`]), the env file as `.env` in the project directory ([`env_remote`], 0600). Every
+/// ([`remote_path`]) with their local mode ([`mode_of`]), the env file as `.env` in the project directory
+/// ([`env_remote`], always 0600, whatever its local mode). Every
 /// missing or unreadable file is an error; all are returned at once.
 pub fn collect(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&Path>) -> (Vec<Upload>, Vec<Error>) {
     let mut ups = vec![];
@@ -108,7 +110,10 @@ pub fn collect(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&P
                 Ok((m, content)) => ups.push(Upload {
                     local: local.to_path_buf(),
                     remote,
-                    mode: mode.unwrap_or_else(|| mode_of(&m)),
+                    mode: mode.unwrap_or_else(|| {
+                        use std::os::unix::fs::PermissionsExt;
+                        mode_of(m.permissions().mode())
+                    }),
                     content,
                 }),
                 Err(e) => errs
@@ -125,7 +130,7 @@ pub fn collect(compose_files: &[PathBuf], files: &[PathBuf], env_file: Option<&P
             );
             continue;
         };
-        read(c, name, Some(0o644), "compose file", &mut ups, &mut errs);
+        read(c, name, None, "compose file", &mut ups, &mut errs);
     }
     for f in files {
         let Some(base) = remote_path(f).map(PathBuf::from) else {
@@ -189,28 +194,36 @@ pub fn staged_path(app_dir: &str, stamp: &str, rel: &str) -> String {
 }
 
 /// The switch: write state.json with the journal (`pending`) first, then back up every live file that
-/// will be replaced (`backups/<rel>.<stamp>`, mode kept) or mark it new (`<rel>.<stamp>.new`), then
-/// move the staged files into place. Every write stays inside the app dir: a destination or folder
-/// that is a symlink is refused before anything moves. Prints `same|changed|new <rel>` per file.
+/// will be replaced (`backups/<rel>.<stamp>`, mode kept by `cp -p`) or mark it new (`<rel>.<stamp>.new`),
+/// then move the staged files into place (`mv` keeps the mode the upload set). Every write stays inside
+/// the app dir: a destination, a folder on its way, a folder under `backups/` or one of gangplank's own
+/// paths that is a symlink is refused before anything moves. Folders made for live files get 0755 (the
+/// files in them keep their own modes; a 0700 folder would hide a bind-mounted `./conf` from a container
+/// that runs as another user); folders under `.gangplank` stay 0700. Prints `same|changed|new <rel>` per
+/// file.
 pub const SWITCH_SCRIPT: &str = r#"set -u
 durable() { sync -- "$@" 2>/dev/null || sync; }
 app=$1; stamp=$2; state=$3; shift 3
 g=$app/.gangplank; st=$g/staging/$stamp; b=$g/backups
 umask 077
+nolink() { if [ -L "$1" ]; then echo "$1 is a symlink: refusing to write through it" >&2; exit 1; fi; }
+for d in "$app" "$g" "$g/state.json" "$g/staging" "$b"; do nolink "$d"; done
 for rel in "$@"; do
-  dest=$app/$rel; d=$(dirname -- "$dest")
-  while [ "$d" != "$app" ] && [ "$d" != / ] && [ "$d" != . ]; do
-    if [ -L "$d" ]; then echo "$d is a symlink: refusing to write through it" >&2; exit 1; fi
-    d=$(dirname -- "$d")
+  for top in "$app" "$b"; do
+    d=$(dirname -- "$top/$rel")
+    while [ "$d" != "$top" ] && [ "$d" != / ] && [ "$d" != . ]; do nolink "$d"; d=$(dirname -- "$d"); done
   done
+  dest=$app/$rel
   if [ -L "$dest" ]; then echo "$dest is a symlink: refusing to replace it" >&2; exit 1; fi
+  nolink "$b/$rel.$stamp"; nolink "$b/$rel.$stamp.new"
   [ -f "$st/$rel" ] || { echo "the staged copy of $rel is missing" >&2; exit 1; }
 done
 tmp=$g/.state.json.new.$$
 { printf '%s' "$state" > "$tmp" && chmod 644 "$tmp" && mv -f -- "$tmp" "$g/state.json"; } || { rm -f -- "$tmp"; echo "cannot write $g/state.json" >&2; exit 1; }
 for rel in "$@"; do
   dest=$app/$rel
-  mkdir -p -- "$(dirname -- "$b/$rel")" "$(dirname -- "$dest")" || exit 1
+  mkdir -p -- "$(dirname -- "$b/$rel")" || exit 1
+  (umask 022 && mkdir -p -- "$(dirname -- "$dest")") || exit 1
   if [ -e "$dest" ]; then
     if cmp -s -- "$st/$rel" "$dest"; then echo "same $rel"; continue; fi
     cp -p -- "$dest" "$b/$rel.$stamp" || exit 1
@@ -232,14 +245,29 @@ pub fn switch_cmd(app_dir: &str, stamp: &str, state_json: &str, rels: &[String])
     Cmd::script(SWITCH_SCRIPT).arg(app_dir).arg(stamp).arg(state_json).args(rels).privileged().timeout(STEP_TIMEOUT)
 }
 
-/// Put the files of a switch back: a file with a backup gets it again (atomically), a file that was
-/// new goes. Idempotent, so a repair can run it again after a killed restore.
+/// Put the files of a switch back: a file with a backup gets it again (atomically, `cp -p` keeping its
+/// mode), a file that was new goes. Idempotent, so a repair can run it again after a killed restore. A
+/// file whose folder or backup became a symlink since the switch is left alone and reported (exit 1):
+/// a repair never writes or removes outside the app dir.
 pub const RESTORE_SCRIPT: &str = r#"set -u
 durable() { sync -- "$@" 2>/dev/null || sync; }
 app=$1; stamp=$2; shift 2
 b=$app/.gangplank/backups; rc=0
+linked() {
+  for top in "$app" "$b"; do
+    d=$(dirname -- "$top/$1")
+    while [ "$d" != / ] && [ "$d" != . ]; do
+      if [ -L "$d" ]; then echo "$d is a symlink: $1 is not put back through it" >&2; return 0; fi
+      [ "$d" = "$app" ] && break
+      d=$(dirname -- "$d")
+    done
+  done
+  if [ -L "$b/$1.$stamp" ]; then echo "$b/$1.$stamp is a symlink: $1 is not put back from it" >&2; return 0; fi
+  return 1
+}
 for rel in "$@"; do
   dest=$app/$rel
+  if linked "$rel"; then rc=1; continue; fi
   if [ -f "$b/$rel.$stamp" ]; then
     tmp=$(dirname -- "$dest")/.$(basename -- "$dest").gangplank-restore.$$
     { cp -p -- "$b/$rel.$stamp" "$tmp" && mv -f -- "$tmp" "$dest"; } || { rm -f -- "$tmp"; rc=1; }
@@ -343,6 +371,39 @@ mod tests {
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].message.contains("missing.yaml"));
         assert!(!format!("{ups:?}").contains("canary"));
+    }
+
+    #[test]
+    fn uploads_keep_their_local_mode_but_never_a_wider_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let cases = [
+            ("secret.key", 0o600, 0o600),
+            ("group.conf", 0o640, 0o640),
+            ("run.sh", 0o755, 0o755),
+            ("open.txt", 0o666, 0o644),
+            ("setuid", 0o4777, 0o755),
+        ];
+        std::fs::create_dir(root.join("f")).unwrap();
+        for (name, local, _) in cases {
+            std::fs::write(root.join("f").join(name), name).unwrap();
+            std::fs::set_permissions(root.join("f").join(name), std::fs::Permissions::from_mode(local)).unwrap();
+        }
+        std::fs::write(root.join("compose.yaml"), "services: {}\n").unwrap();
+        std::fs::set_permissions(root.join("compose.yaml"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        // A world-readable env file is still uploaded as 0600: it is secret whatever its local mode.
+        std::fs::write(root.join("prod.env"), "A=b\n").unwrap();
+        std::fs::set_permissions(root.join("prod.env"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ups, errs) = collect(&[root.join("compose.yaml")], &[root.join("f")], Some(&root.join("prod.env")));
+        assert!(errs.is_empty(), "{errs:?}");
+        let got: Vec<(String, u32)> = ups.iter().map(|u| (u.remote.clone(), u.mode)).collect();
+        let mut want = vec![("compose.yaml".to_string(), 0o600)];
+        let mut files: Vec<_> = cases.iter().map(|(n, _, m)| (format!("f/{n}"), *m)).collect();
+        files.sort();
+        want.extend(files);
+        want.push((".env".into(), 0o600));
+        assert_eq!(got, want);
     }
 
     #[test]

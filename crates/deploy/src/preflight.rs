@@ -38,10 +38,22 @@ pub fn missing_cmd(paths: &[String]) -> Cmd {
 }
 
 /// Every host check in one round trip. Prints `key=value` lines: `root=` (Docker data root) or
-/// `daemon_err=`, `compose=v2|v1|none`, `df=` (free KiB there), `appdir=ok` or the reason, and one
-/// `missing=` per referenced path that does not exist (`~/…` in the home of the user compose runs as).
-/// Reads only.
-pub const PREFLIGHT_SCRIPT: &str = r#"app=$1; shift
+/// `daemon_err=`, `compose=v2|v1|none`, `df=` (free KiB there), `appdir=ok` or the reason, one
+/// `symlink=` per path the deploy would write through or replace that is a symlink (the app dir, gangplank's
+/// own paths, each upload and the folders on its way, the folders its backup goes to), and one `missing=`
+/// per referenced path that does not exist (`~/…` in the home of the user compose runs as). Reads only.
+pub const PREFLIGHT_SCRIPT: &str = r#"app=$1; n=$2; shift 2
+link() { if [ -L "$1" ]; then printf 'symlink=%s\n' "$1"; fi; }
+g=$app/.gangplank
+for p in "$app" "$g" "$g/lock" "$g/state.json" "$g/audit.log" "$g/backups" "$g/staging"; do link "$p"; done
+i=0
+while [ "$i" -lt "$n" ]; do
+  rel=$1; shift; i=$((i+1))
+  p=$app/$rel
+  while [ "$p" != "$app" ] && [ "$p" != / ] && [ "$p" != . ]; do link "$p"; p=$(dirname -- "$p"); done
+  p=$(dirname -- "$g/backups/$rel")
+  while [ "$p" != "$g/backups" ] && [ "$p" != / ] && [ "$p" != . ]; do link "$p"; p=$(dirname -- "$p"); done
+done
 if root=$(docker info --format '{{.DockerRootDir}}' 2>&1) && [ -n "$root" ]; then echo "root=$root"
 else echo "daemon_err=$(printf '%s' "$root" | tail -n 2 | tr '\n' ' ')"; root=; fi
 if docker compose version >/dev/null 2>&1; then echo compose=v2
@@ -57,11 +69,13 @@ if [ -f "$app/.gangplank/state.json" ] && [ ! -L "$app/.gangplank/state.json" ];
 
 /// The one preflight command: [`PREFLIGHT_SCRIPT`] with [`APP_DIR_SCRIPT`] handed over in the
 /// environment (fixed text, never data).
-pub fn preflight_cmd(app_dir: &str, paths: &[String]) -> Cmd {
+pub fn preflight_cmd(app_dir: &str, uploads: &[String], paths: &[String]) -> Cmd {
     Cmd::new("env")
         .arg(format!("APP_DIR_CHECK={APP_DIR_SCRIPT}"))
         .args(["sh", "-c", PREFLIGHT_SCRIPT, "gangplank"])
         .arg(app_dir)
+        .arg(uploads.len().to_string())
+        .args(uploads)
         .args(paths)
         .privileged()
 }
@@ -72,6 +86,8 @@ pub struct Checks<'a> {
     pub min_free_disk: u64,
     /// Paths the compose model needs that no upload provides ([`crate::model::check`]).
     pub host_references: &'a [HostRef],
+    /// Where the uploads land, relative to the app dir: none may be, or sit below, a symlink.
+    pub uploads: &'a [String],
 }
 
 /// What preflight learnt about the host.
@@ -97,7 +113,7 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
     }
 
     let paths: Vec<String> = checks.host_references.iter().map(|r| r.path.clone()).collect();
-    let out = exec.run(&preflight_cmd(checks.app_dir, &paths)).map_err(|e| vec![e])?;
+    let out = exec.run(&preflight_cmd(checks.app_dir, checks.uploads, &paths)).map_err(|e| vec![e])?;
     let all = out.stdout_str();
     let (text, state_text) = match all.split_once("\n@@state\n") {
         Some((t, s)) => (format!("{t}\n"), s.to_string()),
@@ -157,6 +173,19 @@ pub fn run(exec: &mut dyn Executor, checks: &Checks) -> Result<HostFacts, Vec<Er
         );
     }
 
+    // Each link once, however many uploads go through it.
+    let mut links: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("symlink=")).collect();
+    links.sort_unstable();
+    links.dedup();
+    for link in links {
+        errs.push(
+            Error::bad_input(format!(
+                "`{link}` on {host} is a symlink: gangplank writes only inside app-dir, never through or over a link"
+            ))
+            .hint("replace the link with the folder or file itself (or set `app-dir` to the folder it points to), then run again"),
+        );
+    }
+
     for missing in text.lines().filter_map(|l| l.strip_prefix("missing=")) {
         // Each path is asked once, so each missing one is one error naming everything that uses it.
         if let Some(r) = checks.host_references.iter().find(|r| r.path == missing) {
@@ -202,7 +231,8 @@ mod tests {
             message: "`/srv/shared`, the bind mount source of service `web`, does not exist on".into(),
             hint: "create it".into(),
         }];
-        let errs = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1, host_references: &refs }).unwrap_err();
+        let errs = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1, host_references: &refs, uploads: &[] })
+            .unwrap_err();
         let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(errs.len(), 4, "{msgs:#?}");
         assert!(msgs[0].contains("Docker daemon on deploy@h:22 is not reachable: Cannot connect"));
@@ -216,7 +246,8 @@ mod tests {
     #[test]
     fn sudo_that_would_prompt_stops_preflight_with_a_hint() {
         let mut r = Recording::new("h", true).reply("sudo -n true", fail("sudo: a password is required"));
-        let errs = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1, host_references: &[] }).unwrap_err();
+        let errs = run(&mut r, &Checks { app_dir: "/opt/app", min_free_disk: 1, host_references: &[], uploads: &[] })
+            .unwrap_err();
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("sudo would ask for a password"));
         assert!(errs[0].hint.as_deref().unwrap().contains("NOPASSWD"));
@@ -225,11 +256,17 @@ mod tests {
     #[test]
     fn low_disk_and_a_healthy_host() {
         let host = || answering("root=/var/lib/docker\ncompose=v1\ndf=1024\nappdir=ok\n");
-        let errs = run(&mut host(), &Checks { app_dir: "/opt/app", min_free_disk: 2 << 20, host_references: &[] })
-            .unwrap_err();
+        let errs = run(
+            &mut host(),
+            &Checks { app_dir: "/opt/app", min_free_disk: 2 << 20, host_references: &[], uploads: &[] },
+        )
+        .unwrap_err();
         assert!(errs[0].message.contains("only 1.0MiB free"), "{}", errs[0].message);
-        let facts =
-            run(&mut host(), &Checks { app_dir: "/opt/app", min_free_disk: 1 << 20, host_references: &[] }).unwrap();
+        let facts = run(
+            &mut host(),
+            &Checks { app_dir: "/opt/app", min_free_disk: 1 << 20, host_references: &[], uploads: &[] },
+        )
+        .unwrap();
         assert_eq!(facts.flavor, Flavor::V1);
     }
 
@@ -245,7 +282,7 @@ mod tests {
             "~/.gangplank-no-such-file".to_string(),
             "~".to_string(),
         ];
-        let out = Local::new(false).run(&preflight_cmd(app.to_str().unwrap(), &paths)).unwrap();
+        let out = Local::new(false).run(&preflight_cmd(app.to_str().unwrap(), &[], &paths)).unwrap();
         let text = out.stdout_str();
         assert!(text.contains("\nappdir=ok\n"), "{text}");
         assert!(text.contains(&format!("missing={}/gone $x\n", d.path().display())), "{text}");
@@ -253,5 +290,25 @@ mod tests {
         // `~` and `~/…` are looked up in the home folder.
         assert!(text.contains("missing=~/.gangplank-no-such-file\n") && !text.contains("missing=~\n"), "{text}");
         assert!(!app.exists(), "preflight creates nothing");
+    }
+
+    #[test]
+    fn symlinks_on_the_way_of_an_upload_or_its_backup_are_reported_once() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let app = d.path().join("app");
+        std::fs::create_dir_all(app.join(".gangplank/backups")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), app.join("conf")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), app.join(".gangplank/backups/data")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), app.join(".env")).unwrap();
+        let uploads: Vec<String> =
+            ["conf/a.conf", "conf/b.conf", "data/seed.sql", ".env", "compose.yaml"].map(String::from).to_vec();
+        let out = Local::new(false).run(&preflight_cmd(app.to_str().unwrap(), &uploads, &[])).unwrap();
+        let mut links: Vec<String> =
+            out.stdout_str().lines().filter_map(|l| l.strip_prefix("symlink=")).map(String::from).collect();
+        links.sort();
+        links.dedup();
+        let a = app.display();
+        assert_eq!(links, vec![format!("{a}/.env"), format!("{a}/.gangplank/backups/data"), format!("{a}/conf")]);
     }
 }

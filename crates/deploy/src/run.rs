@@ -179,6 +179,7 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
                     app_dir: &cfg.app_dir,
                     min_free_disk: cfg.min_free_disk,
                     host_references: &host_refs,
+                    uploads: &uploads.iter().map(|u| u.remote.clone()).collect::<Vec<_>>(),
                 };
                 match preflight::run(exec.as_mut(), &checks) {
                     Ok(facts) => hosts.push((h.clone(), exec, facts)),

@@ -76,6 +76,9 @@ impl Case {
             .env("GITHUB_OUTPUT", &out_file)
             .env("GITHUB_STEP_SUMMARY", &summary_file)
             .env("RUNNER_TEMP", self.dir.path())
+            // The stand-in has no write limit unless a test sets one, so writes go unpaced here (as on a
+            // server without limits) and the suite stays fast; pacing has its own test, which sets it.
+            .env("INPUT_WRITE_INTERVAL", "0s")
             .envs(env.iter().copied());
         cmd
     }
@@ -469,6 +472,49 @@ fn never_more_requests_in_flight_than_the_concurrency() {
     assert_eq!(gh.secrets(&Scope::Repo("acme/app".into())).len(), n);
 }
 
+/// GitHub's content-creation limit, scaled down (8 writes in any 2 s instead of 80 a minute): unpaced, a
+/// burst of writes runs into it; paced by `write-interval`, no write is ever refused and every value lands.
+#[test]
+fn writes_are_paced_under_githubs_content_creation_limit() {
+    let gh = GitHub::start();
+    gh.set_latency(Duration::from_millis(20));
+    let window = Duration::from_secs(2);
+    let n = 12;
+    let manifest: String = std::iter::once("defaults: {targets: [github]}\nvalues:\n".to_string())
+        .chain((0..n).map(|i| format!("  KEY_{i}: {{}}\n")))
+        .collect();
+    let values: String = (0..n).map(|i| format!("KEY_{i}={}\n", random_value(24, 300 + i as u64))).collect();
+    let case = Case::new(&manifest, &values);
+    let puts = |gh: &GitHub| -> Vec<u64> {
+        gh.requests().iter().filter(|r| r.method == "PUT" && r.status < 300).map(|r| r.started_ms).collect()
+    };
+
+    // Unpaced (as before pacing): the burst is refused past the limit, and waited out.
+    gh.set_write_limit(Some((8, window)));
+    let r = case.gh(&gh, "apply", &["--write-interval", "0s"], &[]);
+    r.assert_code(0);
+    assert!(gh.rate_limited() >= 1, "an unpaced burst of {n} writes stays under the limit?");
+
+    // Paced: 300 ms between writes is at most 7 in any 2 s, so GitHub never has to refuse one.
+    let changed: String = (0..n).map(|i| format!("KEY_{i}=x{}\n", random_value(24, 300 + i as u64))).collect();
+    let case = Case::new(&manifest, &changed);
+    gh.reset_stats();
+    gh.set_write_limit(Some((8, window)));
+    let r = case.gh(&gh, "apply", &["--write-interval", "300ms"], &[]);
+    r.assert_code(0);
+    assert_eq!(gh.rate_limited(), 0, "{}", r.stderr);
+    let starts = puts(&gh);
+    assert_eq!(starts.len(), n);
+    // The stand-in sees each write when it arrives, a few ms after it left: gaps jitter, the span does not.
+    assert!(starts.windows(2).all(|w| w[1] - w[0] >= 200), "{starts:?}");
+    assert!(starts[n - 1] - starts[0] >= 300 * (n as u64 - 1) - 150, "{starts:?}");
+    assert!(r.stderr.contains("waited for their turn"), "{}", r.stderr);
+    let repo = Scope::Repo("acme/app".into());
+    for i in 0..n {
+        assert_eq!(gh.secret(&repo, &format!("KEY_{i}")), Some(format!("x{}", random_value(24, 300 + i as u64))));
+    }
+}
+
 #[test]
 fn token_and_repository_errors_are_explained() {
     let gh = GitHub::start();
@@ -524,6 +570,7 @@ fn help_lists_every_input() {
         "--repository",
         "--prune",
         "--concurrency",
+        "--write-interval",
         "--host",
         "--ssh-key",
         "--known-hosts",

@@ -184,9 +184,15 @@ pub fn drift(local: &BTreeMap<String, String>, remote: &BTreeMap<String, String>
     d
 }
 
-/// Back up the current file into `backups/.env.<stamp>` (mode 0600) and keep the newest `keep`.
+/// Back up the current file into `backups/.env.<stamp>` (mode 0600) and keep the newest `keep`. A `.env`,
+/// backups folder or `.gangplank` that is a symlink is refused before anything is written: a copy would
+/// take the link's target (another file's content kept as a backup), and the upload's rename would replace
+/// the link, or write through a linked folder, outside the app dir (issue 14).
 pub const BACKUP_SCRIPT: &str = r#"set -eu
 f=$1; dir=$2; stamp=$3; keep=$4
+for d in "$f" "$dir" "$(dirname -- "$dir")" "$(dirname -- "$f")"; do
+  if [ -L "$d" ]; then echo "$d is a symlink: gangplank never writes through one" >&2; exit 1; fi
+done
 umask 077
 mkdir -p -- "$dir"
 if [ -e "$f" ]; then
@@ -231,7 +237,14 @@ pub fn write(
             .arg(keep_backups.to_string())
             .privileged(),
         &format!("backing up {path}"),
-    )?;
+    )
+    .map_err(|e| {
+        if e.message.contains("is a symlink") {
+            e.hint("gangplank writes `.env` and its backups only as real files: replace the link with the file itself, or point `remote-env-path` at the file the link names")
+        } else {
+            e
+        }
+    })?;
     ex.upload(path, content.as_bytes(), 0o600)?;
     let out = ex.check(&Cmd::script(VERIFY_SCRIPT).arg(path).privileged(), &format!("verifying {path}"))?;
     let text = out.stdout_str();

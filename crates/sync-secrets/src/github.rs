@@ -6,6 +6,15 @@
 //! exponential backoff with jitter on secondary limits without a hint and on 5xx, and a bounded number of
 //! retries. GitHub's own advice for its secondary limits is to avoid concurrent bursts and to honour these
 //! headers: <https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api>.
+//!
+//! Writes are also paced before GitHub has to say anything ([`Pace`]), by its documented secondary limits
+//! (<https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits>):
+//! at most 100 concurrent requests; at most 900 points per minute per REST endpoint, a POST, PATCH, PUT or
+//! DELETE costing 5 (so 180 writes a minute to one endpoint); at most 80 content-creating requests a minute
+//! and 500 an hour; and, from the best-practices page, "wait at least one second between each" mutative
+//! request when making many. Every write (PUT/POST/PATCH/DELETE, retries included) waits for its turn:
+//! `write-interval` after the previous write started (1 s by default, i.e. 60 a minute, under both per-minute
+//! limits), and never more than 80 in any minute or 500 in any hour. Reads are not paced.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,10 +53,81 @@ impl Method {
     }
 }
 
+/// GitHub's content-creation limits (module docs): writes in any rolling minute and hour.
+pub const WRITES_PER_MINUTE: usize = 80;
+pub const WRITES_PER_HOUR: usize = 500;
+/// GitHub's cap on concurrent requests, shared by REST and GraphQL.
+pub const MAX_CONCURRENCY: u32 = 100;
+
+/// When writes may start: `interval` after the previous one, at most [`WRITES_PER_MINUTE`] a minute and
+/// [`WRITES_PER_HOUR`] an hour. An interval of zero turns pacing off (a GitHub Enterprise Server whose
+/// administrator disabled rate limits, where only the server's answers count).
+pub struct Pace {
+    interval: Duration,
+    started: Mutex<std::collections::VecDeque<Instant>>,
+    /// Writes that had to wait for their turn, and for how long in all.
+    pub waited: AtomicUsize,
+    pub waited_ms: AtomicUsize,
+}
+
+impl Pace {
+    pub fn new(interval: Duration) -> Pace {
+        Pace {
+            interval,
+            started: Mutex::new(Default::default()),
+            waited: AtomicUsize::new(0),
+            waited_ms: AtomicUsize::new(0),
+        }
+    }
+
+    /// How long a write asked for `now` must wait; `None`: it may start, and is counted as started.
+    fn turn(&self, now: Instant) -> Option<Duration> {
+        if self.interval.is_zero() {
+            return None;
+        }
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let hour = Duration::from_secs(3600);
+        while started.front().is_some_and(|t| now.duration_since(*t) >= hour) {
+            started.pop_front();
+        }
+        let mut at = now;
+        if let Some(last) = started.back() {
+            at = at.max(*last + self.interval);
+        }
+        let n = started.len();
+        if n >= WRITES_PER_MINUTE {
+            at = at.max(started[n - WRITES_PER_MINUTE] + Duration::from_secs(60));
+        }
+        if n >= WRITES_PER_HOUR {
+            at = at.max(started[n - WRITES_PER_HOUR] + hour);
+        }
+        if at <= now {
+            started.push_back(now);
+            None
+        } else {
+            Some(at - now)
+        }
+    }
+
+    /// Wait for this write's turn.
+    pub async fn wait(&self) {
+        let mut first = true;
+        while let Some(wait) = self.turn(Instant::now()) {
+            if first {
+                self.waited.fetch_add(1, Ordering::Relaxed);
+                first = false;
+            }
+            self.waited_ms.fetch_add(wait.as_millis() as usize, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 pub struct Gh {
     oc: Octocrab,
     repo: String,
     sem: Semaphore,
+    pub pace: Pace,
     pause_until: Mutex<Option<Instant>>,
     max_retries: u32,
     /// Rate-limit answers seen (and waited out).
@@ -59,7 +139,14 @@ pub struct Gh {
 const TOKEN_HINT: &str = "use a fine-grained token or GitHub App token with `Secrets: read and write` and `Variables: read and write` on the repository (`Environments` too for environment secrets, organization `Secrets`/`Variables` for org entries); the workflow's GITHUB_TOKEN cannot write secrets";
 
 impl Gh {
-    pub fn new(api_url: &str, token: &Secret, repo: &str, concurrency: usize, max_retries: u32) -> Result<Gh> {
+    pub fn new(
+        api_url: &str,
+        token: &Secret,
+        repo: &str,
+        concurrency: usize,
+        max_retries: u32,
+        write_interval: Duration,
+    ) -> Result<Gh> {
         let bad_url = |e: String| {
             Error::bad_input(format!("api-url `{api_url}` is not a URL: {e}"))
                 .hint("leave `api-url` unset for github.com, or use https://HOST/api/v3 for GitHub Enterprise Server")
@@ -73,7 +160,8 @@ impl Gh {
         Ok(Gh {
             oc,
             repo: repo.to_string(),
-            sem: Semaphore::new(concurrency.max(1)),
+            sem: Semaphore::new(concurrency.clamp(1, MAX_CONCURRENCY as usize)),
+            pace: Pace::new(write_interval),
             pause_until: Mutex::new(None),
             max_retries,
             rate_limited: AtomicUsize::new(0),
@@ -151,6 +239,11 @@ impl Gh {
         let mut attempt = 0u32;
         loop {
             self.wait_for_pause().await;
+            if method != Method::Get {
+                self.pace.wait().await;
+                // A pause GitHub asked for while this write waited its turn still holds.
+                self.wait_for_pause().await;
+            }
             let (status, headers, text) = match self.send_once(method, path, body).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -333,4 +426,40 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_paced_by_interval_per_minute_and_per_hour() {
+        let t0 = Instant::now();
+        let p = Pace::new(Duration::from_millis(500));
+        assert_eq!(p.turn(t0), None);
+        assert_eq!(p.turn(t0), Some(Duration::from_millis(500)), "the interval after the previous write");
+        assert_eq!(p.turn(t0 + Duration::from_millis(500)), None);
+        // With a short interval the minute's 80 writes come first, then the 81st waits for the first to age.
+        let p = Pace::new(Duration::from_millis(1));
+        let mut t = t0;
+        for _ in 0..WRITES_PER_MINUTE {
+            while let Some(w) = p.turn(t) {
+                t += w;
+            }
+        }
+        let wait = p.turn(t).expect("the 81st write waits");
+        assert_eq!(t + wait, t0 + Duration::from_secs(60));
+        // 500 an hour: after 500 writes spread over minutes, the 501st waits for the first to be an hour old.
+        let mut t = t0 + Duration::from_secs(60);
+        for _ in WRITES_PER_MINUTE..WRITES_PER_HOUR {
+            while let Some(w) = p.turn(t) {
+                t += w;
+            }
+        }
+        let wait = p.turn(t).expect("the 501st write waits");
+        assert_eq!(t + wait, t0 + Duration::from_secs(3600));
+        // Zero: no pacing at all.
+        let p = Pace::new(Duration::ZERO);
+        assert!((0..1000).all(|_| p.turn(t0).is_none()));
+    }
 }

@@ -100,6 +100,10 @@ pub struct Args {
     #[arg(long, env = "INPUT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub concurrency: u32,
 
+    /// Least time between the starts of two GitHub writes (GitHub's advice: 1s); `0s` turns pacing off
+    #[arg(long, env = "INPUT_WRITE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub write_interval: Duration,
+
     /// Retries of one GitHub request after rate limits or server errors
     #[arg(long, env = "INPUT_MAX_RETRIES", default_value_t = 5)]
     pub max_retries: u32,
@@ -250,7 +254,7 @@ pub fn run(args: Args) -> Result<()> {
         let _g = actions::group("plan: github");
         // octocrab's client spawns its worker on the runtime when it is built.
         let _rt = rt.enter();
-        let gh = Gh::new(api, token, repo, args.concurrency as usize, args.max_retries)?;
+        let gh = Gh::new(api, token, repo, args.concurrency as usize, args.max_retries, args.write_interval)?;
         let (gi, ops, keys) = rt.block_on(plan_github(&gh, &m, &values, args.prune, args.mode == Mode::Apply))?;
         items.extend(gi);
         gh_plan = Some((gh, ops, keys));
@@ -306,6 +310,13 @@ pub fn run(args: Args) -> Result<()> {
         let waits = gh.rate_limited.load(Ordering::Relaxed);
         if waits > 0 {
             info(format!("GitHub asked us to slow down {waits} time(s); every request completed after waiting"));
+        }
+        let paced = gh.pace.waited.load(Ordering::Relaxed);
+        if paced > 0 {
+            let secs = gh.pace.waited_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+            info(format!(
+                "{paced} write(s) waited for their turn under GitHub's secondary limits ({secs:.1}s in all; `write-interval`)"
+            ));
         }
     }
     if let Some(cfg) = &env_cfg {

@@ -13,8 +13,13 @@ use crate::error::{Error, Result};
 use crate::exec::Executor;
 
 /// Take the lock: exit 0 and print `acquired` then state.json (read under the lock, saving a round
-/// trip), or exit 3 and print the current owner.json.
+/// trip), or exit 3 and print the current owner.json. Exit 6 when the app dir or one of gangplank's own
+/// paths in it is a symlink: the lock is the first write of every step, so nothing is written through
+/// a link to somewhere outside the app dir (issue 14).
 pub const ACQUIRE_SCRIPT: &str = r#"dir=$1/.gangplank; lock=$dir/lock
+for d in "$1" "$dir" "$lock" "$dir/state.json" "$dir/audit.log" "$dir/backups" "$dir/staging"; do
+  if [ -L "$d" ]; then echo "$d is a symlink: gangplank never writes through one" >&2; exit 6; fi
+done
 if [ "${3:-}" = existing ] && [ ! -d "$dir" ]; then echo absent; exit 5; fi
 mkdir -p -- "$dir" || exit 1
 if mkdir -- "$lock" 2>/dev/null; then
@@ -172,6 +177,16 @@ pub fn acquire_with(
                 }
                 let left = timeout.saturating_sub(start.elapsed());
                 std::thread::sleep(left.min(Duration::from_millis(500)));
+            }
+            6 => {
+                return Err(Error::bad_input(format!(
+                    "nothing was written on {}: {}",
+                    exec.label(),
+                    out.stderr_str().trim()
+                ))
+                .hint(format!(
+                    "gangplank writes only inside `app-dir`: replace the link with a real folder or file, or set `app-dir` to the folder it points to ({app_dir})"
+                )))
             }
             _ => {
                 return Err(Error::failed(format!(

@@ -83,10 +83,16 @@ pub fn run_url() -> Option<String> {
     Some(format!("{}/{}/actions/runs/{}", v("GITHUB_SERVER_URL")?, v("GITHUB_REPOSITORY")?, v("GITHUB_RUN_ID")?))
 }
 
-/// Append one line to `.gangplank/audit.log`.
+/// Append one line to `.gangplank/audit.log`; never through a symlinked `.gangplank` or `audit.log`, which
+/// would append outside the app dir.
 pub fn audit_cmd(app_dir: &str, line: &str) -> Cmd {
-    Cmd::script(r#"mkdir -p -- "$1/.gangplank" && printf '%s\n' "$2" >> "$1/.gangplank/audit.log""#)
-        .arg(app_dir)
-        .arg(line)
-        .privileged()
+    Cmd::script(
+        r#"for d in "$1/.gangplank" "$1/.gangplank/audit.log"; do
+  if [ -L "$d" ]; then echo "$d is a symlink: gangplank never writes through one" >&2; exit 1; fi
+done
+mkdir -p -- "$1/.gangplank" && printf '%s\n' "$2" >> "$1/.gangplank/audit.log""#,
+    )
+    .arg(app_dir)
+    .arg(line)
+    .privileged()
 }
