@@ -453,7 +453,8 @@ fn rate_limits_are_waited_out_and_every_value_lands() {
 #[test]
 fn never_more_requests_in_flight_than_the_concurrency() {
     let gh = GitHub::start();
-    gh.set_latency(Duration::from_millis(40));
+    // Long enough that four requests overlap even on a loaded machine (at 40 ms one run saw only three).
+    gh.set_latency(Duration::from_millis(200));
     gh.set_concurrency_cap(Some(4));
     let n = 30;
     let manifest: String = std::iter::once("defaults: {targets: [github]}\nvalues:\n".to_string())
