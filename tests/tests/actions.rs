@@ -126,7 +126,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("max-retries", Some("5")),
                 ("plan-file", None),
             ];
-            outputs = &["created", "updated", "deleted", "unchanged", "invalid", "plan-file"];
+            outputs = &["created", "updated", "deleted", "unchanged", "unknown", "invalid", "plan-file"];
         }
         other => panic!("no contract for {other}"),
     }

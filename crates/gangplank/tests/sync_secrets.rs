@@ -330,7 +330,8 @@ fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
         assert_eq!(opened, want.as_bytes(), "{name} through PyNaCl");
     }
 
-    // Second run: variables updated in place, secrets updated (GitHub never shows their values).
+    // Second run: a changed variable is updated in place, an unchanged one is left alone, and the secrets are
+    // written again but counted `unknown`, never `updated` (GitHub never shows their values).
     let r = case.gh(
         &gh,
         "apply",
@@ -345,7 +346,8 @@ fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
     );
     r.assert_code(0);
     assert_eq!(gh.variable(&repo, "LLM_PROVIDER").as_deref(), Some("openai"));
-    assert_eq!((r.out("created"), r.out("updated"), r.out("unchanged")), ("0", "7", "1"));
+    assert_eq!((r.out("created"), r.out("updated"), r.out("unchanged"), r.out("unknown")), ("0", "1", "1", "6"));
+    assert_eq!(gh.secret(&repo, "API_KEY").as_deref(), Some(api_key), "written again, the same value");
     assert!(gh.requests().iter().any(|q| q.method == "PATCH" && q.path.ends_with("/variables/LLM_PROVIDER")));
 }
 
@@ -373,7 +375,8 @@ sys.stdout.buffer.write(SealedBox(sk).decrypt(base64.b64decode(os.environ['BOX']
 fn plan_writes_nothing_and_shows_each_action() {
     let gh = GitHub::start();
     let repo = Scope::Repo("acme/app".into());
-    gh.preset_secret(&repo, "API_KEY", "old");
+    // The secret already holds exactly the value of the values file: what a nightly plan sees every night.
+    gh.preset_secret(&repo, "API_KEY", "k9Tq0pLmN3vXy8Rw");
     gh.preset_variable(&repo, "LLM_PROVIDER", "openrouter");
     gh.preset_secret(&repo, "GRADIENT_API_KEY", "old");
     let case = Case::new(
@@ -383,7 +386,11 @@ fn plan_writes_nothing_and_shows_each_action() {
     let r = case.gh(&gh, "plan", &["--prune", "true"], &[]);
     r.assert_code(0);
     assert_eq!(writes(&gh), 0, "plan wrote: {:?}", gh.requests());
-    assert_eq!((r.out("created"), r.out("updated"), r.out("deleted"), r.out("unchanged")), ("1", "1", "1", "1"));
+    assert_eq!(
+        (r.out("created"), r.out("updated"), r.out("deleted"), r.out("unchanged"), r.out("unknown")),
+        ("1", "0", "1", "1", "1"),
+        "an existing secret is unknown, never reported as updated"
+    );
     let plan: serde_json::Value = serde_json::from_str(&r.plan).unwrap();
     let actions: BTreeMap<String, String> = plan["items"]
         .as_array()
@@ -391,7 +398,7 @@ fn plan_writes_nothing_and_shows_each_action() {
         .iter()
         .map(|i| (i["key"].as_str().unwrap().to_string(), i["action"].as_str().unwrap().to_string()))
         .collect();
-    assert_eq!(actions["API_KEY"], "update");
+    assert_eq!(actions["API_KEY"], "unknown");
     assert_eq!(actions["NEW_KEY"], "create");
     assert_eq!(actions["LLM_PROVIDER"], "unchanged");
     assert_eq!(actions["GRADIENT_API_KEY"], "delete");
