@@ -482,3 +482,25 @@ fn output_file_parser_reads_both_forms() {
         [("a", "1"), ("b", "x\ny"), ("c", "")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(got, want);
 }
+
+/// Where the runner finds a local action: `$/…` (GitHub's self-repository form) is the repository at the run's
+/// commit, `./…` the same path in the checkout (`GITHUB_WORKSPACE`, here the repository itself).
+fn resolve_local_uses(uses: &str, workspace: &Path) -> PathBuf {
+    let rest = uses.strip_prefix("$/").or_else(|| uses.strip_prefix("./")).expect("a local action");
+    workspace.join(rest)
+}
+
+#[test]
+fn both_local_forms_run_the_same_shim() {
+    for uses in ["./actions/deploy-remote", "$/actions/deploy-remote"] {
+        let dir = resolve_local_uses(uses, &root());
+        assert_eq!(dir, root().join("actions").join("deploy-remote"), "{uses}");
+        let text = std::fs::read_to_string(dir.join("action.yml")).unwrap();
+        let action: Action = serde_saphyr::from_str(&text).unwrap();
+        let given: BTreeMap<String, String> =
+            [("host", "h"), ("ssh-key", "k"), ("image-tag", "v1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let run = run_action("deploy-remote", &action, &given);
+        assert_eq!(run.args, ["deploy-remote"], "{uses}");
+        assert_eq!(run.env.get("INPUT_IMAGE_TAG").map(String::as_str), Some("v1"), "{uses}");
+    }
+}
