@@ -49,6 +49,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("health-timeout", Some("60s")),
                 ("auto-rollback", Some("true")),
                 ("keep-images", Some("5")),
+                ("max-parallel", Some("1")),
                 ("lock-timeout", Some("5m")),
                 ("force-unlock", Some("false")),
                 ("min-free-disk", Some("1GiB")),
