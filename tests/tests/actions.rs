@@ -498,8 +498,10 @@ fn both_local_forms_run_the_same_shim() {
         assert_eq!(dir, root().join("actions").join("deploy-remote"), "{uses}");
         let text = std::fs::read_to_string(dir.join("action.yml")).unwrap();
         let action: Action = serde_saphyr::from_str(&text).unwrap();
-        let given: BTreeMap<String, String> =
-            [("host", "h"), ("ssh-key", "k"), ("image-tag", "v1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let given: BTreeMap<String, String> = [("host", "h"), ("ssh-key", "k"), ("image-tag", "v1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let run = run_action("deploy-remote", &action, &given);
         assert_eq!(run.args, ["deploy-remote"], "{uses}");
         assert_eq!(run.env.get("INPUT_IMAGE_TAG").map(String::as_str), Some("v1"), "{uses}");
@@ -586,11 +588,7 @@ impl Pipeline {
     }
 
     fn log(&self, name: &str) -> Vec<String> {
-        std::fs::read_to_string(self.tmp.path().join(name))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        std::fs::read_to_string(self.tmp.path().join(name)).unwrap_or_default().lines().map(str::to_string).collect()
     }
 
     /// `cargo` that "builds" the stand-in gangplank and counts itself; `gh` and `docker` for the steps that

@@ -1053,3 +1053,34 @@ fn an_absurd_retry_after_gives_up_without_a_panic() {
     assert!(r.stderr.contains("gave up") && !r.stderr.contains("panicked"), "{}", r.stderr);
     r.assert_no_secret("k9-absurd-wait-value");
 }
+
+/// Without `app-dir`, the server `.env` goes where deploy-remote puts the app by default: `/opt/<app name>`
+/// from the one function in gangplank-core, `Acme/Shop.Web` → `/opt/shop-web` (not `/opt/Shop.Web`). `plan`
+/// only reads the host, and a missing file there reads as empty.
+#[test]
+fn without_app_dir_the_env_file_goes_where_deploy_remote_puts_the_app() {
+    let host = Host::start();
+    let case = Case::new(
+        "defaults: {targets: [env-file]}\nvalues:\n  DB_PASSWORD: {}\n",
+        "DB_PASSWORD=k9Db-shop-web-0123456789\n",
+    );
+    let spec = host.sshd.host_spec();
+    let args = ["--mode", "plan", "--targets", "env-file", "--host", spec.as_str()];
+    let env = [
+        ("INPUT_SSH_KEY", host.sshd.client_key.as_str()),
+        ("INPUT_KNOWN_HOSTS", host.sshd.known_hosts.as_str()),
+        ("GITHUB_REPOSITORY", "Acme/Shop.Web"),
+    ];
+    let r = case.run(&args, &env);
+    r.assert_code(0);
+    let plan: serde_json::Value = serde_json::from_str(&r.plan).unwrap();
+    let place = plan["items"][0]["where"].as_str().unwrap();
+    assert!(place.ends_with(":/opt/shop-web/.env"), "{place}");
+    // The name deploy-remote and rollback derive from the same repository, through the same function.
+    assert_eq!(gangplank_core::app::default_app_name("Acme/Shop.Web").as_deref(), Some("shop-web"));
+
+    // Outside Actions, without a repository, the folder must be given.
+    let r = case.run(&args, &env[..2]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("app-dir"), "{}", r.stderr);
+}

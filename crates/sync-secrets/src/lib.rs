@@ -513,8 +513,10 @@ fn env_config(args: &Args) -> Result<EnvCfg> {
         None => match gangplank_core::app::resolve_app(None, None) {
             Ok((_, dir)) => dir,
             Err(_) => {
-                return Err(Error::bad_input("input `app-dir` is required for the env-file target outside GitHub Actions")
-                    .hint("set `app-dir` to the application's directory on the host, e.g. /opt/myapp"))
+                return Err(Error::bad_input(
+                    "input `app-dir` is required for the env-file target outside GitHub Actions",
+                )
+                .hint("set `app-dir` to the application's directory on the host, e.g. /opt/myapp"))
             }
         },
     };
