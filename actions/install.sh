@@ -20,6 +20,11 @@
 #    own source, with the target directory under RUNNER_TOOL_CACHE so the next step of the job (and later runs on
 #    the same runner) finds it built and cargo has nothing to do.
 #
+# GANGPLANK_RELEASE_CHECKOUT=true says that the checkout is the release commit of the `vX.Y.Z` ref given in
+# GANGPLANK_ACTION_REF (the pipeline's first job, dispatched at a release tag and checked out there): rule 2 then
+# gives way to 3, and the release archive, the same program, is downloaded and checked instead of compiled.
+# With any other ref it changes nothing.
+#
 # GANGPLANK_DOWNLOAD_URL overrides the base URL (default: the releases of the repository the action came from).
 # Plain http is accepted only when that override names a loopback host (127.0.0.0/8, localhost, [::1]): traffic
 # that never leaves the machine cannot be tampered with on the way, and the checksum is still enforced. Tests
@@ -102,6 +107,11 @@ fi
 local_checkout=false
 if [[ -n ${GITHUB_WORKSPACE:-} && $action_path == "$GITHUB_WORKSPACE"/* ]]; then
     local_checkout=true
+fi
+
+if [[ $local_checkout == true && ${GANGPLANK_RELEASE_CHECKOUT:-} == true && $ref =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    say "the checkout is release $ref (GANGPLANK_RELEASE_CHECKOUT): installing its archive instead of building"
+    local_checkout=false
 fi
 
 # Released version: from an exact `vX.Y.Z` ref, else from the archives a release commit's checksums.txt lists.

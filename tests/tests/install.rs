@@ -390,6 +390,39 @@ fn a_checkout_of_the_repository_builds_from_source_even_at_a_release_tag() {
 }
 
 #[test]
+fn a_release_checkout_at_its_tag_downloads_instead_of_building() {
+    // The pipeline's first job at a release tag: the checkout is the release commit, so its archive is installed
+    // and nothing is compiled.
+    let case = Case::new();
+    case.serve_archive(&std::fs::read(&case.good_archive).unwrap());
+    case.write_checksums(&format!("{}  {}\n", case.good_sum(), archive_name()));
+    let server = serve(case.served.clone());
+    let (cargo_dir, log) = fake_cargo(&case);
+    let path = format!("{}:{}", cargo_dir.display(), case.tools(true).display());
+    let workspace = case.tmp.path().to_str().unwrap().to_string();
+    let action_path = case.script.parent().unwrap().join("deploy-remote");
+    let env = |ref_: &'static str| {
+        vec![
+            ("GANGPLANK_ACTION_REF", ref_),
+            ("GANGPLANK_RELEASE_CHECKOUT", "true"),
+            ("GANGPLANK_DOWNLOAD_URL", server.url.as_str()),
+            ("GITHUB_WORKSPACE", workspace.as_str()),
+            ("GANGPLANK_ACTION_PATH", action_path.to_str().unwrap()),
+        ]
+    };
+    let (out, outputs) = case.run(Path::new(&path), &env("v1.2.3"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!log.exists(), "cargo ran at a release checkout");
+    assert!(case.extracted(), "the release archive was installed");
+    assert!(outputs.starts_with("path="), "{outputs}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "downloaded once");
+    // Any other ref is a checkout that may hold anything: it is built, whatever the knob says.
+    let (out, _) = case.run(Path::new(&path), &env("main"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(log.exists(), "a branch checkout is built from source");
+}
+
+#[test]
 fn a_step_name_as_argument_is_refused() {
     // install.sh of the five separate binaries took the binary's name; the one executable takes nothing, and a
     // caller still passing a name is told so instead of getting something it did not ask for.

@@ -124,7 +124,7 @@ fn workflows_follow_the_pipeline_rules() {
 #[test]
 fn the_deploy_pipeline_has_its_shape() {
     let wf = load(&root().join(".github/workflows/deploy.yml"));
-    assert_eq!(wf["concurrency"]["cancel-in-progress"], Value::Bool(false), "a running deploy is never cancelled");
+    assert!(wf.get("concurrency").is_none(), "no workflow-level queue: build and verify of runs may overlap");
     let dispatch = &wf["on"]["workflow_dispatch"]["inputs"];
     for input in ["tag", "emergency", "confirm"] {
         assert!(dispatch.get(input).is_some(), "workflow_dispatch input {input}");
@@ -141,11 +141,16 @@ fn the_deploy_pipeline_has_its_shape() {
     };
     assert!(needs("push").contains(&"guard".to_string()));
     assert!(needs("verify").contains(&"push".to_string()));
-    assert!(needs("secrets").contains(&"verify".to_string()));
-    assert!(needs("deploy").contains(&"secrets".to_string()));
-    assert!(needs("rollback").contains(&"deploy".to_string()));
-    let rollback_if = jobs["rollback"]["if"].as_str().unwrap();
-    assert!(rollback_if.contains("needs.deploy.result == 'failure'"), "{rollback_if}");
+    assert!(needs("deploy").contains(&"verify".to_string()));
+    assert_eq!(jobs.keys().collect::<Vec<_>>(), ["deploy", "guard", "push", "verify"], "rollback is part of deploy");
+    // Only the job that changes the server is queued, and a running deploy is never cancelled.
+    for (name, job) in jobs {
+        assert_eq!(job.get("concurrency").is_some(), name == "deploy", "{name}: concurrency");
+    }
+    let conc = &jobs["deploy"]["concurrency"];
+    assert_eq!(conc["cancel-in-progress"], Value::Bool(false), "a running deploy is never cancelled");
+    let group = conc["group"].as_str().unwrap();
+    assert!(group.contains("workflow_dispatch") && group.contains("github.run_id"), "a dispatch has its own group");
     let guard = jobs["guard"]["steps"][0]["run"].as_str().unwrap();
     assert!(guard.contains("DEPLOY"), "the guard checks confirm = DEPLOY");
 
@@ -153,12 +158,82 @@ fn the_deploy_pipeline_has_its_shape() {
     for action in ["push-registry", "verify-image", "sync-secrets", "deploy-remote", "rollback"] {
         assert!(uses.contains(&format!("$/actions/{action}").as_str()), "deploy.yml uses {action}");
     }
-    assert!(uses.iter().any(|u| u.starts_with("actions/upload-artifact@")), "the record is uploaded");
+    // Every upload replaces the artifact of an earlier attempt: a re-run must not fail with 409.
+    for step in steps(&wf) {
+        if step["uses"].as_str().is_some_and(|u| u.starts_with("actions/upload-artifact@")) {
+            assert_eq!(step["with"]["overwrite"], Value::Bool(true), "{step}");
+        }
+    }
     assert!(
         steps(&wf).iter().any(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/download-artifact@"))
             && s["with"].get("run-id").is_some()),
         "the last successful run's record is downloaded"
     );
+    // One compile per run: only the first job installs (builds) gangplank; every gangplank step of a later job
+    // runs the artifact through GANGPLANK_BIN_DIR.
+    for (name, job) in jobs {
+        for step in job["steps"].as_array().unwrap() {
+            let run = step["run"].as_str().unwrap_or("");
+            assert_eq!(run.contains("install.sh"), name == "guard" && step["id"] == "install", "{name}: {run}");
+            if step["uses"].as_str().is_some_and(|u| u.starts_with("$/actions/")) {
+                assert_eq!(
+                    step["env"]["GANGPLANK_BIN_DIR"].as_str(),
+                    Some("${{ runner.temp }}/gangplank-bin"),
+                    "{name}: {step}"
+                );
+            }
+        }
+    }
+}
+
+/// The pipeline's decision whether to roll back, as deploy.yml's own `decide` step script takes it, for what
+/// deploy-remote can leave behind: `changed` (written early, so it survives a kill), the step's outcome and
+/// `rolled-back`.
+#[test]
+fn the_rollback_fires_exactly_when_a_host_was_changed_and_not_left_healthy() {
+    let wf = load(&root().join(".github/workflows/deploy.yml"));
+    let deploy = wf["jobs"]["deploy"]["steps"].as_array().unwrap();
+    let decide = deploy.iter().find(|s| s["id"] == "decide").unwrap();
+    assert_eq!(decide["if"], "always()", "the decision is taken also in a cancelled or failed job");
+    let script = decide["run"].as_str().unwrap().to_string();
+    for s in deploy.iter().skip_while(|s| s["id"] != "decide").skip(1) {
+        let cond = s["if"].as_str().unwrap_or("");
+        assert!(cond.starts_with("always() && steps.decide.outputs.rollback == 'true'"), "{s}");
+    }
+    let decide = |changed: &str, outcome: &str, rolled_back: &str| -> String {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let ok = scrubbed_command("bash")
+            .args(["--noprofile", "--norc", "-eo", "pipefail", "-c", &script])
+            .env("CHANGED", changed)
+            .env("OUTCOME", outcome)
+            .env("ROLLED_BACK", rolled_back)
+            .env("GITHUB_OUTPUT", &out)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok);
+        std::fs::read_to_string(out).unwrap().trim().to_string()
+    };
+    let cases = [
+        // (changed, outcome, rolled-back, rollback?, what happened)
+        ("true", "success", "false", false, "healthy deploy (also when a later upload failed)"),
+        ("true", "failure", "true", false, "unhealthy, deploy-remote already put it back"),
+        ("true", "failure", "false", true, "unhealthy and the automatic rollback failed"),
+        ("true", "failure", "", true, "killed after the switch (step timeout): only the early `changed` was written"),
+        ("true", "cancelled", "", true, "run cancelled mid-`up`, process killed before it could put it back"),
+        ("true", "cancelled", "true", false, "run cancelled, deploy-remote put it back on SIGINT"),
+        ("false", "failure", "false", false, "exit 2: preflight failed, nothing changed"),
+        ("false", "failure", "false", false, "exit 3: locked, nothing changed"),
+        ("", "failure", "", false, "install failed: deploy-remote never ran"),
+        ("", "skipped", "", false, "an earlier step failed, deploy never started"),
+        ("", "cancelled", "", false, "cancelled before anything changed"),
+    ];
+    for (changed, outcome, rolled_back, want, what) in cases {
+        let want = format!("rollback={want}");
+        assert_eq!(decide(changed, outcome, rolled_back), want, "{what}");
+    }
 }
 
 #[test]

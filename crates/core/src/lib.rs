@@ -1,5 +1,6 @@
 //! gangplank's core: everything the five binaries share.
 //!
+//! - [`app`]: the app's name and folder on the host, derived from the repository in one place.
 //! - [`actions`]: the Actions runner protocol (masks, logs, groups, annotations, outputs, summary).
 //! - [`error`]: one error type, its `hint:` and the exit-code mapping.
 //! - [`secret`]: a value that redacts itself and registers for masking.
@@ -15,6 +16,7 @@
 //! - [`host`]: what every step that writes on a host shares: the lock, audit lines, stamps, run metadata.
 
 pub mod actions;
+pub mod app;
 pub mod cmd;
 pub mod compose;
 pub mod dotenv;

@@ -225,6 +225,7 @@ impl Host {
                 let cmd = self.commands(step).remove(0);
                 // From here on the host may differ from its last release, whatever the answer says.
                 self.switched = true;
+                crate::host_changing();
                 let out = self.ex.check(&cmd, "switching to the new files")?;
                 for l in out.stdout_str().lines() {
                     info(l);
@@ -237,6 +238,7 @@ impl Host {
                     cmd = cmd.timeout(HURRY);
                 }
                 self.upped = true;
+                crate::host_changing();
                 let out = self.ex.run(&cmd)?;
                 if matches!(step, Step::PullUp { .. }) && out.status == gangplank_core::compose::PULL_FAILED {
                     self.upped = false;
@@ -250,7 +252,10 @@ impl Host {
                     ))));
                 }
             }
-            Step::Roll { release, services } => crate::rolling::run(self, release, services)?,
+            Step::Roll { release, services } => {
+                crate::host_changing();
+                crate::rolling::run(self, release, services)?
+            }
             Step::Unroll { .. } => {
                 let mut cmd = self.commands(step).remove(0);
                 if self.hurry {

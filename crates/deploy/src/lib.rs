@@ -56,21 +56,8 @@ pub fn validate_tag(tag: &str, input: &str) -> Result<()> {
     }
 }
 
-/// `app-name` and `app-dir` as both binaries read them: the name defaults to the repository's name,
-/// the directory to `/opt/<app-name>`; the directory must be absolute and is returned without a trailing `/`.
-pub fn resolve_app(app_name: Option<String>, app_dir: Option<String>) -> Result<(String, String)> {
-    let from_repo = || {
-        let repo = std::env::var("GITHUB_REPOSITORY").ok()?;
-        let name = repo.rsplit('/').next()?.to_ascii_lowercase().replace('.', "-");
-        (!name.is_empty()).then_some(name)
-    };
-    let app = app_name.filter(|n| !n.is_empty()).or_else(from_repo).ok_or_else(|| {
-        Error::bad_input("input `app-name` is required outside GitHub Actions").hint("pass `--app-name myapp`")
-    })?;
-    validate_app_name(&app)?;
-    let dir = app_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| format!("/opt/{app}"));
-    Ok((app, gangplank_core::input::absolute_path(&dir, "app-dir")?))
-}
+/// `app-name` and `app-dir`: derived from the repository by the one function sync-secrets uses too.
+pub use gangplank_core::app::{resolve_app, validate_app_name};
 
 /// `health-url` must be an http(s) URL with a host when given, written without white space or control
 /// characters (a URL parser would drop or encode them silently, and the URL is also a curl argument on
@@ -245,20 +232,6 @@ fn walk_entry(entry: &Path, repo: &Path, total: &mut u64, errs: &mut Vec<Error>)
     }
 }
 
-/// A compose project name: lowercase letters, digits, `_` and `-`, starting with a letter or digit
-/// (what both compose v1 and v2 accept unchanged).
-pub fn validate_app_name(name: &str) -> Result<()> {
-    let ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        && name.len() <= 63;
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::bad_input(format!("`app-name` {name:?} is not a valid compose project name"))
-            .hint("use lowercase letters, digits, `-` and `_`, starting with a letter or digit"))
-    }
-}
-
 /// Catch SIGINT and SIGTERM: the run stops at the next step boundary, releasing its lock on the way out.
 /// SIGINT/SIGTERM only set a flag from now on; the engine checks it between steps and the lock guard
 /// releases the lock on the way out. Shared with the other binaries ([`gangplank_core::process`]).
@@ -349,6 +322,30 @@ pub fn summary_table(title: &str, rows: &[Row]) -> String {
         ));
     }
     s
+}
+
+/// Whether `changed=true` goes to `GITHUB_OUTPUT` the moment a host is first changed: 0 off, 1 armed, 2 written.
+static EARLY_CHANGED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Write `changed=true` to `GITHUB_OUTPUT` as soon as the first host is changed, not only at the end: a run
+/// killed before [`publish`] (the runner's SIGKILL after a cancel or a job timeout) still tells the workflow
+/// that a host may differ from its last release, so its rollback step can fire. The runner reads the file
+/// after the step however it ended, and the last value of a name wins, so the final `changed` (also `true`)
+/// written by [`publish`] agrees. Only inside Actions: a local run prints its outputs once, at the end.
+pub fn announce_changes_early() {
+    if std::env::var_os("GITHUB_OUTPUT").is_some_and(|p| !p.is_empty()) {
+        EARLY_CHANGED.store(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Called by the engine right before it changes a host (the file switch, `compose up`).
+pub(crate) fn host_changing() {
+    use std::sync::atomic::Ordering;
+    if EARLY_CHANGED.compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if let Err(e) = gangplank_core::actions::set_output("changed", "true") {
+            gangplank_core::actions::warning("changed", e.message);
+        }
+    }
 }
 
 /// Opens the connection to one host. Binaries pass the SSH executor; tests pass recordings.

@@ -148,6 +148,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let cfg = config(args)?;
+    deploy::announce_changes_early();
     let mut connect = deploy::connect_ssh(&cfg.ssh);
     let out = deploy::deploy(&cfg, &mut connect);
     if cfg.preflight_only && out.error.is_none() {

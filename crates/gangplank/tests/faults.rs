@@ -90,10 +90,17 @@ fn sigkill_mid_deploy_leaves_a_journal_that_the_next_run_repairs() {
     let before = release_files(&fx);
 
     fx.write_env(&format!("APP_TOKEN={ENV_CANARY}\nMODE=new\n"));
-    let (mut child, _gh, _args) = start_deploy(&fx, "broken");
+    let (mut child, gh, _args) = start_deploy(&fx, "broken");
     wait_running(&fx, "broken");
     assert!(unsafe_free_kill(child.id(), "KILL"));
     let _ = child.wait();
+    // Killed before it could publish anything, yet `changed=true` went to GITHUB_OUTPUT the moment the host was
+    // switched: the workflow's rollback step can tell that this host needs putting back (issue 10, item 3).
+    let written = std::fs::read_to_string(gh.path().join("output")).unwrap_or_default();
+    let outputs: std::collections::BTreeMap<String, String> =
+        gangplank_core::actions::parse_output_file(&written).unwrap().into_iter().collect();
+    assert_eq!(outputs.get("changed").map(String::as_str), Some("true"), "{written}");
+    assert_eq!(outputs.get("rolled-back"), None, "nothing claims the host was put back");
     assert!(state(&fx).get("pending").is_some(), "a killed run leaves its journal");
     assert!(fx.app_dir.join(".gangplank/lock").exists(), "and its lock");
 

@@ -333,7 +333,8 @@ fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
         assert_eq!(opened, want.as_bytes(), "{name} through PyNaCl");
     }
 
-    // Second run: variables updated in place, secrets updated (GitHub never shows their values).
+    // Second run: a changed variable is updated in place, an unchanged one is left alone, and the secrets are
+    // written again but counted `unknown`, never `updated` (GitHub never shows their values).
     let r = case.gh(
         &gh,
         "apply",
@@ -348,7 +349,8 @@ fn apply_writes_every_scope_and_every_value_decrypts_exactly() {
     );
     r.assert_code(0);
     assert_eq!(gh.variable(&repo, "LLM_PROVIDER").as_deref(), Some("openai"));
-    assert_eq!((r.out("created"), r.out("updated"), r.out("unchanged")), ("0", "7", "1"));
+    assert_eq!((r.out("created"), r.out("updated"), r.out("unchanged"), r.out("unknown")), ("0", "1", "1", "6"));
+    assert_eq!(gh.secret(&repo, "API_KEY").as_deref(), Some(api_key), "written again, the same value");
     assert!(gh.requests().iter().any(|q| q.method == "PATCH" && q.path.ends_with("/variables/LLM_PROVIDER")));
 }
 
@@ -376,7 +378,8 @@ sys.stdout.buffer.write(SealedBox(sk).decrypt(base64.b64decode(os.environ['BOX']
 fn plan_writes_nothing_and_shows_each_action() {
     let gh = GitHub::start();
     let repo = Scope::Repo("acme/app".into());
-    gh.preset_secret(&repo, "API_KEY", "old");
+    // The secret already holds exactly the value of the values file: what a nightly plan sees every night.
+    gh.preset_secret(&repo, "API_KEY", "k9Tq0pLmN3vXy8Rw");
     gh.preset_variable(&repo, "LLM_PROVIDER", "openrouter");
     gh.preset_secret(&repo, "GRADIENT_API_KEY", "old");
     let case = Case::new(
@@ -386,7 +389,11 @@ fn plan_writes_nothing_and_shows_each_action() {
     let r = case.gh(&gh, "plan", &["--prune", "true"], &[]);
     r.assert_code(0);
     assert_eq!(writes(&gh), 0, "plan wrote: {:?}", gh.requests());
-    assert_eq!((r.out("created"), r.out("updated"), r.out("deleted"), r.out("unchanged")), ("1", "1", "1", "1"));
+    assert_eq!(
+        (r.out("created"), r.out("updated"), r.out("deleted"), r.out("unchanged"), r.out("unknown")),
+        ("1", "0", "1", "1", "1"),
+        "an existing secret is unknown, never reported as updated"
+    );
     let plan: serde_json::Value = serde_json::from_str(&r.plan).unwrap();
     let actions: BTreeMap<String, String> = plan["items"]
         .as_array()
@@ -394,7 +401,7 @@ fn plan_writes_nothing_and_shows_each_action() {
         .iter()
         .map(|i| (i["key"].as_str().unwrap().to_string(), i["action"].as_str().unwrap().to_string()))
         .collect();
-    assert_eq!(actions["API_KEY"], "update");
+    assert_eq!(actions["API_KEY"], "unknown");
     assert_eq!(actions["NEW_KEY"], "create");
     assert_eq!(actions["LLM_PROVIDER"], "unchanged");
     assert_eq!(actions["GRADIENT_API_KEY"], "delete");
@@ -1093,4 +1100,35 @@ fn an_absurd_retry_after_gives_up_without_a_panic() {
     assert!(matches!(r.code, 1 | 2), "exit {}\n{}", r.code, r.stderr);
     assert!(r.stderr.contains("gave up") && !r.stderr.contains("panicked"), "{}", r.stderr);
     r.assert_no_secret("k9-absurd-wait-value");
+}
+
+/// Without `app-dir`, the server `.env` goes where deploy-remote puts the app by default: `/opt/<app name>`
+/// from the one function in gangplank-core, `Acme/Shop.Web` → `/opt/shop-web` (not `/opt/Shop.Web`). `plan`
+/// only reads the host, and a missing file there reads as empty.
+#[test]
+fn without_app_dir_the_env_file_goes_where_deploy_remote_puts_the_app() {
+    let host = Host::start();
+    let case = Case::new(
+        "defaults: {targets: [env-file]}\nvalues:\n  DB_PASSWORD: {}\n",
+        "DB_PASSWORD=k9Db-shop-web-0123456789\n",
+    );
+    let spec = host.sshd.host_spec();
+    let args = ["--mode", "plan", "--targets", "env-file", "--host", spec.as_str()];
+    let env = [
+        ("INPUT_SSH_KEY", host.sshd.client_key.as_str()),
+        ("INPUT_KNOWN_HOSTS", host.sshd.known_hosts.as_str()),
+        ("GITHUB_REPOSITORY", "Acme/Shop.Web"),
+    ];
+    let r = case.run(&args, &env);
+    r.assert_code(0);
+    let plan: serde_json::Value = serde_json::from_str(&r.plan).unwrap();
+    let place = plan["items"][0]["where"].as_str().unwrap();
+    assert!(place.ends_with(":/opt/shop-web/.env"), "{place}");
+    // The name deploy-remote and rollback derive from the same repository, through the same function.
+    assert_eq!(gangplank_core::app::default_app_name("Acme/Shop.Web").as_deref(), Some("shop-web"));
+
+    // Outside Actions, without a repository, the folder must be given.
+    let r = case.run(&args, &env[..2]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("app-dir"), "{}", r.stderr);
 }

@@ -11,7 +11,8 @@
 //!   anchor both ends to match the whole value.
 //! - placeholder detection applies to secrets by default; a `secret: false` entry opts in with its own
 //!   `placeholders:`.
-//! - GitHub never shows a secret's value, so an existing secret is always `update`; variables are compared.
+//! - GitHub never shows a secret's value, so an existing secret is `unknown` (written again by `apply`, counted
+//!   apart from `update`); variables are compared.
 //! - an org entry without `visibility` is `private`.
 //! - in `plan`, the `created`/`updated`/`deleted`/`unchanged` outputs count what `apply` would do.
 //! - `apply` takes each host's deploy lock only around the write of that host's `.env` (and reads the file's
@@ -138,6 +139,12 @@ pub enum Action {
     Update,
     Delete,
     Unchanged,
+    /// An existing secret: GitHub never shows its value, so whether `apply` changes it cannot be known. It is
+    /// written again by `apply` and counted apart, never as `update`: a nightly `plan` would otherwise report
+    /// every secret as changed every night. (A digest of the value stored next to it would make this
+    /// decidable, but a plain hash can be brute-forced for short values, and a keyed one needs a key that is
+    /// itself a secret the step must be given; "unknown" is honest without either.)
+    Unknown,
     Invalid,
 }
 
@@ -148,6 +155,7 @@ impl Action {
             Action::Update => "update",
             Action::Delete => "delete",
             Action::Unchanged => "unchanged",
+            Action::Unknown => "unknown",
             Action::Invalid => "invalid",
         }
     }
@@ -509,13 +517,17 @@ fn env_config(args: &Args) -> Result<EnvCfg> {
         },
         None => e,
     })?;
-    let app_dir = match &args.app_dir {
-        Some(d) if !d.trim().is_empty() => absolute_path(d.trim(), "app-dir")?,
-        _ => match repository(args) {
-            Some(r) => format!("/opt/{}", r.rsplit('/').next().unwrap_or(&r)),
-            None => {
-                return Err(Error::bad_input("input `app-dir` is required for the env-file target")
-                    .hint("set `app-dir` to the application's directory on the host, e.g. /opt/myapp"))
+    // Without `app-dir`, the folder deploy-remote uses by default, from the same function:
+    // `/opt/<app name of the repository>` (`Acme/Shop.Web` → `/opt/shop-web`).
+    let app_dir = match args.app_dir.as_deref().filter(|d| !d.trim().is_empty()) {
+        Some(d) => absolute_path(d.trim(), "app-dir")?,
+        None => match gangplank_core::app::resolve_app(None, None) {
+            Ok((_, dir)) => dir,
+            Err(_) => {
+                return Err(Error::bad_input(
+                    "input `app-dir` is required for the env-file target outside GitHub Actions",
+                )
+                .hint("set `app-dir` to the application's directory on the host, e.g. /opt/myapp"))
             }
         },
     };
@@ -660,8 +672,11 @@ async fn plan_github(
             continue;
         };
         if e.secret {
-            let action = if secrets.contains(&e.name) { Action::Update } else { Action::Create };
-            items.push(item(action, ""));
+            if secrets.contains(&e.name) {
+                items.push(item(Action::Unknown, "set; GitHub never shows a secret's value"));
+            } else {
+                items.push(item(Action::Create, ""));
+            }
             ops.push(op(OpKind::PutSecret, Some(v.expose().to_string())));
         } else {
             match vars.get(&e.name) {
@@ -798,6 +813,7 @@ fn finish(args: &Args, items: &[Item], invalid_keys: usize) -> Result<()> {
         ("updated", count(items, Action::Update)),
         ("deleted", count(items, Action::Delete)),
         ("unchanged", count(items, Action::Unchanged)),
+        ("unknown", count(items, Action::Unknown)),
         ("invalid", invalid_keys),
     ];
     let doc = json!({

@@ -229,8 +229,8 @@ type Streams = (Vec<u8>, Vec<u8>);
 enum Cut {
     Interrupted,
     Deadline,
-    /// Nothing, not even the heartbeat, for [`SILENT_AFTER`].
-    Silent,
+    /// Nothing, not even the heartbeat, for this long ([`SILENT_AFTER`], or less at the command's deadline).
+    Silent(Duration),
     Io(std::io::Error),
 }
 
@@ -293,7 +293,7 @@ impl Executor for SshExecutor {
                 // our back (a `compose up` finishing after we put the previous release back). A silent
                 // or broken connection cannot carry the kill: the next connection does ([`Executor::stranded`]).
                 self.stranded = pgid;
-                if matches!(cut, Cut::Silent | Cut::Io(_)) {
+                if matches!(cut, Cut::Silent(_) | Cut::Io(_)) {
                     // Whatever libssh2 still does on this session (freeing the channel, the goodbye on
                     // drop) must not wait on a host that stopped answering.
                     self.session.set_timeout(1000);
@@ -321,11 +321,11 @@ impl Executor for SshExecutor {
                     ))
                     .hint("the host answers but the command hangs: look at what it waits for (a registry, a lock, a full disk)")),
                     Cut::Deadline => Err(self.lose(&label, "stopping a command past its deadline", "no answer")),
-                    Cut::Silent => {
+                    Cut::Silent(heard_for) => {
                         self.broken = true;
                         Err(Error::lost(format!(
                             "{label} did not answer for {}s (host frozen or network cut?)",
-                            SILENT_AFTER.as_secs()
+                            heard_for.as_secs()
                         ))
                         .hint("check the host and its network; the next run repairs a host left mid-deploy"))
                     }
@@ -431,10 +431,13 @@ fn read_both(
             return Err((Cut::Interrupted, stderr));
         }
         if now - heard >= SILENT_AFTER {
-            return Err((Cut::Silent, stderr));
+            return Err((Cut::Silent(now - heard), stderr));
         }
         if now >= deadline {
-            return Err((Cut::Deadline, stderr));
+            // A host that has not beaten for two beats is not slow but silent: say so, and do not try
+            // to stop the command through it.
+            let silent = now - heard >= 2 * BEAT_EVERY;
+            return Err((if silent { Cut::Silent(now - heard) } else { Cut::Deadline }, stderr));
         }
         if now >= next_keepalive {
             let _ = session.keepalive_send();
