@@ -112,7 +112,10 @@ pub struct GateFailure {
     pub failing: Vec<Container>,
 }
 
-/// Poll quickly at first (100 ms), then back off to every 2 s, until everything passes, something fails
+/// How long the gate polls every 100 ms before it backs off.
+const FAST_POLLING: Duration = Duration::from_secs(2);
+
+/// Poll every 100 ms for [`FAST_POLLING`], then back off to every 2 s, until everything passes, something fails
 /// for good (exited, restarting, unhealthy), or the timeout.
 pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<Vec<Container>, GateFailure>> {
     let start = Instant::now();
@@ -195,7 +198,11 @@ pub fn wait(exec: &mut dyn Executor, gate: &Gate) -> Result<std::result::Result<
             }));
         }
         std::thread::sleep(delay.min(gate.timeout - elapsed));
-        delay = (delay * 2).min(Duration::from_secs(2));
+        // Most releases turn ready within a couple of seconds (a HEALTHCHECK's first run, a server
+        // binding its port): poll every 100 ms that long, then back off.
+        if elapsed >= FAST_POLLING {
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
     }
 }
 
