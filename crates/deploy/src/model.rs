@@ -979,7 +979,7 @@ mod tests {
     #[test]
     fn paths_are_relative_to_the_repository() {
         assert_eq!(relative(Path::new("/w/r"), Path::new("/w/r/deploy/conf")), "deploy/conf");
-        assert_eq!(relative(Path::new("/w/r"), Path::new("/w/shared")), "../shared");
+        assert_eq!(relative(Path::new("/w/r"), Path::new("/w/common")), "../common");
         assert_eq!(relative(Path::new("/w/r"), Path::new("/w/r")), "");
         assert_eq!(normalize(Path::new("deploy/../../x/./y")), PathBuf::from("../x/y"));
         assert_eq!(Loc::Repo(String::new()).shown(), ".");
