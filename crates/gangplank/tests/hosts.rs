@@ -86,26 +86,7 @@ impl Fleet {
     }
 
     fn deploy_args(&self, tag: &str) -> Vec<String> {
-        let mut a = self.ssh_args();
-        a.push(format!("--image-tag={tag}"));
-        a.extend(
-            [
-                "--compose-files",
-                "compose.yaml",
-                "--env-file",
-                "prod.env",
-                "--health-timeout",
-                "20s",
-                "--min-free-disk",
-                "1MiB",
-                "--lock-timeout",
-                "30s",
-                "--health-url",
-            ]
-            .map(String::from),
-        );
-        a.push(format!("http://127.0.0.1:{PORT}/health"));
-        a
+        support::deploy_args(self.ssh_args(), tag, PORT)
     }
 
     fn command(&self, args: &[String]) -> (std::process::Command, tempfile::TempDir) {

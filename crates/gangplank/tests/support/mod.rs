@@ -141,26 +141,7 @@ impl Fixture {
     }
 
     pub fn deploy_args(&self, tag: &str) -> Vec<String> {
-        let mut a = self.ssh_args();
-        a.push(format!("--image-tag={tag}"));
-        a.extend(
-            [
-                "--compose-files",
-                "compose.yaml",
-                "--env-file",
-                "prod.env",
-                "--health-timeout",
-                "20s",
-                "--min-free-disk",
-                "1MiB",
-                "--lock-timeout",
-                "30s",
-            ]
-            .map(String::from),
-        );
-        a.push("--health-url".into());
-        a.push(format!("http://127.0.0.1:{}/health", self.port));
-        a
+        deploy_args(self.ssh_args(), tag, self.port)
     }
 
     pub fn deploy(&self, args: &[String]) -> Run {
@@ -214,6 +195,31 @@ impl Fixture {
             gangplank_core::quote(&self.app_dir())
         ))
     }
+}
+
+/// deploy-remote's arguments after `ssh` (host, key, app): the sample compose file and env file, a
+/// 20 s gate on `/health` of `port` on the host, small disk and lock limits.
+pub fn deploy_args(ssh: Vec<String>, tag: &str, port: u16) -> Vec<String> {
+    let mut a = ssh;
+    a.push(format!("--image-tag={tag}"));
+    a.extend(
+        [
+            "--compose-files",
+            "compose.yaml",
+            "--env-file",
+            "prod.env",
+            "--health-timeout",
+            "20s",
+            "--min-free-disk",
+            "1MiB",
+            "--lock-timeout",
+            "30s",
+        ]
+        .map(String::from),
+    );
+    a.push("--health-url".into());
+    a.push(format!("http://127.0.0.1:{port}/health"));
+    a
 }
 
 pub fn collect(out: Output, gh: &Path, args: &[String]) -> Run {
