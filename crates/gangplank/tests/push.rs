@@ -250,7 +250,7 @@ fn sigterm_during_retries_still_removes_the_login() {
     let mut reg = Registry::start_with_auth(USER, PASS).unwrap();
     reg.stop();
     let tmp = tempfile::tempdir().unwrap();
-    let child = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "push-registry"))
+    let mut child = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "push-registry"))
         .args(["--registry", &reg.addr, "--username", USER, "--images", &s.v1, "--tag", "x"])
         .env("INPUT_PASSWORD", PASS)
         .env("TMPDIR", tmp.path())
@@ -258,22 +258,34 @@ fn sigterm_during_retries_still_removes_the_login() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The login dir exists while the step runs (waiting between login attempts).
+    // The login dir exists while the step runs.
     let has_config = || {
         std::fs::read_dir(tmp.path())
             .unwrap()
             .any(|e| e.unwrap().file_name().to_string_lossy().contains("docker-config"))
     };
-    let t = std::time::Instant::now();
-    while !has_config() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(20), "no temporary docker config appeared");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Signal only once the step says it is waiting to retry: then it is between attempts for sure,
+    // however slow the machine is, and its temporary docker config exists.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("attempt 1 of") {
+                let _ = tx.send(());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the step announced a retry");
+    assert!(has_config(), "no temporary docker config while the step waits to retry");
     let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = reader.join().unwrap();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("interrupted by signal 15"), "{err}");
     assert!(!has_config(), "the temporary docker config survived SIGTERM");
