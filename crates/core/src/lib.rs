@@ -27,6 +27,7 @@ pub mod input;
 pub mod keys;
 pub mod known_hosts;
 pub mod local;
+pub mod metrics;
 pub mod process;
 pub mod secret;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use gangplank_core::input::{list_value, parse_bool, parse_duration, parse_size};
 use gangplank_core::local::{read_input, TEXT_LIMIT};
+use gangplank_core::metrics::{self, Event};
 use gangplank_core::{Error, Result};
 use gangplank_deploy::{self as deploy, DeployConfig, RunMeta};
 
@@ -89,6 +90,10 @@ pub struct Args {
     /// Where the deploy record is written [default: $RUNNER_TEMP/gangplank/deploy-record.json]
     #[arg(long, env = "INPUT_RECORD_FILE")]
     record_file: Option<PathBuf>,
+
+    /// Prometheus textfile (`*.prom`) on the runner to count this run in [default: none]
+    #[arg(long, env = "INPUT_METRICS_FILE")]
+    metrics_file: Option<PathBuf>,
 }
 
 fn config(a: Args) -> Result<DeployConfig> {
@@ -138,8 +143,9 @@ fn config(a: Args) -> Result<DeployConfig> {
 }
 
 /// The whole run after inputs were parsed.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     deploy::install_signal_handlers();
+    let metrics_file = metrics::from_input(args.metrics_file.take())?;
     // The `.env` values are registered before anything else is printed (the preflight group, an error).
     // A file that cannot be read holds nothing to mask; validation and preflight say why.
     if let Some(env) = args.env_file.as_deref().filter(|p| !p.as_os_str().is_empty()) {
@@ -150,6 +156,7 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = config(args)?;
     deploy::announce_changes_early();
     let mut connect = deploy::connect_ssh(&cfg.ssh);
+    let started = std::time::Instant::now();
     let out = deploy::deploy(&cfg, &mut connect);
     if cfg.preflight_only && out.error.is_none() {
         return Ok(());
@@ -161,5 +168,18 @@ pub fn run(args: Args) -> Result<()> {
         ("previous-tag", out.record.previous_tag.clone()),
         ("rolled-back", out.rolled_back.to_string()),
     ];
+    let now_running = match out.record.status.as_str() {
+        "deployed" => Some(cfg.tag.as_str()),
+        "rolled-back" => Some(out.record.previous_tag.as_str()),
+        _ => None,
+    };
+    let event = Event::Deploy {
+        app: &cfg.app,
+        result: &out.record.status,
+        duration: started.elapsed(),
+        rolled_back: out.rolled_back,
+        tag: now_running,
+    };
+    metrics::record_or_warn(metrics_file.as_deref(), &event);
     deploy::publish(out, &cfg.record_file, &outputs, &format!("deploy-remote: `{}` → `{}`", cfg.app, cfg.tag))
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use gangplank_core::input::{list_value, parse_bool, parse_duration};
+use gangplank_core::metrics::{self, Event};
 use gangplank_core::Result;
 use gangplank_deploy::{self as deploy, Record, RollbackConfig, RunMeta};
 
@@ -53,6 +54,10 @@ pub struct Args {
     /// [default: $RUNNER_TEMP/gangplank/deploy-record.json]
     #[arg(long, env = "INPUT_RECORD_FILE")]
     record_file: Option<PathBuf>,
+
+    /// Prometheus textfile (`*.prom`) on the runner to count this run in [default: none]
+    #[arg(long, env = "INPUT_METRICS_FILE")]
+    metrics_file: Option<PathBuf>,
 }
 
 fn config(a: Args) -> Result<RollbackConfig> {
@@ -83,8 +88,9 @@ fn config(a: Args) -> Result<RollbackConfig> {
 }
 
 /// The whole run after inputs were parsed.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     deploy::install_signal_handlers();
+    let metrics_file = metrics::from_input(args.metrics_file.take())?;
     let cfg = config(args)?;
     // The record of the deploy being undone names the tag to go back to (when it is a valid tag
     // of this app that actually replaced something).
@@ -96,5 +102,8 @@ pub fn run(args: Args) -> Result<()> {
     let out = deploy::rollback(&cfg, record_previous, &mut connect);
     let outputs =
         [("rolled-back-to", out.record.deployed_tag.clone()), ("rolled-back-from", out.record.previous_tag.clone())];
+    let back = out.error.is_none().then_some(out.record.deployed_tag.as_str());
+    let event = Event::Rollback { app: &cfg.app, result: &out.record.status, tag: back };
+    metrics::record_or_warn(metrics_file.as_deref(), &event);
     deploy::publish(out, &cfg.record_file, &outputs, &format!("rollback: `{}`", cfg.app))
 }

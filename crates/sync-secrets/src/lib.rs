@@ -131,6 +131,10 @@ pub struct Args {
     /// How long apply waits for the host's deploy lock before exit 3 (env-file target)
     #[arg(long, env = "INPUT_LOCK_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub lock_timeout: Duration,
+
+    /// Prometheus textfile (`*.prom`) on the runner to count apply runs in [default: none]
+    #[arg(long, env = "INPUT_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -195,8 +199,23 @@ fn scope_label(repo: &str, s: &GhScope) -> String {
     }
 }
 
-/// The binary's body: inputs → plan → (apply) → report, outputs, summary.
-pub fn run(args: Args) -> Result<()> {
+/// The binary's body: inputs → plan → (apply) → report, outputs, summary; an `apply` is counted in
+/// `metrics-file` whatever its end.
+pub fn run(mut args: Args) -> Result<()> {
+    let metrics_file = gangplank_core::metrics::from_input(args.metrics_file.take())?;
+    let apply = args.mode == Mode::Apply;
+    let result = sync(args);
+    if apply {
+        let r = if result.is_ok() { "ok" } else { "failed" };
+        gangplank_core::metrics::record_or_warn(
+            metrics_file.as_deref(),
+            &gangplank_core::metrics::Event::SecretSync { result: r },
+        );
+    }
+    result
+}
+
+fn sync(args: Args) -> Result<()> {
     // Masks first: nothing is printed before every secret value is registered.
     let loaded = manifest::load(&args.manifest);
     let values = manifest::load_values(loaded.as_ref().ok(), args.values_file.as_deref(), &|k| std::env::var(k).ok())?;
