@@ -7,6 +7,7 @@
 
 mod deploy_remote;
 mod rollback;
+mod status;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -30,6 +31,7 @@ enum Step {
     PushRegistry(push_registry::Args),
     VerifyImage(verify_image::Args),
     SyncSecrets(sync_secrets::Args),
+    Status(status::Args),
 }
 
 impl Step {
@@ -40,6 +42,7 @@ impl Step {
             Step::PushRegistry(args) => push_registry::run(args),
             Step::VerifyImage(args) => verify_image::run(args),
             Step::SyncSecrets(args) => sync_secrets::run(args),
+            Step::Status(args) => status::run(args),
         }
     }
 }
@@ -83,9 +86,9 @@ mod tests {
     }
 
     #[test]
-    fn the_cli_is_well_formed_and_names_the_five_steps() {
+    fn the_cli_is_well_formed_and_names_every_step() {
         Cli::command().debug_assert();
         let names: Vec<_> = Cli::command().get_subcommands().map(|s| s.get_name().to_owned()).collect();
-        assert_eq!(names, ["deploy-remote", "rollback", "push-registry", "verify-image", "sync-secrets"]);
+        assert_eq!(names, ["deploy-remote", "rollback", "push-registry", "verify-image", "sync-secrets", "status"]);
     }
 }
