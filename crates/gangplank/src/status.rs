@@ -510,7 +510,17 @@ fn print_host(app: &str, st: &HostStatus) {
             line.push(')');
             info(line);
             for (k, v) in &c.digests {
-                info(format!("{k}: {v}"));
+                match v.as_object() {
+                    Some(per_service) => {
+                        for (svc, d) in per_service {
+                            info(format!(
+                                "{k}:  {svc} {}",
+                                d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string())
+                            ));
+                        }
+                    }
+                    None => info(format!("{k}: {v}")),
+                }
             }
         }
         None => info("current:  never deployed"),
