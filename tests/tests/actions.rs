@@ -1,4 +1,4 @@
-//! The five `actions/<name>/action.yml` shims, run the way the runner runs a composite action (issue 6):
+//! The six `actions/<name>/action.yml` shims, run the way the runner runs a composite action (issue 6):
 //! each step's `env:` evaluated (`${{ inputs.x }}`, `${{ github.action_path }}`, `${{ steps.id.outputs.x }}`),
 //! its `run:` script executed with `bash --noprofile --norc -eo pipefail`, a fresh `GITHUB_OUTPUT` file per step,
 //! and the action's `outputs:` read back from the steps' outputs.
@@ -56,6 +56,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("min-free-disk", Some("1GiB")),
                 ("preflight-only", Some("false")),
                 ("record-file", None),
+                ("metrics-file", None),
             ];
             outputs = &["deployed-tag", "previous-tag", "rolled-back", "changed", "record-file"];
         }
@@ -72,6 +73,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("to-tag", None),
                 // Beyond the contract: the same lock escape hatch deploy-remote has.
                 ("force-unlock", Some("false")),
+                ("metrics-file", None),
             ];
             outputs = &["rolled-back-to", "rolled-back-from", "record-file"];
         }
@@ -123,6 +125,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("remote-env-path", None),
                 ("keep-backups", Some("10")),
                 ("lock-timeout", Some("5m")),
+                ("metrics-file", None),
                 // Beyond the contract: request concurrency and retries, the plan file path.
                 ("concurrency", Some("4")),
                 ("max-retries", Some("5")),
@@ -131,13 +134,25 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
             ];
             outputs = &["created", "updated", "deleted", "unchanged", "unknown", "invalid", "plan-file"];
         }
+        "status" => {
+            inputs.extend_from_slice(SSH);
+            own = &[
+                ("app-name", None),
+                ("app-dir", None),
+                ("manifest", None),
+                ("remote-env-path", None),
+                ("history", Some("5")),
+                ("status-file", None),
+            ];
+            outputs = &["status-file"];
+        }
         other => panic!("no contract for {other}"),
     }
     inputs.extend_from_slice(own);
     (inputs, outputs.to_vec())
 }
 
-const ACTIONS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
+const ACTIONS: [&str; 6] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback", "status"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -226,7 +241,7 @@ fn every_action_has_the_contracts_inputs_outputs_and_shape() {
             action.inputs.iter().filter(|(_, i)| i.required).map(|(n, _)| n.as_str()).collect();
         let want_required: BTreeSet<&str> = match name {
             "deploy-remote" => ["host", "ssh-key", "image-tag"].into(),
-            "rollback" => ["host", "ssh-key"].into(),
+            "rollback" | "status" => ["host", "ssh-key"].into(),
             "push-registry" => ["registry"].into(),
             _ => BTreeSet::new(),
         };

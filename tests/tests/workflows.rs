@@ -37,7 +37,7 @@ fn workflows() -> Vec<PathBuf> {
 }
 
 fn action_ymls() -> Vec<PathBuf> {
-    ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"]
+    ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback", "status"]
         .iter()
         .map(|n| root().join("actions").join(n).join("action.yml"))
         .collect()

@@ -12,7 +12,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::project_root;
 
-pub const ACTIONS: [&str; 5] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback"];
+pub const ACTIONS: [&str; 6] = ["sync-secrets", "verify-image", "push-registry", "deploy-remote", "rollback", "status"];
 
 pub fn run(args: &[String]) -> Result<()> {
     let check = match args {

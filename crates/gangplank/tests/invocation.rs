@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use gangplank_testbed::step_program;
 
 const GANGPLANK: &str = env!("CARGO_BIN_EXE_gangplank");
-const STEPS: [&str; 5] = ["deploy-remote", "rollback", "push-registry", "verify-image", "sync-secrets"];
+const STEPS: [&str; 6] = ["deploy-remote", "rollback", "push-registry", "verify-image", "sync-secrets", "status"];
 
 /// Runs `program args` in `dir` with nothing of the caller's environment but `PATH`, so no `INPUT_*`, token or
 /// repository name can turn a bad input into a good one.
@@ -39,6 +39,7 @@ fn subcommand_and_step_name_print_the_same_help() {
             "rollback" => "[default: 5m]",
             "push-registry" => "[default: true]",
             "verify-image" => "[default: false]",
+            "status" => "[default: 5]",
             _ => "[default: .github/secrets.yml]",
         };
         assert!(help.contains("[env: INPUT_") && help.contains(sample), "{step}:\n{help}");
@@ -46,7 +47,7 @@ fn subcommand_and_step_name_print_the_same_help() {
 }
 
 #[test]
-fn the_top_level_help_lists_the_five_steps() {
+fn the_top_level_help_lists_every_step() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(Path::new(GANGPLANK), &["--help"], dir.path());
     assert!(out.status.success());
