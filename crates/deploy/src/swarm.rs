@@ -143,7 +143,8 @@ pub fn resolve(compose_files: &[std::path::PathBuf]) -> Result<Value> {
 
 /// Check a resolved stack for what Swarm cannot run or what would not reach the manager, and add the
 /// update defaults. Every problem at once.
-pub fn with_defaults(mut stack: Value) -> Result<Value> {
+/// `swarm_rollback`: `failure_action: rollback` (else `pause`, for `auto-rollback: false`).
+pub fn with_defaults(mut stack: Value, swarm_rollback: bool) -> Result<Value> {
     let mut errs = vec![];
     let Some(services) = stack.get_mut("services").and_then(Value::as_object_mut) else {
         return Err(Error::bad_input("the stack file has no services").hint("list at least one service"));
@@ -184,6 +185,7 @@ pub fn with_defaults(mut stack: Value) -> Result<Value> {
                     // A global service's new task lands on the node of the old one: with a host-mode port
                     // it cannot start while the old one holds the port.
                     ("order", true) => "stop-first",
+                    ("failure_action", _) if key == "update_config" && !swarm_rollback => "pause",
                     _ => v,
                 };
                 cfg.entry(k.to_string()).or_insert_with(|| match v.parse::<u64>() {
@@ -599,16 +601,7 @@ fn connect_managers(
     }
 }
 
-fn audit(
-    st_app: &str,
-    spec: &HostSpec,
-    meta: &state::RunMeta,
-    action: &str,
-    tag: &str,
-    prev: &str,
-    res: &str,
-) -> String {
-    let _ = st_app;
+fn audit(spec: &HostSpec, meta: &state::RunMeta, action: &str, tag: &str, prev: &str, res: &str) -> String {
     state::AuditLine {
         time: state::now_rfc3339(),
         action,
@@ -687,7 +680,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     let prepared = {
         let _g = group("preflight (swarm)");
         let mut errs = vec![];
-        let stack = match resolve(&cfg.compose_files).and_then(with_defaults) {
+        let stack = match resolve(&cfg.compose_files).and_then(|s| with_defaults(s, cfg.auto_rollback)) {
             Ok(s) => Some(s),
             Err(e) => {
                 errs.push(e);
@@ -808,7 +801,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     };
     let reason = match gate {
         Ok(Ok(())) => {
-            let line = audit(&cfg.app, &m.spec, &cfg.meta, "deploy", &cfg.tag, &prev_name, "deployed");
+            let line = audit(&m.spec, &cfg.meta, "deploy", &cfg.tag, &prev_name, "deployed");
             let new = Current {
                 tag: cfg.tag.clone(),
                 digests: Default::default(),
@@ -834,13 +827,16 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
             return finish(out);
         }
         Ok(Err(g)) => g,
-        Err(e) if e.class == Class::Interrupted => Gated::Failed(e.message),
         Err(e) => Gated::Failed(e.message),
     };
+    // A signal: the previous spec goes back without waiting for it (GitHub kills the job seconds later).
+    let hurry = crate::interrupted();
     // Failed: the previous release back.
     annotate("swarm", format!("{} on {}: {}", cfg.tag, m.spec, reason.text()));
     m.ex.set_interruptible(false);
-    show_logs(m.ex.as_mut(), &cfg.app);
+    if !hurry {
+        show_logs(m.ex.as_mut(), &cfg.app);
+    }
     let back: std::result::Result<String, String> = match (&reason, &prev_tag, &prev_file) {
         _ if !cfg.auto_rollback => Err("auto-rollback is off, so it stays in place".into()),
         (_, None, _) => {
@@ -856,6 +852,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
             let _g = group(&format!("roll back {} to {p}", m.spec));
             match m.ex.check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, pf, p), "docker stack deploy (previous)") {
                 Err(e) => Err(format!("deploying `{p}` again failed: {}", e.message)),
+                Ok(_) if hurry => Ok(format!("`{p}`'s spec was deployed again (its convergence not waited for)")),
                 Ok(_) => match converge(m.ex.as_mut(), &cfg.app, &want_prev, cfg.health_timeout) {
                     Ok(Converge::Converged(_)) => Ok(format!("rolled back to `{p}`, which converged")),
                     Ok(Converge::SwarmRolledBack { why, .. }) | Ok(Converge::Failed(why)) => {
@@ -868,13 +865,11 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
         (_, Some(_), None) => Err("no previous stack file".into()),
     };
     let rolled = back.is_ok() && prev_tag.is_some() && cfg.auto_rollback;
-    let result = match &reason {
-        Gated::Url(_) | Gated::Failed(_) | Gated::SwarmRolledBack(..) => "health-gate-failed",
-    };
-    let mut line = audit(&cfg.app, &m.spec, &cfg.meta, "deploy", &cfg.tag, &prev_name, result);
+    let result = if hurry { "interrupted" } else { "health-gate-failed" };
+    let mut line = audit(&m.spec, &cfg.meta, "deploy", &cfg.tag, &prev_name, result);
     if rolled {
         line.push('\n');
-        line.push_str(&audit(&cfg.app, &m.spec, &cfg.meta, "rollback", &prev_name, &cfg.tag, "rolled-back"));
+        line.push_str(&audit(&m.spec, &cfg.meta, "rollback", &prev_name, &cfg.tag, "rolled-back"));
     }
     if prev_tag.is_none() && back.is_ok() {
         st.current = None;
@@ -895,6 +890,9 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     };
     if let Err(r) = recorded {
         e.message = format!("{}; {}", e.message, r.message);
+    }
+    if hurry {
+        e.class = Class::Interrupted;
     }
     row(&mut out, &prev_name, if rolled { "rolled back" } else { "failed" });
     out.rolled_back = rolled;
@@ -1003,7 +1001,7 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
         let fail = |why: String, st: &mut State, ex: &mut dyn Executor| -> Error {
             show_logs(ex, &cfg.app);
             st.record_failure(&target, &state::now_rfc3339(), "health-gate-failed");
-            let line = audit(&cfg.app, &m.spec, &cfg.meta, "rollback", &target, &from, "health-gate-failed");
+            let line = audit(&m.spec, &cfg.meta, "rollback", &target, &from, "health-gate-failed");
             let _ = ex.check(
                 &crate::files::finish_cmd(&cfg.app_dir, &st.to_json(), &line, crate::KEEP_BACKUPS, &owner.id, &[], &[]),
                 "recording",
@@ -1031,7 +1029,7 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
             compose_files: vec![file],
         };
         st.promote(new, "rolled-back");
-        let line = audit(&cfg.app, &m.spec, &cfg.meta, "rollback", &target, &from, "rolled-back");
+        let line = audit(&m.spec, &cfg.meta, "rollback", &target, &from, "rolled-back");
         m.ex.check(
             &crate::files::finish_cmd(&cfg.app_dir, &st.to_json(), &line, crate::KEEP_BACKUPS, &owner.id, &[], &[]),
             "recording the rollback",
@@ -1079,7 +1077,7 @@ mod tests {
             "web": {"image": "r/a:${IMAGE_TAG}", "env_file": [".env"], "deploy": {"update_config": {"order": "stop-first"}}},
             "edge": {"image": "caddy", "ports": [{"mode": "host", "target": 80, "published": 80}], "deploy": {"mode": "global"}}
         }});
-        let s = with_defaults(stack).unwrap();
+        let s = with_defaults(stack.clone(), true).unwrap();
         let web = &s["services"]["web"]["deploy"];
         assert_eq!(web["update_config"]["order"], "stop-first", "the file's own choice stays");
         assert_eq!(web["update_config"]["failure_action"], "rollback");
@@ -1087,6 +1085,8 @@ mod tests {
         assert_eq!(web["rollback_config"]["order"], "start-first");
         assert!(s["services"]["web"].get("env_file").is_none());
         assert_eq!(s["services"]["edge"]["deploy"]["update_config"]["order"], "stop-first", "global + host port");
+        let paused = with_defaults(stack, false).unwrap();
+        assert_eq!(paused["services"]["web"]["deploy"]["update_config"]["failure_action"], "pause");
         assert_eq!(
             expected_images(&s, "shop", "v2"),
             vec![("shop_edge".to_string(), "caddy".to_string()), ("shop_web".to_string(), "r/a:v2".to_string())]
@@ -1099,7 +1099,7 @@ mod tests {
             "a": {"build": {"context": "."}},
             "b": {"image": "x", "container_name": "b"}
         }, "configs": {"c": {"file": "/runner/c.conf"}}});
-        let e = with_defaults(stack).unwrap_err();
+        let e = with_defaults(stack, true).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         for needle in ["`a` has no `image`", "`b` sets `container_name`", "configs `c` is read from a file"] {
             assert!(e.message.contains(needle), "{needle}: {}", e.message);
