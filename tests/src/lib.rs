@@ -24,6 +24,7 @@ pub mod images;
 pub mod load;
 mod registry;
 mod sshd;
+pub mod swarm;
 
 pub use compose::{compose_program, Compose, Container, TESTBED_LABEL};
 pub use registry::Registry;

@@ -22,6 +22,7 @@ pub mod preflight;
 pub mod rolling;
 pub mod run;
 pub mod state;
+pub mod swarm;
 
 pub use gangplank_core::host::lock;
 

@@ -51,6 +51,10 @@ pub struct Args {
     #[arg(long, env = "INPUT_STRATEGY", default_value = "recreate")]
     strategy: String,
 
+    /// `compose` (docker compose on every host) or `swarm` (a stack on the first host, a Swarm manager)
+    #[arg(long, env = "INPUT_TARGET", default_value = "compose")]
+    target: String,
+
     /// HTTP URL that must answer 2xx; localhost URLs are probed on the host itself
     #[arg(long, env = "INPUT_HEALTH_URL")]
     health_url: Option<String>,
@@ -96,7 +100,7 @@ pub struct Args {
     metrics_file: Option<PathBuf>,
 }
 
-fn config(a: Args) -> Result<DeployConfig> {
+fn config(a: Args) -> Result<(DeployConfig, deploy::swarm::Target)> {
     // The tag first: a bad one is refused before anything else, above all before any connection.
     let tag = a.image_tag.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
         Error::bad_input("input `image-tag` is required")
@@ -111,6 +115,7 @@ fn config(a: Args) -> Result<DeployConfig> {
     let services = a.services.unwrap_or_default();
     deploy::validate_services(&services)?;
     let strategy = deploy::rolling::Strategy::parse(&a.strategy)?;
+    let target = deploy::swarm::Target::parse(&a.target)?;
     let compose_files: Vec<PathBuf> = a.compose_files.iter().map(PathBuf::from).collect();
     let files: Vec<PathBuf> = a.files.unwrap_or_default().iter().map(PathBuf::from).collect();
     let env_file = a.env_file.filter(|p| !p.as_os_str().is_empty());
@@ -118,7 +123,7 @@ fn config(a: Args) -> Result<DeployConfig> {
     let record_file = deploy::record_file_or_default(a.record_file);
     deploy::RECORD_OUTPUT.check(&record_file)?;
     let ssh = a.ssh.to_config()?;
-    Ok(DeployConfig {
+    let cfg = DeployConfig {
         ssh,
         app,
         app_dir,
@@ -139,7 +144,11 @@ fn config(a: Args) -> Result<DeployConfig> {
         preflight_only: a.preflight_only,
         record_file,
         meta: RunMeta::from_env(),
-    })
+    };
+    if target == deploy::swarm::Target::Swarm {
+        deploy::swarm::check_deploy_inputs(&cfg)?;
+    }
+    Ok((cfg, target))
 }
 
 /// The whole run after inputs were parsed.
@@ -153,11 +162,14 @@ pub fn run(mut args: Args) -> Result<()> {
             gangplank_core::dotenv::register_masks(&String::from_utf8_lossy(&text));
         }
     }
-    let cfg = config(args)?;
+    let (cfg, target) = config(args)?;
     deploy::announce_changes_early();
     let mut connect = deploy::connect_ssh(&cfg.ssh);
     let started = std::time::Instant::now();
-    let out = deploy::deploy(&cfg, &mut connect);
+    let out = match target {
+        deploy::swarm::Target::Swarm => deploy::swarm::deploy(&cfg, &mut connect),
+        deploy::swarm::Target::Compose => deploy::deploy(&cfg, &mut connect),
+    };
     if cfg.preflight_only && out.error.is_none() {
         return Ok(());
     }

@@ -30,6 +30,10 @@ pub struct Args {
     #[arg(long, env = "INPUT_SERVICES", value_parser = list_value)]
     services: Option<::std::vec::Vec<String>>,
 
+    /// `compose` (docker compose on every host) or `swarm` (the stack on the first host, a Swarm manager)
+    #[arg(long, env = "INPUT_TARGET", default_value = "compose")]
+    target: String,
+
     /// HTTP URL that must answer 2xx; localhost URLs are probed on the host itself
     #[arg(long, env = "INPUT_HEALTH_URL")]
     health_url: Option<String>,
@@ -60,7 +64,7 @@ pub struct Args {
     metrics_file: Option<PathBuf>,
 }
 
-fn config(a: Args) -> Result<RollbackConfig> {
+fn config(a: Args) -> Result<(RollbackConfig, deploy::swarm::Target)> {
     let to_tag = a.to_tag.filter(|t| !t.trim().is_empty());
     if let Some(t) = &to_tag {
         deploy::validate_tag(t, "to-tag")?;
@@ -69,10 +73,11 @@ fn config(a: Args) -> Result<RollbackConfig> {
     deploy::validate_health_url(a.health_url.as_deref())?;
     let services = a.services.unwrap_or_default();
     deploy::validate_services(&services)?;
+    let target = deploy::swarm::Target::parse(&a.target)?;
     let record_file = deploy::record_file_or_default(a.record_file);
     deploy::RECORD_OUTPUT.check(&record_file)?;
     let ssh = a.ssh.to_config()?;
-    Ok(RollbackConfig {
+    let cfg = RollbackConfig {
         ssh,
         app,
         app_dir,
@@ -84,14 +89,18 @@ fn config(a: Args) -> Result<RollbackConfig> {
         to_tag,
         record_file,
         meta: RunMeta::from_env(),
-    })
+    };
+    if target == deploy::swarm::Target::Swarm {
+        deploy::swarm::check_rollback_inputs(&cfg)?;
+    }
+    Ok((cfg, target))
 }
 
 /// The whole run after inputs were parsed.
 pub fn run(mut args: Args) -> Result<()> {
     deploy::install_signal_handlers();
     let metrics_file = metrics::from_input(args.metrics_file.take())?;
-    let cfg = config(args)?;
+    let (cfg, target) = config(args)?;
     // The record of the deploy being undone names the tag to go back to (when it is a valid tag
     // of this app that actually replaced something).
     let record_previous = Record::read(&cfg.record_file)
@@ -99,7 +108,10 @@ pub fn run(mut args: Args) -> Result<()> {
         .map(|r| r.previous_tag)
         .filter(|t| deploy::validate_tag(t, "previous_tag").is_ok());
     let mut connect = deploy::connect_ssh(&cfg.ssh);
-    let out = deploy::rollback(&cfg, record_previous, &mut connect);
+    let out = match target {
+        deploy::swarm::Target::Swarm => deploy::swarm::rollback(&cfg, record_previous, &mut connect),
+        deploy::swarm::Target::Compose => deploy::rollback(&cfg, record_previous, &mut connect),
+    };
     let outputs =
         [("rolled-back-to", out.record.deployed_tag.clone()), ("rolled-back-from", out.record.previous_tag.clone())];
     let back = out.error.is_none().then_some(out.record.deployed_tag.as_str());
