@@ -89,6 +89,9 @@ pub struct Args {
     /// Where the deploy record is written [default: $RUNNER_TEMP/gangplank/deploy-record.json]
     #[arg(long, env = "INPUT_RECORD_FILE")]
     record_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    github: crate::deployments::Args,
 }
 
 fn config(a: Args) -> Result<DeployConfig> {
@@ -147,10 +150,17 @@ pub fn run(args: Args) -> Result<()> {
             gangplank_core::dotenv::register_masks(&String::from_utf8_lossy(&text));
         }
     }
+    let github = args.github.reporter()?;
     let cfg = config(args)?;
     deploy::announce_changes_early();
+    // A preflight changes nothing, so it is no deployment.
+    let github = github.filter(|_| !cfg.preflight_only);
+    let deployment = github.as_ref().and_then(|g| g.start(&cfg.app, &cfg.tag));
     let mut connect = deploy::connect_ssh(&cfg.ssh);
     let out = deploy::deploy(&cfg, &mut connect);
+    if let Some(g) = &github {
+        crate::deployments::report_deploy(g, deployment, &cfg.app, &cfg.tag, &out);
+    }
     if cfg.preflight_only && out.error.is_none() {
         return Ok(());
     }

@@ -53,6 +53,9 @@ pub struct Args {
     /// [default: $RUNNER_TEMP/gangplank/deploy-record.json]
     #[arg(long, env = "INPUT_RECORD_FILE")]
     record_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    github: crate::deployments::Args,
 }
 
 fn config(a: Args) -> Result<RollbackConfig> {
@@ -85,6 +88,7 @@ fn config(a: Args) -> Result<RollbackConfig> {
 /// The whole run after inputs were parsed.
 pub fn run(args: Args) -> Result<()> {
     deploy::install_signal_handlers();
+    let github = args.github.reporter()?;
     let cfg = config(args)?;
     // The record of the deploy being undone names the tag to go back to (when it is a valid tag
     // of this app that actually replaced something).
@@ -94,6 +98,9 @@ pub fn run(args: Args) -> Result<()> {
         .filter(|t| deploy::validate_tag(t, "previous_tag").is_ok());
     let mut connect = deploy::connect_ssh(&cfg.ssh);
     let out = deploy::rollback(&cfg, record_previous, &mut connect);
+    if let Some(g) = &github {
+        crate::deployments::report_rollback(g, &cfg.app, &out);
+    }
     let outputs =
         [("rolled-back-to", out.record.deployed_tag.clone()), ("rolled-back-from", out.record.previous_tag.clone())];
     deploy::publish(out, &cfg.record_file, &outputs, &format!("rollback: `{}`", cfg.app))
