@@ -92,7 +92,8 @@ impl Limit {
 pub enum Fault {
     /// Answer with this status and GitHub's error body, doing nothing.
     Status(u16),
-    /// Answer 502 after this long, doing nothing (a client with a shorter timeout sees a timeout).
+    /// Answer 502 after this long, doing nothing (a client with a shorter timeout sees a timeout). Logged on
+    /// arrival with status 0.
     Hang(Duration),
 }
 
@@ -575,7 +576,19 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
         }
     };
     if let Some(d) = hang {
+        // Logged now, with status 0 (no answer yet): a client that gives up first closes the connection, and
+        // the server then drops this handler in the sleep below.
+        lock(&shared).log.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            status: 0,
+            started_ms: started.as_millis() as u64,
+            finished_ms: started.as_millis() as u64,
+        });
         tokio::time::sleep(d).await;
+        return response;
     }
     // Latency is the time from arrival to answer, whatever the work took, so timings do not depend on
     // how fast the stand-in itself is.

@@ -91,7 +91,7 @@ pub struct Args {
     record_file: Option<PathBuf>,
 
     #[command(flatten)]
-    github: crate::deployments::Args,
+    github: crate::deployments::GitHubArgs,
 }
 
 fn config(a: Args) -> Result<DeployConfig> {

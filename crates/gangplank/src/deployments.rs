@@ -42,7 +42,7 @@ const TITLE: &str = "GitHub Deployments";
 
 /// The inputs deploy-remote and rollback share for GitHub Deployments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+pub struct GitHubArgs {
     /// GitHub environment to record this run in as a deployment, e.g. `production` [default: none, no record]
     #[arg(long, env = "INPUT_ENVIRONMENT")]
     environment: Option<String>,
@@ -68,7 +68,7 @@ fn is_http_url(u: &str) -> bool {
     }) && !u.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-impl Args {
+impl GitHubArgs {
     /// The reporter these inputs ask for: `None` without `environment`. Checks everything here, so bad input
     /// is exit 2 before any connection (to GitHub or to a host).
     pub fn reporter(&self) -> Result<Option<Reporter>> {

@@ -55,7 +55,7 @@ pub struct Args {
     record_file: Option<PathBuf>,
 
     #[command(flatten)]
-    github: crate::deployments::Args,
+    github: crate::deployments::GitHubArgs,
 }
 
 fn config(a: Args) -> Result<RollbackConfig> {
