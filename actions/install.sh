@@ -81,7 +81,8 @@ fi
 os=${RUNNER_OS:-$(uname -s)}
 arch=${RUNNER_ARCH:-$(uname -m)}
 case $os in
-    Linux) os=unknown-linux-gnu ;;
+    # The Linux archives are static (musl): one binary for every distribution and libc, no shared libraries.
+    Linux) os=unknown-linux-musl ;;
     macOS | Darwin) os=apple-darwin ;;
     *) die "runner OS \`$os\` is not supported" "gangplank runs on Linux and macOS runners" ;;
 esac

@@ -8,6 +8,17 @@
 //! - Actions variables for the same scopes: create (POST, 201; 409 when it exists), update (PATCH, 204), get,
 //!   list (paginated), delete.
 //! - `GET /repos/{owner}/{repo}` (to resolve repository names to ids).
+//! - Deployments and deployment statuses (`deployments.rs`-style, as GitHub's "REST API endpoints for
+//!   deployments" and "… for deployment statuses" document them): create (201; `ref` required and must name
+//!   a commit, else 422 "No ref found for"; `environment` defaults to `production`, `production_environment`
+//!   to true for `production`, `transient_environment` to false), list newest first with the `sha`, `ref`,
+//!   `task` and `environment` filters and pagination, get one (404 when unknown); statuses: create (201;
+//!   `state` one of error, failure, inactive, in_progress, queued, pending, success, else 422; `description`
+//!   at most 140 characters, else 422) and list newest first. `auto_inactive` (default true): a `success`
+//!   status gives every earlier non-transient deployment of the same repository and environment whose latest
+//!   status is `success` an `inactive` status. GitHub's reference page still calls those "non-production";
+//!   its old note that production deployments needed the `flash` preview media type for this is void since
+//!   the previews graduated into the versioned API, so production deployments are included, as GitHub does.
 //! - GitHub's rules: names of letters, digits and `_`, not starting with a digit or `GITHUB_` (422); 100
 //!   repository secrets (422); 48 KB per value (422); 401 for a bad token; 404 for an unknown repository,
 //!   environment or organization.
@@ -76,6 +87,49 @@ impl Limit {
     }
 }
 
+/// One scripted fault, given to the next request that arrives (after rate limits).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and GitHub's error body, doing nothing.
+    Status(u16),
+    /// Answer 502 after this long, doing nothing (a client with a shorter timeout sees a timeout). Logged on
+    /// arrival with status 0.
+    Hang(Duration),
+}
+
+/// One deployment status, as listed.
+#[derive(Debug, Clone)]
+pub struct DeploymentStatus {
+    pub id: u64,
+    pub state: String,
+    pub description: String,
+    pub environment_url: String,
+    pub log_url: String,
+}
+
+/// One deployment with its statuses (oldest first).
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: u64,
+    pub repo: String,
+    pub sha: String,
+    pub git_ref: String,
+    pub task: String,
+    pub environment: String,
+    pub description: String,
+    pub payload: Value,
+    pub transient_environment: bool,
+    pub production_environment: bool,
+    pub statuses: Vec<DeploymentStatus>,
+}
+
+impl Deployment {
+    /// The latest status's state, or `""` before the first status.
+    pub fn state(&self) -> &str {
+        self.statuses.last().map(|s| s.state.as_str()).unwrap_or("")
+    }
+}
+
 /// One request as the stand-in saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -83,6 +137,8 @@ pub struct Recorded {
     /// Path without the query string.
     pub path: String,
     pub query: String,
+    /// The request body as sent (JSON for writes), empty for reads.
+    pub body: String,
     pub status: u16,
     /// Milliseconds since the stand-in started.
     pub started_ms: u64,
@@ -147,6 +203,9 @@ struct State {
     max_in_flight: usize,
     rate_limited: usize,
     next_id: u64,
+    faults: VecDeque<Fault>,
+    deployments: Vec<Deployment>,
+    next_deployment_id: u64,
 }
 
 impl State {
@@ -190,6 +249,9 @@ impl GitHub {
             max_in_flight: 0,
             rate_limited: 0,
             next_id: 1_296_269,
+            faults: VecDeque::new(),
+            deployments: Vec::new(),
+            next_deployment_id: 1_000,
         };
         let shared: Shared = Arc::new((Mutex::new(state), Instant::now()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -291,6 +353,16 @@ impl GitHub {
     /// Answer the next request that arrives with this rate limit (queued: several calls, several requests).
     pub fn push_limit(&self, limit: Limit) {
         lock(&self.shared).limits.push_back(limit);
+    }
+
+    /// Answer the next request that arrives (after any rate limit) with this fault (queued, like limits).
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.shared).faults.push_back(fault);
+    }
+
+    /// Every deployment of a repository, oldest first, with its statuses.
+    pub fn deployments(&self, repo: &str) -> Vec<Deployment> {
+        lock(&self.shared).deployments.iter().filter(|d| d.repo == repo).cloned().collect()
     }
 
     /// Store a secret directly (as if set earlier through the UI).
@@ -477,6 +549,7 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
     // Open a sealed box before taking the lock: X25519 is slow in unoptimised test builds, and the
     // stand-in must not serialise requests that GitHub would serve in parallel.
     let opened = if method == Method::PUT { open_box(&shared, &path, &body) } else { None };
+    let mut hang = None;
     let response = {
         let mut s = lock(&shared);
         if over_cap {
@@ -488,12 +561,35 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
         } else if let Some(wait) = over_write_limit(&mut s, &method, arrived) {
             s.rate_limited += 1;
             limited(&Limit::secondary(403, wait.as_secs_f64().ceil().max(1.0) as u64))
+        } else if let Some(f) = s.faults.pop_front() {
+            match f {
+                Fault::Status(code) => message(code, "Server Error"),
+                Fault::Hang(d) => {
+                    hang = Some(d);
+                    message(502, "Server Error")
+                }
+            }
         } else if !authorized(&s, &headers) {
             message(401, "Bad credentials")
         } else {
             route(&mut s, &method, &path, &query, &body, opened)
         }
     };
+    if let Some(d) = hang {
+        // Logged now, with status 0 (no answer yet): a client that gives up first closes the connection, and
+        // the server then drops this handler in the sleep below.
+        lock(&shared).log.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            status: 0,
+            started_ms: started.as_millis() as u64,
+            finished_ms: started.as_millis() as u64,
+        });
+        tokio::time::sleep(d).await;
+        return response;
+    }
     // Latency is the time from arrival to answer, whatever the work took, so timings do not depend on
     // how fast the stand-in itself is.
     if !latency.is_zero() {
@@ -505,6 +601,7 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
         method: method.to_string(),
         path,
         query,
+        body: String::from_utf8_lossy(&body).into_owned(),
         status: response.status().as_u16(),
         started_ms: started.as_millis() as u64,
         finished_ms: finished.as_millis() as u64,
@@ -599,6 +696,13 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8], o
                 ),
                 None => not_found(),
             };
+        }
+        ["repos", o, r, "deployments", rest @ ..] => {
+            let full = format!("{o}/{r}");
+            if !s.repos.contains_key(&full) {
+                return not_found();
+            }
+            return deployments(s, method, &full, path, rest, query, body);
         }
         ["repos", o, r, "actions", kind, rest @ ..] => (Scope::Repo(format!("{o}/{r}")), *kind, rest),
         ["repos", o, r, "environments", e, kind, rest @ ..] => {
@@ -700,6 +804,235 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8], o
             None => not_found(),
         },
         _ => not_found(),
+    }
+}
+
+/// GitHub's states for a deployment status.
+const DEPLOYMENT_STATES: [&str; 7] = ["error", "failure", "inactive", "in_progress", "queued", "pending", "success"];
+
+fn validation_failed(resource: &str, field: &str, msg: &str) -> Response<Body> {
+    reply(
+        422,
+        json!({
+            "message": "Validation Failed",
+            "errors": [{ "resource": resource, "code": "custom", "field": field, "message": msg }],
+            "documentation_url": "https://docs.github.com/rest/deployments",
+        }),
+    )
+}
+
+fn deployment_json(d: &Deployment) -> Value {
+    json!({
+        "id": d.id,
+        "node_id": format!("DE_{}", d.id),
+        "sha": d.sha,
+        "ref": d.git_ref,
+        "task": d.task,
+        "payload": d.payload,
+        "original_environment": d.environment,
+        "environment": d.environment,
+        "description": d.description,
+        "creator": { "login": "github-actions[bot]", "type": "Bot" },
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "transient_environment": d.transient_environment,
+        "production_environment": d.production_environment,
+    })
+}
+
+fn status_json(d: &Deployment, st: &DeploymentStatus) -> Value {
+    json!({
+        "id": st.id,
+        "node_id": format!("DES_{}", st.id),
+        "state": st.state,
+        "description": st.description,
+        "environment": d.environment,
+        "target_url": st.log_url,
+        "log_url": st.log_url,
+        "environment_url": st.environment_url,
+        "creator": { "login": "github-actions[bot]", "type": "Bot" },
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+    })
+}
+
+/// A JSON array answer, paginated as GitHub does (`per_page`, `page`, `Link`).
+fn paginate_array(path: &str, query: &str, items: Vec<Value>) -> Response<Body> {
+    let (per_page, page) = page_params(query);
+    let last = items.len().div_ceil(per_page).max(1);
+    let slice: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let mut r = reply(200, Value::Array(slice));
+    if page < last {
+        let link = format!(
+            "<{path}?per_page={per_page}&page={}>; rel=\"next\", <{path}?per_page={per_page}&page={last}>; rel=\"last\"",
+            page + 1
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            r.headers_mut().insert("link", v);
+        }
+    }
+    r
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.replace("%20", " ")))
+}
+
+/// `/repos/{owner}/{repo}/deployments…` of an existing repository.
+fn deployments(
+    s: &mut State,
+    method: &Method,
+    repo: &str,
+    path: &str,
+    rest: &[&str],
+    query: &str,
+    body: &[u8],
+) -> Response<Body> {
+    let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
+    let find = |s: &mut State, id: &str| {
+        let id: u64 = id.parse().ok()?;
+        s.deployments.iter().position(|d| d.repo == repo && d.id == id)
+    };
+    match (rest, method.clone()) {
+        ([], Method::POST) => {
+            let Some(git_ref) = body.get("ref").and_then(Value::as_str) else {
+                return message(422, "Invalid request.\n\n\"ref\" wasn't supplied.");
+            };
+            // The stand-in has no git history: a full commit SHA or the default branch is a ref it knows.
+            let is_sha = git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_sha && git_ref != "main" {
+                return message(422, &format!("No ref found for: {git_ref}"));
+            }
+            for field in ["auto_merge", "transient_environment", "production_environment"] {
+                if body.get(field).is_some_and(|v| !v.is_boolean()) {
+                    return message(
+                        422,
+                        &format!("Invalid request.\n\nFor '{field}', {} is not a boolean.", body[field]),
+                    );
+                }
+            }
+            if let Some(c) = body.get("required_contexts") {
+                if !c.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+                    return message(422, "Invalid request.\n\nFor 'required_contexts', it is not an array of strings.");
+                }
+            }
+            let payload = match body.get("payload") {
+                None | Some(Value::Null) => json!({}),
+                Some(p @ Value::Object(_)) => p.clone(),
+                Some(Value::String(t)) => match serde_json::from_str::<Value>(t) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => return message(422, "Invalid request.\n\nFor 'payload', it is not a JSON object."),
+                },
+                Some(_) => return message(422, "Invalid request.\n\nFor 'payload', it is not an object or a string."),
+            };
+            let environment = body.get("environment").and_then(Value::as_str).unwrap_or("production").to_string();
+            s.next_deployment_id += 1;
+            let d = Deployment {
+                id: s.next_deployment_id,
+                repo: repo.to_string(),
+                sha: if is_sha { git_ref.to_ascii_lowercase() } else { "0".repeat(40) },
+                git_ref: git_ref.to_string(),
+                task: body.get("task").and_then(Value::as_str).unwrap_or("deploy").to_string(),
+                production_environment: body
+                    .get("production_environment")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(environment == "production"),
+                transient_environment: body.get("transient_environment").and_then(Value::as_bool).unwrap_or(false),
+                environment,
+                description: body.get("description").and_then(Value::as_str).unwrap_or("").to_string(),
+                payload,
+                statuses: Vec::new(),
+            };
+            let j = deployment_json(&d);
+            s.deployments.push(d);
+            reply(201, j)
+        }
+        ([], Method::GET) => {
+            let filters: Vec<(&str, String)> = ["sha", "ref", "task", "environment"]
+                .into_iter()
+                .filter_map(|k| query_param(query, k).map(|v| (k, v)))
+                .collect();
+            let items = s
+                .deployments
+                .iter()
+                .rev()
+                .filter(|d| d.repo == repo)
+                .filter(|d| {
+                    filters.iter().all(|(k, v)| match *k {
+                        "sha" => &d.sha == v,
+                        "ref" => &d.git_ref == v,
+                        "task" => &d.task == v,
+                        _ => &d.environment == v,
+                    })
+                })
+                .map(deployment_json)
+                .collect();
+            paginate_array(path, query, items)
+        }
+        ([id], Method::GET) => match find(s, id) {
+            Some(i) => reply(200, deployment_json(&s.deployments[i])),
+            None => message(404, "Not Found"),
+        },
+        ([id, "statuses"], Method::GET) => match find(s, id) {
+            Some(i) => {
+                let d = &s.deployments[i];
+                paginate_array(path, query, d.statuses.iter().rev().map(|st| status_json(d, st)).collect())
+            }
+            None => message(404, "Not Found"),
+        },
+        ([id, "statuses"], Method::POST) => {
+            let Some(i) = find(s, id) else { return message(404, "Not Found") };
+            let Some(state) = body.get("state").and_then(Value::as_str) else {
+                return message(422, "Invalid request.\n\n\"state\" wasn't supplied.");
+            };
+            if !DEPLOYMENT_STATES.contains(&state) {
+                return validation_failed("DeploymentStatus", "state", "state is not included in the list");
+            }
+            let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let description = text("description");
+            if description.chars().count() > 140 {
+                return validation_failed(
+                    "DeploymentStatus",
+                    "description",
+                    "description is too long (maximum is 140 characters)",
+                );
+            }
+            let log_url = if body.get("log_url").is_some() { text("log_url") } else { text("target_url") };
+            let auto_inactive = body.get("auto_inactive").and_then(Value::as_bool).unwrap_or(true);
+            if let Some(env) = body.get("environment").and_then(Value::as_str) {
+                s.deployments[i].environment = env.to_string();
+            }
+            s.next_deployment_id += 1;
+            let st = DeploymentStatus {
+                id: s.next_deployment_id,
+                state: state.to_string(),
+                description,
+                environment_url: text("environment_url"),
+                log_url,
+            };
+            let j = status_json(&s.deployments[i], &st);
+            s.deployments[i].statuses.push(st);
+            if state == "success" && auto_inactive {
+                let (this, env) = (s.deployments[i].id, s.deployments[i].environment.clone());
+                for k in 0..s.deployments.len() {
+                    let d = &s.deployments[k];
+                    let prior = d.repo == repo && d.id < this && d.environment == env && !d.transient_environment;
+                    if prior && d.state() == "success" {
+                        s.next_deployment_id += 1;
+                        let id = s.next_deployment_id;
+                        s.deployments[k].statuses.push(DeploymentStatus {
+                            id,
+                            state: "inactive".into(),
+                            description: String::new(),
+                            environment_url: String::new(),
+                            log_url: String::new(),
+                        });
+                    }
+                }
+            }
+            reply(201, j)
+        }
+        _ => message(404, "Not Found"),
     }
 }
 
@@ -905,5 +1238,63 @@ mod tests {
         let org =
             json!({"name": "R", "value": "x", "visibility": "selected", "selected_repository_ids": [999]}).to_string();
         assert_eq!(http(&gh, "POST", "/orgs/acme/actions/variables", TOKEN, &org).0, 422, "unknown repository id");
+    }
+
+    #[test]
+    fn deployments_statuses_and_auto_inactive_as_github_documents() {
+        let gh = GitHub::start();
+        let base = "/repos/acme/app/deployments";
+        let sha = "a".repeat(40);
+        let create = |env: &str, tag: &str| {
+            let body = json!({"ref": sha, "environment": env, "auto_merge": false, "required_contexts": [],
+                              "payload": {"image_tag": tag}});
+            let (status, _, body) = http(&gh, "POST", base, TOKEN, &body.to_string());
+            assert_eq!(status, 201, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()["id"].as_u64().unwrap()
+        };
+        let status =
+            |id: u64, body: Value| http(&gh, "POST", &format!("{base}/{id}/statuses"), TOKEN, &body.to_string()).0;
+        assert_eq!(http(&gh, "POST", base, TOKEN, "{}").0, 422, "ref is required");
+        assert_eq!(http(&gh, "POST", base, TOKEN, &json!({"ref": "nope"}).to_string()).0, 422, "unknown ref");
+        assert_eq!(http(&gh, "POST", base, "wrong", &json!({"ref": sha}).to_string()).0, 401);
+        assert_eq!(http(&gh, "POST", "/repos/acme/nope/deployments", TOKEN, &json!({"ref": sha}).to_string()).0, 404);
+        let one = create("production", "v1");
+        let staging = create("staging", "v1");
+        assert_eq!(status(one, json!({"state": "success"})), 201);
+        assert_eq!(status(staging, json!({"state": "success"})), 201);
+        assert_eq!(status(one, json!({"state": "done"})), 422, "not a state");
+        assert_eq!(status(one, json!({"state": "success", "description": "d".repeat(141)})), 422);
+        assert_eq!(status(999_999, json!({"state": "success"})), 404);
+        let two = create("production", "v2");
+        assert_eq!(status(two, json!({"state": "in_progress"})), 201);
+        let states =
+            |gh: &GitHub| gh.deployments("acme/app").iter().map(|d| (d.id, d.state().to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            states(&gh),
+            [(one, "success".to_string()), (staging, "success".to_string()), (two, "in_progress".to_string())]
+        );
+        assert_eq!(status(two, json!({"state": "success", "environment_url": "https://app.example"})), 201);
+        // The earlier success of the same environment is inactive; the other environment is untouched.
+        assert_eq!(
+            states(&gh),
+            [(one, "inactive".to_string()), (staging, "success".to_string()), (two, "success".to_string())]
+        );
+        // auto_inactive false leaves earlier ones alone.
+        let three = create("production", "v3");
+        assert_eq!(status(three, json!({"state": "success", "auto_inactive": false})), 201);
+        assert_eq!(gh.deployments("acme/app")[3].state(), "success");
+        assert_eq!(gh.deployments("acme/app")[2].state(), "success");
+        let (code, _, list) = http(&gh, "GET", &format!("{base}?environment=production&per_page=2"), TOKEN, "");
+        assert_eq!(code, 200);
+        let list: Value = serde_json::from_str(&list).unwrap();
+        let ids: Vec<u64> = list.as_array().unwrap().iter().map(|d| d["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, [three, two], "newest first, filtered, one page");
+        let (_, _, sts) = http(&gh, "GET", &format!("{base}/{two}/statuses"), TOKEN, "");
+        let sts: Value = serde_json::from_str(&sts).unwrap();
+        assert_eq!(sts[0]["state"], "success");
+        assert_eq!(sts[0]["environment_url"], "https://app.example");
+        gh.push_fault(Fault::Status(500));
+        assert_eq!(http(&gh, "GET", base, TOKEN, "").0, 500);
+        assert_eq!(http(&gh, "GET", base, TOKEN, "").0, 200);
     }
 }

@@ -58,6 +58,10 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("preflight-only", Some("false")),
                 ("record-file", None),
                 ("metrics-file", None),
+                // GitHub Deployments (docs/actions.md, "GitHub Deployments").
+                ("environment", None),
+                ("environment-url", None),
+                ("github-token", None),
             ];
             outputs = &["deployed-tag", "previous-tag", "rolled-back", "changed", "record-file"];
         }
@@ -76,6 +80,10 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 // Beyond the contract: the same lock escape hatch deploy-remote has.
                 ("force-unlock", Some("false")),
                 ("metrics-file", None),
+                // GitHub Deployments (docs/actions.md, "GitHub Deployments").
+                ("environment", None),
+                ("environment-url", None),
+                ("github-token", None),
             ];
             outputs = &["rolled-back-to", "rolled-back-from", "record-file"];
         }

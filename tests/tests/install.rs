@@ -17,7 +17,8 @@ use std::sync::Arc;
 use gangplank_testbed::{find_program, scrubbed_command};
 
 const VERSION: &str = "1.2.3";
-const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// What install.sh picks on this x86_64 Linux machine: the static (musl) archive.
+const TARGET: &str = "x86_64-unknown-linux-musl";
 /// What install.sh may use besides a hasher.
 const TOOLS: [&str; 10] = ["bash", "curl", "tar", "gzip", "mktemp", "mkdir", "rm", "chmod", "mv", "cp"];
 

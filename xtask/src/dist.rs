@@ -1,5 +1,13 @@
 //! `cargo xtask dist [--target TRIPLE]`: the release archive of the `gangplank` executable (issue 6).
 //!
+//! On Linux the default target is the host's architecture with musl (`x86_64-unknown-linux-musl`): one static
+//! executable for every distribution and libc (OpenSSL, which libssh2 needs, is built from source and linked
+//! in for musl targets only: crates/gangplank/Cargo.toml). A Linux archive is checked before it is written:
+//! the ELF file must have no interpreter (nothing for the loader to find on the server or runner), and, when a
+//! Docker engine is reachable, it must run alone in an empty `FROM scratch` image without a network: `--version`,
+//! and a `deploy-remote` run with bad input that must exit 2 with a hint. Its size and `--version` start time
+//! are printed.
+//!
 //! Builds with `cargo build --release --locked -p gangplank` for the host target (or `--target`), then writes
 //! `dist/gangplank-<version>-<target>.tar.gz` (one folder of that name holding `gangplank`, the layout
 //! `actions/install.sh` expects; one build, one archive, one checksum per target), `dist/SHA256SUMS` and `dist/manifest.json` over every archive of this version in
@@ -47,7 +55,115 @@ pub fn run(args: &[String]) -> Result<()> {
 fn host_target() -> Result<String> {
     let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
     let text = String::from_utf8(out.stdout)?;
-    text.lines().find_map(|l| l.strip_prefix("host: ")).map(str::to_owned).context("rustc -vV printed no `host:` line")
+    let host = text
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("rustc -vV printed no `host:` line")?;
+    // What Linux releases ship: the static build for this architecture.
+    Ok(host.replace("-unknown-linux-gnu", "-unknown-linux-musl"))
+}
+
+/// Whether an ELF executable asks for a program interpreter (`PT_INTERP`), i.e. is dynamically linked.
+/// Reads the 64-bit little-endian layout of x86_64 and aarch64.
+pub fn elf_interpreter(bytes: &[u8]) -> Result<bool> {
+    let u16_at = |o: usize| -> Result<u16> {
+        Ok(u16::from_le_bytes(bytes.get(o..o + 2).context("truncated ELF header")?.try_into()?))
+    };
+    let u32_at = |o: usize| -> Result<u32> {
+        Ok(u32::from_le_bytes(bytes.get(o..o + 4).context("truncated ELF header")?.try_into()?))
+    };
+    let u64_at = |o: usize| -> Result<u64> {
+        Ok(u64::from_le_bytes(bytes.get(o..o + 8).context("truncated ELF header")?.try_into()?))
+    };
+    if bytes.get(..4) != Some(b"\x7fELF".as_slice()) || bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20)? as usize, u16_at(0x36)? as usize, u16_at(0x38)? as usize);
+    const PT_INTERP: u32 = 3;
+    for i in 0..phnum {
+        if u32_at(phoff + i * phentsize)? == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Removes the smoke image however the check ends.
+struct Image(String);
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["image", "rm", "-f", &self.0]).output();
+    }
+}
+
+/// The static executable alone in an empty image, without a network: it starts, and its input checks work.
+pub fn smoke_in_scratch(bin: &Path) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(bin, dir.path().join("gangplank"))?;
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY gangplank /gangplank\nENTRYPOINT [\"/gangplank\"]\n",
+    )?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let image = Image(format!("gangplank-static-smoke:{}-{nanos}", std::process::id()));
+    let out = Command::new("docker").args(["build", "-q", "-t", &image.0]).arg(dir.path()).output()?;
+    if !out.status.success() {
+        bail!("docker build of the scratch image failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let run =
+        |args: &[&str]| Command::new("docker").args(["run", "--rm", "--network", "none", &image.0]).args(args).output();
+    let out = run(&["--version"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.trim() != format!("gangplank {VERSION}") {
+        bail!(
+            "`gangplank --version` in an empty image: {} {text} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Bad input is refused before anything connects: exit 2 and a hint, also with no file and no network.
+    let out = run(&["deploy-remote", "--preflight-only", "--host", "deploy@127.0.0.1", "--image-tag", "not a tag"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) || !err.contains("image-tag") || !err.contains("hint:") {
+        bail!("deploy-remote with a bad tag in an empty image: {} {err}", out.status);
+    }
+    println!("static: runs alone in an empty image (--version; bad input exits 2 with a hint)");
+    Ok(())
+}
+
+/// Median wall time of `bin --version` over `n` runs.
+fn start_time(bin: &Path, n: usize) -> Result<std::time::Duration> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let out = Command::new(bin).arg("--version").output()?;
+        times.push(t.elapsed());
+        if !out.status.success() {
+            bail!("{} --version failed", bin.display());
+        }
+    }
+    times.sort();
+    Ok(times[n / 2])
+}
+
+/// A Linux executable must be static and run alone; prints its start time.
+fn check_linux(bin: &Path) -> Result<()> {
+    if elf_interpreter(&std::fs::read(bin)?)? {
+        bail!("{} is dynamically linked (it has an ELF interpreter); a Linux release must be static", bin.display());
+    }
+    println!("static: no ELF interpreter, no shared library");
+    let native = Command::new(bin).arg("--version").output().is_ok_and(|o| o.status.success());
+    if native {
+        println!("start: `gangplank --version` median {:?} over 21 runs", start_time(bin, 21)?);
+    }
+    let docker = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+    if native && docker.is_ok_and(|o| o.status.success()) {
+        smoke_in_scratch(bin)?;
+    } else {
+        println!("static: no Docker engine here (or another architecture): the empty-image check is skipped");
+    }
+    Ok(())
 }
 
 fn build(root: &Path, dist: &Path, target: &str) -> Result<()> {
@@ -70,6 +186,9 @@ fn build(root: &Path, dist: &Path, target: &str) -> Result<()> {
     std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
     let size = std::fs::metadata(&to)?.len();
     println!("gangplank {:>6.2} MB  ({size} bytes, stripped)", size as f64 / 1_000_000.0);
+    if target.contains("-linux-") {
+        check_linux(&to)?;
+    }
     let archive = format!("{name}.tar.gz");
     let status =
         Command::new("tar").current_dir(dist).args(["-czf", &archive, &name]).status().context("running tar")?;
@@ -118,4 +237,19 @@ fn write_sums(dist: &Path) -> Result<()> {
     print!("{sums}");
     println!("wrote dist/SHA256SUMS and dist/manifest.json");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_executable_has_an_interpreter_and_a_static_one_has_none() {
+        // Debian's /bin/sh (dash) is linked against glibc; busybox-static, a testbed part, is static.
+        assert!(elf_interpreter(&std::fs::read("/bin/sh").unwrap()).unwrap(), "/bin/sh is dynamic");
+        let busybox = gangplank_testbed::images::busybox_static_path().unwrap();
+        assert!(!elf_interpreter(&std::fs::read(busybox).unwrap()).unwrap(), "busybox-static is static");
+        assert!(elf_interpreter(b"#!/bin/sh\n").is_err(), "a script is no ELF file");
+        assert!(elf_interpreter(b"\x7fELF\x02\x01\x01").is_err(), "a truncated header is refused");
+    }
 }

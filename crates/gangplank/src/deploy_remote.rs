@@ -98,6 +98,8 @@ pub struct Args {
     /// Prometheus textfile (`*.prom`) on the runner to count this run in [default: none]
     #[arg(long, env = "INPUT_METRICS_FILE")]
     metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    github: crate::deployments::GitHubArgs,
 }
 
 fn config(a: Args) -> Result<(DeployConfig, deploy::swarm::Target)> {
@@ -162,14 +164,21 @@ pub fn run(mut args: Args) -> Result<()> {
             gangplank_core::dotenv::register_masks(&String::from_utf8_lossy(&text));
         }
     }
+    let github = args.github.reporter()?;
     let (cfg, target) = config(args)?;
     deploy::announce_changes_early();
+    // A preflight changes nothing, so it is no deployment.
+    let github = github.filter(|_| !cfg.preflight_only);
+    let deployment = github.as_ref().and_then(|g| g.start(&cfg.app, &cfg.tag));
     let mut connect = deploy::connect_ssh(&cfg.ssh);
     let started = std::time::Instant::now();
     let out = match target {
         deploy::swarm::Target::Swarm => deploy::swarm::deploy(&cfg, &mut connect),
         deploy::swarm::Target::Compose => deploy::deploy(&cfg, &mut connect),
     };
+    if let Some(g) = &github {
+        crate::deployments::report_deploy(g, deployment, &cfg.app, &cfg.tag, &out);
+    }
     if cfg.preflight_only && out.error.is_none() {
         return Ok(());
     }

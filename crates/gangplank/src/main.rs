@@ -6,6 +6,7 @@
 //! step's run, then `core::actions::main_with`, the one place errors become exit codes.
 
 mod deploy_remote;
+mod deployments;
 mod rollback;
 mod status;
 

@@ -62,6 +62,8 @@ pub struct Args {
     /// Prometheus textfile (`*.prom`) on the runner to count this run in [default: none]
     #[arg(long, env = "INPUT_METRICS_FILE")]
     metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    github: crate::deployments::GitHubArgs,
 }
 
 fn config(a: Args) -> Result<(RollbackConfig, deploy::swarm::Target)> {
@@ -99,6 +101,7 @@ fn config(a: Args) -> Result<(RollbackConfig, deploy::swarm::Target)> {
 /// The whole run after inputs were parsed.
 pub fn run(mut args: Args) -> Result<()> {
     deploy::install_signal_handlers();
+    let github = args.github.reporter()?;
     let metrics_file = metrics::from_input(args.metrics_file.take())?;
     let (cfg, target) = config(args)?;
     // The record of the deploy being undone names the tag to go back to (when it is a valid tag
@@ -112,6 +115,9 @@ pub fn run(mut args: Args) -> Result<()> {
         deploy::swarm::Target::Swarm => deploy::swarm::rollback(&cfg, record_previous, &mut connect),
         deploy::swarm::Target::Compose => deploy::rollback(&cfg, record_previous, &mut connect),
     };
+    if let Some(g) = &github {
+        crate::deployments::report_rollback(g, &cfg.app, &out);
+    }
     let outputs =
         [("rolled-back-to", out.record.deployed_tag.clone()), ("rolled-back-from", out.record.previous_tag.clone())];
     let back = out.error.is_none().then_some(out.record.deployed_tag.as_str());
