@@ -639,7 +639,7 @@ fn finish(mut out: Outcome) -> Outcome {
     out
 }
 
-/// The plan of a Swarm deploy, as preflight-only prints it, with the exact commands.
+/// The plan of a Swarm deploy; with `preflight-only`, the exact commands too.
 fn render_plan(cfg: &DeployConfig, manager: &HostSpec, ex: &dyn Executor, stack_json: &str) -> String {
     let file = stack_file(&cfg.tag);
     let mut s = format!(
@@ -658,6 +658,9 @@ fn render_plan(cfg: &DeployConfig, manager: &HostSpec, ex: &dyn Executor, stack_
         s.push_str(&format!("  {}. {step}\n", i + 1));
     }
     s.push_str("on a failed gate: when Swarm rolled back by itself, wait for that to converge; else stack deploy the previous release's stack file with its tag and wait; record, release the lock (a first deploy: docker stack rm)\n");
+    if !cfg.preflight_only {
+        return s;
+    }
     let sudo = ex.sudo();
     s.push_str(&format!("commands on {manager}:\n"));
     for c in [

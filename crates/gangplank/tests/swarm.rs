@@ -206,8 +206,20 @@ fn preflight_refuses_a_worker_and_a_bad_stack_and_a_second_deploy_waits_for_the_
     let r = st.run(deploy_remote(), &st.deploy_args("v1"));
     assert_eq!(r.status, 2, "{r:?}");
     assert!(r.stderr.contains("sets `container_name`"), "{}", r.stderr);
-    assert!(!st.swarm.hosts.hosts[0].path("app").exists(), "nothing was written on the manager");
     st.write_compose("");
+    // preflight-only: the plan and its commands, nothing run.
+    let mut args = st.deploy_args("v1");
+    args.push("--preflight-only=true".into());
+    let r = st.run(deploy_remote(), &args);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "IMAGE_TAG=v1 docker stack deploy --compose-file .gangplank/stack/v1.json --with-registry-auth --prune"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!st.swarm.hosts.hosts[0].path("app").exists(), "nothing was written on the manager");
 
     let r = st.run(deploy_remote(), &st.deploy_args("v1"));
     assert_eq!(r.status, 0, "{r:?}");
