@@ -83,7 +83,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let port = free_port();
     let upstreams: Vec<String> = swarm.hosts.hosts.iter().map(|h| format!("{}:8080", h.addr)).collect();
     let caddyfile = format!(
-        "{{\n  admin off\n  auto_https off\n  persist_config off\n}}\nhttp://127.0.0.1:{port} {{\n  bind 127.0.0.1\n  reverse_proxy {} {{\n    lb_policy round_robin\n    lb_try_duration 5s\n    lb_try_interval 50ms\n    fail_duration 2s\n    health_uri /health\n    health_interval 250ms\n    health_timeout 1s\n  }}\n}}\n",
+        "{{\n  admin off\n  auto_https off\n}}\nhttp://127.0.0.1:{port} {{\n  bind 127.0.0.1\n  reverse_proxy {} {{\n    lb_policy round_robin\n    lb_try_duration 5s\n    lb_try_interval 50ms\n    fail_duration 2s\n    health_uri /health\n    health_interval 250ms\n    health_timeout 1s\n  }}\n}}\n",
         upstreams.join(" ")
     );
     let conf = work.path().join("Caddyfile");

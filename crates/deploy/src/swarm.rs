@@ -307,6 +307,8 @@ pub struct Service {
     pub replicas: Option<u64>,
     pub update_state: String,
     pub update_message: String,
+    /// When the update in `update_state` started: tells an update of this run from one left by an earlier run.
+    pub update_started: String,
     /// Tasks meant to run: (state, image without digest, error).
     pub tasks: Vec<(String, String, String)>,
 }
@@ -331,6 +333,7 @@ pub fn parse_poll(stdout: &str) -> std::result::Result<Vec<Service>, String> {
                 replicas: v.pointer("/Spec/Mode/Replicated/Replicas").and_then(Value::as_u64),
                 update_state: s(v, "/UpdateStatus/State"),
                 update_message: s(v, "/UpdateStatus/Message"),
+                update_started: s(v, "/UpdateStatus/StartedAt"),
                 tasks: tasks
                     .iter()
                     .filter(|t| s(t, "/ServiceID") == id)
@@ -425,9 +428,39 @@ pub enum Converge {
     Failed(String),
 }
 
+/// The stack's services before a deploy (empty when unreadable), for [`converge`].
+pub fn snapshot(ex: &mut dyn Executor, app: &str) -> Vec<Service> {
+    ex.run(&poll_cmd(app))
+        .ok()
+        .filter(|o| o.success())
+        .and_then(|o| parse_poll(&o.stdout_str()).ok())
+        .unwrap_or_default()
+}
+
+/// Forget an update status that was there before this deploy (same start time): a service whose spec did
+/// not change keeps the `rollback_completed` or `paused` of an earlier run, which says nothing about this one.
+fn without_stale(mut svcs: Vec<Service>, before: &[Service]) -> Vec<Service> {
+    for s in &mut svcs {
+        let stale = before
+            .iter()
+            .any(|b| b.name == s.name && !b.update_started.is_empty() && b.update_started == s.update_started);
+        if stale {
+            s.update_state.clear();
+            s.update_message.clear();
+        }
+    }
+    svcs
+}
+
 /// Poll until the stack converges on `want`, Swarm rolls back (then wait for that too), the update
-/// pauses, or `timeout`. A lost poll fails the wait.
-pub fn converge(ex: &mut dyn Executor, app: &str, want: &[(String, String)], timeout: Duration) -> Result<Converge> {
+/// pauses, or `timeout`. `before`: the services before the deploy ([`snapshot`]). A lost poll fails the wait.
+pub fn converge(
+    ex: &mut dyn Executor,
+    app: &str,
+    want: &[(String, String)],
+    before: &[Service],
+    timeout: Duration,
+) -> Result<Converge> {
     let start = Instant::now();
     let mut last = String::new();
     let mut said = String::new();
@@ -440,7 +473,7 @@ pub fn converge(ex: &mut dyn Executor, app: &str, want: &[(String, String)], tim
         if out.success() {
             match parse_poll(&out.stdout_str()) {
                 Err(e) => last = format!("unreadable answer: {e}"),
-                Ok(svcs) => match verdict(&svcs, want) {
+                Ok(svcs) => match verdict(&without_stale(svcs.clone(), before), want) {
                     Verdict::Converged if rolling_back.is_none() => return Ok(Converge::Converged(svcs)),
                     Verdict::Converged => {}
                     Verdict::Waiting(w) => last = w,
@@ -639,7 +672,7 @@ fn finish(mut out: Outcome) -> Outcome {
     out
 }
 
-/// The plan of a Swarm deploy, as preflight-only prints it, with the exact commands.
+/// The plan of a Swarm deploy; with `preflight-only`, the exact commands too.
 fn render_plan(cfg: &DeployConfig, manager: &HostSpec, ex: &dyn Executor, stack_json: &str) -> String {
     let file = stack_file(&cfg.tag);
     let mut s = format!(
@@ -658,6 +691,9 @@ fn render_plan(cfg: &DeployConfig, manager: &HostSpec, ex: &dyn Executor, stack_
         s.push_str(&format!("  {}. {step}\n", i + 1));
     }
     s.push_str("on a failed gate: when Swarm rolled back by itself, wait for that to converge; else stack deploy the previous release's stack file with its tag and wait; record, release the lock (a first deploy: docker stack rm)\n");
+    if !cfg.preflight_only {
+        return s;
+    }
     let sudo = ex.sudo();
     s.push_str(&format!("commands on {manager}:\n"));
     for c in [
@@ -771,24 +807,34 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     let file = stack_file(&cfg.tag);
 
     // Upload, then deploy.
-    let deployed = (|| -> Result<()> {
+    let mut before = vec![];
+    let mut ran = false;
+    let deployed = (|before: &mut Vec<Service>, ran: &mut bool| -> Result<()> {
         let _g = group(&format!("stack deploy on {}", m.spec));
         m.ex.check(&stack_dir_cmd(&cfg.app_dir), "making .gangplank/stack")?;
         m.ex.upload(&format!("{}/{file}", cfg.app_dir), stack_json.as_bytes(), 0o600)?;
+        *before = snapshot(m.ex.as_mut(), &cfg.app);
+        *ran = true;
         let o = m.ex.check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, &file, &cfg.tag), "docker stack deploy")?;
         let text = format!("{}{}", o.stdout_str(), o.stderr_str());
         for l in text.lines().filter(|l| !l.trim().is_empty()) {
             info(format!("  {l}"));
         }
         Ok(())
-    })();
+    })(&mut before, &mut ran);
+    if let (Err(e), false) = (&deployed, ran) {
+        // Nothing reached Swarm: the host keeps only an unused stack file.
+        row(&mut out, &prev_name, "not changed");
+        out.error = Some(unlock_after(m.ex.as_mut(), &cfg.app_dir, &owner.id, e.clone()));
+        return finish(out);
+    }
     out.changed = true;
     let want = expected_images(&stack, &cfg.app, &cfg.tag);
     let gate = match deployed {
         Err(e) => Err(e),
         Ok(()) => {
             let _g = group(&format!("converge {}", m.spec));
-            match converge(m.ex.as_mut(), &cfg.app, &want, cfg.health_timeout) {
+            match converge(m.ex.as_mut(), &cfg.app, &want, &before, cfg.health_timeout) {
                 Err(e) => Err(e),
                 Ok(Converge::Converged(_)) => match cfg.health_url.as_deref() {
                     None => Ok(Ok(())),
@@ -850,10 +896,11 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
         (_, Some(p), Some(pf)) => {
             let want_prev = expected_images(&stack, &cfg.app, p);
             let _g = group(&format!("roll back {} to {p}", m.spec));
+            let before_back = snapshot(m.ex.as_mut(), &cfg.app);
             match m.ex.check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, pf, p), "docker stack deploy (previous)") {
                 Err(e) => Err(format!("deploying `{p}` again failed: {}", e.message)),
                 Ok(_) if hurry => Ok(format!("`{p}`'s spec was deployed again (its convergence not waited for)")),
-                Ok(_) => match converge(m.ex.as_mut(), &cfg.app, &want_prev, cfg.health_timeout) {
+                Ok(_) => match converge(m.ex.as_mut(), &cfg.app, &want_prev, &before_back, cfg.health_timeout) {
                     Ok(Converge::Converged(_)) => Ok(format!("rolled back to `{p}`, which converged")),
                     Ok(Converge::SwarmRolledBack { why, .. }) | Ok(Converge::Failed(why)) => {
                         Err(format!("`{p}` did not converge either: {why}"))
@@ -996,6 +1043,7 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
         let stack_text =
             m.ex.check(&Cmd::new("cat").arg(format!("{}/{file}", cfg.app_dir)).privileged(), "reading the stack file")?;
         let stack: Value = serde_json::from_slice(&stack_text.stdout).unwrap_or(Value::Object(Map::new()));
+        let before = snapshot(m.ex.as_mut(), &cfg.app);
         m.ex.check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, &file, &target), "docker stack deploy")?;
         let want = expected_images(&stack, &cfg.app, &target);
         let fail = |why: String, st: &mut State, ex: &mut dyn Executor| -> Error {
@@ -1009,7 +1057,7 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
             Error::failed(format!("rollback to `{target}` on the Swarm of {} is not healthy: {why}", m.spec))
                 .hint("read the service logs above; pass another `to-tag` to try an older version")
         };
-        match converge(m.ex.as_mut(), &cfg.app, &want, cfg.health_timeout)? {
+        match converge(m.ex.as_mut(), &cfg.app, &want, &before, cfg.health_timeout)? {
             Converge::Converged(_) => {}
             Converge::SwarmRolledBack { why, .. } | Converge::Failed(why) => {
                 return Err(fail(why, &mut st, m.ex.as_mut()))
@@ -1114,6 +1162,7 @@ mod tests {
             replicas: Some(tasks.len().max(1) as u64),
             update_state: state.into(),
             update_message: String::new(),
+            update_started: String::new(),
             tasks: tasks.iter().map(|(s, i)| (s.to_string(), i.to_string(), String::new())).collect(),
         }
     }
@@ -1135,6 +1184,18 @@ mod tests {
             Verdict::SwarmRollback { done: false, .. }
         ));
         assert!(matches!(verdict(&[], &want), Verdict::Waiting(_)));
+    }
+
+    #[test]
+    fn an_update_status_left_by_an_earlier_run_is_not_this_runs() {
+        let want = vec![("a_web".to_string(), "r/a:v2".to_string())];
+        let mut old = svc("a_web", "r/a:v2", "rollback_completed", &[("running", "r/a:v2")]);
+        old.update_started = "t0".into();
+        let now = without_stale(vec![old.clone()], std::slice::from_ref(&old));
+        assert_eq!(verdict(&now, &want), Verdict::Converged);
+        let mut new = old.clone();
+        new.update_started = "t1".into();
+        assert!(matches!(verdict(&without_stale(vec![new], &[old]), &want), Verdict::SwarmRollback { .. }));
     }
 
     #[test]

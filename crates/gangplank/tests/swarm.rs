@@ -164,6 +164,20 @@ fn v1_then_v2_converge_broken_goes_back_and_rollback_needs_no_registry() {
     assert!(audit.contains("\"tag\":\"broken\",\"previous_tag\":\"v2\",\"result\":\"health-gate-failed\""), "{audit}");
     assert!(!st.swarm.hosts.hosts[0].path("app/.gangplank/lock").exists(), "lock released");
 
+    // v1 converges but its health-url never answers: Swarm sees nothing wrong, so gangplank deploys v2's
+    // own stack file again with v2 and waits for it.
+    let mut args = st.ssh_args(&[0]);
+    args.extend(
+        ["--image-tag=v1", "--health-timeout=25s", "--min-free-disk=1MiB", "--health-url=http://127.0.0.1:9/health"]
+            .map(String::from),
+    );
+    let r = st.run(deploy_remote(), &args);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_eq!(r.out("rolled-back"), "true", "{r:?}");
+    assert!(r.stderr.contains("rolled back to `v2`, which converged"), "{}", r.stderr);
+    st.assert_serving("v2", "v2");
+    assert_eq!(st.state()["current"]["tag"], "v2");
+
     // Rollback to v1 with the registry gone: every node has v1 (pulled now, as after earlier deploys).
     for h in &st.swarm.hosts.hosts {
         run_checked(h.docker().args(["pull", "-q", &format!("{}:v1", st.image)])).unwrap();
@@ -206,8 +220,20 @@ fn preflight_refuses_a_worker_and_a_bad_stack_and_a_second_deploy_waits_for_the_
     let r = st.run(deploy_remote(), &st.deploy_args("v1"));
     assert_eq!(r.status, 2, "{r:?}");
     assert!(r.stderr.contains("sets `container_name`"), "{}", r.stderr);
-    assert!(!st.swarm.hosts.hosts[0].path("app").exists(), "nothing was written on the manager");
     st.write_compose("");
+    // preflight-only: the plan and its commands, nothing run.
+    let mut args = st.deploy_args("v1");
+    args.push("--preflight-only=true".into());
+    let r = st.run(deploy_remote(), &args);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "IMAGE_TAG=v1 docker stack deploy --compose-file .gangplank/stack/v1.json --with-registry-auth --prune"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!st.swarm.hosts.hosts[0].path("app").exists(), "nothing was written on the manager");
 
     let r = st.run(deploy_remote(), &st.deploy_args("v1"));
     assert_eq!(r.status, 0, "{r:?}");
