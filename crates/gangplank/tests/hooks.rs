@@ -76,7 +76,7 @@ fn pre_deploy_migrates_with_the_new_release_before_any_container_changes_and_a_f
         r#"serving=$(curl -fsS http://127.0.0.1:{port}/health || echo none)
 echo "pre $GANGPLANK_HOOK $IMAGE_TAG prev=$PREVIOUS_TAG serving=$serving $(grep '^# release' compose.yaml) app=$GANGPLANK_APP" >> hooks.log
 if [ -f data/migrations ]; then cp data/migrations "data/backup-$PREVIOUS_TAG"; fi
-$COMPOSE run --rm -T web sh -c 'cat /www/health >> /data/migrations; env'
+$COMPOSE run --rm -T web sh -c 'cat /www/health >> /data/migrations; echo >> /data/migrations; env'
 echo '::error::from the hook'
 "#
     );
@@ -187,7 +187,7 @@ fn a_failed_post_deploy_rolls_back_and_a_hook_past_its_timeout_is_stopped_on_the
         "{}",
         r.stderr
     );
-    assert!(t.elapsed() < Duration::from_secs(40), "took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(40), "took {:?}: {r:?}", t.elapsed());
     let pid = fx.read_host("hook.pid").trim().to_string();
     assert!(!pid.is_empty());
     gangplank_testbed::wait_for("the hook's sleep to be gone", Duration::from_secs(10), || {
