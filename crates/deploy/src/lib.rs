@@ -3,7 +3,8 @@
 //! A run is a set of plans ([`plan`]): typed steps that carry their data, computed per host from what
 //! preflight read, printed (with the exact commands) by `preflight-only`, and walked by the one
 //! executor in [`engine`]. Per host: lock (repairing a host a killed run left mid-deploy) → stage the
-//! uploads → switch (journal first, then backups, then the files) → pull + up → health gate → commit
+//! uploads → switch (journal first, then backups, then the files) → `pre-deploy` hook → pull + up →
+//! health gate → `post-deploy` hook ([`hooks`]) → commit
 //! (state, audit, prune, unlock in one rename). A failed gate, a failed pull or `up`, a signal or a
 //! lost connection walk the matching revert plan; hosts already changed are undone too.
 //! Contract: docs/actions.md ("deploy-remote", "rollback"); host files: docs/host-layout.md.
