@@ -754,6 +754,24 @@ mod tests {
     }
 
     #[test]
+    fn hooks_on_first_runs_them_on_the_first_host_only() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1", "h2"]);
+        cfg.max_parallel = 2;
+        cfg.hooks =
+            hooks::Hooks::new(Some("migrate".into()), Some("smoke".into()), Duration::from_secs(5), "first").unwrap();
+        let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..2).map(|_| Arc::new(Mutex::new(vec![]))).collect();
+        let mut connect = |h: &HostSpec| {
+            let i = if h.host == "h1" { 0 } else { 1 };
+            Ok(host(&h.to_string(), &logs[i], RUNNING, STATE_V1))
+        };
+        let out = deploy(&cfg, &mut connect);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(names(&logs[0].lock().unwrap()).iter().filter(|n| **n == "hook").count(), 2);
+        assert!(!names(&logs[1].lock().unwrap()).contains(&"hook"));
+    }
+
+    #[test]
     fn the_plan_is_data_and_renders_every_step() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "v2", &["h1"]);
