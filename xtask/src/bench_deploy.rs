@@ -43,21 +43,21 @@ echo "not healthy after 60s" >&2
 exit 1
 "#;
 
-struct App {
-    name: String,
-    image: String,
-    port: u16,
-    work: PathBuf,
-    app_dir: PathBuf,
+pub(crate) struct App {
+    pub(crate) name: String,
+    pub(crate) image: String,
+    pub(crate) port: u16,
+    pub(crate) work: PathBuf,
+    pub(crate) app_dir: PathBuf,
 }
 
-fn sh(cmd: &str) -> Result<String> {
+pub(crate) fn sh(cmd: &str) -> Result<String> {
     let out = Command::new("bash").arg("-c").arg(cmd).output().context("running bash")?;
     ensure!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn app(prefix: &str, registry: &Registry, root: &Path) -> Result<App> {
+pub(crate) fn app(prefix: &str, registry: &Registry, root: &Path) -> Result<App> {
     let samples = images::samples()?;
     let name = unique_name(prefix);
     let image = registry.image(&name);
@@ -77,7 +77,7 @@ fn app(prefix: &str, registry: &Registry, root: &Path) -> Result<App> {
     Ok(App { app_dir: root.join(format!("{name}-host")), name, image, port, work })
 }
 
-fn health(port: u16) -> Option<String> {
+pub(crate) fn health(port: u16) -> Option<String> {
     http_get(&format!("127.0.0.1:{port}"), "/health", None)
         .ok()
         .filter(|(s, _)| *s == 200)
@@ -85,13 +85,13 @@ fn health(port: u16) -> Option<String> {
 }
 
 /// `gangplank <step>` from the release build.
-fn release_step(gangplank: &Path, step: &str) -> Command {
+pub(crate) fn release_step(gangplank: &Path, step: &str) -> Command {
     let mut cmd = gangplank_testbed::scrubbed_command(gangplank);
     cmd.arg(step);
     cmd
 }
 
-fn gangplank_args(sshd: &Sshd, a: &App) -> Vec<String> {
+pub(crate) fn gangplank_args(sshd: &Sshd, a: &App) -> Vec<String> {
     vec![
         "--host".into(),
         format!("{}@{}:{}", gangplank_testbed::FAST_USER, sshd.host, sshd.port),
@@ -165,7 +165,7 @@ fn deploy_baseline(sshd: &Sshd, a: &App, tag: &str, script: &Path) -> Result<(Du
     Ok((took, sshd.connections() - before))
 }
 
-fn median(v: &mut [Duration]) -> Duration {
+pub(crate) fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
@@ -184,7 +184,7 @@ fn cleanup(a: &App) {
     ));
 }
 
-struct Cleanup<'a>(&'a [&'a App]);
+pub(crate) struct Cleanup<'a>(pub(crate) &'a [&'a App]);
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         for a in self.0 {

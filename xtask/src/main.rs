@@ -6,6 +6,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 mod bench_budgets;
 mod bench_deploy;
+mod bench_hooks;
 mod bench_hosts;
 mod bench_secrets;
 mod bench_ssh;
@@ -22,7 +23,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
   demo                 bring up the testbed and run the whole story with the real gangplank executable
-  bench ssh|deploy|hosts|verify|secrets|budgets|zero-downtime|swarm
+  bench ssh|deploy|hooks|hosts|verify|secrets|budgets|zero-downtime|swarm
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
   dist                 build release archives for the host target, SHA256SUMS and the manifest";
@@ -44,12 +45,13 @@ fn run(args: &[String]) -> Result<()> {
             Some("ssh") => bench_ssh::run(&rest[1..]),
             Some("deploy") => bench_deploy::run(&rest[1..]),
             Some("hosts") => bench_hosts::run(&rest[1..]),
+            Some("hooks") => bench_hooks::run(&rest[1..]),
             Some("verify") => bench_verify::run(&rest[1..]),
             Some("secrets") => bench_secrets::run(&rest[1..]),
             Some("budgets") => bench_budgets::run(&rest[1..]),
             Some("zero-downtime") => bench_zero_downtime::run(&rest[1..]),
             Some("swarm") => bench_swarm::run(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench ssh|deploy|hosts|verify|secrets|budgets|zero-downtime|swarm"),
+            _ => bail!("usage: cargo xtask bench ssh|deploy|hooks|hosts|verify|secrets|budgets|zero-downtime|swarm"),
         },
         Some("codegen") => codegen::run(rest),
         Some("dist") => dist::run(rest),

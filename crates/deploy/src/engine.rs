@@ -34,6 +34,8 @@ pub enum Fail {
     Pull(Error),
     /// `compose up` failed.
     Up(Error),
+    /// A deploy hook failed or outlived `hook-timeout` (crate::hooks); `post-deploy` counts as a failed gate.
+    Hook(crate::hooks::Phase, Error),
     /// Anything else; its class tells an interrupt or a lost connection.
     Other(Error),
 }
@@ -48,7 +50,7 @@ impl Fail {
     pub fn message(&self) -> String {
         match self {
             Fail::Gate(g) => format!("health gate: {}", g.reason),
-            Fail::Pull(e) | Fail::Up(e) | Fail::Other(e) => e.message.clone(),
+            Fail::Pull(e) | Fail::Up(e) | Fail::Hook(_, e) | Fail::Other(e) => e.message.clone(),
         }
     }
 }
@@ -270,6 +272,10 @@ impl Host {
                 if !out.success() {
                     return Err(Fail::Pull(self.pull_error(&release.tag, &out.tail(5))));
                 }
+            }
+            Step::Hook { phase, .. } => {
+                let cmd = self.commands(step).remove(0);
+                crate::hooks::run(self.ex.as_mut(), *phase, &cmd)?;
             }
             Step::Gate { .. } => {
                 let services = self.ctx.services.clone();

@@ -3,7 +3,8 @@
 //! A run is a set of plans ([`plan`]): typed steps that carry their data, computed per host from what
 //! preflight read, printed (with the exact commands) by `preflight-only`, and walked by the one
 //! executor in [`engine`]. Per host: lock (repairing a host a killed run left mid-deploy) → stage the
-//! uploads → switch (journal first, then backups, then the files) → pull + up → health gate → commit
+//! uploads → switch (journal first, then backups, then the files) → `pre-deploy` hook → pull + up →
+//! health gate → `post-deploy` hook ([`hooks`]) → commit
 //! (state, audit, prune, unlock in one rename). A failed gate, a failed pull or `up`, a signal or a
 //! lost connection walk the matching revert plan; hosts already changed are undone too.
 //! Contract: docs/actions.md ("deploy-remote", "rollback"); host files: docs/host-layout.md.
@@ -16,6 +17,7 @@
 pub mod engine;
 pub mod files;
 pub mod health;
+pub mod hooks;
 pub mod model;
 pub mod plan;
 pub mod preflight;
@@ -257,6 +259,8 @@ pub struct DeployConfig {
     pub services: Vec<String>,
     /// How containers are replaced (issue 13): `recreate`, or `rolling` behind a proxy.
     pub strategy: rolling::Strategy,
+    /// `pre-deploy` / `post-deploy` scripts, `hook-timeout`, `hooks-on` (crate::hooks).
+    pub hooks: hooks::Hooks,
     pub health_url: Option<String>,
     pub health_timeout: Duration,
     pub auto_rollback: bool,
@@ -476,6 +480,7 @@ mod tests {
             tag: tag.into(),
             services: vec![],
             strategy: rolling::Strategy::Recreate,
+            hooks: hooks::Hooks::default(),
             health_url: None,
             health_timeout: Duration::from_millis(300),
             auto_rollback: true,
@@ -527,6 +532,7 @@ mod tests {
         log.iter()
             .map(|l| {
                 for (needle, name) in [
+                    ("gangplank-hook", "hook"),
                     ("APP_DIR_CHECK", "preflight"),
                     ("mkdir -- \"$lock\"", "lock"),
                     ("refusing to write through it\" >&2; exit 1; fi\ndone\numask", "stage"),
@@ -712,6 +718,58 @@ mod tests {
         let n = names(&log.lock().unwrap());
         assert_eq!(&n[n.len() - 3..], ["pull+up", "restore", "record"], "{n:?}");
         assert!(!n.contains(&"up"));
+    }
+
+    #[test]
+    fn hooks_run_after_the_switch_and_after_the_gate_and_a_failed_pre_deploy_restarts_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1"]);
+        cfg.hooks =
+            hooks::Hooks::new(Some("migrate".into()), Some("smoke".into()), Duration::from_secs(5), "every").unwrap();
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut connect = |h: &HostSpec| Ok(host(&h.to_string(), &log, RUNNING, STATE_V1));
+        let out = deploy(&cfg, &mut connect);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(
+            names(&log.lock().unwrap()),
+            vec!["preflight", "lock", "stage", "upload", "switch", "hook", "pull+up", "inspect", "hook", "record"]
+        );
+
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut connect = |h: &HostSpec| {
+            let r = Recording::new(&h.to_string(), false)
+                .reply("gangplank-hook", Output { status: 3, stdout: b"no".to_vec(), stderr: vec![] })
+                .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{STATE_V1}")))
+                .reply(
+                    "APP_DIR_CHECK",
+                    Output::ok(format!("root=/r\ncompose=v1\ndf=1048576\nappdir=ok\n@@state\n{STATE_V1}")),
+                );
+            Ok(Box::new(Shared(r, log.clone())) as Box<dyn Executor>)
+        };
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("fails");
+        assert!(e.message.contains("(exit 3)") && e.message.contains("nothing was restarted"), "{}", e.message);
+        assert!(!out.rolled_back && out.record.status == "failed");
+        let n = names(&log.lock().unwrap());
+        assert_eq!(&n[n.len() - 4..], ["switch", "hook", "restore", "record"], "{n:?}");
+    }
+
+    #[test]
+    fn hooks_on_first_runs_them_on_the_first_host_only() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1", "h2"]);
+        cfg.max_parallel = 2;
+        cfg.hooks =
+            hooks::Hooks::new(Some("migrate".into()), Some("smoke".into()), Duration::from_secs(5), "first").unwrap();
+        let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..2).map(|_| Arc::new(Mutex::new(vec![]))).collect();
+        let mut connect = |h: &HostSpec| {
+            let i = if h.host == "h1" { 0 } else { 1 };
+            Ok(host(&h.to_string(), &logs[i], RUNNING, STATE_V1))
+        };
+        let out = deploy(&cfg, &mut connect);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(names(&logs[0].lock().unwrap()).iter().filter(|n| **n == "hook").count(), 2);
+        assert!(!names(&logs[1].lock().unwrap()).contains(&"hook"));
     }
 
     #[test]

@@ -47,6 +47,15 @@ pub enum Step {
     Unroll { containers: Vec<String> },
     /// Wait for every container to run (and be healthy) and for `health-url` to answer 2xx.
     Gate { tag: String },
+    /// A user's `pre-deploy`/`post-deploy` script (crate::hooks), run in the project directory with
+    /// `IMAGE_TAG` = `release.tag` and `PREVIOUS_TAG` = `previous`, stopped on the host after `timeout`.
+    Hook {
+        phase: crate::hooks::Phase,
+        script: String,
+        release: Release,
+        previous: String,
+        timeout: std::time::Duration,
+    },
     /// Record `release` as current in state.json (journal cleared), append the audit line, prune
     /// backups, release the lock: one rename, one round trip.
     Commit {
@@ -144,6 +153,9 @@ impl Step {
                 vec![crate::rolling::start_cmd(&ctx.project(release), &release.tag, services)]
             }
             Step::Unroll { containers } => vec![crate::rolling::remove_cmd(containers)],
+            Step::Hook { phase, script, release, previous, timeout } => {
+                vec![crate::hooks::cmd(ctx, *phase, script, release, previous, *timeout)]
+            }
             Step::ShowLogs | Step::PruneImages { .. } => vec![],
             Step::Commit { prune_files, repos, .. } => {
                 vec![files::finish_cmd(dir, state_json, audit_line, crate::KEEP_BACKUPS, lock_id, repos, prune_files)]
@@ -196,6 +208,18 @@ impl fmt::Display for Step {
             Step::Gate { tag } => {
                 write!(f, "health gate of {tag}: containers running/healthy (docker inspect), health-url 2xx")
             }
+            Step::Hook { phase, script, release, timeout, .. } => write!(
+                f,
+                "{phase} hook (sh -e in the project directory, IMAGE_TAG={}, within {}; {}): {}",
+                release.tag,
+                crate::hooks::human(*timeout),
+                match phase {
+                    crate::hooks::Phase::Pre => "a failure puts the files back, nothing was restarted",
+                    crate::hooks::Phase::Post => "a failure counts as a failed gate",
+                },
+                // One line, as `preflight-only` prints commands: no script line can start a log line.
+                gangplank_core::quote(script).replace('\n', "⏎")
+            ),
             Step::Commit { release, result, .. } => write!(
                 f,
                 "commit: state.json current = {} ({result}), audit line, keep {} backups per file, release the lock",

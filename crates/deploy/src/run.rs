@@ -68,6 +68,19 @@ impl Job<'_> {
         steps.push(Step::Lock { owner: self.owner.clone(), create: true });
         steps.push(Step::Stage { stamp: self.stamp.clone(), files: rels.clone() });
         steps.push(Step::Switch { pending: pending.clone() });
+        // The hooks of this host (crate::hooks): pre-deploy once the new files are live and before any
+        // container changes, post-deploy once the gate passed.
+        let index = cfg.ssh.hosts.iter().position(|h| h.to_string() == host).unwrap_or(0);
+        let hook = |phase, script: &Option<String>| {
+            script.clone().filter(|_| cfg.hooks.runs_on(index)).map(|script| Step::Hook {
+                phase,
+                script,
+                release: new.clone(),
+                previous: pending.previous_tag.clone().unwrap_or_default(),
+                timeout: cfg.hooks.timeout,
+            })
+        };
+        steps.extend(hook(crate::hooks::Phase::Pre, &cfg.hooks.pre));
         match &self.pull_refs {
             // Rolling: pull first (a failed pull changes nothing), then the roll starts the new containers.
             _ if cfg.strategy == Strategy::Rolling => {
@@ -83,6 +96,7 @@ impl Job<'_> {
             }
         }
         steps.push(Step::Gate { tag: cfg.tag.clone() });
+        steps.extend(hook(crate::hooks::Phase::Post, &cfg.hooks.post));
         // A redeploy of the running tag adds no image tag, so there is nothing new to prune (and
         // listing the repository's tags costs a docker call).
         let new_tag = pending.previous_tag.as_deref() != Some(cfg.tag.as_str());
@@ -334,7 +348,9 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     let mut first_failure: Option<(HostFailure, bool)> = None;
     let mut next = 0;
     while next < hosts.len() && first_failure.is_none() {
-        let range = next..(next + batch).min(hosts.len());
+        // `hooks-on: first`: the first host (its migration) deploys alone, before any other host changes.
+        let size = if next == 0 && cfg.hooks.on == crate::hooks::On::First && cfg.hooks.any() { 1 } else { batch };
+        let range = next..(next + size).min(hosts.len());
         next = range.end;
         let ends = deploy_batch(&job, &mut hosts[range.clone()], &mut plans[range.clone()], &connect, batch > 1);
         for (i, (end, took)) in range.zip(ends) {
@@ -540,7 +556,7 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
         let unlock = h.release(connect);
         let mut error = match f {
             Fail::Gate(g) => Error::failed(g.reason),
-            Fail::Pull(e) | Fail::Up(e) | Fail::Other(e) => e,
+            Fail::Pull(e) | Fail::Up(e) | Fail::Hook(_, e) | Fail::Other(e) => e,
         };
         if interrupted {
             error = Error::interrupted(format!("interrupted on {label} before anything changed there"))
@@ -570,6 +586,7 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
         }
     }
     let prev = pending.previous_tag.clone();
+    let pre_hook = matches!(f, Fail::Hook(crate::hooks::Phase::Pre, _));
     let steps = match f {
         Fail::Gate(g) => {
             gangplank_core::actions::error("health gate", format!("{} on {label}: {}", cfg.tag, g.reason));
@@ -577,6 +594,19 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
             plan.on_failure.clone()
         }
         Fail::Pull(_) => revert(&pending, "pull-failed", false, false, false, true),
+        // Before any container changed: the files go back, nothing restarts.
+        Fail::Hook(crate::hooks::Phase::Pre, _) => revert(&pending, "pre-deploy-failed", h.upped, false, false, true),
+        // A failed gate, recorded as what it was.
+        Fail::Hook(crate::hooks::Phase::Post, e) => {
+            gangplank_core::actions::error("post-deploy", e.message);
+            let mut steps = plan.on_failure.clone();
+            for s in &mut steps {
+                if let Step::Record { result, .. } = s {
+                    *result = "post-deploy-failed".into();
+                }
+            }
+            steps
+        }
         Fail::Up(_) if !cfg.auto_rollback && !interrupted => vec![Step::Record {
             tag: cfg.tag.clone(),
             previous: prev.clone().unwrap_or_default(),
@@ -620,6 +650,11 @@ fn fail_host(job: &Job, h: &mut Host, plan: &HostPlan, f: Fail, connect: &mut Co
             if interrupted { " and its files" } else { ", which is healthy" }
         ))
         .hint("read the messages and container logs above, fix the image and deploy again"),
+        (None, true, Some(p)) if pre_hook => Error::failed(format!(
+            "deploy of `{}` on {label} failed ({reason}); nothing was restarted: `{p}` kept serving and its files are back",
+            cfg.tag
+        ))
+        .hint("read the hook's output above and fix it; what it changed before it failed (a migration part way) is not undone (docs/actions.md, \"Deploy hooks\")"),
         (None, true, Some(p)) if unrolls => Error::failed(format!(
             "deploy of `{}` on {label} failed ({reason}); its new containers were removed before taking any traffic, `{p}` kept serving untouched and its files are back",
             cfg.tag
@@ -840,8 +875,7 @@ fn rollback_host(
                     "failed",
                     e.hint("if the image is no longer on the host, the registry must be reachable (or pass another `to-tag`)"),
                 ),
-                Fail::Pull(e) => ("failed", e),
-                Fail::Other(e) => ("failed", e),
+                Fail::Pull(e) | Fail::Hook(_, e) | Fail::Other(e) => ("failed", e),
             };
             let record = vec![
                 Step::ShowLogs,
@@ -862,7 +896,7 @@ fn rollback_host(
 fn fail_error(f: Fail) -> Error {
     match f {
         Fail::Gate(g) => Error::failed(g.reason),
-        Fail::Pull(e) | Fail::Up(e) | Fail::Other(e) => e,
+        Fail::Pull(e) | Fail::Up(e) | Fail::Hook(_, e) | Fail::Other(e) => e,
     }
 }
 

@@ -93,6 +93,11 @@ pub fn check_deploy_inputs(cfg: &DeployConfig) -> Result<()> {
             "a Swarm task may run on any node: ship configuration in the image or as Swarm configs/secrets (`external: true`)",
         ));
     }
+    if cfg.hooks.pre.is_some() || cfg.hooks.post.is_some() {
+        errs.push(Error::bad_input("`pre-deploy` and `post-deploy` do not apply to `target: swarm`").hint(
+            "run a migration as a one-off job before the deploy (`docker service create --restart-condition none …` or a step of your workflow); Swarm's own update_config monitors the new tasks",
+        ));
+    }
     if cfg.env_file.is_some() {
         errs.push(
             Error::bad_input("`env-file` does not apply to `target: swarm`")

@@ -54,6 +54,21 @@ pub struct Args {
     /// `compose` (docker compose on every host) or `swarm` (a stack on the first host, a Swarm manager)
     #[arg(long, env = "INPUT_TARGET", default_value = "compose")]
     target: String,
+    /// Shell script run on each host once the new files are live, before any container changes (e.g. a backup and a migration)
+    #[arg(long, env = "INPUT_PRE_DEPLOY")]
+    pre_deploy: Option<String>,
+
+    /// Shell script run on each host once the health gate passed; a failure counts as a failed gate
+    #[arg(long, env = "INPUT_POST_DEPLOY")]
+    post_deploy: Option<String>,
+
+    /// How long each hook may run before it is stopped on the host (and fails)
+    #[arg(long, env = "INPUT_HOOK_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    hook_timeout: Duration,
+
+    /// `every` host runs the hooks, or only the `first` (which then deploys alone, before the others)
+    #[arg(long, env = "INPUT_HOOKS_ON", default_value = "every")]
+    hooks_on: String,
 
     /// HTTP URL that must answer 2xx; localhost URLs are probed on the host itself
     #[arg(long, env = "INPUT_HEALTH_URL")]
@@ -118,6 +133,7 @@ fn config(a: Args) -> Result<(DeployConfig, deploy::swarm::Target)> {
     deploy::validate_services(&services)?;
     let strategy = deploy::rolling::Strategy::parse(&a.strategy)?;
     let target = deploy::swarm::Target::parse(&a.target)?;
+    let hooks = deploy::hooks::Hooks::new(a.pre_deploy, a.post_deploy, a.hook_timeout, &a.hooks_on)?;
     let compose_files: Vec<PathBuf> = a.compose_files.iter().map(PathBuf::from).collect();
     let files: Vec<PathBuf> = a.files.unwrap_or_default().iter().map(PathBuf::from).collect();
     let env_file = a.env_file.filter(|p| !p.as_os_str().is_empty());
@@ -135,6 +151,7 @@ fn config(a: Args) -> Result<(DeployConfig, deploy::swarm::Target)> {
         tag,
         services,
         strategy,
+        hooks,
         health_url: a.health_url.filter(|u| !u.is_empty()),
         health_timeout: a.health_timeout,
         auto_rollback: a.auto_rollback,

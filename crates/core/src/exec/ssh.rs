@@ -212,8 +212,10 @@ fn wrap(command: &str) -> String {
 }
 
 /// Stop every process of a remote command: TERM now, KILL a few seconds later if one is left.
-const KILL_SCRIPT: &str = r#"kill -TERM -- "-$1" 2>/dev/null
-( sleep 3; kill -KILL -- "-$1" 2>/dev/null ) >/dev/null 2>&1 </dev/null &
+/// `-s NAME --` is the POSIX form: dash (Debian's and Ubuntu's `sh`) refuses `kill -TERM -- -PGID`
+/// ("Illegal number: -") and so stopped nothing.
+const KILL_SCRIPT: &str = r#"kill -s TERM -- "-$1" 2>/dev/null
+( sleep 3; kill -s KILL -- "-$1" 2>/dev/null ) >/dev/null 2>&1 </dev/null &
 exit 0"#;
 
 /// The command that stops process group `pg` on the host (a command left running by a lost
@@ -300,12 +302,14 @@ impl Executor for SshExecutor {
                 }
                 if let (Some(pg), Cut::Interrupted | Cut::Deadline) = (pgid, &cut) {
                     self.session.set_timeout(3000);
-                    let _ = ch.close();
+                    // The kill goes first: closing the command's channel waits for sshd's close, which
+                    // sshd sends only once the command has exited (its session keeps the channel).
                     let kill = stop_group(pg).render(self.sudo);
-                    let stopped = self
-                        .session
-                        .channel_session()
-                        .is_ok_and(|mut k| k.exec(&kill).is_ok() && k.send_eof().is_ok() && k.wait_close().is_ok());
+                    // `wait_close` needs the remote EOF first (libssh2 refuses it before).
+                    let stopped = self.session.channel_session().is_ok_and(|mut k| {
+                        k.exec(&kill).is_ok() && k.send_eof().is_ok() && k.wait_eof().is_ok() && k.wait_close().is_ok()
+                    });
+                    let _ = ch.close();
                     if stopped {
                         self.stranded = None;
                     }
@@ -476,6 +480,22 @@ mod tests {
         let mut none = b"plain".to_vec();
         assert_eq!(take_marks(&mut none), None);
         assert_eq!(none, b"plain");
+    }
+
+    #[test]
+    fn stop_group_stops_a_whole_process_group_under_dash_too() {
+        use std::os::unix::process::CommandExt;
+        // A group of its own with a child in it, as sshd starts a command.
+        let mut group =
+            std::process::Command::new("sh").arg("-c").arg("sleep 60 & wait").process_group(0).spawn().unwrap();
+        let pg = group.id();
+        let out = crate::exec::Local::new(false).run(&stop_group(pg)).unwrap();
+        assert!(out.success(), "{}", out.stderr_str());
+        // The group leader ends by TERM (not by the KILL 3 s later), well before its sleep would.
+        let t = std::time::Instant::now();
+        let status = group.wait().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "the group was not stopped by TERM");
+        assert!(!status.success());
     }
 
     #[test]
