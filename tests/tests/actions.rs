@@ -56,6 +56,10 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("min-free-disk", Some("1GiB")),
                 ("preflight-only", Some("false")),
                 ("record-file", None),
+                ("registry", None),
+                ("registry-username", None),
+                ("registry-password", None),
+                ("expect-digests", None),
             ];
             outputs = &["deployed-tag", "previous-tag", "rolled-back", "changed", "record-file"];
         }
@@ -72,6 +76,9 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("to-tag", None),
                 // Beyond the contract: the same lock escape hatch deploy-remote has.
                 ("force-unlock", Some("false")),
+                ("registry", None),
+                ("registry-username", None),
+                ("registry-password", None),
             ];
             outputs = &["rolled-back-to", "rolled-back-from", "record-file"];
         }

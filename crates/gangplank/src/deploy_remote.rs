@@ -89,6 +89,13 @@ pub struct Args {
     /// Where the deploy record is written [default: $RUNNER_TEMP/gangplank/deploy-record.json]
     #[arg(long, env = "INPUT_RECORD_FILE")]
     record_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    registry: gangplank_core::input::RegistryArgs,
+
+    /// push-registry's `digests` output (JSON: image name -> sha256 digest); each matching image must have it on the host before the switch
+    #[arg(long, env = "INPUT_EXPECT_DIGESTS")]
+    expect_digests: Option<String>,
 }
 
 fn config(a: Args) -> Result<DeployConfig> {
@@ -112,6 +119,9 @@ fn config(a: Args) -> Result<DeployConfig> {
     deploy::check_local_files(&compose_files, &files, env_file.as_deref())?;
     let record_file = deploy::record_file_or_default(a.record_file);
     deploy::RECORD_OUTPUT.check(&record_file)?;
+    let r = a.registry;
+    let login = deploy::registry::parse_login(r.registry, r.registry_username, r.registry_password)?;
+    let expect_digests = deploy::registry::parse_expect(a.expect_digests.as_deref().unwrap_or(""))?;
     let ssh = a.ssh.to_config()?;
     Ok(DeployConfig {
         ssh,
@@ -134,6 +144,8 @@ fn config(a: Args) -> Result<DeployConfig> {
         preflight_only: a.preflight_only,
         record_file,
         meta: RunMeta::from_env(),
+        login,
+        expect_digests,
     })
 }
 

@@ -53,6 +53,9 @@ pub struct Args {
     /// [default: $RUNNER_TEMP/gangplank/deploy-record.json]
     #[arg(long, env = "INPUT_RECORD_FILE")]
     record_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    registry: gangplank_core::input::RegistryArgs,
 }
 
 fn config(a: Args) -> Result<RollbackConfig> {
@@ -66,6 +69,8 @@ fn config(a: Args) -> Result<RollbackConfig> {
     deploy::validate_services(&services)?;
     let record_file = deploy::record_file_or_default(a.record_file);
     deploy::RECORD_OUTPUT.check(&record_file)?;
+    let r = a.registry;
+    let login = deploy::registry::parse_login(r.registry, r.registry_username, r.registry_password)?;
     let ssh = a.ssh.to_config()?;
     Ok(RollbackConfig {
         ssh,
@@ -79,6 +84,7 @@ fn config(a: Args) -> Result<RollbackConfig> {
         to_tag,
         record_file,
         meta: RunMeta::from_env(),
+        login,
     })
 }
 
