@@ -215,7 +215,7 @@ fn expect_digests_refuses_a_moved_tag_before_the_switch() {
     a.push(format!("--expect-digests={{\"{}\":\"{pushed}\"}}", fx.app));
     let r = fx.deploy(&a);
     assert_eq!(r.status, 1, "{r:?}");
-    let line = r.stderr.lines().find(|l| l.contains("service `web`")).unwrap_or_else(|| panic!("{r:?}"));
+    let line = r.stderr.lines().find(|l| l.contains("service `web` on")).unwrap_or_else(|| panic!("{r:?}"));
     assert!(line.contains(&pushed) && line.contains(&moved) && line.contains("nothing was switched"), "{line}");
     assert_eq!(r.out("changed"), "false", "{r:?}");
     assert_eq!(fx.tree_hash(), before, "nothing on the host changed");
