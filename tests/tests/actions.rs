@@ -66,6 +66,10 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("environment", None),
                 ("environment-url", None),
                 ("github-token", None),
+                ("registry", None),
+                ("registry-username", None),
+                ("registry-password", None),
+                ("expect-digests", None),
             ];
             outputs = &["deployed-tag", "previous-tag", "rolled-back", "changed", "record-file"];
         }
@@ -88,6 +92,9 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("environment", None),
                 ("environment-url", None),
                 ("github-token", None),
+                ("registry", None),
+                ("registry-username", None),
+                ("registry-password", None),
             ];
             outputs = &["rolled-back-to", "rolled-back-from", "record-file"];
         }

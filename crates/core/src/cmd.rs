@@ -90,6 +90,9 @@ pub struct Cmd {
     /// How long the command may take before the executor gives up on it (and on the host); `None`
     /// is the executor's default. Not part of the command line.
     timeout: Option<std::time::Duration>,
+    /// A secret the command reads on its standard input (`docker login --password-stdin`): it travels
+    /// only on the channel's stdin, never on the command line, in a file or in any display.
+    stdin: Option<Secret>,
 }
 
 impl Cmd {
@@ -99,12 +102,13 @@ impl Cmd {
             node: Node::Exec { env: Vec::new(), argv: vec![Arg::Plain(program.into())] },
             privileged: false,
             timeout: None,
+            stdin: None,
         }
     }
 
     /// A fixed POSIX `sh` script; data reaches it only as `$1`, `$2`… added with [`Cmd::arg`].
     pub fn script(script: &'static str) -> Cmd {
-        Cmd { node: Node::Script { script, args: Vec::new() }, privileged: false, timeout: None }
+        Cmd { node: Node::Script { script, args: Vec::new() }, privileged: false, timeout: None, stdin: None }
     }
 
     pub fn arg(mut self, a: impl Into<Arg>) -> Cmd {
@@ -151,7 +155,8 @@ impl Cmd {
     pub fn in_dir(self, dir: impl Into<String>) -> Cmd {
         let privileged = self.privileged;
         let timeout = self.timeout;
-        Cmd { node: Node::InDir { dir: dir.into(), cmd: Box::new(self) }, privileged, timeout }
+        let stdin = self.stdin.clone();
+        Cmd { node: Node::InDir { dir: dir.into(), cmd: Box::new(self) }, privileged, timeout, stdin }
     }
 
     /// Mark as needing root: rendered with `sudo -n` when the step runs with `sudo: true`.
@@ -164,6 +169,18 @@ impl Cmd {
     pub fn timeout(mut self, d: std::time::Duration) -> Cmd {
         self.timeout = Some(d);
         self
+    }
+
+    /// Feed `s` to the command's standard input ([`crate::exec::Executor::run`] sends it): the way a
+    /// secret reaches a remote program without a command line or a file.
+    pub fn secret_stdin(mut self, s: &Secret) -> Cmd {
+        self.stdin = Some(s.clone());
+        self
+    }
+
+    /// The secret this command reads on stdin, for the executor only.
+    pub fn stdin_secret(&self) -> Option<&Secret> {
+        self.stdin.as_ref()
     }
 
     pub fn get_timeout(&self) -> Option<std::time::Duration> {
@@ -265,6 +282,10 @@ mod tests {
         assert_eq!(c.display(false), "login [REDACTED]");
         assert_eq!(c.render(false), "login 'pa$$word-canary'");
         assert!(!format!("{c:?}").contains("canary"));
+        let c = Cmd::new("docker").args(["login", "--password-stdin"]).secret_stdin(&s);
+        assert_eq!(c.render(false), "docker login --password-stdin");
+        assert!(!format!("{c:?}").contains("canary") && !c.display(true).contains("canary"));
+        assert_eq!(c.stdin_secret().map(|s| s.expose()), Some("pa$$word-canary"));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Project {
     pub dir: String,
     /// Compose file names relative to `dir`.
     pub files: Vec<String>,
+    /// `DOCKER_CONFIG` for commands that may pull: the run's temporary registry login on the host
+    /// (`<app-dir>/.gangplank/docker-auth`), `None` for the user's own Docker config.
+    pub docker_config: Option<String>,
 }
 
 impl Project {
@@ -55,6 +58,9 @@ impl Project {
             Flavor::V2 => Cmd::new("docker").arg("compose"),
             Flavor::V1 => Cmd::new("docker-compose"),
         };
+        if let Some(dc) = &self.docker_config {
+            c = c.env("DOCKER_CONFIG", dc.as_str());
+        }
         c = c.env("IMAGE_TAG", tag).arg("-p").arg(&self.name);
         for f in &self.files {
             c = c.arg("-f").arg(f);
@@ -72,6 +78,11 @@ impl Project {
         self.finish(with_services(c, services))
     }
 
+    /// `config`: the model as compose resolves it (interpolated YAML), for the images it will run.
+    pub fn config(&self, tag: &str) -> Cmd {
+        self.finish(self.base(tag).arg("config"))
+    }
+
     /// `down --remove-orphans` (volumes stay): stops a release that had nothing before it.
     pub fn down(&self, tag: &str) -> Cmd {
         let c = self.base(tag).args(["down", "--remove-orphans"]);
@@ -83,24 +94,6 @@ impl Project {
     pub fn up(&self, tag: &str, services: &[String]) -> Cmd {
         let c = self.base(tag).args(["up", "-d", "--remove-orphans"]);
         self.finish(with_services(c, services))
-    }
-
-    /// The `up -d --remove-orphans` argv alone (no environment, no directory), for [`pull_and_up`].
-    pub fn up_argv(&self, services: &[String]) -> Vec<String> {
-        let mut v: Vec<String> = match self.flavor {
-            Flavor::V2 => vec!["docker".into(), "compose".into()],
-            Flavor::V1 => vec!["docker-compose".into()],
-        };
-        v.extend(["-p".to_string(), self.name.clone()]);
-        for f in &self.files {
-            v.extend(["-f".to_string(), f.clone()]);
-        }
-        v.extend(["up", "-d", "--remove-orphans"].map(String::from));
-        if !services.is_empty() {
-            v.push("--".into());
-            v.extend(services.iter().cloned());
-        }
-        v
     }
 }
 
@@ -342,29 +335,6 @@ pub fn pull_refs(services: &[(String, Option<String>)], only: &[String], tag: &s
     Some(out)
 }
 
-/// Exit status of [`pull_and_up`] when a pull failed (nothing was restarted).
-pub const PULL_FAILED: i32 = 90;
-
-/// `docker pull` each image (the Go CLI starts in milliseconds, where compose v1 takes about a second just
-/// to start), then compose up, in one round trip. A failed pull exits
-/// [`PULL_FAILED`] before compose runs.
-pub const PULL_UP_SCRIPT: &str = r#"dir=$1; tag=$2; n=$3; shift 3
-i=0
-while [ "$i" -lt "$n" ]; do docker pull -q "$1" >/dev/null || exit 90; shift; i=$((i+1)); done
-cd -- "$dir" || exit 1
-IMAGE_TAG=$tag; export IMAGE_TAG
-exec "$@""#;
-
-pub fn pull_and_up(project: &Project, refs: &[String], tag: &str, services: &[String]) -> Cmd {
-    Cmd::script(PULL_UP_SCRIPT)
-        .arg(&project.dir)
-        .arg(tag)
-        .arg(refs.len().to_string())
-        .args(refs)
-        .args(project.up_argv(services))
-        .privileged()
-}
-
 /// The repository part of an image reference (`registry:5000/app:${IMAGE_TAG}` → `registry:5000/app`).
 pub fn image_repo(image: &str) -> &str {
     let no_digest = image.split('@').next().unwrap_or(image);
@@ -380,7 +350,13 @@ mod tests {
     use super::*;
 
     fn project(flavor: Flavor) -> Project {
-        Project { flavor, name: "my-app".into(), dir: "/opt/it's $x; y".into(), files: vec!["compose.yaml".into()] }
+        Project {
+            flavor,
+            name: "my-app".into(),
+            dir: "/opt/it's $x; y".into(),
+            files: vec!["compose.yaml".into()],
+            docker_config: None,
+        }
     }
 
     #[test]
@@ -398,33 +374,6 @@ mod tests {
             project(Flavor::V2).up("v2", &[]).render(true),
             r#"sudo -n sh -c 'cd '\''/opt/it'\''\'\'''\''s $x; y'\'' && IMAGE_TAG=v2 docker compose -p my-app -f compose.yaml up -d --remove-orphans'"#
         );
-    }
-
-    #[test]
-    fn pull_and_up_in_one_command() {
-        let p = project(Flavor::V1);
-        assert_eq!(
-            pull_and_up(&p, &["r/a:v1".into()], "v1", &["web".into()]).render(false),
-            format!(
-                "sh -c {} gangplank '/opt/it'\\''s $x; y' v1 1 r/a:v1 docker-compose -p my-app -f compose.yaml up -d --remove-orphans -- web",
-                crate::quote(PULL_UP_SCRIPT)
-            )
-        );
-        let d = tempfile::tempdir().unwrap();
-        let p = Project {
-            flavor: Flavor::V1,
-            name: "x".into(),
-            dir: d.path().to_string_lossy().into_owned(),
-            files: vec![],
-        };
-        // Run a harmless stand-in for compose: the argv after the refs is executed as given.
-        let c = Cmd::script(PULL_UP_SCRIPT).arg(&p.dir).arg("t'1").arg("0").args([
-            "sh",
-            "-c",
-            "printf '%s' \"$IMAGE_TAG\"; pwd",
-        ]);
-        let out = crate::exec::Executor::run(&mut crate::exec::Local::new(false), &c).unwrap();
-        assert_eq!(out.stdout_str().trim(), format!("t'1{}", std::fs::canonicalize(d.path()).unwrap().display()));
     }
 
     #[test]

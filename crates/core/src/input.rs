@@ -237,6 +237,23 @@ pub struct SshArgs {
     pub sudo: bool,
 }
 
+/// The registry login of deploy-remote and rollback (docs/actions.md): all three or none; validated by
+/// `gangplank_deploy::registry::parse_login`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Registry the hosts log in to before pulling, `host[:port]` (e.g. ghcr.io, 127.0.0.1:5000)
+    #[arg(long, env = "INPUT_REGISTRY")]
+    pub registry: Option<String>,
+
+    /// User name of the registry login
+    #[arg(long, env = "INPUT_REGISTRY_USERNAME")]
+    pub registry_username: Option<String>,
+
+    /// Password or token of the registry login; reaches `docker login --password-stdin` on the host's stdin only
+    #[arg(long, env = "INPUT_REGISTRY_PASSWORD", hide_env_values = true, allow_hyphen_values = true, value_parser = secret_value)]
+    pub registry_password: Option<Secret>,
+}
+
 /// How to check the server's host key.
 #[derive(Debug, Clone)]
 pub enum HostKeyPolicy {

@@ -80,6 +80,8 @@ pub struct Host {
     pub gate_failure: Option<GateFailure>,
     /// A step of the revert under way failed.
     pub revert_failed: bool,
+    /// What [`Step::PullImages`] pulled: image reference → its repository digests on the host.
+    pub pulled: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Host {
@@ -99,6 +101,7 @@ impl Host {
             tags_seen: vec![],
             gate_failure: None,
             revert_failed: false,
+            pulled: Default::default(),
         }
     }
 
@@ -130,6 +133,7 @@ impl Host {
                 let cur = Current {
                     tag: release.tag.clone(),
                     digests: digests(&self.containers),
+                    images: repo_digests(&self.containers, &self.pulled),
                     deployed_at: state::now_rfc3339(),
                     git_sha: self.ctx.meta.git_sha.clone(),
                     run_url: self.ctx.meta.run_url.clone(),
@@ -234,7 +238,39 @@ impl Host {
                 }
                 self.st.pending = Some(pending.clone());
             }
-            Step::PullUp { release, .. } | Step::Up { release, .. } => {
+            Step::Login { login } => {
+                let cmd = self.commands(step).remove(0);
+                let out = self.ex.run(&cmd)?;
+                if !out.success() {
+                    return Err(Fail::Other(crate::registry::login_error(login, &label, &out.tail(3))));
+                }
+                info(format!(
+                    "logged in to {} on {label} as {} (temporary Docker config {})",
+                    login.registry,
+                    login.username,
+                    crate::registry::AUTH_DIR
+                ));
+                self.ctx.docker_config = Some(crate::registry::auth_dir(&dir));
+            }
+            Step::PullImages { tag, expect, .. } => {
+                let cmd = self.commands(step).remove(0);
+                let out = self.ex.run(&cmd)?;
+                if !out.success() {
+                    return Err(Fail::Pull(self.pull_error(tag, &out.tail(5))));
+                }
+                self.pulled = crate::registry::parse_pulled(&out.stdout_str());
+                crate::registry::check(expect, &self.pulled, &label).map_err(|mut e| {
+                    e.message.push_str("; nothing was switched");
+                    e
+                })?;
+                if !expect.is_empty() {
+                    info(format!("digests on {label} are the expected ones: {}", {
+                        let v: Vec<String> = expect.iter().map(|e| format!("{} {}", e.service, e.digest)).collect();
+                        v.join(", ")
+                    }));
+                }
+            }
+            Step::Up { release, .. } => {
                 let mut cmd = self.commands(step).remove(0);
                 if self.hurry {
                     cmd = cmd.timeout(HURRY);
@@ -242,10 +278,6 @@ impl Host {
                 self.upped = true;
                 crate::host_changing();
                 let out = self.ex.run(&cmd)?;
-                if matches!(step, Step::PullUp { .. }) && out.status == gangplank_core::compose::PULL_FAILED {
-                    self.upped = false;
-                    return Err(Fail::Pull(self.pull_error(&release.tag, &out.tail(5))));
-                }
                 if !out.success() {
                     return Err(Fail::Up(Error::failed(format!(
                         "`compose up` of `{}` on {label} failed: {}",
@@ -266,11 +298,14 @@ impl Host {
                 self.ex.check(&cmd, "removing the new containers")?;
                 self.rolled.clear();
             }
-            Step::Pull { release, .. } => {
+            Step::Pull { release, expect, .. } => {
                 let cmd = self.commands(step).remove(0);
                 let out = self.ex.run(&cmd)?;
                 if !out.success() {
                     return Err(Fail::Pull(self.pull_error(&release.tag, &out.tail(5))));
+                }
+                if !expect.is_empty() {
+                    self.check_composed(release, expect).map_err(Fail::Pull)?;
                 }
             }
             Step::Hook { phase, .. } => {
@@ -306,7 +341,9 @@ impl Host {
                 self.st = next;
                 let unlocks = matches!(step, Step::Commit { .. } | Step::Record { unlock: true, .. });
                 if unlocks {
+                    // The registry login went with the lock (files::FINISH_SCRIPT).
                     self.lease = None;
+                    self.ctx.docker_config = None;
                 }
                 self.switched = false;
                 self.upped = false;
@@ -348,15 +385,57 @@ impl Host {
                     let cmd = self.commands(step).remove(0);
                     self.ex.check(&cmd, "releasing the lock")?;
                     self.lease = None;
+                    self.ctx.docker_config = None;
                 }
             }
         }
         Ok(())
     }
 
+    /// `expect-digests` for images compose resolved (crate::registry::match_expect): read the model as
+    /// compose interpolates it on the host, then the pulled images' repository digests.
+    fn check_composed(&mut self, release: &Release, expect: &std::collections::BTreeMap<String, String>) -> Result<()> {
+        let label = self.label();
+        let out = self.ex.check(&self.ctx.project(release).config(&release.tag), "reading the compose model")?;
+        let refs = gangplank_core::compose::references(&out.stdout_str()).map_err(|e| {
+            Error::failed(format!("`compose config` on {label} answered something that is not YAML: {e}"))
+        })?;
+        let only = &self.ctx.services;
+        let images: Vec<(String, String)> = refs
+            .services
+            .into_iter()
+            .filter(|(n, _)| only.is_empty() || only.contains(n))
+            .filter_map(|(n, i)| Some((n, i?)))
+            .collect();
+        let (matched, unmatched) = crate::registry::match_expect(expect, &images);
+        if matched.is_empty() {
+            let names: Vec<&str> = images.iter().map(|(_, r)| r.as_str()).collect();
+            return Err(Error::failed(format!(
+                "no `expect-digests` key ({}) names an image of the deployed services on {label} ({})",
+                expect.keys().cloned().collect::<Vec<_>>().join(", "),
+                names.join(", ")
+            )));
+        }
+        for k in unmatched {
+            warning(
+                "expect-digests",
+                format!("key `{k}` names no image of the deployed services; its digest is not checked"),
+            );
+        }
+        let refs: Vec<String> = matched.iter().map(|e| e.reference.clone()).collect();
+        let out = self.ex.check(&crate::registry::digests_cmd(&refs), "reading the pulled images' digests")?;
+        self.pulled = crate::registry::parse_pulled(&out.stdout_str());
+        crate::registry::check(&matched, &self.pulled, &label)?;
+        info(format!("digests on {label} are the expected ones: {}", {
+            let v: Vec<String> = matched.iter().map(|e| format!("{} {}", e.service, e.digest)).collect();
+            v.join(", ")
+        }));
+        Ok(())
+    }
+
     fn pull_error(&self, tag: &str, tail: &str) -> Error {
         Error::failed(format!("pulling `{tag}` on {} failed: {tail}", self.label())).hint(
-            "check that the tag was pushed and that the host can log in to the registry (`docker login`); nothing was restarted",
+            "check that the tag was pushed and that the host may pull it (inputs `registry`, `registry-username`, `registry-password`); nothing was restarted",
         )
     }
 
@@ -495,6 +574,23 @@ pub fn retention(tags: &[(String, String)], keep: usize, current: &str, previous
 
 fn digests(containers: &[Container]) -> std::collections::BTreeMap<String, String> {
     containers.iter().filter(|c| !c.service.is_empty()).map(|c| (c.service.clone(), c.image_id.clone())).collect()
+}
+
+/// Service → the repository digest (`repo@sha256:…`) of the image its container runs, for the images
+/// this run pulled itself ([`Step::PullImages`]).
+fn repo_digests(
+    containers: &[Container],
+    pulled: &std::collections::BTreeMap<String, Vec<String>>,
+) -> std::collections::BTreeMap<String, String> {
+    containers
+        .iter()
+        .filter(|c| !c.service.is_empty())
+        .filter_map(|c| {
+            let all = pulled.get(&c.image)?;
+            let d = crate::registry::digests_of(&c.image, all).first()?.to_string();
+            Some((c.service.clone(), d))
+        })
+        .collect()
 }
 
 /// The release that serves now according to state.json, to start again on a revert.

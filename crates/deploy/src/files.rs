@@ -304,7 +304,7 @@ prune() { total=0; for f in "$@"; do [ -e "$f" ] && total=$((total+1)); done
   i=0; for f in "$@"; do [ -e "$f" ] || continue; i=$((i+1)); [ "$i" -le $((total-keep)) ] && rm -f -- "$f"; done; return 0; }
 for rel in "$@"; do prune "$g/backups/$rel".*; done
 rm -rf -- "$g/staging"
-if [ -n "$lockid" ] && grep -qF -- "$lockid" "$g/lock/owner.json" 2>/dev/null; then rm -rf -- "$g/lock"; fi
+if [ -n "$lockid" ] && grep -qF -- "$lockid" "$g/lock/owner.json" 2>/dev/null; then rm -rf -- "$g/docker-auth" "$g/lock"; fi
 exit 0"#;
 
 pub fn finish_cmd(

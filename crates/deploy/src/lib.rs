@@ -2,9 +2,9 @@
 //!
 //! A run is a set of plans ([`plan`]): typed steps that carry their data, computed per host from what
 //! preflight read, printed (with the exact commands) by `preflight-only`, and walked by the one
-//! executor in [`engine`]. Per host: lock (repairing a host a killed run left mid-deploy) → stage the
-//! uploads → switch (journal first, then backups, then the files) → `pre-deploy` hook → pull + up →
-//! health gate → `post-deploy` hook ([`hooks`]) → commit
+//! executor in [`engine`]. Per host: lock (repairing a host a killed run left mid-deploy) → registry login
+//! → stage the uploads → pull (digests checked) → switch (journal first, then backups, then the files) →
+//! `pre-deploy` hook → up → health gate → `post-deploy` hook ([`hooks`]) → commit
 //! (state, audit, prune, unlock in one rename). A failed gate, a failed pull or `up`, a signal or a
 //! lost connection walk the matching revert plan; hosts already changed are undone too.
 //! Contract: docs/actions.md ("deploy-remote", "rollback"); host files: docs/host-layout.md.
@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod model;
 pub mod plan;
 pub mod preflight;
+pub mod registry;
 pub mod rolling;
 pub mod run;
 pub mod state;
@@ -273,6 +274,10 @@ pub struct DeployConfig {
     pub preflight_only: bool,
     pub record_file: PathBuf,
     pub meta: RunMeta,
+    /// `registry`, `registry-username`, `registry-password`: a login on each host for this run's pulls.
+    pub login: Option<registry::Login>,
+    /// `expect-digests`: image name → `sha256:…` (push-registry's `digests`), checked before the switch.
+    pub expect_digests: std::collections::BTreeMap<String, String>,
 }
 
 /// Validated settings of a rollback.
@@ -289,6 +294,8 @@ pub struct RollbackConfig {
     pub to_tag: Option<String>,
     pub record_file: PathBuf,
     pub meta: RunMeta,
+    /// A registry login on each host, for the images `up` must pull.
+    pub login: Option<registry::Login>,
 }
 
 /// How one host ended.
@@ -492,6 +499,8 @@ mod tests {
             preflight_only: false,
             record_file: dir.join("record.json"),
             meta: RunMeta::default(),
+            login: None,
+            expect_digests: Default::default(),
         }
     }
 
@@ -538,7 +547,11 @@ mod tests {
                     ("refusing to write through it\" >&2; exit 1; fi\ndone\numask", "stage"),
                     ("gangplank-tmp", "upload"),
                     ("cmp -s", "switch"),
-                    ("exec \"$@\"", "pull+up"),
+                    ("docker pull -q", "pull"),
+                    ("docker login", "login"),
+                    ("pull --quiet", "compose pull"),
+                    ("compose.yaml config", "config"),
+                    ("RepoDigests", "digests"),
                     ("gangplank-restore", "restore"),
                     ("nrepos=$6", "record"),
                     ("down --remove-orphans", "down"),
@@ -575,7 +588,7 @@ mod tests {
         assert_eq!(connects, 1);
         assert_eq!(
             names(&log.lock().unwrap()),
-            vec!["preflight", "lock", "stage", "upload", "switch", "pull+up", "inspect", "record"]
+            vec!["preflight", "lock", "stage", "upload", "pull", "switch", "up", "inspect", "record"]
         );
     }
 
@@ -697,27 +710,154 @@ mod tests {
         assert_eq!(&n[n.len() - 4..], ["logs", "down", "restore", "record"], "{n:?}");
     }
 
+    /// A host whose pull answers `pull`, and whose login answers `login`.
+    fn pulling_host(label: &str, log: &Arc<Mutex<Vec<String>>>, pull: Output, login: Output) -> Box<dyn Executor> {
+        let r = Recording::new(label, false)
+            .reply("docker pull -q", pull)
+            .reply("docker login", login)
+            .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{STATE_V1}")))
+            .reply(
+                "APP_DIR_CHECK",
+                Output::ok(format!("root=/r\ncompose=v1\ndf=1048576\nappdir=ok\n@@state\n{STATE_V1}")),
+            )
+            .reply("label=com.docker.compose.project", Output::ok(RUNNING));
+        Box::new(Shared(r, log.clone()))
+    }
+
     #[test]
-    fn a_failed_pull_puts_the_files_back_and_restarts_nothing() {
+    fn a_failed_pull_comes_before_the_switch_and_changes_nothing() {
         let d = tempfile::tempdir().unwrap();
         let cfg = config(d.path(), "v2", &["h1"]);
         let log = Arc::new(Mutex::new(vec![]));
         let mut connect = |h: &HostSpec| {
+            let fail = Output { status: 90, stdout: vec![], stderr: b"manifest unknown".to_vec() };
+            Ok(pulling_host(&h.to_string(), &log, fail, Output::ok("")))
+        };
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("fails");
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.message.contains("pulling `v2` on deploy@h1:22 failed: manifest unknown"), "{}", e.message);
+        assert!(!out.changed);
+        let n = names(&log.lock().unwrap());
+        assert_eq!(n, ["preflight", "lock", "stage", "upload", "pull", "unlock"], "{n:?}");
+    }
+
+    #[test]
+    fn a_digest_that_differs_stops_the_deploy_before_the_switch() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1"]);
+        let (want, got) = (format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64)));
+        cfg.expect_digests = [("app".to_string(), want.clone())].into();
+        let log = Arc::new(Mutex::new(vec![]));
+        let answer = format!("digests\treg/app:v2\treg/app@{got}\n");
+        let mut connect =
+            |h: &HostSpec| Ok(pulling_host(&h.to_string(), &log, Output::ok(answer.clone()), Output::ok("")));
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("refused");
+        assert_eq!(e.exit_code(), 1);
+        assert!(
+            e.message.contains("service `web`") && e.message.contains(&want) && e.message.contains(&got),
+            "{}",
+            e.message
+        );
+        assert!(!out.changed);
+        assert_eq!(names(&log.lock().unwrap()), ["preflight", "lock", "stage", "upload", "pull", "unlock"]);
+
+        // The expected digest passes, and the record keeps the digest of what runs.
+        let log = Arc::new(Mutex::new(vec![]));
+        let running = RUNNING.replace(r#""Config":{"#, r#""Config":{"Image":"reg/app:v2","#);
+        let answer = format!("digests\treg/app:v2\treg/app@{want}\n");
+        let mut connect = |h: &HostSpec| {
             let r = Recording::new(&h.to_string(), false)
-                .reply("exec \"$@\"", Output { status: 90, stdout: vec![], stderr: b"manifest unknown".to_vec() })
+                .reply("docker pull -q", Output::ok(answer.clone()))
                 .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{STATE_V1}")))
                 .reply(
                     "APP_DIR_CHECK",
                     Output::ok(format!("root=/r\ncompose=v1\ndf=1048576\nappdir=ok\n@@state\n{STATE_V1}")),
-                );
+                )
+                .reply("label=com.docker.compose.project", Output::ok(running.clone()));
             Ok(Box::new(Shared(r, log.clone())) as Box<dyn Executor>)
         };
         let out = deploy(&cfg, &mut connect);
-        let e = out.error.expect("fails");
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(out.record.digests.get("web"), Some(&format!("reg/app@{want}")));
+    }
+
+    #[test]
+    fn images_compose_resolves_are_checked_after_its_pull_and_a_mismatch_puts_the_files_back() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1"]);
+        std::fs::write(d.path().join("compose.yaml"), "services:\n  web:\n    image: \"${REG}/app:${IMAGE_TAG}\"\n")
+            .unwrap();
+        let (want, got) = (format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64)));
+        cfg.expect_digests = [("app".to_string(), want.clone())].into();
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut connect = |h: &HostSpec| {
+            let r = Recording::new(&h.to_string(), false)
+                .reply("compose.yaml config", Output::ok("services:\n  web:\n    image: reg.example/app:v2\n"))
+                .reply("RepoDigests", Output::ok(format!("digests\treg.example/app:v2\treg.example/app@{got}\n")))
+                .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{STATE_V1}")))
+                .reply(
+                    "APP_DIR_CHECK",
+                    Output::ok(format!("root=/r\ncompose=v1\ndf=1048576\nappdir=ok\n@@state\n{STATE_V1}")),
+                )
+                .reply("label=com.docker.compose.project", Output::ok(RUNNING));
+            Ok(Box::new(Shared(r, log.clone())) as Box<dyn Executor>)
+        };
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("refused");
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.message.contains("service `web`") && e.message.contains(&got), "{}", e.message);
         assert!(e.message.contains("`v1` kept serving and its files are back"), "{}", e.message);
         let n = names(&log.lock().unwrap());
-        assert_eq!(&n[n.len() - 3..], ["pull+up", "restore", "record"], "{n:?}");
-        assert!(!n.contains(&"up"));
+        assert_eq!(&n[4..], ["switch", "compose pull", "config", "digests", "restore", "record"], "{n:?}");
+    }
+
+    #[test]
+    fn expect_digests_that_name_no_deployed_image_are_bad_input() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1"]);
+        cfg.expect_digests = [("other".to_string(), format!("sha256:{}", "a".repeat(64)))].into();
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut connect = |h: &HostSpec| Ok(host(&h.to_string(), &log, RUNNING, STATE_V1));
+        let e = deploy(&cfg, &mut connect).error.expect("refused");
+        assert_eq!(e.exit_code(), 2, "{}", e.message);
+        assert!(e.message.contains("no `expect-digests` key (other) names an image"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_refused_login_stops_every_host_before_any_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), "v2", &["h1", "h2"]);
+        cfg.login = Some(registry::Login {
+            registry: "127.0.0.1:5000".into(),
+            username: "ci".into(),
+            password: Secret::new("unit-pw-canary"),
+        });
+        let logs: Vec<Arc<Mutex<Vec<String>>>> = (0..2).map(|_| Arc::new(Mutex::new(vec![]))).collect();
+        let mut connect = |h: &HostSpec| {
+            let i = if h.host == "h1" { 0 } else { 1 };
+            let login = if i == 0 {
+                Output::ok("")
+            } else {
+                Output { status: 1, stdout: vec![], stderr: b"Error response from daemon: unauthorized: no".to_vec() }
+            };
+            Ok(pulling_host(&h.to_string(), &logs[i], Output::ok(""), login))
+        };
+        let out = deploy(&cfg, &mut connect);
+        let e = out.error.expect("refused");
+        assert_eq!(e.exit_code(), 2, "{}", e.message);
+        assert!(
+            e.message.starts_with("the registry 127.0.0.1:5000 refused the login of `ci` on deploy@h2:22"),
+            "{}",
+            e.message
+        );
+        assert!(!out.changed);
+        assert_eq!(names(&logs[0].lock().unwrap()), ["preflight", "lock", "login", "unlock"]);
+        assert_eq!(names(&logs[1].lock().unwrap()), ["preflight", "lock", "login", "unlock"]);
+        for l in logs.iter().flat_map(|l| l.lock().unwrap().clone()) {
+            assert!(!l.contains("canary"), "{l}");
+        }
     }
 
     #[test]

@@ -32,12 +32,18 @@ pub enum Step {
     Lock { owner: Owner, create: bool },
     /// Make `.gangplank/staging/<stamp>/` and upload every file there; no live file changes.
     Stage { stamp: String, files: Vec<String> },
+    /// `docker login` to the registry into a temporary Docker config in the app dir (crate::registry),
+    /// the password on stdin only; the pulls and `up` of this run use it, and it goes with the lock.
+    Login { login: crate::registry::Login },
+    /// Before the switch: `docker pull` each image and read its repository digests, in one round trip;
+    /// refuse an image whose digest is not the expected one. A failure here changes nothing live.
+    PullImages { tag: String, refs: Vec<String>, expect: Vec<crate::registry::Expect> },
     /// Write the journal into state.json, back up what will be replaced, move the staged files in.
     Switch { pending: Pending },
-    /// `docker pull` each image, then `compose up`, in one round trip (a failed pull restarts nothing).
-    PullUp { release: Release, refs: Vec<String>, services: Vec<String> },
-    /// `compose pull` (when the image references are not plain `${IMAGE_TAG}` ones).
-    Pull { release: Release, services: Vec<String> },
+    /// `compose pull` (when the image references are not plain `${IMAGE_TAG}` ones), after the switch;
+    /// with `expect` (`expect-digests`), the images compose resolved are then checked like
+    /// [`Step::PullImages`] checks its own (a mismatch puts the files back, restarting nothing).
+    Pull { release: Release, services: Vec<String>, expect: std::collections::BTreeMap<String, String> },
     /// `compose up -d --remove-orphans` with `IMAGE_TAG`.
     Up { release: Release, services: Vec<String> },
     /// `strategy: rolling` (crate::rolling): start new containers of `services` beside the old ones,
@@ -96,6 +102,9 @@ pub struct Ctx {
     pub meta: crate::state::RunMeta,
     /// The files a deploy uploads (empty for a rollback).
     pub uploads: Vec<files::Upload>,
+    /// `DOCKER_CONFIG` of the commands that may pull, while this run's registry login exists on the
+    /// host (set by [`Step::Login`], cleared when the lock goes).
+    pub docker_config: Option<String>,
 }
 
 impl Ctx {
@@ -105,6 +114,7 @@ impl Ctx {
             name: self.app.clone(),
             dir: self.app_dir.clone(),
             files: release.compose_files.clone(),
+            docker_config: self.docker_config.clone(),
         }
     }
 }
@@ -140,10 +150,9 @@ impl Step {
                 vec![if *create { lock::acquire_cmd(dir, &json) } else { lock::acquire_existing_cmd(dir, &json) }]
             }
             Step::Switch { pending } => vec![files::switch_cmd(dir, &pending.stamp, state_json, &pending.files)],
-            Step::PullUp { release, refs, services } => {
-                vec![compose::pull_and_up(&ctx.project(release), refs, &release.tag, services).timeout(PULL_UP_TIMEOUT)]
-            }
-            Step::Pull { release, services } => {
+            Step::Login { login } => vec![crate::registry::login_cmd(dir, login)],
+            Step::PullImages { refs, .. } => vec![crate::registry::pull_cmd(ctx.docker_config.as_deref(), refs)],
+            Step::Pull { release, services, .. } => {
                 vec![ctx.project(release).pull(&release.tag, services).timeout(PULL_UP_TIMEOUT)]
             }
             Step::Up { release, services } => {
@@ -191,10 +200,25 @@ impl fmt::Display for Step {
                 "switch: journal in state.json, back up replaced files, move the staged files in ({})",
                 pending.files.join(", ")
             ),
-            Step::PullUp { release, refs, .. } => {
-                write!(f, "docker pull {} (a failed pull restarts nothing), then compose up -d --remove-orphans with IMAGE_TAG={}", refs.join(" "), release.tag)
+            Step::Login { login } => write!(
+                f,
+                "docker login {} as {} into .gangplank/docker-auth (password on stdin; removed with the lock)",
+                login.registry, login.username
+            ),
+            Step::PullImages { refs, expect, .. } => {
+                write!(f, "docker pull {} before the switch (a failed pull changes nothing)", refs.join(" "))?;
+                if !expect.is_empty() {
+                    let names: Vec<String> = expect.iter().map(|e| format!("{} = {}", e.service, e.digest)).collect();
+                    write!(f, "; refuse unless the digests are {}", names.join(", "))?;
+                }
+                Ok(())
             }
-            Step::Pull { release, .. } => write!(f, "compose pull with IMAGE_TAG={}", release.tag),
+            Step::Pull { release, expect, .. } => write!(
+                f,
+                "compose pull with IMAGE_TAG={}{}",
+                release.tag,
+                if expect.is_empty() { "" } else { "; then compose config and docker image inspect: refuse unless the digests are the expected ones" }
+            ),
             Step::Up { release, .. } => write!(f, "compose up -d --remove-orphans with IMAGE_TAG={}", release.tag),
             Step::Roll { release, services } => write!(
                 f,
@@ -312,7 +336,7 @@ impl Plan {
                     s.push_str(&format!("  - {step}\n"));
                 }
             }
-            s.push_str("on an interrupt, a lost connection or a failed up: the same, without logs or gate; a failed pull: files back only\n");
+            s.push_str("on an interrupt, a lost connection or a failed up: the same, without logs or gate; a failed pull or a digest that differs before the switch: nothing to put back, the lock is released\n");
         }
         s
     }

@@ -358,7 +358,13 @@ mod tests {
     use gangplank_core::exec::{Executor, Local};
 
     fn project(flavor: Flavor) -> Project {
-        Project { flavor, name: "my-app".into(), dir: "/opt/it's $x; y".into(), files: vec!["compose.yaml".into()] }
+        Project {
+            flavor,
+            name: "my-app".into(),
+            dir: "/opt/it's $x; y".into(),
+            files: vec!["compose.yaml".into()],
+            docker_config: None,
+        }
     }
 
     #[test]

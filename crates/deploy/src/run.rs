@@ -22,8 +22,10 @@ pub struct Job<'a> {
     pub uploads: Vec<files::Upload>,
     pub compose_names: Vec<String>,
     pub image_repos: Vec<String>,
-    /// Images to `docker pull` directly; `None`: let compose pull.
+    /// Images to `docker pull` directly, before the switch; `None`: let compose pull, after it.
     pub pull_refs: Option<Vec<String>>,
+    /// The images whose digests `expect-digests` names (checked after the pull, before the switch).
+    pub expect: Vec<crate::registry::Expect>,
     pub stamp: String,
     pub owner: Owner,
 }
@@ -41,6 +43,7 @@ impl Job<'_> {
             lock_timeout: cfg.lock_timeout,
             meta: cfg.meta.clone(),
             uploads: self.uploads.clone(),
+            docker_config: None,
         }
     }
 
@@ -66,10 +69,12 @@ impl Job<'_> {
             steps.push(Step::ForceUnlock);
         }
         steps.push(Step::Lock { owner: self.owner.clone(), create: true });
+        if let Some(login) = &cfg.login {
+            steps.push(Step::Login { login: login.clone() });
+        }
         steps.push(Step::Stage { stamp: self.stamp.clone(), files: rels.clone() });
-        steps.push(Step::Switch { pending: pending.clone() });
-        // The hooks of this host (crate::hooks): pre-deploy once the new files are live and before any
-        // container changes, post-deploy once the gate passed.
+        // The hooks of this host (crate::hooks): pre-deploy once the new images are pulled and the new files
+        // are live, before any container changes, post-deploy once the gate passed.
         let index = cfg.ssh.hosts.iter().position(|h| h.to_string() == host).unwrap_or(0);
         let hook = |phase, script: &Option<String>| {
             script.clone().filter(|_| cfg.hooks.runs_on(index)).map(|script| Step::Hook {
@@ -80,20 +85,31 @@ impl Job<'_> {
                 timeout: cfg.hooks.timeout,
             })
         };
-        steps.extend(hook(crate::hooks::Phase::Pre, &cfg.hooks.pre));
         match &self.pull_refs {
-            // Rolling: pull first (a failed pull changes nothing), then the roll starts the new containers.
-            _ if cfg.strategy == Strategy::Rolling => {
-                steps.push(Step::Pull { release: new.clone(), services: cfg.services.clone() });
-                steps.push(Step::Roll { release: new.clone(), services: cfg.services.clone() });
-            }
+            // The images are pulled (and their digests checked) before the switch: a pull that fails
+            // changes nothing live.
             Some(refs) => {
-                steps.push(Step::PullUp { release: new.clone(), refs: refs.clone(), services: cfg.services.clone() })
+                if !refs.is_empty() {
+                    steps.push(Step::PullImages {
+                        tag: cfg.tag.clone(),
+                        refs: refs.clone(),
+                        expect: self.expect.clone(),
+                    });
+                }
+                steps.push(Step::Switch { pending: pending.clone() });
             }
+            // Images compose must interpolate itself: compose pulls them with the switched files.
             None => {
-                steps.push(Step::Pull { release: new.clone(), services: cfg.services.clone() });
-                steps.push(Step::Up { release: new.clone(), services: cfg.services.clone() });
+                steps.push(Step::Switch { pending: pending.clone() });
+                let expect = cfg.expect_digests.clone();
+                steps.push(Step::Pull { release: new.clone(), services: cfg.services.clone(), expect });
             }
+        }
+        steps.extend(hook(crate::hooks::Phase::Pre, &cfg.hooks.pre));
+        if cfg.strategy == Strategy::Rolling {
+            steps.push(Step::Roll { release: new.clone(), services: cfg.services.clone() });
+        } else {
+            steps.push(Step::Up { release: new.clone(), services: cfg.services.clone() });
         }
         steps.push(Step::Gate { tag: cfg.tag.clone() });
         steps.extend(hook(crate::hooks::Phase::Post, &cfg.hooks.post));
@@ -184,6 +200,11 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
             .collect();
         errs.extend(crate::rolling::check(&cfg.services, &texts));
     }
+    let pull_refs = compose::pull_refs(&services, &cfg.services, &cfg.tag);
+    let expect = expected(cfg, &services, pull_refs.is_some()).unwrap_or_else(|e| {
+        errs.push(e);
+        vec![]
+    });
     let mut hosts = vec![];
     for h in &cfg.ssh.hosts {
         match connect(h) {
@@ -205,17 +226,61 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
     if let Some(e) = combine(errs) {
         return Err(e);
     }
-    let pull_refs = compose::pull_refs(&services, &cfg.services, &cfg.tag);
     let job = Job {
         cfg,
         uploads,
         compose_names,
         image_repos,
         pull_refs,
+        expect,
         stamp: state::backup_stamp(),
         owner: new_owner(&cfg.meta, "deploy", &cfg.tag),
     };
     Ok((job, hosts))
+}
+
+/// The images `expect-digests` speaks of, matched to the deployed services (crate::registry::match_expect).
+fn expected(
+    cfg: &DeployConfig,
+    services: &[(String, Option<String>)],
+    pulled_by_us: bool,
+) -> Result<Vec<crate::registry::Expect>> {
+    if cfg.expect_digests.is_empty() {
+        return Ok(vec![]);
+    }
+    if !pulled_by_us {
+        // Compose resolves the images on the host, after the switch: they are matched and checked there
+        // (Step::Pull).
+        info("expect-digests: the images interpolate more than IMAGE_TAG, so compose resolves and pulls them on each host after the switch; a digest that differs puts the files back, restarting nothing");
+        return Ok(vec![]);
+    }
+    let images: Vec<(String, String)> = services
+        .iter()
+        .filter(|(n, _)| cfg.services.is_empty() || cfg.services.contains(n))
+        .filter_map(|(n, i)| {
+            Some((n.clone(), i.as_ref()?.replace("${IMAGE_TAG}", &cfg.tag).replace("$IMAGE_TAG", &cfg.tag)))
+        })
+        .collect();
+    let (matched, unmatched) = crate::registry::match_expect(&cfg.expect_digests, &images);
+    if matched.is_empty() {
+        let names: Vec<&str> = images.iter().map(|(_, r)| r.as_str()).collect();
+        return Err(Error::bad_input(format!(
+            "no `expect-digests` key ({}) names an image of the deployed services ({})",
+            cfg.expect_digests.keys().cloned().collect::<Vec<_>>().join(", "),
+            names.join(", ")
+        ))
+        .hint("a key names an image whose repository is the key or ends with `/<key>` (push-registry's image names); check that the deploy and the push use the same images"));
+    }
+    for k in unmatched {
+        gangplank_core::actions::warning(
+            "expect-digests",
+            format!("key `{k}` names no image of the deployed services; its digest is not checked"),
+        );
+    }
+    for e in &matched {
+        info(format!("expect-digests: service `{}` ({}) must have {}", e.service, e.reference, e.digest));
+    }
+    Ok(matched)
 }
 
 /// The compose model's references (crate::model): failures found here go to `errs`; the paths every
@@ -276,6 +341,10 @@ pub fn print_commands(hosts: &mut [Host], plans: &[HostPlan]) {
                 // The commands after the lock carry its id, as they will in the real run.
                 h.lease = Some(owner.id.clone());
             }
+            if let Step::Login { .. } = step {
+                // The pulls after the login use its Docker config, as they will in the real run.
+                h.ctx.docker_config = Some(crate::registry::auth_dir(&h.ctx.app_dir));
+            }
             for c in h.commands(step) {
                 info(format!("$ {}", c.display(h.ex.sudo()).replace('\n', "⏎")));
             }
@@ -329,7 +398,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     for i in 0..hosts.len() {
         let label = hosts[i].label();
         let _g = group(&format!("lock {label}"));
-        let upto = plans[i].steps.iter().position(|s| matches!(s, Step::Lock { .. })).map_or(0, |l| l + 1);
+        let upto = locked_upto(&plans[i]);
         if let Err(failure) = run_steps(&job, &mut hosts[i], &mut plans[i], 0..upto, connect) {
             for h in hosts[..i].iter_mut() {
                 if let Some(e) = h.release(connect) {
@@ -360,6 +429,9 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
             match end {
                 Ok(()) => {
                     out.changed = true;
+                    if out.record.digests.is_empty() {
+                        out.record.digests = hosts[i].st.current.as_ref().map(|c| c.images.clone()).unwrap_or_default();
+                    }
                     out.rows.push(row(&hosts[i], &plans[i], &cfg.tag, "deployed", took));
                     done.push(i);
                 }
@@ -450,7 +522,7 @@ fn deploy_batch(
 ) -> Vec<(Result<(), HostFailure>, Duration)> {
     let one = |h: &mut Host, plan: &mut HostPlan| {
         let start = Instant::now();
-        let from = plan.steps.iter().position(|s| matches!(s, Step::Lock { .. })).map_or(0, |l| l + 1);
+        let from = locked_upto(plan);
         let mut reconnect = |spec: &HostSpec| (connect.lock().unwrap_or_else(|p| p.into_inner()))(spec);
         let end = run_steps(job, h, plan, from..plan.steps.len(), &mut reconnect);
         if end.is_ok() {
@@ -481,6 +553,12 @@ fn deploy_batch(
             .collect();
         running.into_iter().map(|t| t.join().expect("a host's deploy thread panicked")).collect()
     })
+}
+
+/// The steps every host takes before any host changes: the lock (with any repair) and the registry
+/// login, so a refused login stops the run with nothing changed anywhere.
+fn locked_upto(plan: &HostPlan) -> usize {
+    plan.steps.iter().rposition(|s| matches!(s, Step::Lock { .. } | Step::Login { .. })).map_or(0, |l| l + 1)
 }
 
 fn pending_of(plan: &HostPlan) -> Pending {
@@ -805,6 +883,7 @@ fn rollback_host(
         lock_timeout: cfg.lock_timeout,
         meta: cfg.meta.clone(),
         uploads: vec![],
+        docker_config: None,
     };
     let mut h = Host::new(spec.clone(), ex, ctx, State::new(&cfg.app));
     let owner = new_owner(&cfg.meta, "rollback", wanted.as_deref().unwrap_or("previous"));
@@ -832,6 +911,11 @@ fn rollback_host(
     };
     if let Err(e) = crate::validate_tag(&target, "to-tag") {
         return Err(with_unlock(e, h.release(connect)));
+    }
+    if let Some(login) = &cfg.login {
+        if let Err((_, f)) = h.walk(&[Step::Login { login: login.clone() }]) {
+            return Err(with_unlock(fail_error(f), h.release(connect)));
+        }
     }
     info(format!("rolling back {spec} from `{}` to `{target}`", if from.is_empty() { "nothing" } else { &from }));
     let files =

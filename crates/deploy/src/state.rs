@@ -57,6 +57,10 @@ pub struct Current {
     /// Service → image ID the service's container runs.
     #[serde(default)]
     pub digests: BTreeMap<String, String>,
+    /// Service → repository digest (`repo@sha256:…`) of the image it runs, as the registry named it
+    /// when this deploy pulled it (what push-registry's `digests` and `expect-digests` speak of).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
     pub deployed_at: String,
     #[serde(default)]
     pub git_sha: String,
@@ -140,6 +144,10 @@ pub struct Record {
     /// How each host ended, in the order the run worked on them (the summary's table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<HostResult>,
+    /// Service → repository digest (`repo@sha256:…`) of the image that runs, from the first host
+    /// deployed (deploys that pulled the images themselves).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
 }
 
 /// One host's line in the record.

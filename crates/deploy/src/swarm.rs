@@ -263,13 +263,39 @@ pub fn stack_dir_cmd(app_dir: &str) -> Cmd {
 /// the `registry-*` inputs' `docker login` lands) to the agents that pull: that login, done before this
 /// command, is the one hook registry credentials need here. `--prune` removes services the file no longer
 /// has. It returns once the specs are updated (`--detach`, the CLI's default): [`converge`] then gates.
-pub fn stack_deploy_cmd(app_dir: &str, app: &str, file: &str, tag: &str) -> Cmd {
-    Cmd::new("docker")
+/// `docker_config`: this run's registry login ([`login`]), which `--with-registry-auth` hands to the
+/// nodes that pull.
+pub fn stack_deploy_cmd(app_dir: &str, app: &str, file: &str, tag: &str, docker_config: Option<&str>) -> Cmd {
+    let c = Cmd::new("docker")
         .args(["stack", "deploy", "--compose-file", file, "--with-registry-auth", "--prune", app])
-        .env("IMAGE_TAG", tag)
-        .in_dir(app_dir)
-        .privileged()
-        .timeout(crate::plan::PULL_UP_TIMEOUT)
+        .env("IMAGE_TAG", tag);
+    let c = match docker_config {
+        Some(dir) => c.env("DOCKER_CONFIG", dir),
+        None => c,
+    };
+    c.in_dir(app_dir).privileged().timeout(crate::plan::PULL_UP_TIMEOUT)
+}
+
+/// With `registry`: log in on the manager, under the lock, into the temporary Docker config that goes
+/// with the lock (crate::registry), and return its folder for [`stack_deploy_cmd`].
+fn login(
+    ex: &mut dyn Executor,
+    app_dir: &str,
+    login: Option<&crate::registry::Login>,
+    spec: &str,
+) -> Result<Option<String>> {
+    let Some(l) = login else { return Ok(None) };
+    let out = ex.run(&crate::registry::login_cmd(app_dir, l))?;
+    if !out.success() {
+        return Err(crate::registry::login_error(l, spec, &out.tail(3)));
+    }
+    info(format!(
+        "logged in to {} on {spec} as {} (temporary Docker config {})",
+        l.registry,
+        l.username,
+        crate::registry::AUTH_DIR
+    ));
+    Ok(Some(crate::registry::auth_dir(app_dir)))
 }
 
 /// `docker stack rm`: a first deploy that failed goes.
@@ -705,7 +731,7 @@ fn render_plan(cfg: &DeployConfig, manager: &HostSpec, ex: &dyn Executor, stack_
         lock::acquire_cmd(&cfg.app_dir, "<owner>"),
         stack_dir_cmd(&cfg.app_dir),
         gangplank_core::exec::atomic_write(&format!("{}/{file}", cfg.app_dir), stack_json.as_bytes(), 0o600),
-        stack_deploy_cmd(&cfg.app_dir, &cfg.app, &file, &cfg.tag),
+        stack_deploy_cmd(&cfg.app_dir, &cfg.app, &file, &cfg.tag, None),
         poll_cmd(&cfg.app),
     ] {
         s.push_str(&format!("$ {}\n", c.display(sudo).replace('\n', "⏎")));
@@ -814,19 +840,23 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
     // Upload, then deploy.
     let mut before = vec![];
     let mut ran = false;
-    let deployed = (|before: &mut Vec<Service>, ran: &mut bool| -> Result<()> {
+    let mut docker_config = None;
+    let deployed = (|before: &mut Vec<Service>, ran: &mut bool, dc: &mut Option<String>| -> Result<()> {
         let _g = group(&format!("stack deploy on {}", m.spec));
+        *dc = login(m.ex.as_mut(), &cfg.app_dir, cfg.login.as_ref(), &m.spec.to_string())?;
         m.ex.check(&stack_dir_cmd(&cfg.app_dir), "making .gangplank/stack")?;
         m.ex.upload(&format!("{}/{file}", cfg.app_dir), stack_json.as_bytes(), 0o600)?;
         *before = snapshot(m.ex.as_mut(), &cfg.app);
         *ran = true;
-        let o = m.ex.check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, &file, &cfg.tag), "docker stack deploy")?;
+        let o = m
+            .ex
+            .check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, &file, &cfg.tag, dc.as_deref()), "docker stack deploy")?;
         let text = format!("{}{}", o.stdout_str(), o.stderr_str());
         for l in text.lines().filter(|l| !l.trim().is_empty()) {
             info(format!("  {l}"));
         }
         Ok(())
-    })(&mut before, &mut ran);
+    })(&mut before, &mut ran, &mut docker_config);
     if let (Err(e), false) = (&deployed, ran) {
         // Nothing reached Swarm: the host keeps only an unused stack file.
         row(&mut out, &prev_name, "not changed");
@@ -856,6 +886,7 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
             let new = Current {
                 tag: cfg.tag.clone(),
                 digests: Default::default(),
+                images: Default::default(),
                 deployed_at: state::now_rfc3339(),
                 git_sha: cfg.meta.git_sha.clone(),
                 run_url: cfg.meta.run_url.clone(),
@@ -902,7 +933,10 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
             let want_prev = expected_images(&stack, &cfg.app, p);
             let _g = group(&format!("roll back {} to {p}", m.spec));
             let before_back = snapshot(m.ex.as_mut(), &cfg.app);
-            match m.ex.check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, pf, p), "docker stack deploy (previous)") {
+            match m.ex.check(
+                &stack_deploy_cmd(&cfg.app_dir, &cfg.app, pf, p, docker_config.as_deref()),
+                "docker stack deploy (previous)",
+            ) {
                 Err(e) => Err(format!("deploying `{p}` again failed: {}", e.message)),
                 Ok(_) if hurry => Ok(format!("`{p}`'s spec was deployed again (its convergence not waited for)")),
                 Ok(_) => match converge(m.ex.as_mut(), &cfg.app, &want_prev, &before_back, cfg.health_timeout) {
@@ -1049,7 +1083,8 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
             m.ex.check(&Cmd::new("cat").arg(format!("{}/{file}", cfg.app_dir)).privileged(), "reading the stack file")?;
         let stack: Value = serde_json::from_slice(&stack_text.stdout).unwrap_or(Value::Object(Map::new()));
         let before = snapshot(m.ex.as_mut(), &cfg.app);
-        m.ex.check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, &file, &target), "docker stack deploy")?;
+        let dc = login(m.ex.as_mut(), &cfg.app_dir, cfg.login.as_ref(), &m.spec.to_string())?;
+        m.ex.check(&stack_deploy_cmd(&cfg.app_dir, &cfg.app, &file, &target, dc.as_deref()), "docker stack deploy")?;
         let want = expected_images(&stack, &cfg.app, &target);
         let fail = |why: String, st: &mut State, ex: &mut dyn Executor| -> Error {
             show_logs(ex, &cfg.app);
@@ -1076,6 +1111,7 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
         let new = Current {
             tag: target.clone(),
             digests: Default::default(),
+            images: Default::default(),
             deployed_at: state::now_rfc3339(),
             git_sha: cfg.meta.git_sha.clone(),
             run_url: cfg.meta.run_url.clone(),

@@ -115,6 +115,12 @@ pub struct Args {
     metrics_file: Option<PathBuf>,
     #[command(flatten)]
     github: crate::deployments::GitHubArgs,
+    #[command(flatten)]
+    registry: gangplank_core::input::RegistryArgs,
+
+    /// push-registry's `digests` output (JSON: image name -> sha256 digest); each matching image must have it on the host before the switch
+    #[arg(long, env = "INPUT_EXPECT_DIGESTS")]
+    expect_digests: Option<String>,
 }
 
 fn config(a: Args) -> Result<(DeployConfig, deploy::swarm::Target)> {
@@ -140,6 +146,9 @@ fn config(a: Args) -> Result<(DeployConfig, deploy::swarm::Target)> {
     deploy::check_local_files(&compose_files, &files, env_file.as_deref())?;
     let record_file = deploy::record_file_or_default(a.record_file);
     deploy::RECORD_OUTPUT.check(&record_file)?;
+    let r = a.registry;
+    let login = deploy::registry::parse_login(r.registry, r.registry_username, r.registry_password)?;
+    let expect_digests = deploy::registry::parse_expect(a.expect_digests.as_deref().unwrap_or(""))?;
     let ssh = a.ssh.to_config()?;
     let cfg = DeployConfig {
         ssh,
@@ -163,6 +172,8 @@ fn config(a: Args) -> Result<(DeployConfig, deploy::swarm::Target)> {
         preflight_only: a.preflight_only,
         record_file,
         meta: RunMeta::from_env(),
+        login,
+        expect_digests,
     };
     if target == deploy::swarm::Target::Swarm {
         deploy::swarm::check_deploy_inputs(&cfg)?;

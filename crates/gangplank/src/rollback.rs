@@ -64,6 +64,8 @@ pub struct Args {
     metrics_file: Option<PathBuf>,
     #[command(flatten)]
     github: crate::deployments::GitHubArgs,
+    #[command(flatten)]
+    registry: gangplank_core::input::RegistryArgs,
 }
 
 fn config(a: Args) -> Result<(RollbackConfig, deploy::swarm::Target)> {
@@ -78,6 +80,8 @@ fn config(a: Args) -> Result<(RollbackConfig, deploy::swarm::Target)> {
     let target = deploy::swarm::Target::parse(&a.target)?;
     let record_file = deploy::record_file_or_default(a.record_file);
     deploy::RECORD_OUTPUT.check(&record_file)?;
+    let r = a.registry;
+    let login = deploy::registry::parse_login(r.registry, r.registry_username, r.registry_password)?;
     let ssh = a.ssh.to_config()?;
     let cfg = RollbackConfig {
         ssh,
@@ -91,6 +95,7 @@ fn config(a: Args) -> Result<(RollbackConfig, deploy::swarm::Target)> {
         to_tag,
         record_file,
         meta: RunMeta::from_env(),
+        login,
     };
     if target == deploy::swarm::Target::Swarm {
         deploy::swarm::check_rollback_inputs(&cfg)?;

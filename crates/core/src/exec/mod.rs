@@ -65,13 +65,14 @@ pub trait Executor: Send {
         None
     }
 
+    /// Run a command, feeding it the secret it carries for its stdin ([`Cmd::secret_stdin`]), if any.
     fn run(&mut self, cmd: &Cmd) -> Result<Output> {
-        self.exec(cmd, None)
+        self.exec(cmd, cmd.stdin_secret().map(|s| s.expose().as_bytes()))
     }
 
     /// Run and require exit 0; otherwise fail (exit 1) naming `what` and the command's last lines.
     fn check(&mut self, cmd: &Cmd, what: &str) -> Result<Output> {
-        let out = self.exec(cmd, None)?;
+        let out = self.run(cmd)?;
         if out.success() {
             Ok(out)
         } else {

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::exec::Executor;
 
 /// Take the lock: exit 0 and print `acquired` then state.json (read under the lock, saving a round
-/// trip), or exit 3 and print the current owner.json. Exit 6 when the app dir or one of gangplank's own
+/// trip), or exit 3 and print the current owner.json. Once it holds the lock it removes a registry
+/// login (`docker-auth`) that a killed run left behind. Exit 6 when the app dir or one of gangplank's own
 /// paths in it is a symlink: the lock is the first write of every step, so nothing is written through
 /// a link to somewhere outside the app dir (issue 14).
 pub const ACQUIRE_SCRIPT: &str = r#"dir=$1/.gangplank; lock=$dir/lock
@@ -24,6 +25,7 @@ if [ "${3:-}" = existing ] && [ ! -d "$dir" ]; then echo absent; exit 5; fi
 mkdir -p -- "$dir" || exit 1
 if mkdir -- "$lock" 2>/dev/null; then
   printf '%s\n' "$2" > "$lock/owner.json" || { rm -rf -- "$lock"; exit 1; }
+  rm -rf -- "$dir/docker-auth"
   echo acquired
   if [ -f "$dir/state.json" ]; then cat -- "$dir/state.json"; fi
   exit 0
@@ -32,10 +34,11 @@ cat -- "$lock/owner.json" 2>/dev/null
 exit 3"#;
 
 /// Release the lock only when owner.json carries our id. Whatever the holder staged and did not
-/// switch in goes with it (a deploy that failed before its switch leaves no trace).
+/// switch in goes with it (a deploy that failed before its switch leaves no trace), and so does its
+/// temporary registry login (`docker-auth`, which lives exactly as long as the lock).
 pub const RELEASE_SCRIPT: &str = r#"lock=$1/.gangplank/lock
 [ -d "$lock" ] || exit 0
-if grep -qF -- "$2" "$lock/owner.json" 2>/dev/null; then rm -rf -- "$1/.gangplank/staging" "$lock"; else echo "lock belongs to another run" >&2; exit 4; fi"#;
+if grep -qF -- "$2" "$lock/owner.json" 2>/dev/null; then rm -rf -- "$1/.gangplank/staging" "$1/.gangplank/docker-auth" "$lock"; else echo "lock belongs to another run" >&2; exit 4; fi"#;
 
 /// Break whatever lock is there, printing its owner first.
 pub const BREAK_SCRIPT: &str = r#"lock=$1/.gangplank/lock
