@@ -88,6 +88,7 @@ pub fn run(_args: &[String]) -> Result<()> {
         diffs.push(ms(pair[1]) - ms(pair[0]));
     }
     let (w0, w1, h) = (median(&mut without), median(&mut with), median(&mut hook_cmds));
+    let in_order: Vec<f64> = diffs.iter().map(|d| d.round()).collect();
     diffs.sort_by(f64::total_cmp);
     let overhead = diffs[diffs.len() / 2];
     println!("bench hooks: redeploy of the same tag, median of {ROUNDS} rounds, same sshd, registry and Docker engine");
@@ -101,9 +102,9 @@ pub fn run(_args: &[String]) -> Result<()> {
         "  overhead beyond the hook commands          {:>8.0} ms  (median of per-round differences; target <= 100 ms)",
         overhead
     );
-    println!(
-        "  per round (ms, with minus its hook commands minus without): {:?}",
-        diffs.iter().map(|d| d.round()).collect::<Vec<_>>()
-    );
+    println!("  per round, in order (ms, with minus its hook commands minus without): {in_order:?}");
+    // The spread says how much the machine's load moved the figures.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  load average at the end: {}", load.split_whitespace().next().unwrap_or("?"));
     Ok(())
 }
