@@ -143,8 +143,13 @@ pub fn cmd(ctx: &Ctx, phase: Phase, script: &str, release: &Release, previous: &
         Flavor::V2 => "docker compose",
         Flavor::V1 => "docker-compose",
     };
-    Cmd::new("sh")
-        .env("IMAGE_TAG", &release.tag)
+    let c = Cmd::new("sh");
+    // This run's registry login (crate::registry), so `compose run` can pull a private image too.
+    let c = match &ctx.docker_config {
+        Some(dir) => c.env("DOCKER_CONFIG", dir),
+        None => c,
+    };
+    c.env("IMAGE_TAG", &release.tag)
         .env("PREVIOUS_TAG", previous)
         .env("GANGPLANK_APP", &ctx.app)
         .env("GANGPLANK_APP_DIR", &ctx.app_dir)
@@ -234,6 +239,7 @@ mod tests {
             lock_timeout: Duration::from_secs(1),
             meta: Default::default(),
             uploads: vec![],
+            docker_config: None,
         }
     }
 

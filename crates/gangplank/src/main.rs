@@ -26,6 +26,8 @@ struct Cli {
 /// The five steps. Each one's description, inputs, defaults and `INPUT_*` names come from its own `Args`, so
 /// `gangplank <step> --help` lists what the step's binary listed before.
 #[derive(Debug, Subcommand)]
+// Parsed once per process and moved into its step: the size of the largest inputs costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     DeployRemote(deploy_remote::Args),
     Rollback(rollback::Args),
