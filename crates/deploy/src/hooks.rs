@@ -2,7 +2,7 @@
 //! each one [`crate::plan::Step::Hook`] run through the host's one SSH connection.
 //!
 //! Where they run (docs/actions.md, "Deploy hooks"):
-//! - `pre-deploy` right after the switch and before any container is pulled or restarted: the new
+//! - `pre-deploy` right after the pull and the switch, before any container is restarted: the new
 //!   release's files are live (compose file, `.env`, uploaded `files`) and the old containers still
 //!   serve, so `docker compose run --rm web ./migrate` starts the NEW image with the NEW files. Before
 //!   the switch the new files exist only under `.gangplank/staging/<stamp>/`, where compose would resolve

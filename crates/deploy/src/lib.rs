@@ -861,7 +861,7 @@ mod tests {
     }
 
     #[test]
-    fn hooks_run_after_the_switch_and_after_the_gate_and_a_failed_pre_deploy_restarts_nothing() {
+    fn hooks_run_after_the_pull_and_switch_and_after_the_gate_and_a_failed_pre_deploy_restarts_nothing() {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = config(d.path(), "v2", &["h1"]);
         cfg.hooks =
@@ -872,7 +872,7 @@ mod tests {
         assert!(out.error.is_none(), "{:?}", out.error);
         assert_eq!(
             names(&log.lock().unwrap()),
-            vec!["preflight", "lock", "stage", "upload", "switch", "hook", "pull+up", "inspect", "hook", "record"]
+            vec!["preflight", "lock", "stage", "upload", "pull", "switch", "hook", "up", "inspect", "hook", "record"]
         );
 
         let log = Arc::new(Mutex::new(vec![]));
