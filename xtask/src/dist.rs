@@ -123,7 +123,8 @@ pub fn smoke_in_scratch(bin: &Path) -> Result<()> {
         );
     }
     // Bad input is refused before anything connects: exit 2 and a hint, also with no file and no network.
-    let out = run(&["deploy-remote", "--preflight-only", "--host", "deploy@127.0.0.1", "--image-tag", "not a tag"])?;
+    let out =
+        run(&["deploy-remote", "--preflight-only=true", "--host", "deploy@127.0.0.1", "--image-tag", "not a tag"])?;
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(2) || !err.contains("image-tag") || !err.contains("hint:") {
         bail!("deploy-remote with a bad tag in an empty image: {} {err}", out.status);

@@ -53,6 +53,13 @@ pub fn run(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("step `v1 smoke` failed ({status})");
     }
+    // The static Linux release, as `cargo xtask dist` builds and checks it (no ELF interpreter; `--version` and a
+    // bad-input run alone in an empty image). A cold fat-LTO musl build with OpenSSL from source costs ~10 CPU
+    // minutes, so the suite runs it when asked; the release workflow runs it for every Linux archive it ships.
+    if std::env::var("GANGPLANK_TEST_STATIC").is_ok_and(|v| v == "1") {
+        println!("==> static release: cargo xtask dist (GANGPLANK_TEST_STATIC=1)");
+        crate::dist::run(&[])?;
+    }
     // The namespaced hosts' tests clean up on drop; a test process that died without dropping them would
     // leave namespaces, links, engines or mounts behind on this machine.
     let left = gangplank_testbed::hosts::leftovers();
@@ -90,6 +97,8 @@ const APT_PARTS: &[Part] = &[
     Part { what: "ip", package: "iproute2", present: || has("ip") },
     Part { what: "nsenter, unshare", package: "util-linux", present: || has("nsenter") && has("unshare") },
     Part { what: "pkg-config", package: "pkg-config", present: || has("pkg-config") },
+    // musl-gcc, for the C parts of the static Linux release (`cargo xtask dist`).
+    Part { what: "musl-gcc", package: "musl-tools", present: || has("musl-gcc") },
     // ssh2 builds against the system OpenSSL.
     Part {
         what: "OpenSSL headers",
