@@ -9,6 +9,7 @@ mod bench_deploy;
 mod bench_hosts;
 mod bench_secrets;
 mod bench_ssh;
+mod bench_status;
 mod bench_verify;
 mod bench_zero_downtime;
 mod codegen;
@@ -21,7 +22,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
   demo                 bring up the testbed and run the whole story with the real gangplank executable
-  bench ssh|deploy|hosts|verify|secrets|budgets|zero-downtime
+  bench ssh|deploy|hosts|verify|secrets|budgets|zero-downtime|status
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
   dist                 build release archives for the host target, SHA256SUMS and the manifest";
@@ -47,7 +48,8 @@ fn run(args: &[String]) -> Result<()> {
             Some("secrets") => bench_secrets::run(&rest[1..]),
             Some("budgets") => bench_budgets::run(&rest[1..]),
             Some("zero-downtime") => bench_zero_downtime::run(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench ssh|deploy|hosts|verify|secrets|budgets|zero-downtime"),
+            Some("status") => bench_status::run(&rest[1..]),
+            _ => bail!("usage: cargo xtask bench ssh|deploy|hosts|verify|secrets|budgets|zero-downtime|status"),
         },
         Some("codegen") => codegen::run(rest),
         Some("dist") => dist::run(rest),
