@@ -10,6 +10,7 @@ mod bench_hooks;
 mod bench_hosts;
 mod bench_secrets;
 mod bench_ssh;
+mod bench_status;
 mod bench_swarm;
 mod bench_verify;
 mod bench_zero_downtime;
@@ -23,7 +24,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
   demo                 bring up the testbed and run the whole story with the real gangplank executable
-  bench ssh|deploy|hooks|hosts|verify|secrets|budgets|zero-downtime|swarm
+  bench ssh|deploy|hooks|hosts|verify|secrets|budgets|zero-downtime|swarm|status
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
   dist                 build release archives for the host target, SHA256SUMS and the manifest";
@@ -51,7 +52,10 @@ fn run(args: &[String]) -> Result<()> {
             Some("budgets") => bench_budgets::run(&rest[1..]),
             Some("zero-downtime") => bench_zero_downtime::run(&rest[1..]),
             Some("swarm") => bench_swarm::run(&rest[1..]),
-            _ => bail!("usage: cargo xtask bench ssh|deploy|hooks|hosts|verify|secrets|budgets|zero-downtime|swarm"),
+            Some("status") => bench_status::run(&rest[1..]),
+            _ => bail!(
+                "usage: cargo xtask bench ssh|deploy|hooks|hosts|verify|secrets|budgets|zero-downtime|swarm|status"
+            ),
         },
         Some("codegen") => codegen::run(rest),
         Some("dist") => dist::run(rest),

@@ -371,10 +371,7 @@ fn parse_env(text: &str, path: &str, manifest: Option<&Manifest>) -> EnvState {
                 e.sha256 = h.to_string();
             }
             (Some("mode"), Some(m)) => e.mode = m.to_string(),
-            (Some(k), Some(h))
-                if sync_secrets::manifest::valid_name(k)
-                    || k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-            {
+            (Some(k), Some(h)) if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
                 e.keys.insert(k.to_string(), h.to_string());
             }
             _ => {}
