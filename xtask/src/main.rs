@@ -17,6 +17,7 @@ mod bench_zero_downtime;
 mod codegen;
 mod demo;
 mod dist;
+mod fuzz;
 mod test;
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -27,7 +28,9 @@ commands:
   bench ssh|deploy|hooks|hosts|verify|secrets|budgets|zero-downtime|swarm|status
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
-  dist                 build release archives for the host target, SHA256SUMS and the manifest";
+  dist                 build release archives for the host target, SHA256SUMS and the manifest
+  fuzz [--time SECS | --cpu SECS] [--jobs N] [--nice N] [--log-dir DIR] [TARGET...]
+                       build the libFuzzer targets (cargo-fuzz, stable + RUSTC_BOOTSTRAP) and run each one";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,6 +62,7 @@ fn run(args: &[String]) -> Result<()> {
         },
         Some("codegen") => codegen::run(rest),
         Some("dist") => dist::run(rest),
+        Some("fuzz") => fuzz::run(rest),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -1,5 +1,5 @@
 //! `cargo xtask test`: make sure the real parts are installed (testbed.md), then fmt check, clippy with
-//! warnings denied, and `cargo test --workspace`, stopping at the first failure.
+//! warnings denied, `cargo test --workspace` and a brief fuzz of every parser, stopping at the first failure.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -28,6 +28,17 @@ pub fn run(args: &[String]) -> Result<()> {
         if !status.success() {
             bail!("step `{name}` failed ({status})");
         }
+    }
+    // Every parser's fuzz target for a few seconds (docs/fuzzing.md): cheap, and a crash names its input.
+    // cargo-fuzz is a developer tool, so a machine without it skips the step; CI (.ci/run) installs it.
+    if crate::fuzz::available() {
+        let fuzz = strings(&["--time", "10", "--jobs", "2"]);
+        println!("==> fuzz: cargo xtask fuzz {}", fuzz.join(" "));
+        crate::fuzz::run(&fuzz).context("step `fuzz` failed")?;
+    } else if std::env::var_os("CI").is_some() {
+        bail!("step `fuzz`: cargo-fuzz is not installed (cargo install cargo-fuzz --locked)");
+    } else {
+        println!("==> fuzz: skipped, cargo-fuzz is not installed (cargo install cargo-fuzz --locked)");
     }
     // The whole workspace ran under compose v2 (the testbed's default); the v1 smoke repeats one full
     // deploy, broken release and rollback, and the preflight model check, under docker-compose 1.29.

@@ -221,26 +221,38 @@ fn random_delimiter() -> String {
     format!("ghadelimiter_{n:032x}")
 }
 
-/// Set a step output: appended to `$GITHUB_OUTPUT` in the `name<<DELIM` form with a random delimiter,
-/// or printed as `name=value` on stdout when the variable is unset (a local run).
-pub fn set_output(name: &str, value: &str) -> Result<()> {
+fn valid_output_name(name: &str) -> Result<()> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(Error::failed(format!("output name `{name}` is not valid")));
     }
+    Ok(())
+}
+
+/// The `name<<DELIM` block [`set_output`] appends to `$GITHUB_OUTPUT`, with a random delimiter the value
+/// does not contain. Public for the fuzz target that reads it back with [`parse_output_file`].
+pub fn output_block(name: &str, value: &str) -> Result<String> {
+    valid_output_name(name)?;
+    let mut delim = random_delimiter();
+    while value.contains(&delim) {
+        delim = random_delimiter();
+    }
+    Ok(format!("{name}<<{delim}\n{value}\n{delim}\n"))
+}
+
+/// Set a step output: appended to `$GITHUB_OUTPUT` in the `name<<DELIM` form with a random delimiter,
+/// or printed as `name=value` on stdout when the variable is unset (a local run).
+pub fn set_output(name: &str, value: &str) -> Result<()> {
     match std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) {
         Some(path) => {
-            let mut delim = random_delimiter();
-            while value.contains(&delim) {
-                delim = random_delimiter();
-            }
+            let block = output_block(name, value)?;
             let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| {
                 Error::failed(format!("cannot open GITHUB_OUTPUT file {}: {e}", path.to_string_lossy()))
             })?;
             // One write, so a concurrent writer cannot interleave inside our block.
-            let block = format!("{name}<<{delim}\n{value}\n{delim}\n");
             f.write_all(block.as_bytes()).map_err(|e| Error::failed(format!("cannot write GITHUB_OUTPUT: {e}")))?;
         }
         None => {
+            valid_output_name(name)?;
             println!("{name}={value}");
         }
     }

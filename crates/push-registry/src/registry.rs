@@ -60,7 +60,9 @@ impl RegistryRef {
         }
     }
 
-    /// Docker talks plain HTTP to loopback registries and HTTPS to every other one; so do we.
+    /// Docker talks plain HTTP to loopback registries (its default insecure ranges 127.0.0.0/8 and ::1)
+    /// and HTTPS to every other one; so do we. Loopback is an address that parses as one, or `localhost`:
+    /// a name such as `127.example.com` is not, and gets HTTPS (the login must not cross a network in clear).
     pub fn scheme(&self) -> &'static str {
         let h = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, p)| {
             if p.chars().all(|c| c.is_ascii_digit()) {
@@ -69,7 +71,8 @@ impl RegistryRef {
                 self.host.as_str()
             }
         });
-        if h == "localhost" || h.starts_with("127.") || h == "[::1]" {
+        let loopback_v4 = h.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback());
+        if h == "localhost" || loopback_v4 || h == "[::1]" {
             "http"
         } else {
             "https"
@@ -285,5 +288,23 @@ mod tests {
         assert_eq!(RegistryRef::parse("ghcr.io").unwrap().scheme(), "https");
         assert_eq!(RegistryRef::parse("bad host").unwrap_err().exit_code(), 2);
         assert_eq!(RegistryRef::parse("ghcr.io/Team").unwrap_err().exit_code(), 2);
+    }
+
+    /// Found by the `push_registry` fuzz target: any host starting with `127.` was spoken to in plain HTTP,
+    /// `127.attacker.example` included, with the registry login in clear.
+    #[test]
+    fn plain_http_only_for_loopback_addresses() {
+        for (host, scheme) in [
+            ("127.0.0.1:5000", "http"),
+            ("127.1.2.3", "http"),
+            ("localhost", "http"),
+            ("[::1]:5000", "http"),
+            ("127.attacker.example", "https"),
+            ("127.0.0.1.nip.io:5000", "https"),
+            ("127.0.0.1000", "https"),
+            ("10.0.0.1:5000", "https"),
+        ] {
+            assert_eq!(RegistryRef::parse(host).unwrap().scheme(), scheme, "{host}");
+        }
     }
 }

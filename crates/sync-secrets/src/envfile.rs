@@ -73,7 +73,12 @@ fn starts_entry(line: &str) -> Option<&str> {
 }
 
 /// Key → SHA-256 of its entry's text, split exactly as [`HASHES_SCRIPT`] splits the file on the host:
-/// a line `KEY=…` starts an entry unless a single quote is still open; other lines belong to the entry.
+/// a line `KEY=…` starts an entry unless a single-quoted value is still open; other lines belong to the entry.
+///
+/// Only a single-quoted value spans lines in a file [`render`] writes (a double-quoted one has its newlines
+/// escaped, and a single-quoted one holds no `'`): a value opens when it starts with `'` and its line holds no
+/// other `'`, and closes at the next line holding a `'`. A `'` inside a double-quoted value (`"it's"`)
+/// opens nothing; counting every `'` on a line (as this did) hid every later key from the drift report.
 pub fn entry_hashes(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut cur: Option<(String, String)> = None;
@@ -81,21 +86,21 @@ pub fn entry_hashes(text: &str) -> BTreeMap<String, String> {
     let mut open = false;
     let lines: Vec<&str> = text.strip_suffix('\n').unwrap_or(text).split('\n').collect();
     for line in lines {
-        let odd = line.matches('\'').count() % 2 == 1;
         match starts_entry(line) {
             Some(key) if !open => {
                 if let Some((k, e)) = cur.take() {
                     out.insert(k, sha256_hex(e.as_bytes()));
                 }
                 cur = Some((key.to_string(), format!("{line}\n")));
-                open = odd;
+                let value = &line[key.len() + 1..];
+                open = value.starts_with('\'') && value.matches('\'').count() == 1;
             }
             _ => {
                 if let Some((_, e)) = cur.as_mut() {
                     e.push_str(line);
                     e.push('\n');
-                    if odd {
-                        open = !open;
+                    if open && line.contains('\'') {
+                        open = false;
                     }
                 }
             }
@@ -118,9 +123,12 @@ function flush() {
   if (key != "") { printf "%s ", key; fflush(); printf "%s", entry | "sha256sum"; close("sha256sum") }
   key = ""; entry = ""
 }
-{ line = $0; odd = gsub(/\047/, "", line) % 2 }
-open == 0 && /^[A-Za-z_][A-Za-z0-9_]*=/ { flush(); key = substr($0, 1, index($0, "=") - 1); entry = $0 "\n"; open = odd; next }
-{ if (key != "") { entry = entry $0 "\n"; if (odd) open = 1 - open } }
+open == 0 && /^[A-Za-z_][A-Za-z0-9_]*=/ {
+  flush(); key = substr($0, 1, index($0, "=") - 1); entry = $0 "\n"
+  value = substr($0, index($0, "=") + 1); first = substr(value, 1, 1)
+  open = (first == "\047" && gsub(/\047/, "", value) == 1); next
+}
+{ if (key != "") { entry = entry $0 "\n"; if (open && index($0, "\047") > 0) open = 0 } }
 END { flush() }
 ' "$f"
 "#;
@@ -290,6 +298,29 @@ mod tests {
             (d.added, d.removed, d.changed),
             (vec!["A".to_string()], vec!["C".to_string()], vec!["B".to_string()])
         );
+    }
+
+    /// Found by the `envfile` fuzz target: an odd number of `'` inside a double-quoted value left a quote "open",
+    /// so every later key vanished into that entry, on the host (awk) and locally alike.
+    #[test]
+    fn an_apostrophe_in_a_double_quoted_value_hides_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        let text = render(&[
+            ("A".into(), "it's".into()),
+            ("B".into(), "x=1\nC=2".into()),
+            ("D".into(), "'quoted' twice' \\ end".into()),
+            ("E".into(), "pa$word\nF=not a key".into()),
+            ("G".into(), "last".into()),
+        ])
+        .unwrap();
+        let h = entry_hashes(&text);
+        assert_eq!(h.keys().cloned().collect::<Vec<_>>(), ["A", "B", "D", "E", "G"]);
+        assert_eq!(h["A"], sha256_hex(b"A=\"it's\"\n"));
+        assert_eq!(h["E"], sha256_hex(b"E='pa$word\nF=not a key'\n"));
+        std::fs::write(&path, &text).unwrap();
+        let mut l = gangplank_core::exec::Local::new(false);
+        assert_eq!(read_remote(&mut l, path.to_str().unwrap()).unwrap().keys, h, "the host's split differs");
     }
 
     #[test]
