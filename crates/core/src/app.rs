@@ -20,6 +20,25 @@ pub fn default_app_name(repository: &str) -> Option<String> {
 /// `app-name` and `app-dir` as every step reads them: the name defaults to [`default_app_name`] of
 /// `GITHUB_REPOSITORY`, the directory to `/opt/<app-name>`; the directory must be absolute and is
 /// returned without a trailing `/`.
+/// `app-name` and `app-dir`, the inputs of every step that works in an app dir on a host.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AppArgs {
+    /// Compose project name; names the state directory [default: the repository name]
+    #[arg(long, env = "INPUT_APP_NAME")]
+    pub app_name: Option<String>,
+
+    /// Where the app lives on the host [default: /opt/<app-name>]
+    #[arg(long, env = "INPUT_APP_DIR")]
+    pub app_dir: Option<String>,
+}
+
+impl AppArgs {
+    /// The app's name and folder, with their defaults ([`resolve_app`]).
+    pub fn resolve(self) -> Result<(String, String)> {
+        resolve_app(self.app_name, self.app_dir)
+    }
+}
+
 pub fn resolve_app(app_name: Option<String>, app_dir: Option<String>) -> Result<(String, String)> {
     let from_repo = || default_app_name(&std::env::var("GITHUB_REPOSITORY").ok()?);
     let app = app_name.filter(|n| !n.is_empty()).or_else(from_repo).ok_or_else(|| {

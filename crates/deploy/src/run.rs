@@ -314,7 +314,7 @@ fn model_check(cfg: &DeployConfig, uploaded: &[String], errs: &mut Vec<Error>) -
     checked.host_refs
 }
 
-fn new_record(app: &str, hosts: &[HostSpec], meta: &state::RunMeta, action: &str) -> Record {
+pub(crate) fn new_record(app: &str, hosts: &[HostSpec], meta: &state::RunMeta, action: &str) -> Record {
     Record {
         app: app.to_string(),
         hosts: hosts.iter().map(|h| h.to_string()).collect(),

@@ -681,16 +681,7 @@ fn audit(spec: &HostSpec, meta: &state::RunMeta, action: &str, tag: &str, prev: 
 
 fn new_outcome(app: &str, hosts: &[HostSpec], meta: &state::RunMeta, action: &str) -> Outcome {
     Outcome {
-        record: state::Record {
-            app: app.to_string(),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            status: "failed".into(),
-            started_at: state::now_rfc3339(),
-            git_sha: meta.git_sha.clone(),
-            run_url: meta.run_url.clone(),
-            action: action.into(),
-            ..Default::default()
-        },
+        record: crate::run::new_record(app, hosts, meta, action),
         rows: vec![],
         rolled_back: false,
         changed: false,

@@ -19,13 +19,8 @@ pub struct Args {
     #[command(flatten)]
     ssh: gangplank_core::input::SshArgs,
 
-    /// Compose project name; names the state directory [default: the repository name]
-    #[arg(long, env = "INPUT_APP_NAME")]
-    app_name: Option<String>,
-
-    /// Where files live on the host [default: /opt/<app-name>]
-    #[arg(long, env = "INPUT_APP_DIR")]
-    app_dir: Option<String>,
+    #[command(flatten)]
+    app: gangplank_core::app::AppArgs,
 
     /// Local compose file(s), uploaded to app-dir
     #[arg(long, env = "INPUT_COMPOSE_FILES", default_value = "compose.yaml", value_parser = list_value)]
@@ -130,7 +125,7 @@ fn config(a: Args) -> Result<(DeployConfig, deploy::swarm::Target)> {
             .hint("pass the tag pushed by push-registry, e.g. `image-tag: ${{ steps.push.outputs.tag }}`")
     })?;
     deploy::validate_tag(&tag, "image-tag")?;
-    let (app, app_dir) = deploy::resolve_app(a.app_name, a.app_dir)?;
+    let (app, app_dir) = a.app.resolve()?;
     deploy::validate_health_url(a.health_url.as_deref())?;
     if a.compose_files.is_empty() {
         return Err(Error::bad_input("`compose-files` is empty").hint("list at least one compose file"));

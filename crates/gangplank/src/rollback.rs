@@ -18,13 +18,8 @@ pub struct Args {
     #[command(flatten)]
     ssh: gangplank_core::input::SshArgs,
 
-    /// Compose project name; names the state directory [default: the repository name]
-    #[arg(long, env = "INPUT_APP_NAME")]
-    app_name: Option<String>,
-
-    /// Where the app lives on the host [default: /opt/<app-name>]
-    #[arg(long, env = "INPUT_APP_DIR")]
-    app_dir: Option<String>,
+    #[command(flatten)]
+    app: gangplank_core::app::AppArgs,
 
     /// Subset of services to restart [default: all]
     #[arg(long, env = "INPUT_SERVICES", value_parser = list_value)]
@@ -73,7 +68,7 @@ fn config(a: Args) -> Result<(RollbackConfig, deploy::swarm::Target)> {
     if let Some(t) = &to_tag {
         deploy::validate_tag(t, "to-tag")?;
     }
-    let (app, app_dir) = deploy::resolve_app(a.app_name, a.app_dir)?;
+    let (app, app_dir) = a.app.resolve()?;
     deploy::validate_health_url(a.health_url.as_deref())?;
     let services = a.services.unwrap_or_default();
     deploy::validate_services(&services)?;

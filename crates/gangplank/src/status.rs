@@ -30,13 +30,8 @@ pub struct Args {
     #[command(flatten)]
     ssh: gangplank_core::input::SshArgs,
 
-    /// Compose project name; names the state directory [default: the repository name]
-    #[arg(long, env = "INPUT_APP_NAME")]
-    app_name: Option<String>,
-
-    /// Where the app lives on the host [default: /opt/<app-name>]
-    #[arg(long, env = "INPUT_APP_DIR")]
-    app_dir: Option<String>,
+    #[command(flatten)]
+    app: gangplank_core::app::AppArgs,
 
     /// Secrets manifest the server .env is compared with [default: .github/secrets.yml when it exists]
     #[arg(long, env = "INPUT_MANIFEST")]
@@ -106,7 +101,7 @@ struct Config {
 }
 
 fn config(a: Args) -> Result<Config> {
-    let (app, app_dir) = deploy::resolve_app(a.app_name, a.app_dir)?;
+    let (app, app_dir) = a.app.resolve()?;
     let env_path = match a.remote_env_path.filter(|p| !p.trim().is_empty()) {
         Some(p) => gangplank_core::input::absolute_path(&p, "remote-env-path")?,
         None => format!("{}/.env", app_dir.trim_end_matches('/')),
