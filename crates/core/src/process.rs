@@ -181,6 +181,15 @@ impl Compose {
 // host layout does.
 pub use crate::host::{now_rfc3339, run_url};
 
+/// Whether the output of a failed `docker login`, `pull` or `push` says the registry refused the
+/// credentials (not that it could not be reached): push-registry and the hosts' login read it alike.
+pub fn is_registry_auth_refused(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["unauthorized", "401", "incorrect username or password", "authentication required", "denied"]
+        .iter()
+        .any(|p| t.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,10 +138,7 @@ pub fn auth_dir(app_dir: &str) -> String {
 
 /// Whether a failed login means the registry refused the credentials (not that it could not be reached).
 pub fn is_auth_refused(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    ["unauthorized", "401", "incorrect username or password", "authentication required", "denied"]
-        .iter()
-        .any(|p| t.contains(p))
+    gangplank_core::process::is_registry_auth_refused(text)
 }
 
 /// The one-line error of a failed login on `host` (exit 2: nothing on any host changed yet).

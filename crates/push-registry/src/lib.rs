@@ -306,10 +306,7 @@ pub fn is_transient(text: &str) -> bool {
 
 /// Whether a failed login means the credentials were refused.
 pub fn is_auth_failure(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    ["unauthorized", "401", "incorrect username or password", "authentication required", "denied"]
-        .iter()
-        .any(|p| t.contains(p))
+    gangplank_core::process::is_registry_auth_refused(text)
 }
 
 /// How many times a transient failure is tried, and the pause before each retry.
