@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
 
+mod adversary;
 mod bench_budgets;
 mod bench_deploy;
 mod bench_hooks;
@@ -29,6 +30,9 @@ commands:
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
   dist                 build release archives for the host target, SHA256SUMS and the manifest
+  adversary [--runs N] [--seed N] [--jobs N]
+                       generated-input runs of every step against the real parts: no panic, no injection,
+                       exit 2 always with a hint
   fuzz [--time SECS | --cpu SECS] [--jobs N] [--nice N] [--log-dir DIR] [TARGET...]
                        build the libFuzzer targets (cargo-fuzz, stable + RUSTC_BOOTSTRAP) and run each one";
 
@@ -63,6 +67,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("codegen") => codegen::run(rest),
         Some("dist") => dist::run(rest),
         Some("fuzz") => fuzz::run(rest),
+        Some("adversary") => adversary::run(rest),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
