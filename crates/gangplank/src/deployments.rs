@@ -19,6 +19,12 @@
 //!   leave a newer successful one active too (the rollback step after a deploy that did succeed), and the
 //!   environment's newest deployment (what the repository page shows) would still be the failed one. A new
 //!   deployment makes the restored tag both the newest and the only active one, with its original commit.
+//! - A deploy step killed by a cancel or a timeout never posts its last status, so its deployment would stay
+//!   `in_progress` for good. When a run has ended (its lock released), the newest earlier deployments of the
+//!   same app in the environment are read (`GET …/deployments/{id}/statuses?per_page=1`, newest first, until
+//!   one that finished, at most [`ABANDONED_LOOKBACK`]); one still `in_progress`, `queued` or `pending` gets an
+//!   `error` status saying which run superseded it. Only deployments created before this run's own are
+//!   touched, so a run that is waiting for the lock keeps its own.
 //!
 //! Reporting never fails or holds up a deploy: every request has a short timeout, an error is a warning
 //! annotation, and after a request that timed out or could not connect the rest are skipped. The token is a
@@ -39,6 +45,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// GitHub's limit on a deployment status description.
 const MAX_DESCRIPTION: usize = 140;
 const TITLE: &str = "GitHub Deployments";
+/// How many earlier deployments of the app a run reads the state of, looking for abandoned ones.
+const ABANDONED_LOOKBACK: usize = 5;
 
 /// The inputs deploy-remote and rollback share for GitHub Deployments.
 #[derive(Debug, Clone, clap::Args)]
@@ -269,6 +277,14 @@ impl Reporter {
         Some(d)
     }
 
+    /// "run N", or "a later run" outside Actions: how a status names the run that wrote it.
+    fn run_label(&self) -> String {
+        match std::env::var("GITHUB_RUN_ID") {
+            Ok(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) => format!("run {id}"),
+            _ => "a later run".to_string(),
+        }
+    }
+
     pub fn succeeded(&self, d: Option<Deployment>, tag: &str) {
         if let Some(d) = d {
             self.status(d, "success", &format!("{tag} is live and healthy"));
@@ -281,28 +297,57 @@ impl Reporter {
         }
     }
 
-    /// The commit an earlier deployment of `tag` to this environment was made from (newest first, first page).
-    fn commit_of(&self, tag: &str) -> Option<String> {
-        let list = self.call(
+    /// The environment's deployments, newest first (first page).
+    fn list(&self) -> Vec<Value> {
+        self.call(
             reqwest::Method::GET,
             "/deployments",
             &[("environment", self.environment.as_str()), ("per_page", "100")],
             None,
-        )?;
-        list.as_array()?
-            .iter()
+        )
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+    }
+
+    /// The commit an earlier deployment of `tag` to this environment was made from.
+    fn commit_of(list: &[Value], tag: &str) -> Option<String> {
+        list.iter()
             .find(|d| d.pointer("/payload/image_tag").and_then(Value::as_str) == Some(tag))
             .and_then(|d| d.get("sha").and_then(Value::as_str))
             .map(str::to_string)
     }
 
+    /// Gives earlier deployments of `app` that a killed run left unfinished an `error` status (module docs).
+    /// `own` is this run's deployment: only older ones are looked at.
+    fn close_abandoned(&self, list: &[Value], app: &str, own: Option<Deployment>, by: &str) {
+        let earlier = list.iter().filter(|d| {
+            d.pointer("/payload/app").and_then(Value::as_str) == Some(app)
+                && d.get("id").and_then(Value::as_u64).is_some_and(|id| own.is_none_or(|o| id < o.0))
+        });
+        for d in earlier.take(ABANDONED_LOOKBACK) {
+            let Some(id) = d.get("id").and_then(Value::as_u64) else { continue };
+            let Some(latest) =
+                self.call(reqwest::Method::GET, &format!("/deployments/{id}/statuses"), &[("per_page", "1")], None)
+            else {
+                return;
+            };
+            let state = latest.pointer("/0/state").and_then(Value::as_str).unwrap_or("");
+            if !matches!(state, "in_progress" | "queued" | "pending") {
+                // Deploys of one app run one at a time: below a finished one, every older one finished too.
+                return;
+            }
+            let tag = d.pointer("/payload/image_tag").and_then(Value::as_str).unwrap_or("?");
+            self.status(Deployment(id), "error", &format!("{tag}: the run stopped before it finished; {by}"));
+        }
+    }
+
     /// `tag` runs again after a rollback: a new deployment of it (from the commit it was first deployed
     /// from), `success` when it is healthy, so it is the environment's newest and only active deployment.
-    pub fn restored(&self, app: &str, tag: &str, from: &str, healthy: bool) {
+    fn restored(&self, list: &[Value], app: &str, tag: &str, from: &str, healthy: bool) {
         if tag.is_empty() {
             return;
         }
-        let sha = self.commit_of(tag).unwrap_or_else(|| self.sha.clone());
+        let sha = Self::commit_of(list, tag).unwrap_or_else(|| self.sha.clone());
         let payload = json!({ "app": app, "image_tag": tag, "rolled_back_from": from });
         let what =
             if from.is_empty() { format!("rollback to {tag}") } else { format!("rollback from {from} to {tag}") };
@@ -317,7 +362,10 @@ impl Reporter {
 
 /// deploy-remote's run as deployments: the run's own deployment gets `success` or `failure`, and an
 /// auto-rollback that put the previous tag back records that tag as the environment's current deployment.
+/// Earlier deployments a killed run left unfinished are closed afterwards (module docs), when this run has a
+/// deployment of its own (without one, GitHub refused it, and the others are left alone).
 pub fn report_deploy(g: &Reporter, d: Option<Deployment>, app: &str, tag: &str, out: &gangplank_deploy::Outcome) {
+    let mut list = None;
     match &out.error {
         None => g.succeeded(d, tag),
         Some(e) => {
@@ -326,11 +374,16 @@ pub fn report_deploy(g: &Reporter, d: Option<Deployment>, app: &str, tag: &str, 
             let why = e.message.lines().next().unwrap_or("").to_string();
             if restored {
                 g.failed(d, &format!("rolled back to {previous}: {why}"));
-                g.restored(app, previous, tag, true);
+                let l = list.insert(g.list());
+                g.restored(l, app, previous, tag, true);
             } else {
                 g.failed(d, &why);
             }
         }
+    }
+    if d.is_some() {
+        let list = list.unwrap_or_else(|| g.list());
+        g.close_abandoned(&list, app, d, &format!("superseded by the deploy of {tag} ({})", g.run_label()));
     }
 }
 
@@ -345,7 +398,10 @@ pub fn report_rollback(g: &Reporter, app: &str, out: &gangplank_deploy::Outcome)
     };
     let healthy = out.error.is_none();
     if healthy || out.changed {
-        g.restored(app, tag, &out.record.previous_tag, healthy);
+        let list = g.list();
+        // Before the restored deployment exists: every deployment of the app in the list is older than it.
+        g.close_abandoned(&list, app, None, &format!("rolled back to {tag} ({})", g.run_label()));
+        g.restored(&list, app, tag, &out.record.previous_tag, healthy);
     }
 }
 

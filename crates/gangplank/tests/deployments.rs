@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gangplank_testbed::github::{Fault, GitHub, Recorded};
@@ -92,9 +93,15 @@ fn deploys_auto_rollback_and_rollback_show_up_as_github_deployments() {
     let d1 = id_of(&gh, 0);
     let statuses = format!("{deployments}/{d1}/statuses");
     let paths: Vec<&str> = reqs.iter().map(|(p, _)| p.as_str()).collect();
+    // Then the environment's list, to close deployments a killed run left unfinished: there is none before v1.
     assert_eq!(
         paths,
-        [format!("POST {deployments}"), format!("POST {statuses}"), format!("POST {statuses}")],
+        [
+            format!("POST {deployments}"),
+            format!("POST {statuses}"),
+            format!("POST {statuses}"),
+            format!("GET {deployments}")
+        ],
         "{reqs:?}"
     );
     assert_create(&reqs[0].1, &s1, "v1");
@@ -112,8 +119,10 @@ fn deploys_auto_rollback_and_rollback_show_up_as_github_deployments() {
     let r = fx.run(&deploy_remote(), &fx.deploy_args("v2"), &env(&gh, &s2));
     assert_eq!(r.status, 0, "{r:?}");
     let reqs = take(&gh);
-    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs.len(), 5, "{reqs:?}");
     assert_create(&reqs[0].1, &s2, "v2");
+    // v1's deployment finished (it is inactive now): the look for abandoned ones stops there.
+    assert_eq!(reqs[4].0, format!("GET {deployments}/{d1}/statuses"), "{reqs:?}");
     assert_eq!(states(&gh), pairs(&[("v1", "inactive"), ("v2", "success")]));
 
     // broken: the gate fails, v2 comes back by itself. The broken deployment fails; v2 is recorded again,
@@ -135,6 +144,7 @@ fn deploys_auto_rollback_and_rollback_show_up_as_github_deployments() {
             format!("GET {deployments}"),
             format!("POST {deployments}"),
             format!("POST {deployments}/{d4}/statuses"),
+            format!("GET {deployments}/{}/statuses", id_of(&gh, 1)),
         ],
         "{reqs:?}"
     );
@@ -160,16 +170,59 @@ fn deploys_auto_rollback_and_rollback_show_up_as_github_deployments() {
     let paths: Vec<String> = reqs.iter().map(|(p, _)| p.clone()).collect();
     assert_eq!(
         paths,
-        [format!("GET {deployments}"), format!("POST {deployments}"), format!("POST {deployments}/{d5}/statuses")],
+        [
+            format!("GET {deployments}"),
+            format!("GET {deployments}/{d4}/statuses"),
+            format!("POST {deployments}"),
+            format!("POST {deployments}/{d5}/statuses")
+        ],
         "{reqs:?}"
     );
-    assert_create(&reqs[1].1, &s1, "v1");
-    assert_eq!(reqs[1].1["payload"]["rolled_back_from"], "v2");
-    assert_eq!(reqs[2].1["state"], "success");
+    assert_create(&reqs[2].1, &s1, "v1");
+    assert_eq!(reqs[2].1["payload"]["rolled_back_from"], "v2");
+    assert_eq!(reqs[3].1["state"], "success");
     assert_eq!(
         states(&gh),
         pairs(&[("v1", "inactive"), ("v2", "inactive"), ("broken", "failure"), ("v2", "inactive"), ("v1", "success")])
     );
+}
+
+/// A deploy killed mid-run (a cancelled job) never posts its last status; the rollback step that follows closes
+/// that deployment as `error`, naming itself, before it records the restored release.
+#[test]
+fn a_killed_deploys_deployment_is_closed_by_the_rollback_step() {
+    let fx = Fixture::new("ghkilled");
+    let gh = GitHub::start();
+    gh.set_token(TOKEN_CANARY);
+    let (s1, s2, s3) = (sha(1), sha(2), sha(3));
+    let r = fx.run(&deploy_remote(), &fx.deploy_args("v1"), &env(&gh, &s1));
+    assert_eq!(r.status, 0, "{r:?}");
+
+    // `broken` waits in the health gate; killed there.
+    let (mut c, _outputs) = fx.command(&deploy_remote(), &fx.deploy_args("broken"), &env(&gh, &s2));
+    let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("deploy-remote starts");
+    gangplank_testbed::wait_for("the broken release running", Duration::from_secs(60), || {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "--filter", &format!("label=com.docker.compose.project={}", fx.app), "--format", "{{.Image}}"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| l.ends_with(":broken")).then_some(())
+    })
+    .unwrap();
+    assert!(std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap().success());
+    let _ = child.wait();
+    assert_eq!(states(&gh), pairs(&[("v1", "success"), ("broken", "in_progress")]));
+
+    let mut args = fx.ssh_args();
+    args.extend(["--to-tag", "v1", "--force-unlock", "true", "--health-timeout", "20s"].map(String::from));
+    args.push(format!("--health-url=http://127.0.0.1:{}/health", fx.port));
+    let r = fx.run(&rollback_bin(), &args, &env(&gh, &s3));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(states(&gh), pairs(&[("v1", "inactive"), ("broken", "error"), ("v1", "success")]));
+    let killed = &gh.deployments(REPO)[1];
+    let last = killed.statuses.last().unwrap();
+    assert!(last.description.contains("rolled back to v1 (run 4242)"), "{}", last.description);
+    assert_eq!(last.log_url, RUN_URL);
 }
 
 #[test]
