@@ -85,6 +85,7 @@ fn contract(name: &str) -> (Vec<(&'static str, Option<&'static str>)>, Vec<&'sta
                 ("lock-timeout", Some("5m")),
                 ("record-file", None),
                 ("to-tag", None),
+                ("max-parallel", Some("1")),
                 // Beyond the contract: the same lock escape hatch deploy-remote has.
                 ("force-unlock", Some("false")),
                 ("metrics-file", None),

@@ -292,6 +292,8 @@ pub struct RollbackConfig {
     pub lock_timeout: Duration,
     pub force_unlock: bool,
     pub to_tag: Option<String>,
+    /// Hosts rolled back at once (the first failure stops the run after its batch).
+    pub max_parallel: usize,
     pub record_file: PathBuf,
     pub meta: RunMeta,
     /// A registry login on each host, for the images `up` must pull.

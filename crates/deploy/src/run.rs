@@ -805,8 +805,9 @@ fn undo_host(job: &Job, h: &mut Host, p: &Pending, connect: &mut Connect) -> Res
     }
 }
 
-/// Run a rollback on every host, one at a time: to `to-tag`, else `record_previous` (the record file's
-/// `previous_tag`), else the host state's previous tag. Uses the compose files and `.env` on the host.
+/// Run a rollback on every host, `max-parallel` at a time: to `to-tag`, else `record_previous` (the record file's
+/// `previous_tag`), else the host state's previous tag. Uses the compose files and `.env` on the host. The first
+/// failure stops the run once its batch has ended: hosts already rolled back stay so, later hosts are not touched.
 pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: &mut Connect) -> Outcome {
     let mut out = Outcome {
         record: new_record(&cfg.app, &cfg.ssh.hosts, &cfg.meta, "rollback"),
@@ -816,43 +817,81 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
         error: None,
     };
     let wanted = cfg.to_tag.clone().or(record_previous);
+    let batch = cfg.max_parallel.clamp(1, cfg.ssh.hosts.len().max(1));
     info(format!(
-        "plan: roll back `{}` in {} to {} on {}, one host at a time: lock (a never-deployed host is left as it is), \
+        "plan: roll back `{}` in {} to {} on {}, {}: lock (a never-deployed host is left as it is), \
          repair an interrupted deploy, compose up, health gate, record",
         cfg.app,
         cfg.app_dir,
         wanted.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "the previous tag".into()),
-        cfg.ssh.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+        cfg.ssh.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", "),
+        if batch == 1 { "one host at a time".to_string() } else { format!("{batch} hosts at a time") }
     ));
-    for spec in &cfg.ssh.hosts {
+    let connect = std::sync::Mutex::new(connect);
+    let one = |spec: &HostSpec| {
         let start = Instant::now();
-        let _g = group(&format!("roll back {spec}"));
-        let r = rollback_host(cfg, spec, wanted.clone(), connect, &mut out.changed);
-        match r {
-            Ok((from, to)) => {
-                if out.record.deployed_tag.is_empty() {
-                    out.record.deployed_tag = to.clone();
-                    out.record.previous_tag = from.clone();
+        let mut changed = false;
+        let mut reconnect = |spec: &HostSpec| (connect.lock().unwrap_or_else(|p| p.into_inner()))(spec);
+        let r = rollback_host(cfg, spec, wanted.clone(), &mut reconnect, &mut changed);
+        (r, changed, start.elapsed())
+    };
+    for hosts in cfg.ssh.hosts.chunks(batch) {
+        let ends: Vec<_> = if hosts.len() == 1 {
+            let _g = group(&format!("roll back {}", hosts[0]));
+            vec![one(&hosts[0])]
+        } else {
+            let _g = group(&format!("roll back {} hosts at once", hosts.len()));
+            std::thread::scope(|s| {
+                let running: Vec<_> = hosts
+                    .iter()
+                    .map(|spec| {
+                        let one = &one;
+                        s.spawn(move || gangplank_core::actions::with_prefix(&spec.to_string(), || one(spec)))
+                    })
+                    .collect();
+                running.into_iter().map(|t| t.join().expect("a host's rollback thread panicked")).collect()
+            })
+        };
+        for (spec, (r, changed, took)) in hosts.iter().zip(ends) {
+            out.changed |= changed;
+            match r {
+                Ok((from, to)) => {
+                    if out.record.deployed_tag.is_empty() {
+                        out.record.deployed_tag = to.clone();
+                        out.record.previous_tag = from.clone();
+                    }
+                    out.rows.push(Row {
+                        host: spec.to_string(),
+                        previous_tag: from,
+                        new_tag: to,
+                        result: "rolled back".into(),
+                        duration: took,
+                    });
                 }
-                out.rows.push(Row {
-                    host: spec.to_string(),
-                    previous_tag: from,
-                    new_tag: to,
-                    result: "rolled back".into(),
-                    duration: start.elapsed(),
-                });
+                Err(e) => {
+                    out.rows.push(Row {
+                        host: spec.to_string(),
+                        previous_tag: String::new(),
+                        new_tag: wanted.clone().unwrap_or_default(),
+                        result: "failed".into(),
+                        duration: took,
+                    });
+                    out.error.get_or_insert(e);
+                }
             }
-            Err(e) => {
+        }
+        if out.error.is_some() {
+            let reached = out.rows.len();
+            for spec in &cfg.ssh.hosts[reached..] {
                 out.rows.push(Row {
                     host: spec.to_string(),
                     previous_tag: String::new(),
                     new_tag: wanted.clone().unwrap_or_default(),
-                    result: "failed".into(),
-                    duration: start.elapsed(),
+                    result: "not changed (an earlier host failed)".into(),
+                    duration: Duration::ZERO,
                 });
-                out.error = Some(e);
-                return finish(out);
             }
+            return finish(out);
         }
     }
     out.record.status = "rolled-back".into();

@@ -113,6 +113,10 @@ pub fn check_rollback_inputs(cfg: &RollbackConfig) -> Result<()> {
         return Err(Error::bad_input("`services` does not apply to `target: swarm`")
             .hint("a stack rollback puts every service of the previous release's stack file back"));
     }
+    if cfg.max_parallel > 1 {
+        return Err(Error::bad_input("`max-parallel` does not apply to `target: swarm`")
+            .hint("the stack is rolled back once, on the manager; Swarm spreads the tasks over its nodes"));
+    }
     Ok(())
 }
 

@@ -45,6 +45,10 @@ pub struct Args {
     #[arg(long, env = "INPUT_FORCE_UNLOCK", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
     force_unlock: bool,
 
+    /// Hosts rolled back at once (the first failure stops the run once its batch has ended)
+    #[arg(long, env = "INPUT_MAX_PARALLEL", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_parallel: u16,
+
     /// Tag to go back to [default: previous_tag of record-file, else the host state's previous tag]
     #[arg(long, env = "INPUT_TO_TAG")]
     to_tag: Option<String>,
@@ -88,6 +92,7 @@ fn config(a: Args) -> Result<(RollbackConfig, deploy::swarm::Target)> {
         lock_timeout: a.lock_timeout,
         force_unlock: a.force_unlock,
         to_tag,
+        max_parallel: a.max_parallel.into(),
         record_file,
         meta: RunMeta::from_env(),
         login,

@@ -90,8 +90,12 @@ impl Fleet {
     }
 
     fn command(&self, args: &[String]) -> (std::process::Command, tempfile::TempDir) {
+        self.command_of(&deploy_remote(), args)
+    }
+
+    fn command_of(&self, program: &std::path::Path, args: &[String]) -> (std::process::Command, tempfile::TempDir) {
         let gh = tempfile::tempdir().unwrap();
-        let mut c = scrubbed_command(deploy_remote());
+        let mut c = scrubbed_command(program);
         c.args(args).current_dir(self.work.path());
         c.env("GITHUB_OUTPUT", gh.path().join("output"));
         c.env("GITHUB_STEP_SUMMARY", gh.path().join("summary"));
@@ -200,6 +204,24 @@ fn v1_then_v2_is_healthy_on_every_host() {
     assert_eq!(record["status"], "deployed");
     assert_eq!(record["hosts"].as_array().map(Vec::len), Some(3), "{record}");
     gangplank_testbed::assert_no_secret(&r.texts(), ENV_CANARY);
+
+    // And back to v1 on all three at once.
+    let mut args = fx.ssh_args();
+    args.extend(
+        ["--max-parallel", "3", "--health-url", "http://127.0.0.1:8080/health", "--health-timeout", "20s"]
+            .map(String::from),
+    );
+    let (mut c, gh) = fx.command_of(&support::rollback_bin(), &args);
+    let r = collect(c.output().expect("rollback runs"), gh.path(), &args);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("3 hosts at a time"), "{}", r.stderr);
+    assert_eq!(r.out("rolled-back-to"), "v1");
+    for i in 0..3 {
+        let label = fx.hosts.hosts[i].host_spec();
+        assert!(r.stderr.contains(&format!("[{label}] rolling back {label} from `v2` to `v1`")), "{}", r.stderr);
+        fx.assert_on(i, "v1", "v1");
+        assert!(fx.summary_row(&r, i).contains("| v2 | v1 | rolled back |"), "{}", fx.summary_row(&r, i));
+    }
 }
 
 #[test]
