@@ -173,19 +173,46 @@ impl Drop for Group {
 /// fenced with `::stop-commands::`, so a line that looks like a workflow command (`::add-mask::`,
 /// `::error::`…) is shown, not obeyed; every registered secret is masked as in every other line.
 pub fn print_untrusted(text: &str) {
-    let fence = is_actions().then(|| {
-        use rand::Rng;
-        format!("gangplank-{:016x}", rand::thread_rng().gen::<u64>())
-    });
-    if let Some(f) = &fence {
-        eprint_line(&format!("::stop-commands::{f}"));
-    }
+    let fence = Untrusted::open();
     for l in text.lines() {
+        fence.line(l);
+    }
+}
+
+/// A fence for untrusted lines printed as they arrive ([`print_untrusted`] for text at hand): open from
+/// [`Untrusted::open`] until dropped. Workflow commands printed meanwhile, from this thread or another, are
+/// shown and not obeyed, so it is held only around output that comes from outside.
+pub struct Untrusted(Option<String>);
+
+impl Untrusted {
+    pub fn open() -> Untrusted {
+        let fence = is_actions().then(|| {
+            use rand::Rng;
+            format!("gangplank-{:016x}", rand::thread_rng().gen::<u64>())
+        });
+        if let Some(f) = &fence {
+            eprint_line(&format!("::stop-commands::{f}"));
+        }
+        Untrusted(fence)
+    }
+
+    pub fn line(&self, l: &str) {
         info(l);
     }
-    if let Some(f) = &fence {
-        eprint_line(&format!("::{f}::"));
+}
+
+impl Drop for Untrusted {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            eprint_line(&format!("::{f}::"));
+        }
     }
+}
+
+/// Whether this thread prints for one of several hosts at once ([`with_prefix`]): then untrusted output is
+/// printed when its command ends, so no fence stays open while other threads print annotations.
+pub fn prefixed() -> bool {
+    prefix().is_some()
 }
 
 /// Print an error the way every binary does, and return its exit code.

@@ -12,13 +12,13 @@
 //!
 //! Invariant: the script is user text; it reaches the host as one quoted argument ([`Cmd::arg`], so
 //! [`gangplank_core::cmd::quote`]) to a fixed wrapper, never glued into shell text. Its output is
-//! untrusted: printed fenced and masked ([`gangplank_core::actions::print_untrusted`]).
+//! untrusted: printed line by line as it arrives, fenced and masked ([`gangplank_core::exec::Executor::run_streamed`]).
 
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gangplank_core::actions::{group, info, print_untrusted};
+use gangplank_core::actions::{group, info};
 use gangplank_core::cmd::Cmd;
 use gangplank_core::compose::Flavor;
 use gangplank_core::error::{Class, Error, Result};
@@ -176,9 +176,9 @@ pub fn run(ex: &mut dyn Executor, phase: Phase, cmd: &Cmd) -> std::result::Resul
     let _g = group(&format!("{phase} hook on {label}"));
     let start = Instant::now();
     let took = || format!("{:.1}s", start.elapsed().as_secs_f32());
-    match ex.run(cmd) {
+    // The output is printed as it comes (a long migration shows its progress), fenced and masked.
+    match ex.run_streamed(cmd) {
         Ok(out) => {
-            print_untrusted(&out.stdout_str());
             if out.success() {
                 info(format!("{phase} hook passed on {label} in {}", took()));
                 Ok(())

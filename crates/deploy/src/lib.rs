@@ -442,6 +442,13 @@ impl Executor for Traced {
         info(format!("[trace {:>6.0} ms] $ {line}", t.elapsed().as_secs_f64() * 1000.0));
         r
     }
+    fn run_streamed(&mut self, cmd: &gangplank_core::cmd::Cmd) -> Result<gangplank_core::exec::Output> {
+        let t = Instant::now();
+        let r = self.0.run_streamed(cmd);
+        let line = cmd.display(self.0.sudo()).replace('\n', "⏎");
+        info(format!("[trace {:>6.0} ms] $ {line}", t.elapsed().as_secs_f64() * 1000.0));
+        r
+    }
 }
 
 /// The connector both binaries hand to the engine: one SSH connection per host for the whole run.

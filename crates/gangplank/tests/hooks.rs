@@ -207,3 +207,39 @@ fn a_failed_post_deploy_rolls_back_and_a_hook_past_its_timeout_is_stopped_on_the
     assert!(r.stderr.contains("hint:"), "{}", r.stderr);
     assert_eq!(fx.sshd.connections(), connections);
 }
+
+/// A long hook (a migration) shows its output while it runs, inside an untrusted-output fence: the hook
+/// prints a line, then waits for a file only this test creates once it has seen that line in the log.
+#[test]
+fn hook_output_is_printed_as_it_comes() {
+    let fx = Fixture::new("hooks-stream");
+    let go = tempfile::tempdir().unwrap();
+    let go = go.path().join("go");
+    let hook = format!(
+        "echo 'migrating: step 1 of 2'\nwhile [ ! -e {} ]; do sleep 0.1; done\necho 'migrating: done'",
+        gangplank_core::quote(&go.display().to_string())
+    );
+    let args = with(fx.deploy_args("v1"), &["--pre-deploy", &hook, "--hook-timeout", "2m"]);
+    let (mut c, _outputs) = fx.command(&deploy_remote(), &args, &[("GITHUB_ACTIONS", "true")]);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child =
+        c.stdout(std::process::Stdio::null()).stderr(log.reopen().unwrap()).spawn().expect("deploy-remote starts");
+    let seen = gangplank_testbed::wait_for("the hook's first line in the log", Duration::from_secs(90), || {
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        text.lines().any(|l| l == "migrating: step 1 of 2").then_some(text)
+    });
+    std::fs::write(&go, "").unwrap();
+    let status = child.wait().unwrap();
+    let seen = seen.unwrap();
+    assert!(!seen.lines().any(|l| l == "migrating: done"), "{seen}");
+    let fence =
+        seen.lines().rev().find(|l| l.starts_with("::stop-commands::")).expect("a fence before the hook's lines");
+    let token = fence.trim_start_matches("::stop-commands::");
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(status.success(), "{status}: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |line: &str| lines.iter().position(|l| *l == line).unwrap_or_else(|| panic!("{line}: {text}"));
+    assert!(at(fence) < at("migrating: step 1 of 2"), "{text}");
+    assert!(at("migrating: done") < at(&format!("::{token}::")), "{text}");
+    assert_eq!(fx.health().as_deref(), Some("v1"));
+}

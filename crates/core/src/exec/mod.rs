@@ -70,6 +70,15 @@ pub trait Executor: Send {
         self.exec(cmd, cmd.stdin_secret().map(|s| s.expose().as_bytes()))
     }
 
+    /// Run a command whose output comes from outside (a hook) and print that output fenced as untrusted
+    /// ([`crate::actions::Untrusted`]): line by line as it arrives where the executor can (SSH), else when the
+    /// command ends. Its stdout is also in the returned [`Output`].
+    fn run_streamed(&mut self, cmd: &Cmd) -> Result<Output> {
+        let out = self.run(cmd)?;
+        crate::actions::print_untrusted(&out.stdout_str());
+        Ok(out)
+    }
+
     /// Run and require exit 0; otherwise fail (exit 1) naming `what` and the command's last lines.
     fn check(&mut self, cmd: &Cmd, what: &str) -> Result<Output> {
         let out = self.run(cmd)?;

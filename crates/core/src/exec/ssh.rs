@@ -254,6 +254,47 @@ impl Executor for SshExecutor {
     }
 
     fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<Output> {
+        self.exec_with(cmd, stdin, None)
+    }
+
+    /// Prints each line of stdout as it arrives, fenced; when several hosts print at once, when it ends.
+    fn run_streamed(&mut self, cmd: &Cmd) -> Result<Output> {
+        if crate::actions::prefixed() {
+            let out = self.run(cmd)?;
+            crate::actions::print_untrusted(&out.stdout_str());
+            return Ok(out);
+        }
+        let fence = crate::actions::Untrusted::open();
+        let mut partial: Vec<u8> = Vec::new();
+        let print = |l: &[u8]| fence.line(String::from_utf8_lossy(l).trim_end_matches(['\n', '\r']));
+        let r = {
+            let mut each = |chunk: &[u8]| {
+                partial.extend_from_slice(chunk);
+                while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+                    print(&partial[..=i]);
+                    partial.drain(..=i);
+                }
+            };
+            self.exec_with(cmd, cmd.stdin_secret().map(|s| s.expose().as_bytes()), Some(&mut each))
+        };
+        if !partial.is_empty() {
+            print(&partial);
+        }
+        r
+    }
+}
+
+/// Where [`SshExecutor::exec_with`] hands each chunk of stdout as it arrives.
+type OnStdout<'a> = &'a mut dyn FnMut(&[u8]);
+
+impl SshExecutor {
+    /// [`Executor::exec`], handing each chunk of stdout to `on_stdout` as it arrives.
+    fn exec_with(
+        &mut self,
+        cmd: &Cmd,
+        stdin: Option<&[u8]>,
+        on_stdout: Option<OnStdout>,
+    ) -> Result<Output> {
         let label = self.label.clone();
         if self.broken {
             return Err(Error::lost(format!("{label} stopped answering earlier in this run"))
@@ -275,7 +316,7 @@ impl Executor for SshExecutor {
         // stdout would otherwise block for ever (seen with 3 MB on each).
         self.session.set_blocking(false);
         let interruptible = self.interruptible;
-        let read = read_both(&self.session, &mut ch, started + deadline, interruptible);
+        let read = read_both(&self.session, &mut ch, started + deadline, interruptible, on_stdout);
         self.session.set_blocking(true);
         match read {
             Ok((stdout, mut stderr)) => {
@@ -396,6 +437,7 @@ fn read_both(
     ch: &mut ssh2::Channel,
     deadline: std::time::Instant,
     interruptible: bool,
+    mut on_stdout: Option<OnStdout>,
 ) -> std::result::Result<Streams, (Cut, Vec<u8>)> {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
@@ -407,12 +449,15 @@ fn read_both(
     loop {
         let mut progressed = false;
         let mut failed = None;
-        for (stream, sink) in [(ch.stream(0), &mut stdout), (ch.stderr(), &mut stderr)] {
+        for (id, stream, sink) in [(0, ch.stream(0), &mut stdout), (1, ch.stderr(), &mut stderr)] {
             let mut stream = stream;
             match stream.read(&mut buf) {
                 Ok(0) => {}
                 Ok(n) => {
                     sink.extend_from_slice(&buf[..n]);
+                    if let (0, Some(f)) = (id, on_stdout.as_mut()) {
+                        f(&buf[..n]);
+                    }
                     progressed = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
