@@ -108,6 +108,28 @@ pub fn absolute_path(path: &str, input: &str) -> Result<String> {
 }
 
 /// A clap value parser for a list input.
+/// An `http://` or `https://` URL with a host and no credentials, spaces or control characters: what an API
+/// URL input may hold (GitHub's, a GitHub Enterprise Server's, a stand-in's).
+pub fn is_http_url(u: &str) -> bool {
+    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && !host.contains('@')
+    }) && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A token sent as `Authorization: Bearer …` must be one line of visible ASCII (an HTTP header cannot
+/// carry anything else): refused as bad input naming `input`, never showing the value.
+pub fn check_token(token: &Secret, input: &str) -> Result<()> {
+    if token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(());
+    }
+    Err(Error::bad_input(format!(
+        "`{input}` holds a space, a line break or a character outside ASCII: a token is one word of visible ASCII"
+    ))
+    .hint("paste the token alone into the secret, without quotes, spaces or a second line"))
+}
+
 pub fn list_value(s: &str) -> std::result::Result<Vec<String>, String> {
     Ok(parse_list(s))
 }

@@ -34,6 +34,7 @@
 use std::time::Duration;
 
 use gangplank_core::actions;
+use gangplank_core::input::{check_token, is_http_url};
 use gangplank_core::{Error, Result, Secret};
 use serde_json::{json, Value};
 
@@ -68,14 +69,6 @@ fn secret_value(s: &str) -> std::result::Result<Secret, String> {
     Ok(Secret::new(s.trim()))
 }
 
-fn is_http_url(u: &str) -> bool {
-    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
-    rest.is_some_and(|r| {
-        let host = r.split(['/', '?', '#']).next().unwrap_or("");
-        !host.is_empty() && !host.contains('@')
-    }) && !u.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
 impl GitHubArgs {
     /// The reporter these inputs ask for: `None` without `environment`. Checks everything here, so bad input
     /// is exit 2 before any connection (to GitHub or to a host).
@@ -99,6 +92,7 @@ impl GitHubArgs {
             Error::bad_input("`environment` is set but `github-token` is empty")
                 .hint("pass `github-token: ${{ github.token }}` and give the job `permissions: deployments: write`")
         })?;
+        check_token(&token, "github-token")?;
         if let Some(u) = url {
             if !is_http_url(u) {
                 return Err(Error::bad_input(format!("`environment-url` is not an http(s) URL: `{u}`"))

@@ -273,4 +273,26 @@ fn names_that_would_be_options_and_late_failures_are_refused_first() {
     };
     sync(&["--app-dir", "/srv/app", "--remote-env-path", "relative/.env"]).refused("`remote-env-path`");
     sync(&["--app-dir", "/srv/a\nb"]).refused("`app-dir`");
+
+    // Found by `cargo xtask adversary`: a token with a line break, or an API URL that is not one, panicked
+    // inside the HTTP client (exit 101). Both are bad input now, and the token's value is never shown.
+    w.write("secrets.yml", "values:\n  A_KEY: {targets: [github]}\n");
+    w.write("values.env", "A_KEY=k9value-long-enough\n");
+    let github = |token: &str, more: &[&str]| {
+        let base =
+            ["--manifest", "secrets.yml", "--values-file", "values.env", "--mode", "plan", "--repository", "acme/app"];
+        w.run("sync-secrets", &[&base[..], more].concat(), &[("INPUT_GITHUB_TOKEN", token)])
+    };
+    let r = github("k9tokenCanary\nsecond-line", &["--api-url", "http://127.0.0.1:1"]);
+    r.refused("`github-token`");
+    assert!(!r.stderr.contains("second-line"), "{r:?}");
+    github("k9tokenCanary", &["--api-url", "-"]).refused("`api-url`");
+    github("k9tokenCanary", &["--api-url=--help"]).refused("`api-url`");
+    github("k9tokenCanary", &["--api-url", "ftp://127.0.0.1/"]).refused("`api-url`");
+    // A trailing line break is what pasting leaves: accepted (the run then fails at the closed port, exit 2).
+    let r = github("k9tokenCanary\n", &["--api-url", "http://127.0.0.1:1"]);
+    assert!(!r.stderr.contains("`github-token` holds"), "{r:?}");
+    assert_eq!(r.code, Some(2), "{r:?}");
+    let deploy_env = [("INPUT_ENVIRONMENT", "production"), ("INPUT_GITHUB_TOKEN", "k9tokenCanary\tx")];
+    w.deploy(&[], &deploy_env).refused("`github-token`");
 }

@@ -494,12 +494,20 @@ fn github_config(args: &Args) -> Result<(String, Secret, String)> {
         Error::bad_input("input `github-token` is required for the github target")
             .hint(format!("{}; or set `targets: env-file`", TOKEN_HINT_SHORT))
     })?;
+    // A pasted token often ends with a line break; anything else that is not a token is refused.
+    let token = Secret::new(token.expose().trim());
+    gangplank_core::input::check_token(&token, "github-token")?;
     let api = args
         .api_url
         .clone()
         .or_else(|| std::env::var("GITHUB_API_URL").ok())
-        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "https://api.github.com".into());
+    if !gangplank_core::input::is_http_url(&api) {
+        return Err(Error::bad_input(format!("`api-url` is not an http(s) URL: `{api}`"))
+            .hint("e.g. `https://api.github.com`, or `https://ghes.example.com/api/v3` for GitHub Enterprise Server"));
+    }
     let repo = repository(args).ok_or_else(|| {
         Error::bad_input("input `repository` is required outside Actions").hint("set `repository: owner/name`")
     })?;

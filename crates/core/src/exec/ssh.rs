@@ -289,12 +289,7 @@ type OnStdout<'a> = &'a mut dyn FnMut(&[u8]);
 
 impl SshExecutor {
     /// [`Executor::exec`], handing each chunk of stdout to `on_stdout` as it arrives.
-    fn exec_with(
-        &mut self,
-        cmd: &Cmd,
-        stdin: Option<&[u8]>,
-        on_stdout: Option<OnStdout>,
-    ) -> Result<Output> {
+    fn exec_with(&mut self, cmd: &Cmd, stdin: Option<&[u8]>, on_stdout: Option<OnStdout>) -> Result<Output> {
         let label = self.label.clone();
         if self.broken {
             return Err(Error::lost(format!("{label} stopped answering earlier in this run"))
