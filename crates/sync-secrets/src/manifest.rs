@@ -11,7 +11,7 @@ use gangplank_core::dotenv;
 use gangplank_core::error::combine;
 use gangplank_core::local::{read_input_text, TEXT_LIMIT};
 use gangplank_core::{Error, Result, Secret};
-use regex::Regex;
+use regex_lite::Regex;
 use serde::Deserialize;
 
 /// GitHub's limit on one secret value, enforced for every entry whatever its rules say.
