@@ -110,7 +110,14 @@ pub fn validate_registry(r: &str) -> Result<()> {
 /// held) with a `cli-plugins` link to the plugins of the Docker config the commands would use otherwise
 /// (compose v2 is such a plugin), then `docker login` into it with the password read from stdin. The
 /// folder is removed again when the login fails.
+///
+/// First, the Docker CLI's own choice of a credential store: with no `credsStore` in the config (ours has
+/// none), Linux's Docker CLI keeps logins in `docker-credential-pass` when `pass` and that helper are on the
+/// PATH, else in `docker-credential-secretservice` when that helper is (`DetectDefaultStore`). Such a store
+/// lives outside the app dir and outlives the run, so the script refuses then ([`CREDENTIAL_STORE_MARK`]).
 pub const LOGIN_SCRIPT: &str = r#"a=$1/.gangplank/docker-auth; reg=$2; user=$3
+if command -v pass >/dev/null 2>&1; then h=docker-credential-pass; else h=docker-credential-secretservice; fi
+if command -v "$h" >/dev/null 2>&1; then echo "gangplank-credential-store: $h" >&2; exit 65; fi
 orig=${DOCKER_CONFIG:-${HOME:-/nonexistent}/.docker}
 case $orig in /*) ;; *) orig=$PWD/$orig ;; esac
 rm -rf -- "$a" && mkdir -m 700 -- "$a" || exit 1
@@ -141,10 +148,19 @@ pub fn is_auth_refused(text: &str) -> bool {
     gangplank_core::process::is_registry_auth_refused(text)
 }
 
+/// What [`LOGIN_SCRIPT`] prints, before the helper's name, when Docker would keep the login in a credential store.
+pub const CREDENTIAL_STORE_MARK: &str = "gangplank-credential-store: ";
+
 /// The one-line error of a failed login on `host` (exit 2: nothing on any host changed yet).
 pub fn login_error(l: &Login, host: &str, tail: &str) -> Error {
     let last = tail.lines().last().unwrap_or("").trim();
-    if is_auth_refused(tail) {
+    if let Some(helper) = tail.lines().find_map(|t| t.trim().strip_prefix(CREDENTIAL_STORE_MARK)) {
+        Error::bad_input(format!(
+            "on {host}, `docker login` would keep the password for {} in the credential store `{helper}`, outside the app dir and after the run; gangplank does not log in there",
+            l.registry
+        ))
+        .hint("take that helper off the deploy user's PATH, or log the host in to the registry once yourself and leave `registry-username`/`registry-password` empty; nothing was changed")
+    } else if is_auth_refused(tail) {
         Error::bad_input(format!("the registry {} refused the login of `{}` on {host}: {last}", l.registry, l.username))
             .hint("check `registry-username` and `registry-password` (for GHCR a token with read:packages); nothing was changed")
     } else {
@@ -398,6 +414,28 @@ mod tests {
         let out = run("wrong");
         assert!(!out.success() && out.stderr_str().contains("unauthorized"));
         assert!(!a.exists(), "a refused login leaves no folder");
+
+        // A credential store the Docker CLI would pick by itself: `pass` with its helper on the PATH. The login
+        // is refused before any folder or docker call, naming the helper.
+        for helpers in [&["pass", "docker-credential-pass"][..], &["docker-credential-secretservice"][..]] {
+            for h in helpers {
+                std::fs::write(bin.join(h), "#!/bin/sh\ntouch \"$0.ran\"\n").unwrap();
+                std::process::Command::new("chmod").arg("755").arg(bin.join(h)).status().unwrap();
+            }
+            let out = run("right");
+            assert_eq!(out.status, 65, "{}", out.stderr_str());
+            let e = login_error(
+                &Login { registry: "r.example:5000".into(), username: "u".into(), password: Secret::new("right") },
+                "h1",
+                &out.tail(3),
+            );
+            assert!(e.message.contains(&format!("credential store `{}`", helpers.last().unwrap())), "{}", e.message);
+            assert!(!a.exists() && !app.join(".gangplank/docker-auth").exists());
+            for h in helpers {
+                assert!(!bin.join(format!("{h}.ran")).exists(), "{h} ran");
+                std::fs::remove_file(bin.join(h)).unwrap();
+            }
+        }
     }
 
     #[test]
