@@ -41,11 +41,9 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("==> fuzz: skipped, cargo-fuzz is not installed (cargo install cargo-fuzz --locked)");
     }
     // Generated inputs against every step and the real parts (issue 14): no panic, no injection, every exit 2
-    // with a hint. `cargo xtask adversary` alone runs 10,000; the suite runs a different seed each day.
-    let seed = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-        / 86_400)
-        .to_string();
-    let adversary = strings(&["--runs", "400", "--seed", &seed]);
+    // with a hint. A fixed seed, so the suite's inputs are the same on every machine; `cargo xtask adversary`
+    // alone runs 10,000 (any seed).
+    let adversary = strings(&["--runs", "400", "--seed", "14"]);
     println!("==> adversary: cargo xtask adversary {}", adversary.join(" "));
     crate::adversary::run(&adversary).context("step `adversary` failed")?;
     // The whole workspace ran under compose v2 (the testbed's default); the v1 smoke repeats one full
