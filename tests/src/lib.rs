@@ -123,6 +123,24 @@ pub fn compose_docker_config() -> Option<PathBuf> {
     Some(dir)
 }
 
+/// The long flags `gangplank <step> --help` lists (its inputs), without `--help`/`--version`, sorted.
+pub fn step_flags(gangplank: impl AsRef<Path>, step: &str) -> Result<Vec<String>> {
+    let out = scrubbed_command(gangplank.as_ref()).args([step, "--help"]).output()?;
+    anyhow::ensure!(out.status.success(), "gangplank {step} --help failed");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let mut flags: Vec<String> = help
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|w| w.trim_end_matches([',', '=']).split(['=', ' ', '<']).next().unwrap_or("").to_string())
+        .filter(|w| {
+            !w.is_empty() && w != "help" && w != "version" && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })
+        .collect();
+    flags.sort();
+    flags.dedup();
+    Ok(flags)
+}
+
 /// The path of a link named `step` (e.g. `deploy-remote`) to the `gangplank` executable, created next to it
 /// in `gangplank-steps/`: running it is running `gangplank <step>`, the way a `PATH` of links installs the
 /// steps. Created under a temporary name and renamed into place, so parallel tests never see half a link.

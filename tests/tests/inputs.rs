@@ -30,16 +30,7 @@ fn gangplank() -> PathBuf {
 
 /// The long flags `gangplank <bin> --help` lists, without `--help`/`--version`.
 fn flags(bin: &str) -> BTreeSet<String> {
-    let out = gangplank_testbed::scrubbed_command(gangplank()).args([bin, "--help"]).output().unwrap();
-    assert!(out.status.success(), "gangplank {bin} --help failed");
-    let help = String::from_utf8(out.stdout).unwrap();
-    help.split_whitespace()
-        .filter_map(|w| w.strip_prefix("--"))
-        .map(|w| w.trim_end_matches([',', '=']).split(['=', ' ', '<']).next().unwrap().to_string())
-        .filter(|w| {
-            !w.is_empty() && w != "help" && w != "version" && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
-        })
-        .collect()
+    gangplank_testbed::step_flags(gangplank(), bin).unwrap().into_iter().collect()
 }
 
 /// The `inputs:` keys of an action.yml (two-space indented keys under `inputs:`).

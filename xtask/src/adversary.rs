@@ -908,19 +908,7 @@ fn flags_of(gangplank: &Path, step: &str) -> Result<Vec<String>> {
     if let Some(f) = cache.get(step) {
         return Ok(f.clone());
     }
-    let out = scrubbed_command(gangplank).args([step, "--help"]).output()?;
-    ensure!(out.status.success(), "gangplank {step} --help failed");
-    let help = String::from_utf8_lossy(&out.stdout);
-    let mut flags: Vec<String> = help
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("--"))
-        .map(|w| w.trim_end_matches([',', '=']).split(['=', ' ', '<']).next().unwrap_or("").to_string())
-        .filter(|w| {
-            !w.is_empty() && w != "help" && w != "version" && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
-        })
-        .collect();
-    flags.sort();
-    flags.dedup();
+    let flags = gangplank_testbed::step_flags(gangplank, step)?;
     cache.insert(step.to_string(), flags.clone());
     Ok(flags)
 }

@@ -437,17 +437,22 @@ impl Executor for Traced {
     fn exec(&mut self, cmd: &gangplank_core::cmd::Cmd, stdin: Option<&[u8]>) -> Result<gangplank_core::exec::Output> {
         let t = Instant::now();
         let r = self.0.exec(cmd, stdin);
-        // The whole command on one line, as `preflight-only` prints it, so a test can compare the two.
-        let line = cmd.display(self.0.sudo()).replace('\n', "⏎");
-        info(format!("[trace {:>6.0} ms] $ {line}", t.elapsed().as_secs_f64() * 1000.0));
+        self.trace(cmd, t);
         r
     }
     fn run_streamed(&mut self, cmd: &gangplank_core::cmd::Cmd) -> Result<gangplank_core::exec::Output> {
         let t = Instant::now();
         let r = self.0.run_streamed(cmd);
-        let line = cmd.display(self.0.sudo()).replace('\n', "⏎");
-        info(format!("[trace {:>6.0} ms] $ {line}", t.elapsed().as_secs_f64() * 1000.0));
+        self.trace(cmd, t);
         r
+    }
+}
+
+impl Traced {
+    /// The whole command on one line, as `preflight-only` prints it (so a test can compare the two), and its time.
+    fn trace(&self, cmd: &gangplank_core::cmd::Cmd, started: Instant) {
+        let line = cmd.display(self.0.sudo()).replace('\n', "⏎");
+        info(format!("[trace {:>6.0} ms] $ {line}", started.elapsed().as_secs_f64() * 1000.0));
     }
 }
 

@@ -542,16 +542,26 @@ fn deploy_batch(
             .collect();
     }
     let _g = group(&format!("deploy {} to {} hosts at once", job.cfg.tag, hosts.len()));
+    at_once(hosts.iter_mut().zip(plans.iter_mut()), |(h, _)| h.label(), |(h, p)| one(h, p))
+}
+
+/// `f` on every item at once, each on a thread of its own with its lines prefixed by `label(item)`; the results
+/// in the items' order. Used for the hosts of a batch, in a deploy and in a rollback.
+fn at_once<I: Send, R: Send>(
+    items: impl IntoIterator<Item = I>,
+    label: impl Fn(&I) -> String,
+    f: impl Fn(I) -> R + Sync,
+) -> Vec<R> {
     std::thread::scope(|s| {
-        let running: Vec<_> = hosts
-            .iter_mut()
-            .zip(plans.iter_mut())
-            .map(|(h, p)| {
-                let one = &one;
-                s.spawn(move || gangplank_core::actions::with_prefix(&h.label(), || one(h, p)))
+        let f = &f;
+        let running: Vec<_> = items
+            .into_iter()
+            .map(|item| {
+                let prefix = label(&item);
+                s.spawn(move || gangplank_core::actions::with_prefix(&prefix, || f(item)))
             })
             .collect();
-        running.into_iter().map(|t| t.join().expect("a host's deploy thread panicked")).collect()
+        running.into_iter().map(|t| t.join().expect("a host's thread panicked")).collect()
     })
 }
 
@@ -841,16 +851,7 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
             vec![one(&hosts[0])]
         } else {
             let _g = group(&format!("roll back {} hosts at once", hosts.len()));
-            std::thread::scope(|s| {
-                let running: Vec<_> = hosts
-                    .iter()
-                    .map(|spec| {
-                        let one = &one;
-                        s.spawn(move || gangplank_core::actions::with_prefix(&spec.to_string(), || one(spec)))
-                    })
-                    .collect();
-                running.into_iter().map(|t| t.join().expect("a host's rollback thread panicked")).collect()
-            })
+            at_once(hosts, |spec| spec.to_string(), one)
         };
         for (spec, (r, changed, took)) in hosts.iter().zip(ends) {
             out.changed |= changed;

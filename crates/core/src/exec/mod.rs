@@ -74,9 +74,7 @@ pub trait Executor: Send {
     /// ([`crate::actions::Untrusted`]): line by line as it arrives where the executor can (SSH), else when the
     /// command ends. Its stdout is also in the returned [`Output`].
     fn run_streamed(&mut self, cmd: &Cmd) -> Result<Output> {
-        let out = self.run(cmd)?;
-        crate::actions::print_untrusted(&out.stdout_str());
-        Ok(out)
+        run_then_print(self, cmd)
     }
 
     /// Run and require exit 0; otherwise fail (exit 1) naming `what` and the command's last lines.
@@ -183,6 +181,13 @@ impl Executor for Local {
         }
         Ok(Output { status: out.status.code().unwrap_or(-1), stdout: out.stdout, stderr: out.stderr })
     }
+}
+
+/// [`Executor::run_streamed`] where output cannot be printed as it comes: run, then print it fenced.
+pub fn run_then_print<E: Executor + ?Sized>(ex: &mut E, cmd: &Cmd) -> Result<Output> {
+    let out = ex.run(cmd)?;
+    crate::actions::print_untrusted(&out.stdout_str());
+    Ok(out)
 }
 
 /// Runs nothing: records each command line (secrets redacted) and answers from a script of replies.

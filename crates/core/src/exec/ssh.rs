@@ -260,9 +260,7 @@ impl Executor for SshExecutor {
     /// Prints each line of stdout as it arrives, fenced; when several hosts print at once, when it ends.
     fn run_streamed(&mut self, cmd: &Cmd) -> Result<Output> {
         if crate::actions::prefixed() {
-            let out = self.run(cmd)?;
-            crate::actions::print_untrusted(&out.stdout_str());
-            return Ok(out);
+            return super::run_then_print(self, cmd);
         }
         let fence = crate::actions::Untrusted::open();
         let mut partial: Vec<u8> = Vec::new();
