@@ -247,11 +247,12 @@ fn bad_inputs_are_exit_2() {
 #[test]
 fn sigterm_during_retries_still_removes_the_login() {
     let s = images::samples().unwrap();
-    let mut reg = Registry::start_with_auth(USER, PASS).unwrap();
-    reg.stop();
+    // A registry that refuses every connection, for good: port 1, where nothing listens. (A stopped test registry
+    // frees its port, and a parallel test's server may take it and answer something that is not retried.)
+    let refusing = "127.0.0.1:1";
     let tmp = tempfile::tempdir().unwrap();
     let mut child = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "push-registry"))
-        .args(["--registry", &reg.addr, "--username", USER, "--images", &s.v1, "--tag", "x"])
+        .args(["--registry", refusing, "--username", USER, "--images", &s.v1, "--tag", "x"])
         .env("INPUT_PASSWORD", PASS)
         .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::piped())
