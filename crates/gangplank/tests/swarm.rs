@@ -174,7 +174,14 @@ fn v1_then_v2_converge_broken_goes_back_and_rollback_needs_no_registry() {
     let r = st.run(deploy_remote(), &args);
     assert_eq!(r.status, 1, "{r:?}");
     assert_eq!(r.out("rolled-back"), "true", "{r:?}");
-    assert!(r.stderr.contains("rolled back to `v2`, which converged"), "{}", r.stderr);
+    // gangplank's gate fails on the health-url and it deploys v2's own file; on a loaded machine Swarm's update
+    // monitor may roll the service back first. Either way v2 serves again.
+    assert!(
+        r.stderr.contains("rolled back to `v2`, which converged")
+            || r.stderr.contains("Swarm rolled back to `v2` by itself"),
+        "{}",
+        r.stderr
+    );
     st.assert_serving("v2", "v2");
     assert_eq!(st.state()["current"]["tag"], "v2");
 
