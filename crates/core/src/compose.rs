@@ -409,6 +409,21 @@ pub fn variables_in_yaml(yaml: &str) -> std::result::Result<Vec<Variable>, Strin
     Ok(out)
 }
 
+/// The variables a compose message or value interpolates, as [`variables_in_yaml`] reads one string: docker-compose
+/// 1.x names a missing required variable only by quoting the text it was interpolating.
+pub fn variables_in(text: &str) -> Vec<Variable> {
+    let mut out = Vec::new();
+    scan_variables(text, &mut out);
+    out
+}
+
+/// The variable compose v2 names in "required variable X is missing a value".
+pub fn missing_required(message: &str) -> Option<&str> {
+    let rest = &message[message.find("required variable ")? + "required variable ".len()..];
+    let name = &rest[..rest.find(" is missing a value")?];
+    (!name.is_empty() && name.chars().all(is_name_char)).then_some(name)
+}
+
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
@@ -657,5 +672,11 @@ services:
             ]
         );
         assert!(variables_in_yaml("services: [").is_err());
+        let v1 =
+            r#"Missing mandatory value for "volumes" option interpolating ['${DATA:?}:/data'] in service "web": DATA"#;
+        assert_eq!(variables_in(v1), vec![Variable { name: "DATA".into(), required: true }]);
+        let v2 = "error while interpolating services.web.volumes.[]: required variable DATA_DIR is missing a value";
+        assert_eq!(missing_required(v2), Some("DATA_DIR"));
+        assert_eq!(missing_required("required variable is missing a value"), None);
     }
 }
