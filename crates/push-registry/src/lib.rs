@@ -664,10 +664,19 @@ fn compose_build_services(cfg: &Config, compose: proc::Compose, docker: &Docker<
     if !stand_ins.is_empty() {
         let other = read_model(cfg, compose, docker, &stand_ins, false)?.map_err(|f| refused(&f, &unset))?;
         let mut diff = Vec::new();
-        differences(&build_part(&model), &build_part(&other), "", &mut diff);
+        let part = build_part(&model);
+        differences(&part, &build_part(&other), "", &mut diff);
+        let mut culprits: Vec<String> = Vec::new();
+        // A build secret taken from a variable (`environment: NAME`) names it, and stays the same in both reads.
+        for (secret, def) in part["secrets"].as_object().into_iter().flatten() {
+            if let Some(var) = def.get("environment").and_then(|e| e.as_str()).filter(|v| unset.iter().any(|u| u == v))
+            {
+                culprits.push(var.to_string());
+                diff.push((format!("secrets.{secret}.environment"), String::new()));
+            }
+        }
         if !diff.is_empty() {
-            let mut culprits: Vec<String> = Vec::new();
-            for (_, text) in &diff {
+            for (_, text) in diff.iter().filter(|(_, t)| !t.is_empty()) {
                 let found: Vec<&StandIn> = stand_ins
                     .iter()
                     .filter(|s| {
