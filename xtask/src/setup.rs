@@ -87,7 +87,10 @@ const APT_PARTS: &[Part] = &[
     // The demo reports each step's peak memory through /usr/bin/time.
     part("/usr/bin/time", "time", || Path::new("/usr/bin/time").is_file()),
     part("python3", "python3", || has("python3")),
-    part("pip", "python3-pip", || succeeds(Command::new("python3").args(["-m", "pip", "--version"]))),
+    // Asking `python3 -m pip` costs a second through pyenv's shims; a pip program on PATH answers first.
+    part("pip", "python3-pip", || {
+        has("pip3") || succeeds(Command::new("python3").args(["-m", "pip", "--version"]))
+    }),
     // musl-gcc, for the C parts of the static Linux release (`cargo xtask dist`).
     Part { what: "musl-gcc", package: "musl-tools", present: || has("musl-gcc"), tier: Tier::Full },
 ];
@@ -189,7 +192,6 @@ pub fn is_root() -> bool {
 /// Exits with status 2, printing the one command to run, where it may not or cannot install.
 pub fn ensure(tier: Tier) -> Result<()> {
     let started = Instant::now();
-    add_python_scripts_to_path();
     let system = System::detect();
 
     // What needs root: packages, the compose v2 plugin, Caddy; one script.
@@ -233,7 +235,12 @@ pub fn ensure(tier: Tier) -> Result<()> {
     }
 
     // What belongs to the user: Python tools, toolchain parts.
-    let pip: Vec<&str> = missing(PIP_PARTS, tier).iter().map(|p| p.package).collect();
+    let mut pip: Vec<&str> = missing(PIP_PARTS, tier).iter().map(|p| p.package).collect();
+    if !pip.is_empty() {
+        // Installed by an earlier run, maybe into a script folder that is not on PATH.
+        add_python_scripts_to_path();
+        pip = missing(PIP_PARTS, tier).iter().map(|p| p.package).collect();
+    }
     if !pip.is_empty() {
         pip_install(&pip)?;
         add_python_scripts_to_path();
@@ -324,11 +331,13 @@ fn root_script(
     }
     if caddy {
         // Only unpacked: the testbed copies the binary and the libraries it links into a FROM scratch image.
+        let root = quote(&images::caddy_root().display().to_string());
         lines.extend([
             "d=$(mktemp -d)".into(),
             "cd \"$d\"".into(),
             format!("{download} caddy"),
-            format!("dpkg -x ./caddy_*.deb {}", quote(&images::caddy_root().display().to_string())),
+            format!("mkdir -p {root}"),
+            format!("dpkg -x ./caddy_*.deb {root}"),
             "cd /".into(),
             "rm -rf \"$d\"".into(),
         ]);
@@ -416,7 +425,7 @@ fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 fn pip_install(packages: &[&str]) -> Result<()> {
     println!("==> pip installing {}", packages.join(" "));
     let out = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet"])
+        .args(["-m", "pip", "install", "--quiet", "--no-warn-script-location"])
         .args(packages)
         .stdin(Stdio::null())
         .output()
@@ -429,7 +438,7 @@ fn pip_install(packages: &[&str]) -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("externally-managed-environment") {
         let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--break-system-packages"])
+            .args(["-m", "pip", "install", "--quiet", "--no-warn-script-location", "--break-system-packages"])
             .args(packages)
             .stdin(Stdio::null())
             .status()
