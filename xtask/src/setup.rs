@@ -88,9 +88,7 @@ const APT_PARTS: &[Part] = &[
     part("/usr/bin/time", "time", || Path::new("/usr/bin/time").is_file()),
     part("python3", "python3", || has("python3")),
     // Asking `python3 -m pip` costs a second through pyenv's shims; a pip program on PATH answers first.
-    part("pip", "python3-pip", || {
-        has("pip3") || succeeds(Command::new("python3").args(["-m", "pip", "--version"]))
-    }),
+    part("pip", "python3-pip", || has("pip3") || succeeds(Command::new("python3").args(["-m", "pip", "--version"]))),
     // musl-gcc, for the C parts of the static Linux release (`cargo xtask dist`).
     Part { what: "musl-gcc", package: "musl-tools", present: || has("musl-gcc"), tier: Tier::Full },
 ];
