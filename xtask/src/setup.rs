@@ -493,8 +493,9 @@ fn ensure_components() -> Result<()> {
     let status = Command::new("rustup").arg("component").arg("add").args(&missing).status();
     if !status.is_ok_and(|s| s.success()) {
         bail!(
-            "could not add {} to the toolchain\nhint: rustup component add {}",
-            missing.join(", "),
+            "`cargo fmt` and `cargo clippy` need the toolchain's {} component, and rustup could not add it\nhint: \
+             rustup component add {}",
+            missing.join(" and "),
             missing.join(" ")
         );
     }
