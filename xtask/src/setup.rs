@@ -421,7 +421,9 @@ fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 
 fn pip_install(packages: &[&str]) -> Result<()> {
     println!("==> pip installing {}", packages.join(" "));
+    // As root, pip warns on every install that root is not a virtual environment: root is what the testbed is.
     let out = Command::new("python3")
+        .env("PIP_ROOT_USER_ACTION", "ignore")
         .args(["-m", "pip", "install", "--quiet", "--no-warn-script-location"])
         .args(packages)
         .stdin(Stdio::null())
@@ -435,6 +437,7 @@ fn pip_install(packages: &[&str]) -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("externally-managed-environment") {
         let status = Command::new("python3")
+            .env("PIP_ROOT_USER_ACTION", "ignore")
             .args(["-m", "pip", "install", "--quiet", "--no-warn-script-location", "--break-system-packages"])
             .args(packages)
             .stdin(Stdio::null())
