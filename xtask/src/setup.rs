@@ -628,7 +628,7 @@ mod tests {
         let debian13 = root_script(&System::Debian, &[], true, true, &uri).unwrap();
         assert!(!debian13.contains("trixie") && !debian13.contains("apt-get install"), "{debian13}");
         assert!(debian13.contains(" docker-compose; dpkg -x ./*.deb root; "), "{debian13}");
-        assert!(debian13.contains(" caddy; dpkg -x ./caddy_*.deb "), "{debian13}");
+        assert!(debian13.contains(" caddy; mkdir -p /opt/gangplank-caddy; dpkg -x ./caddy_*.deb "), "{debian13}");
 
         let ubuntu = root_script(&System::Ubuntu, &[], true, false, &uri).unwrap();
         assert!(ubuntu.contains(" docker-compose-v2; dpkg -x ./*.deb root; "), "{ubuntu}");
