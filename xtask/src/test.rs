@@ -23,24 +23,10 @@ Installs the real parts first (cargo xtask setup [--full]); the testbed runs as 
 
 /// `cargo xtask test [--full] [ARGS]`.
 pub fn run(args: &[String]) -> Result<()> {
-    let mut tier = Tier::Everyday;
-    let mut test_args = Vec::new();
-    let mut it = args.iter();
-    // Flags of ours come first; everything from the first other word on is cargo test's.
-    for a in it.by_ref() {
-        match a.as_str() {
-            "--full" => tier = Tier::Full,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            _ => {
-                test_args.push(a.clone());
-                break;
-            }
-        }
-    }
-    test_args.extend(it.cloned());
+    let Some((tier, test_args)) = parse(args) else {
+        println!("{USAGE}");
+        return Ok(());
+    };
     require_root("test", args);
 
     let mut steps = Steps::default();
@@ -51,6 +37,26 @@ pub fn run(args: &[String]) -> Result<()> {
     result?;
     println!("==> all steps passed");
     Ok(())
+}
+
+/// The tier and what goes to `cargo test`; `None` for help. Flags of ours come first; everything from the first
+/// other word on is cargo test's (so `cargo xtask test -- --full` passes `--full` on).
+fn parse(args: &[String]) -> Option<(Tier, Vec<String>)> {
+    let mut tier = Tier::Everyday;
+    let mut it = args.iter();
+    let mut test_args = Vec::new();
+    for a in it.by_ref() {
+        match a.as_str() {
+            "--full" => tier = Tier::Full,
+            "-h" | "--help" => return None,
+            _ => {
+                test_args.push(a.clone());
+                break;
+            }
+        }
+    }
+    test_args.extend(it.cloned());
+    Some((tier, test_args))
 }
 
 /// The testbed starts sshd and logs in as root, makes users, network namespaces and Docker engines: it runs as
@@ -199,5 +205,37 @@ fn clock(d: Duration) -> String {
         format!("{}:{:02}", s / 60, s % 60)
     } else {
         format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_then_cargo_test_arguments() {
+        let p = |args: &[&str]| parse(&strings(args));
+        assert_eq!(p(&[]), Some((Tier::Everyday, vec![])));
+        assert_eq!(p(&["--full"]), Some((Tier::Full, vec![])));
+        assert_eq!(
+            p(&["--full", "deploy", "--", "--nocapture"]),
+            Some((Tier::Full, strings(&["deploy", "--", "--nocapture"])))
+        );
+        assert_eq!(p(&["--", "--full"]), Some((Tier::Everyday, strings(&["--", "--full"]))));
+        assert_eq!(p(&["--help"]), None);
+        assert_eq!(p(&["--full", "-h"]), None);
+    }
+
+    #[test]
+    fn wall_times() {
+        assert_eq!(clock(Duration::from_millis(6_240)), "6.2 s");
+        assert_eq!(clock(Duration::from_secs(245)), "4:05");
+        assert_eq!(clock(Duration::from_secs(3_723)), "1:02:03");
+        let mut steps = Steps::default();
+        assert!(steps.step("one", "ok", || Ok(())).is_ok());
+        let failed = steps.step("two", "fails", || bail!("no")).unwrap_err();
+        assert_eq!(format!("{failed:#}"), "step `two` failed: no");
+        let names: Vec<(&str, bool)> = steps.ran.iter().map(|(n, _, ok)| (n.as_str(), *ok)).collect();
+        assert_eq!(names, [("one", true), ("two", false)]);
     }
 }
