@@ -215,10 +215,11 @@ pub fn preflight(
                     .hint("gangplank keeps its lock, backups and state there: remove what is in the way"),
             );
         } else if (p == &g || p.ends_with("/backups") || p.ends_with("/audit.log")) && !f.writable {
-            errs.push(
-                Error::bad_input(format!("`{p}` on {host} is not writable by `{user}`"))
-                    .hint(format!("give the app dir to the SSH user: `sudo chown -R {} {}` (or set `sudo: true`)", quote(&format!("{login}:{group}")), quote(app_dir))),
-            );
+            errs.push(Error::bad_input(format!("`{p}` on {host} is not writable by `{user}`")).hint(format!(
+                "give the app dir to the SSH user: `sudo chown -R {} {}` (or set `sudo: true`)",
+                quote(&format!("{login}:{group}")),
+                quote(app_dir)
+            )));
         }
     }
 
@@ -243,8 +244,14 @@ pub fn preflight(
     if let Some(d) = deepest.filter(|d| d != app_dir) {
         if !at(&d).writable {
             errs.push(
-                Error::bad_input(format!("`{d}` on {host} is not writable by `{user}`, so `{env_path}` cannot be written"))
-                    .hint(format!("give the app dir to the SSH user: `sudo chown -R {} {}` (or set `sudo: true`)", quote(&format!("{login}:{group}")), quote(app_dir))),
+                Error::bad_input(format!(
+                    "`{d}` on {host} is not writable by `{user}`, so `{env_path}` cannot be written"
+                ))
+                .hint(format!(
+                    "give the app dir to the SSH user: `sudo chown -R {} {}` (or set `sudo: true`)",
+                    quote(&format!("{login}:{group}")),
+                    quote(app_dir)
+                )),
             );
         }
     }

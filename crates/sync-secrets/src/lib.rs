@@ -399,7 +399,10 @@ fn preflight_hosts(cfg: &EnvCfg, apply: bool) -> Result<Vec<HostRun>> {
                 let label = ex.label().to_string();
                 if !facts.creates.is_empty() {
                     let verb = if apply { "creates" } else { "would create" };
-                    info(format!("{label}: apply {verb} {} (app dir and folders on the way 0755, .gangplank 0700)", facts.creates.join(", ")));
+                    info(format!(
+                        "{label}: apply {verb} {} (app dir and folders on the way 0755, .gangplank 0700)",
+                        facts.creates.join(", ")
+                    ));
                 }
                 if let Some(who) = &facts.lock_holder {
                     info(format!(
@@ -413,7 +416,10 @@ fn preflight_hosts(cfg: &EnvCfg, apply: bool) -> Result<Vec<HostRun>> {
     }
     if let Some(e) = combine(errs) {
         let n = cfg.ssh.hosts.len();
-        return Err(e.context(format!("preflight failed on {} of {n} host(s); nothing was written, on GitHub or any host", n - out.len())));
+        return Err(e.context(format!(
+            "preflight failed on {} of {n} host(s); nothing was written, on GitHub or any host",
+            n - out.len()
+        )));
     }
     info(format!("preflight passed on {} host(s)", out.len()));
     Ok(out)
