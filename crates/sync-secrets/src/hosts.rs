@@ -33,14 +33,21 @@ if [ -d "$lock" ] && [ ! -L "$lock" ]; then echo @@owner; cat -- "$lock/owner.js
 exit 0"#;
 
 /// Makes a missing app dir (0755, with its missing parents) and its `.gangplank` (0700), never through a
-/// symlink, before the lock is taken there (the lock lives in `.gangplank`). Prints `created <path>` for each.
+/// symlink, before the lock is taken there (the lock lives in `.gangplank`). Prints `created <path>` for
+/// each folder it made, top down (paths hold no line break: `absolute_path` refuses control characters).
 /// Exit 6 for a symlink, as the lock's own script.
 pub const PREPARE_SCRIPT: &str = r#"set -eu
 app=$1; g=$1/.gangplank
 for d in "$app" "$g"; do
   if [ -L "$d" ]; then echo "$d is a symlink: gangplank never writes through one" >&2; exit 6; fi
 done
-if [ ! -d "$app" ]; then (umask 022 && mkdir -p -- "$app"); echo "created $app"; fi
+if [ ! -d "$app" ]; then
+  p=$app; new=
+  while [ ! -e "$p" ] && [ ! -L "$p" ]; do new="$p
+$new"; p=$(dirname -- "$p"); done
+  (umask 022 && mkdir -p -- "$app")
+  printf '%s' "$new" | while IFS= read -r d; do echo "created $d"; done
+fi
 if [ ! -d "$g" ]; then (umask 077 && mkdir -- "$g"); echo "created $g"; fi"#;
 
 pub fn prepare_cmd(app_dir: &str) -> Cmd {
@@ -50,9 +57,11 @@ pub fn prepare_cmd(app_dir: &str) -> Cmd {
 /// What preflight learnt about one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// The folders `apply` makes, top down (the app dir and its missing parents, `.gangplank` and
-    /// `backups` in it, the `.env`'s folders).
+    /// The folders `apply` makes, top down (the app dir and its missing parents, `.gangplank` in it, the
+    /// `.env`'s folders); `.gangplank/backups`, made with the first backup, is not listed.
     pub creates: Vec<String>,
+    /// Whether the app dir or its `.gangplank` must be made before the lock can be taken ([`prepare_cmd`]).
+    pub prepare: bool,
     /// Who holds the host's lock now, when someone does; `apply` waits for it up to `lock-timeout`.
     pub lock_holder: Option<String>,
 }
@@ -184,6 +193,7 @@ pub fn preflight(
         } else {
             facts.creates.extend(above.iter().filter(|p| !at(p).exists()).cloned());
             facts.creates.push(app_dir.to_string());
+            facts.prepare = true;
         }
     } else if app.kind != "dir" {
         errs.push(
@@ -206,8 +216,9 @@ pub fn preflight(
         }
         let folder = p == &g || p.ends_with("/backups") || p.ends_with("/lock") || p.ends_with("/staging");
         if !f.exists() {
-            if p == &g || p.ends_with("/backups") {
+            if p == &g {
                 facts.creates.push(p.clone());
+                facts.prepare = true;
             }
         } else if folder && f.kind != "dir" {
             errs.push(
@@ -316,12 +327,12 @@ mod tests {
                 path(&dir.path().join("srv")),
                 app.clone(),
                 format!("{app}/.gangplank"),
-                format!("{app}/.gangplank/backups"),
                 format!("{app}/deploy"),
                 format!("{app}/deploy/compose"),
             ]
         );
         assert_eq!(f.lock_holder, None);
+        assert!(f.prepare);
         assert!(!dir.path().join("srv").exists(), "preflight created something");
 
         // A linked folder on the way to the `.env` is refused.

@@ -384,6 +384,8 @@ struct HostRun {
 fn preflight_hosts(cfg: &EnvCfg, apply: bool) -> Result<Vec<HostRun>> {
     let mut errs = vec![];
     let mut out = vec![];
+    // What passed hosts will get is said only when every host passed: a failed run creates nothing.
+    let mut notes = vec![];
     for spec in &cfg.ssh.hosts {
         let place = format!("{spec}:{}", cfg.path);
         let mut ex = match gangplank_core::exec::ssh::SshExecutor::connect(spec, &cfg.ssh) {
@@ -399,13 +401,13 @@ fn preflight_hosts(cfg: &EnvCfg, apply: bool) -> Result<Vec<HostRun>> {
                 let label = ex.label().to_string();
                 if !facts.creates.is_empty() {
                     let verb = if apply { "creates" } else { "would create" };
-                    info(format!(
-                        "{label}: apply {verb} {} (app dir and folders on the way 0755, .gangplank 0700)",
+                    notes.push(format!(
+                        "{label}: apply {verb} {} (folders 0755, .gangplank 0700)",
                         facts.creates.join(", ")
                     ));
                 }
                 if let Some(who) = &facts.lock_holder {
-                    info(format!(
+                    notes.push(format!(
                         "{label}: the lock is held now by {who}{}",
                         if apply { "; apply waits for it up to `lock-timeout` before anything is written" } else { "" }
                     ));
@@ -420,6 +422,9 @@ fn preflight_hosts(cfg: &EnvCfg, apply: bool) -> Result<Vec<HostRun>> {
             "preflight failed on {} of {n} host(s); nothing was written, on GitHub or any host",
             n - out.len()
         )));
+    }
+    for n in notes {
+        info(n);
     }
     info(format!("preflight passed on {} host(s)", out.len()));
     Ok(out)
@@ -462,7 +467,7 @@ fn lock_one(
     // A write and the lock's release run to their end after a signal (they are short and atomic): the
     // run stops between commands, never in the middle of one.
     h.ex.set_interruptible(false);
-    if !h.facts.creates.is_empty() {
+    if h.facts.prepare {
         let out = h.ex.run(&hosts::prepare_cmd(&cfg.app_dir))?;
         if out.status == 6 {
             return Err(Error::bad_input(format!(
