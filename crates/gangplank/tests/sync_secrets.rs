@@ -1447,3 +1447,37 @@ fn the_examples_first_run_writes_the_env_its_compose_file_needs_on_a_fresh_serve
     assert!(out.status.success(), "compose config: {}", String::from_utf8_lossy(&out.stderr));
     assert!(config.contains("ghcr.io/acme/app/web:v1") && config.contains(key), "{config}");
 }
+
+/// The hosts are locked while GitHub is written, so a signal then must not wait for GitHub: here a write
+/// is told to come back in ten minutes, and SIGTERM ends the run at once with exit 4, the host's lock
+/// released and its `.env` not written (the runner's SIGKILL would otherwise leave the lock behind).
+#[test]
+fn a_signal_while_github_is_written_releases_the_host_locks_and_is_exit_4() {
+    let gh = GitHub::start();
+    let host = Host::start();
+    let case = bootstrap_case();
+    // One write goes through; the next is refused with `retry-after` of ten minutes, which the sync waits out.
+    gh.set_write_limit(Some((1, Duration::from_secs(600))));
+    let (spec, app, token) = (host.sshd.host_spec(), host.app_dir(), gh.token());
+    let child = case.spawn(
+        &["--mode", "apply", "--api-url", gh.url(), "--repository", "acme/app", "--host", &spec, "--app-dir", &app],
+        &[
+            ("INPUT_GITHUB_TOKEN", token.as_str()),
+            ("INPUT_SSH_KEY", host.sshd.client_key.as_str()),
+            ("INPUT_KNOWN_HOSTS", host.sshd.known_hosts.as_str()),
+        ],
+    );
+    wait_until("a GitHub write is told to wait", || gh.rate_limited() >= 1);
+    assert!(
+        read(&host.lock_dir().join("owner.json")).contains("env-sync"),
+        "the host is not locked during the GitHub writes"
+    );
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let r = case.wait(child);
+    r.assert_code(4);
+    assert!(r.stderr.contains("while writing GitHub") && r.stderr.contains("hint:"), "{}", r.stderr);
+    assert!(!host.lock_dir().exists(), "the lock was left behind");
+    assert!(!host.env_path().exists(), "a host was written after the signal");
+    r.assert_no_secret("k9Db-bootstrap-canary-0123456789");
+}

@@ -354,7 +354,9 @@ fn sync(args: Args) -> Result<()> {
         started_at: now_rfc3339(),
         pid: std::process::id(),
     };
-    if let Some(cfg) = &env_cfg {
+    // Only a run that will hold a lock turns signals into a flag: otherwise a signal ends it at once, as
+    // nothing it could leave behind needs cleaning up.
+    if let Some(cfg) = env_cfg.as_ref().filter(|_| hosts.iter().any(|h| h.needs_write)) {
         let _g = actions::group("lock: env-file");
         // From here a signal only sets a flag, so every lock this run takes is released.
         process::install_signal_flag();
