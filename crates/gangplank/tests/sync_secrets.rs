@@ -1420,6 +1420,7 @@ fn the_examples_first_run_writes_the_env_its_compose_file_needs_on_a_fresh_serve
             ("SECRET_KEY", key),
             ("SENTRY_DSN", ""),
             ("APP_MODE", "production"),
+            ("SITE_ADDRESS", "app.example.com"),
             ("WEB_IMAGE", "ghcr.io/acme/app/web"),
         ],
     );
@@ -1432,7 +1433,8 @@ fn the_examples_first_run_writes_the_env_its_compose_file_needs_on_a_fresh_serve
     assert_eq!(mode_of(&app.join(".env")), 0o600);
 
     // What deploy-remote uploads next to it, read by compose as on the server (no daemon needed).
-    for f in ["compose.yaml", "Caddyfile"] {
+    std::fs::create_dir(app.join("proxy")).unwrap();
+    for f in ["compose.yaml", "proxy/Caddyfile"] {
         std::fs::copy(example.join(f), app.join(f)).unwrap();
     }
     let compose = gangplank_testbed::compose_program().unwrap();
@@ -1446,6 +1448,7 @@ fn the_examples_first_run_writes_the_env_its_compose_file_needs_on_a_fresh_serve
     let config = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "compose config: {}", String::from_utf8_lossy(&out.stderr));
     assert!(config.contains("ghcr.io/acme/app/web:v1") && config.contains(key), "{config}");
+    assert!(config.contains("app.example.com"), "SITE_ADDRESS did not reach compose:\n{config}");
 }
 
 /// The hosts are locked while GitHub is written, so a signal then must not wait for GitHub: here a write
