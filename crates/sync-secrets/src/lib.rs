@@ -46,7 +46,7 @@ use gangplank_core::host::{lock, now_rfc3339, AuditLine, RunMeta};
 use gangplank_core::input::{absolute_path, parse_bool, parse_duration, parse_list, SshArgs};
 use gangplank_core::local;
 use gangplank_core::{process, Class, Error, Executor, Result, Secret};
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
 use crate::github::{Gh, Method};
 use crate::manifest::{Entry, GhScope, Manifest, Target, Value};
@@ -930,43 +930,45 @@ async fn apply_github(gh: &Gh, mut ops: Vec<Op>, mut keys: PublicKeys, concurren
             slot.insert(k);
         }
     }
-    let keys = &keys;
-    let results: Vec<Result<()>> = futures::stream::iter(ops)
-        .map(|op| async move {
-            let base = gh.base(&op.scope);
-            let value = op.value.as_deref().unwrap_or("");
-            match op.kind {
-                OpKind::PutSecret => {
-                    let (key_id, key) = &keys[&op.scope];
-                    let mut body = json!({ "encrypted_value": github::seal(key, value)?, "key_id": key_id });
-                    if let Some((v, ids)) = &op.org {
-                        github::org_fields(&mut body, v, ids);
-                    }
-                    gh.call(Method::Put, &format!("{base}/secrets/{}", op.name), Some(&body), &[]).await?;
-                }
-                OpKind::CreateVar | OpKind::UpdateVar => {
-                    let mut body = json!({ "name": op.name, "value": value });
-                    if let Some((v, ids)) = &op.org {
-                        github::org_fields(&mut body, v, ids);
-                    }
-                    if matches!(op.kind, OpKind::CreateVar) {
-                        gh.call(Method::Post, &format!("{base}/variables"), Some(&body), &[]).await?;
-                    } else {
-                        gh.call(Method::Patch, &format!("{base}/variables/{}", op.name), Some(&body), &[]).await?;
-                    }
-                }
-                OpKind::DeleteSecret => {
-                    gh.call(Method::Delete, &format!("{base}/secrets/{}", op.name), None, &[404]).await?;
-                }
-                OpKind::DeleteVar => {
-                    gh.call(Method::Delete, &format!("{base}/variables/{}", op.name), None, &[404]).await?;
-                }
+    // Every request is made (and every secret sealed) before the first is sent: sealing is CPU work, and on
+    // this one-thread runtime it would run between a write's turn under `write-interval` and its sending,
+    // so the writes would reach GitHub closer together than they were paced.
+    let mut calls: Vec<(Method, String, Option<Json>, &[u16])> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let base = gh.base(&op.scope);
+        let value = op.value.as_deref().unwrap_or("");
+        let with_org = |mut body: Json| {
+            if let Some((v, ids)) = &op.org {
+                github::org_fields(&mut body, v, ids);
             }
-            Ok(())
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+            body
+        };
+        calls.push(match op.kind {
+            OpKind::PutSecret => {
+                let (key_id, key) = &keys[&op.scope];
+                let body = with_org(json!({ "encrypted_value": github::seal(key, value)?, "key_id": key_id }));
+                (Method::Put, format!("{base}/secrets/{}", op.name), Some(body), &[])
+            }
+            OpKind::CreateVar => {
+                let body = with_org(json!({ "name": op.name, "value": value }));
+                (Method::Post, format!("{base}/variables"), Some(body), &[])
+            }
+            OpKind::UpdateVar => {
+                let body = with_org(json!({ "name": op.name, "value": value }));
+                (Method::Patch, format!("{base}/variables/{}", op.name), Some(body), &[])
+            }
+            OpKind::DeleteSecret => (Method::Delete, format!("{base}/secrets/{}", op.name), None, &[404]),
+            OpKind::DeleteVar => (Method::Delete, format!("{base}/variables/{}", op.name), None, &[404]),
+        });
+    }
+    let results: Vec<Result<()>> =
+        futures::stream::iter(calls)
+            .map(|(method, path, body, ok_also)| async move {
+                gh.call(method, &path, body.as_ref(), ok_also).await.map(|_| ())
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     match combine(results.into_iter().filter_map(|r| r.err()).collect()) {
         Some(e) => Err(Error { class: Class::Failed, ..e }),
         None => Ok(()),
