@@ -322,3 +322,53 @@ fn images_are_pulled_as_their_pull_policy_says_and_never_when_only_on_the_host()
     assert_eq!(counts[1].1, 0, "an unchanged third-party image is not asked for again: {counts:?}");
     assert!(counts[2].1 >= 1, "pull_policy: always asks every time: {counts:?}");
 }
+
+/// `expect-digests` with an image named by a variable of the server `.env` (the example app's
+/// `${WEB_IMAGE:?…}:${IMAGE_TAG:?…}`): the runner cannot resolve the image, so compose pulls it on the host
+/// after the switch, and the digest is checked there: a moved tag puts the files back without restarting
+/// anything (exit 1), the digest the push gave passes and is recorded (docs/actions.md, "Pull and digests").
+#[test]
+fn expect_digests_checks_an_image_named_by_the_server_env_after_compose_pulls_it() {
+    let fx = Fixture::new("gp-digest-env");
+    let samples = images::samples().unwrap();
+    std::fs::create_dir_all(&fx.app_dir).unwrap();
+    std::fs::write(fx.app_dir.join(".env"), format!("WEB_IMAGE={}\nAPP_TOKEN=x\n", fx.image)).unwrap();
+    let yaml = format!(
+        "services:\n  web:\n    image: \"${{WEB_IMAGE:?WEB_IMAGE must be set}}:${{IMAGE_TAG:?IMAGE_TAG must be set}}\"\n    ports:\n      - \"127.0.0.1:{}:8080\"\n    env_file: .env\n    stop_grace_period: 1s\n",
+        fx.port
+    );
+    std::fs::write(fx.work.path().join("compose.yaml"), yaml).unwrap();
+    // No env-file: the server `.env` stays the host's own.
+    let args = |tag: &str, digest: Option<&str>| {
+        let mut a = fx.deploy_args(tag);
+        let i = a.iter().position(|x| x == "--env-file").unwrap();
+        a.drain(i..i + 2);
+        if let Some(d) = digest {
+            a.push(format!("--expect-digests={{\"{}\":\"{d}\"}}", fx.app));
+        }
+        a
+    };
+    let first = fx.deploy(&args("v1", None));
+    assert_eq!(first.status, 0, "{first:?}");
+    assert!(first.stderr.contains("compose pull web"), "{first:?}");
+    wait_health(&fx, "v1");
+
+    let pushed = push(&samples.v2, &fx.image, "rel");
+    let moved = push(&samples.stubborn, &fx.image, "rel");
+    let before = fx.read_host("compose.yaml");
+    let r = fx.deploy(&args("rel", Some(&pushed)));
+    assert_eq!(r.status, 1, "{r:?}");
+    let line = r.stderr.lines().find(|l| l.contains("service `web` on")).unwrap_or_else(|| panic!("{r:?}"));
+    assert!(line.contains(&pushed) && line.contains(&moved), "{line}");
+    assert!(r.stderr.contains("`v1` kept serving and its files are back"), "{r:?}");
+    assert_eq!(fx.read_host("compose.yaml"), before);
+    assert!(!fx.app_dir.join(".gangplank/lock").exists(), "the lock was released");
+    assert_eq!(fx.health().as_deref(), Some("v1"));
+
+    let ok = fx.deploy(&args("rel", Some(&moved)));
+    assert_eq!(ok.status, 0, "{ok:?}");
+    wait_health(&fx, "stubborn");
+    let want = format!("{}@{moved}", fx.image);
+    let state: serde_json::Value = serde_json::from_str(&fx.read_host(".gangplank/state.json")).unwrap();
+    assert_eq!(state["current"]["images"]["web"].as_str(), Some(want.as_str()), "{state}");
+}
