@@ -229,90 +229,38 @@ pub struct Variable {
 
 /// Every variable the compose files (and the files they include or extend) interpolate, anywhere in them:
 /// compose interpolates the whole file before it picks services. compose v2's own list (`config
-/// --variables`, when this compose has it) is taken together with the built-in reader's, which also sees
-/// the variables compose's list leaves out (in `volumes` and `env_file`, in compose 2.26).
+/// --variables`, when this compose has it) is taken together with the files as written
+/// ([`gangplank_core::compose::variables_in_yaml`]), which also holds the variables compose's list leaves
+/// out (in `volumes` and `env_file`, in compose 2.26).
 pub fn variables(input: &Input) -> BTreeMap<String, Variable> {
     let env = runner_environment(input);
     let mut reader = Reader::new(input.repo, &env, input.services);
     reader.read_project(input.compose_files);
-    let mut out = BTreeMap::new();
-    for doc in &reader.loaded {
-        scan_value(doc, &mut out);
+    let mut found: Vec<gangplank_core::compose::Variable> = vec![];
+    for text in &reader.texts {
+        found.extend(gangplank_core::compose::variables_in_yaml(text).unwrap_or_default());
     }
     if input.use_compose {
-        if let Some(listed) = Compose::detect().filter(|c| *c == Compose::V2).and_then(|c| compose_variables(c, input))
-        {
-            for (name, required) in listed {
-                let v = out.entry(name).or_insert(Variable { required: false, non_empty: false });
-                v.required |= required;
-            }
+        if let Some(c) = Compose::detect().filter(|c| *c == Compose::V2) {
+            found.extend(compose_variables(c, input).unwrap_or_default());
         }
+    }
+    let mut out: BTreeMap<String, Variable> = BTreeMap::new();
+    for v in found {
+        let e = out.entry(v.name.clone()).or_insert(Variable { required: false, non_empty: false });
+        e.required |= v.required;
+    }
+    // `${VAR:?…}` refuses an empty value too, `${VAR?…}` only an unset one.
+    for (name, v) in out.iter_mut().filter(|(_, v)| v.required) {
+        v.non_empty = reader.texts.iter().any(|t| t.contains(&format!("${{{name}:?")));
     }
     out
 }
 
-fn scan_value(v: &Value, out: &mut BTreeMap<String, Variable>) {
-    match v {
-        Value::String(s) => scan_variables(s, out),
-        Value::Array(a) => a.iter().for_each(|x| scan_value(x, out)),
-        Value::Object(o) => o.values().for_each(|x| scan_value(x, out)),
-        _ => {}
-    }
-}
-
-/// The variables `s` interpolates, as [`interpolate`] reads them; those in a default or alternative word
-/// count as used, not required.
-pub fn scan_variables(s: &str, out: &mut BTreeMap<String, Variable>) {
-    scan(s, out, true)
-}
-
-fn scan(s: &str, out: &mut BTreeMap<String, Variable>, top: bool) {
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        let after = &rest[i + 1..];
-        if let Some(r) = after.strip_prefix('$') {
-            rest = r;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let mut depth = 1;
-            let mut end = body.len();
-            for (j, c) in body.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            end = j;
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let inner = &body[..end];
-            let n = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
-            let (var, op) = inner.split_at(n);
-            if !var.is_empty() {
-                let required = top && (op.starts_with(":?") || op.starts_with('?'));
-                let v = out.entry(var.to_string()).or_insert(Variable { required: false, non_empty: false });
-                v.required |= required;
-                v.non_empty |= required && op.starts_with(":?");
-            }
-            let word = op.trim_start_matches([':', '-', '+', '?']);
-            scan(word, out, false);
-            rest = body.get(end + 1..).unwrap_or("");
-        } else {
-            let n = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
-            if n > 0 {
-                out.entry(after[..n].to_string()).or_insert(Variable { required: false, non_empty: false });
-            }
-            rest = &after[n..];
-        }
-    }
-}
-
-/// `docker compose config --variables` (compose 2.24 and later): each variable with whether it is
-/// required. `None` when this compose has no such flag or refuses the project.
-fn compose_variables(compose: Compose, input: &Input) -> Option<Vec<(String, bool)>> {
+/// `docker compose config --variables` (compose 2.24 and later), read by
+/// [`gangplank_core::compose::parse_variables_output`]. `None` when this compose has no such flag or
+/// refuses the project.
+fn compose_variables(compose: Compose, input: &Input) -> Option<Vec<gangplank_core::compose::Variable>> {
     let view = View::new(input.repo).ok()?;
     let mut cmd = compose.command();
     cmd.env_clear().current_dir(&view.repo).env("HOME", &view.home).env("IMAGE_TAG", input.tag);
@@ -331,15 +279,7 @@ fn compose_variables(compose: Compose, input: &Input) -> Option<Vec<(String, boo
     cmd.args(["config", "--variables"]);
     let opts = Opts { deadline: Some(Instant::now() + Duration::from_secs(60)), ..Default::default() };
     let f = process::run(&mut cmd, opts).ok().filter(|f| f.ok())?;
-    let mut out = vec![];
-    for line in f.stdout.lines().skip_while(|l| !l.starts_with("NAME")).skip(1) {
-        let mut words = line.split_whitespace();
-        let (Some(name), Some(req)) = (words.next(), words.next()) else { continue };
-        if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !name.is_empty() {
-            out.push((name.to_string(), req == "true"));
-        }
-    }
-    Some(out)
+    gangplank_core::compose::parse_variables_output(&f.stdout)
 }
 
 /// The images of the services a deploy starts, as written (before interpolation), with their
@@ -605,8 +545,8 @@ struct Reader<'a> {
     opt_ins: BTreeSet<(String, String)>,
     unresolved: Vec<String>,
     seen: BTreeSet<String>,
-    /// Every file read (compose files, included and extended ones), as parsed.
-    loaded: Vec<Value>,
+    /// Every file read (compose files, included and extended ones), as written.
+    texts: Vec<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -626,7 +566,7 @@ impl<'a> Reader<'a> {
             opt_ins: BTreeSet::new(),
             unresolved: vec![],
             seen: BTreeSet::new(),
-            loaded: vec![],
+            texts: vec![],
         }
     }
 
@@ -651,8 +591,8 @@ impl<'a> Reader<'a> {
         let text = std::fs::read_to_string(self.repo.join(rel)).ok()?;
         match serde_saphyr::from_str::<Value>(&text) {
             Ok(v) => {
-                if !self.loaded.contains(&v) {
-                    self.loaded.push(v.clone());
+                if !self.texts.contains(&text) {
+                    self.texts.push(text);
                 }
                 Some(v)
             }
@@ -1229,21 +1169,33 @@ mod tests {
     }
 
     #[test]
-    fn variables_are_found_with_whether_compose_requires_them() {
-        let mut out = BTreeMap::new();
-        scan_variables("${WEB_IMAGE:?set it}:${IMAGE_TAG?x}/$PLAIN/$$NOT/${D:-${NESTED:?n}}/${E-}", &mut out);
-        let got: Vec<(&str, bool, bool)> = out.iter().map(|(k, v)| (k.as_str(), v.required, v.non_empty)).collect();
-        assert_eq!(
-            got,
-            vec![
-                ("D", false, false),
-                ("E", false, false),
-                ("IMAGE_TAG", true, false),
-                ("NESTED", false, false),
-                ("PLAIN", false, false),
-                ("WEB_IMAGE", true, true),
-            ]
-        );
+    fn variables_of_every_file_read_with_whether_compose_requires_them() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("c.yaml"),
+            "include: [inc.yaml]\nservices:\n  s:\n    image: ${WEB_IMAGE:?set it}:${IMAGE_TAG?x}\n    volumes: [\"${DATA:-./d}:/d\"]\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("inc.yaml"), "services:\n  t:\n    image: x\n    environment: [\"K=$PLAIN\"]\n")
+            .unwrap();
+        let none = BTreeSet::new();
+        let input = Input {
+            repo: d.path(),
+            compose_files: &[PathBuf::from("c.yaml")],
+            env_file: None,
+            tag: "t1",
+            services: &[],
+            use_compose: false,
+            placeholders: &none,
+        };
+        let got: Vec<(String, bool, bool)> =
+            variables(&input).into_iter().map(|(k, v)| (k, v.required, v.non_empty)).collect();
+        let want: Vec<(String, bool, bool)> =
+            [("DATA", false, false), ("IMAGE_TAG", true, false), ("PLAIN", false, false), ("WEB_IMAGE", true, true)]
+                .iter()
+                .map(|(k, r, n)| (k.to_string(), *r, *n))
+                .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -371,9 +371,8 @@ fn pull_plan(
     let mut plan = PullPlan { pulls: vec![], compose_pull: vec![] };
     for si in crate::model::service_images(input) {
         let Some(raw) = si.image else { continue };
-        let mut used = std::collections::BTreeMap::new();
-        crate::model::scan_variables(&raw, &mut used);
-        let app = used.contains_key("IMAGE_TAG");
+        let used: Vec<String> = compose::variables_in(&raw).into_iter().map(|v| v.name).collect();
+        let app = used.iter().any(|v| v == "IMAGE_TAG");
         let policy = match &si.pull_policy {
             None => Some(if app { Policy::Always } else { Policy::Missing }),
             Some(p) => crate::model::interpolate(p, runner_env).ok().and_then(|p| Policy::parse(&p)),
@@ -389,7 +388,7 @@ fn pull_plan(
             );
             continue;
         };
-        let on_host = used.keys().any(|v| host_only.contains(v));
+        let on_host = used.iter().any(|v| host_only.contains(v));
         match crate::model::interpolate(&raw, runner_env).ok().filter(|_| !on_host) {
             Some(reference) => match plan.pulls.iter_mut().find(|p| p.reference == reference) {
                 Some(p) => {

@@ -268,7 +268,8 @@ fn variables_only_the_server_env_sets_are_looked_up_there_by_name() {
     let repo = root.path().join("repo");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/compose-app");
     std::fs::create_dir_all(&repo).unwrap();
-    for f in ["compose.yaml", "Caddyfile", "Dockerfile", "app.py"] {
+    std::fs::create_dir_all(repo.join("proxy")).unwrap();
+    for f in ["compose.yaml", "proxy/Caddyfile", "Dockerfile", "app.py"] {
         std::fs::copy(example.join(f), repo.join(f)).unwrap();
     }
     // A bind source built from a variable only the host has is reported, not checked.
@@ -308,7 +309,7 @@ fn variables_only_the_server_env_sets_are_looked_up_there_by_name() {
             .arg("--known-hosts")
             .arg(&sshd.known_hosts)
             .args(["--app-name", "gangplank-model-env", "--image-tag", "t1", "--preflight-only", "true"])
-            .args(["--min-free-disk", "1", "--files", "Caddyfile", "--services", "web"])
+            .args(["--min-free-disk", "1", "--files", "proxy", "--services", "web"])
             .arg("--app-dir")
             .arg(l.app_dir());
         if builtin {
