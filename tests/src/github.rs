@@ -19,6 +19,14 @@
 //!   status is `success` an `inactive` status. GitHub's reference page still calls those "non-production";
 //!   its old note that production deployments needed the `flash` preview media type for this is void since
 //!   the previews graduated into the versioned API, so production deployments are included, as GitHub does.
+//! - Workflow runs and their artifacts, as GitHub's "REST API endpoints for workflow runs" and "… for
+//!   artifacts" document them, for a workflow that looks up an earlier run (the deploy job's rollback): list a
+//!   repository's runs or one workflow's (`/actions/workflows/{id or file name}/runs`), newest first, with the
+//!   `branch`, `event`, `status` (a status or a conclusion) and `head_sha` filters and pagination; get one run;
+//!   list a run's artifacts (`name` filter); download one (`/actions/artifacts/{id}/zip`: 302 to a signed,
+//!   unauthenticated blob URL, as GitHub redirects to its object store). Runs are what a test records
+//!   ([`GitHub::record_run`]); artifacts are read from the folder an Actions runner's artifact server keeps
+//!   (`<dir>/<run id>/<name>/<name>.zip`, act's `--artifact-server-path`), given by [`GitHub::set_artifact_dir`].
 //! - GitHub's rules: names of letters, digits and `_`, not starting with a digit or `GITHUB_` (422); 100
 //!   repository secrets (422); 48 KB per value (422); 401 for a bad token; 404 for an unknown repository,
 //!   environment or organization.
@@ -145,6 +153,25 @@ pub struct Recorded {
     pub finished_ms: u64,
 }
 
+/// One workflow run, as a test records it ([`GitHub::record_run`]).
+#[derive(Debug, Clone)]
+pub struct WorkflowRun {
+    pub id: u64,
+    pub repo: String,
+    /// The workflow's path in the repository, e.g. `.github/workflows/deploy.yml`.
+    pub path: String,
+    /// The workflow's `name:`.
+    pub name: String,
+    pub head_branch: String,
+    pub head_sha: String,
+    /// `push`, `workflow_dispatch`, `schedule`, …
+    pub event: String,
+    /// `queued`, `in_progress` or `completed`.
+    pub status: String,
+    /// `success`, `failure`, `cancelled`, … once completed; empty before.
+    pub conclusion: String,
+}
+
 /// A decrypted organization secret with its visibility.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgSecret {
@@ -206,7 +233,15 @@ struct State {
     faults: VecDeque<Fault>,
     deployments: Vec<Deployment>,
     next_deployment_id: u64,
+    runs: Vec<WorkflowRun>,
+    artifact_dir: Option<std::path::PathBuf>,
+    /// (run id, artifact name) by artifact id − [`FIRST_ARTIFACT_ID`]: ids are handed out as artifacts are seen.
+    artifacts: Vec<(u64, String)>,
+    /// The signature part of blob URLs, fixed per stand-in.
+    blob_key: String,
 }
+
+const FIRST_ARTIFACT_ID: u64 = 4_400_000;
 
 impl State {
     fn scope(&mut self, s: &Scope) -> &mut ScopeData {
@@ -233,6 +268,13 @@ impl GitHub {
     /// Start on `127.0.0.1:<free port>` with repository `acme/app` (environment `production`), repository
     /// `acme/web`, and organization `acme`.
     pub fn start() -> GitHub {
+        GitHub::start_on("127.0.0.1")
+    }
+
+    /// As [`GitHub::start`], listening on a free port of `ip`, an address of this machine (the namespaced
+    /// hosts' bridge, so a runner inside a host reaches it).
+    pub fn start_on(ip: &str) -> GitHub {
+        let bind = format!("{ip}:0");
         let state = State {
             token: TOKEN.to_string(),
             latency: Duration::ZERO,
@@ -252,6 +294,10 @@ impl GitHub {
             faults: VecDeque::new(),
             deployments: Vec::new(),
             next_deployment_id: 1_000,
+            runs: Vec::new(),
+            artifact_dir: None,
+            artifacts: Vec::new(),
+            blob_key: format!("{:016x}", rand::random::<u64>()),
         };
         let shared: Shared = Arc::new((Mutex::new(state), Instant::now()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -264,7 +310,7 @@ impl GitHub {
                 .build()
                 .expect("tokio runtime for the GitHub stand-in");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+                let listener = tokio::net::TcpListener::bind(&bind).await.unwrap_or_else(|e| panic!("bind {bind}: {e}"));
                 addr_tx.send(listener.local_addr().expect("local addr")).expect("send addr");
                 let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
                     let s = served.clone();
@@ -294,6 +340,19 @@ impl GitHub {
     /// The token the stand-in accepts.
     pub fn token(&self) -> String {
         lock(&self.shared).token.clone()
+    }
+
+    /// Records a workflow run, or replaces the one with the same id (a run that went from `in_progress` to
+    /// `completed`).
+    pub fn record_run(&self, run: WorkflowRun) {
+        let mut s = lock(&self.shared);
+        s.runs.retain(|r| r.id != run.id);
+        s.runs.push(run);
+    }
+
+    /// The folder of an artifact server (`<dir>/<run id>/<name>/<name>.zip`) whose artifacts the runs have.
+    pub fn set_artifact_dir(&self, dir: &std::path::Path) {
+        lock(&self.shared).artifact_dir = Some(dir.to_path_buf());
     }
 
     /// Accept this token instead (a canary, to look for it in everything a run prints and writes).
@@ -569,6 +628,9 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
                     message(502, "Server Error")
                 }
             }
+        } else if let Some(blob) = path.strip_prefix("/_blobs/artifacts/") {
+            // The object store GitHub redirects artifact downloads to: no token, a signed URL.
+            artifact_blob(&s, blob, &query)
         } else if !authorized(&s, &headers) {
             message(401, "Bad credentials")
         } else {
@@ -703,6 +765,13 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8], o
                 return not_found();
             }
             return deployments(s, method, &full, path, rest, query, body);
+        }
+        ["repos", o, r, "actions", "runs" | "workflows" | "artifacts", ..] if method == Method::GET => {
+            let full = format!("{o}/{r}");
+            if !s.repos.contains_key(&full) {
+                return not_found();
+            }
+            return actions_runs(s, &full, path, &segs[4..], query);
         }
         ["repos", o, r, "actions", kind, rest @ ..] => (Scope::Repo(format!("{o}/{r}")), *kind, rest),
         ["repos", o, r, "environments", e, kind, rest @ ..] => {
@@ -875,7 +944,190 @@ fn paginate_array(path: &str, query: &str, items: Vec<Value>) -> Response<Body> 
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.replace("%20", " ")))
+    query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| unescape(v)))
+}
+
+
+/// A query value as sent: `%XX` and `+` decoded.
+fn unescape(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(c)) => {
+                out.push(c);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn run_json(run: &WorkflowRun) -> Value {
+    let file = run.path.rsplit('/').next().unwrap_or(&run.path);
+    json!({
+        "id": run.id,
+        "name": run.name,
+        "display_title": run.name,
+        "head_branch": run.head_branch,
+        "head_sha": run.head_sha,
+        "path": run.path,
+        "run_number": run.id,
+        "run_attempt": 1,
+        "event": run.event,
+        "status": run.status,
+        "conclusion": if run.conclusion.is_empty() { Value::Null } else { json!(run.conclusion) },
+        "workflow_id": workflow_id(file),
+        "url": format!("/repos/{}/actions/runs/{}", run.repo, run.id),
+        "html_url": format!("https://github.com/{}/actions/runs/{}", run.repo, run.id),
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "repository": { "full_name": run.repo },
+    })
+}
+
+/// A workflow's numeric id, derived from its file name (GitHub accepts either in the URL).
+fn workflow_id(file: &str) -> u64 {
+    161_335 + file.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) % 1_000_000
+}
+
+/// The artifacts of run `run` in the artifact server's folder, each given an id the first time it is seen.
+fn run_artifacts(s: &mut State, run: u64) -> Vec<(u64, String, u64)> {
+    let Some(dir) = s.artifact_dir.clone() else { return vec![] };
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(run.to_string()))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut out = vec![];
+    for name in names {
+        let zip = dir.join(run.to_string()).join(&name).join(format!("{name}.zip"));
+        let Ok(meta) = std::fs::metadata(&zip) else { continue };
+        let index = match s.artifacts.iter().position(|(r, n)| *r == run && *n == name) {
+            Some(i) => i,
+            None => {
+                s.artifacts.push((run, name.clone()));
+                s.artifacts.len() - 1
+            }
+        };
+        out.push((FIRST_ARTIFACT_ID + index as u64, name, meta.len()));
+    }
+    out
+}
+
+fn actions_runs(s: &mut State, repo: &str, path: &str, rest: &[&str], query: &str) -> Response<Body> {
+    let not_found = || message(404, "Not Found");
+    let list = |s: &State, workflow: Option<&str>| {
+        let filter = |name: &str| query_param(query, name);
+        let (branch, event, status, sha) = (filter("branch"), filter("event"), filter("status"), filter("head_sha"));
+        let mut runs: Vec<&WorkflowRun> = s
+            .runs
+            .iter()
+            .filter(|r| r.repo == repo)
+            .filter(|r| {
+                workflow.is_none_or(|w| {
+                    let file = r.path.rsplit('/').next().unwrap_or(&r.path);
+                    w == file || w == workflow_id(file).to_string()
+                })
+            })
+            .filter(|r| branch.as_ref().is_none_or(|b| *b == r.head_branch))
+            .filter(|r| event.as_ref().is_none_or(|e| *e == r.event))
+            .filter(|r| status.as_ref().is_none_or(|st| *st == r.status || *st == r.conclusion))
+            .filter(|r| sha.as_ref().is_none_or(|h| *h == r.head_sha))
+            .collect();
+        runs.sort_by(|a, b| b.id.cmp(&a.id));
+        runs.into_iter().map(run_json).collect::<Vec<_>>()
+    };
+    match rest {
+        ["runs"] => paginate(path, query, "workflow_runs", list(s, None)),
+        ["workflows", workflow, "runs"] => {
+            let known = s.runs.iter().any(|r| {
+                let file = r.path.rsplit('/').next().unwrap_or(&r.path);
+                r.repo == repo && (*workflow == file || *workflow == workflow_id(file).to_string())
+            });
+            if !known {
+                return not_found();
+            }
+            paginate(path, query, "workflow_runs", list(s, Some(workflow)))
+        }
+        ["runs", id] => match s.runs.iter().find(|r| r.repo == repo && r.id.to_string() == *id) {
+            Some(r) => reply(200, run_json(r)),
+            None => not_found(),
+        },
+        ["runs", id, "artifacts"] => {
+            let Some(run) = s.runs.iter().find(|r| r.repo == repo && r.id.to_string() == *id).cloned() else {
+                return not_found();
+            };
+            let name = query_param(query, "name");
+            let items = run_artifacts(s, run.id)
+                .into_iter()
+                .filter(|(_, n, _)| name.as_ref().is_none_or(|want| want == n))
+                .map(|(aid, n, size)| artifact_json(repo, &run, aid, &n, size))
+                .collect();
+            paginate(path, query, "artifacts", items)
+        }
+        ["artifacts", id, "zip"] => {
+            let Some(index) = id.parse::<u64>().ok().and_then(|i| i.checked_sub(FIRST_ARTIFACT_ID)) else {
+                return not_found();
+            };
+            let Some((run, _)) = s.artifacts.get(index as usize) else { return not_found() };
+            if !s.runs.iter().any(|r| r.repo == repo && r.id == *run) {
+                return not_found();
+            }
+            let mut r = reply(204, Value::Null);
+            *r.status_mut() = StatusCode::FOUND;
+            let location = format!("/_blobs/artifacts/{}.zip?sig={}", FIRST_ARTIFACT_ID + index, s.blob_key);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert("location", v);
+            }
+            r
+        }
+        _ => not_found(),
+    }
+}
+
+fn artifact_json(repo: &str, run: &WorkflowRun, id: u64, name: &str, size: u64) -> Value {
+    json!({
+        "id": id,
+        "node_id": format!("MDg6QXJ0aWZhY3Q{id}"),
+        "name": name,
+        "size_in_bytes": size,
+        "url": format!("/repos/{repo}/actions/artifacts/{id}"),
+        "archive_download_url": format!("/repos/{repo}/actions/artifacts/{id}/zip"),
+        "expired": false,
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "expires_at": "2026-04-01T00:00:00Z",
+        "workflow_run": { "id": run.id, "head_branch": run.head_branch, "head_sha": run.head_sha },
+    })
+}
+
+/// `GET /_blobs/artifacts/<id>.zip?sig=…`: the zip itself, for the signature the redirect handed out.
+fn artifact_blob(s: &State, blob: &str, query: &str) -> Response<Body> {
+    let index = blob.strip_suffix(".zip").and_then(|i| i.parse::<u64>().ok()).and_then(|i| i.checked_sub(FIRST_ARTIFACT_ID));
+    if query_param(query, "sig").as_deref() != Some(s.blob_key.as_str()) {
+        return message(403, "Server failed to authenticate the request.");
+    }
+    let Some((run, name)) = index.and_then(|i| s.artifacts.get(i as usize)) else {
+        return message(404, "The specified blob does not exist.");
+    };
+    let Some(dir) = &s.artifact_dir else { return message(404, "The specified blob does not exist.") };
+    match std::fs::read(dir.join(run.to_string()).join(name).join(format!("{name}.zip"))) {
+        Ok(bytes) => {
+            let mut r = Response::new(Body::from(bytes));
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/zip"));
+            r
+        }
+        Err(_) => message(404, "The specified blob does not exist."),
+    }
 }
 
 /// `/repos/{owner}/{repo}/deployments…` of an existing repository.

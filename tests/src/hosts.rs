@@ -40,12 +40,14 @@ pub struct HostsOptions {
     pub user: String,
     /// More `SetEnv` for every session, e.g. a `DOCKER_CONFIG` holding the compose v2 plugin.
     pub set_env: Vec<(String, String)>,
+    /// `Some((user, password))`: the registry on the bridge requires this login, as GHCR does.
+    pub registry_auth: Option<(String, String)>,
 }
 
 impl HostsOptions {
     /// `count` hosts with the fast deploy user ([`FAST_USER`], in the docker group).
     pub fn new(count: usize) -> HostsOptions {
-        HostsOptions { count, user: FAST_USER.to_string(), set_env: vec![] }
+        HostsOptions { count, user: FAST_USER.to_string(), set_env: vec![], registry_auth: None }
     }
 }
 
@@ -78,6 +80,12 @@ impl Host {
     /// `user@addr` (port 22).
     pub fn host_spec(&self) -> String {
         self.sshd().host_spec()
+    }
+
+    /// The command prefix that runs a program in this host's network namespace, as a process of the host
+    /// (its loopback, its ports, its routes), e.g. a CI runner on the host; its files are the machine's.
+    pub fn enter_net(&self) -> Vec<String> {
+        vec!["nsenter".into(), format!("--net=/var/run/netns/{}", self.netns), "--".into()]
     }
 
     /// `docker` talking to this host's engine.
@@ -199,7 +207,11 @@ impl Hosts {
         let (a, b) = me.claim_subnet()?;
         me.gateway = format!("10.{a}.{b}.1");
         // The registry comes first: every engine is started knowing its address.
-        me.registry = Some(Registry::start_on(&me.gateway).context("starting the registry on the bridge")?);
+        let registry = match &opts.registry_auth {
+            Some((user, pass)) => Registry::start_on_with_auth(&me.gateway, user, pass),
+            None => Registry::start_on(&me.gateway),
+        };
+        me.registry = Some(registry.context("starting the registry on the bridge")?);
         let registry_addr = me.registry.as_ref().expect("just started").addr.clone();
         let registry_time = t.elapsed();
 

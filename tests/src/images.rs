@@ -90,6 +90,11 @@ CMD {cmd}
 /// stays executable). Never pulls: the Dockerfile must start `FROM scratch` or from a local image.
 pub fn build(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()> {
     require_docker()?;
+    build_on(None, tag, dockerfile, files)
+}
+
+/// [`build`] on the engine at `docker_host` (`unix:///…`, a namespaced host's), or on the machine's for `None`.
+pub fn build_on(docker_host: Option<&str>, tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("gangplank-build-").tempdir().context("creating build context")?;
     write_files(dir.path(), &[("Dockerfile", dockerfile.as_bytes())])?;
     write_files(dir.path(), files)?;
@@ -100,15 +105,17 @@ pub fn build(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()>
             .with_context(|| format!("chmod {}", path.display()))?;
     }
     // The classic builder: BuildKit (buildx) is not packaged on Debian 12, and it never pulls `scratch`.
-    run_checked(
-        scrubbed_command("docker").env("DOCKER_BUILDKIT", "0").args(["build", "--quiet", "--tag", tag]).arg(dir.path()),
-    )
-    .with_context(|| format!("docker build -t {tag}"))?;
+    let mut docker = scrubbed_command("docker");
+    if let Some(host) = docker_host {
+        docker.arg("-H").arg(host);
+    }
+    run_checked(docker.env("DOCKER_BUILDKIT", "0").args(["build", "--quiet", "--tag", tag]).arg(dir.path()))
+        .with_context(|| format!("docker build -t {tag}"))?;
     Ok(())
 }
 
 /// The statically linked busybox binary (a dynamic one would not run in a `FROM scratch` image).
-fn busybox_static() -> Result<Vec<u8>> {
+pub fn busybox_static() -> Result<Vec<u8>> {
     let path = busybox_static_path()?;
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
@@ -213,7 +220,7 @@ pub fn caddy_path() -> Result<PathBuf> {
 }
 
 /// The shared libraries `ldd` says `binary` loads, and its loader.
-fn linked_libraries(binary: &std::path::Path) -> Result<Vec<PathBuf>> {
+pub fn linked_libraries(binary: &std::path::Path) -> Result<Vec<PathBuf>> {
     let out = run_checked(scrubbed_command("ldd").arg(binary))?;
     let mut libs = vec![];
     for line in out.lines() {
