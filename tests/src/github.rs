@@ -310,7 +310,8 @@ impl GitHub {
                 .build()
                 .expect("tokio runtime for the GitHub stand-in");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(&bind).await.unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+                let listener =
+                    tokio::net::TcpListener::bind(&bind).await.unwrap_or_else(|e| panic!("bind {bind}: {e}"));
                 addr_tx.send(listener.local_addr().expect("local addr")).expect("send addr");
                 let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
                     let s = served.clone();
@@ -947,7 +948,6 @@ fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| unescape(v)))
 }
 
-
 /// A query value as sent: `%XX` and `+` decoded.
 fn unescape(v: &str) -> String {
     let b = v.as_bytes();
@@ -1112,7 +1112,8 @@ fn artifact_json(repo: &str, run: &WorkflowRun, id: u64, name: &str, size: u64) 
 
 /// `GET /_blobs/artifacts/<id>.zip?sig=…`: the zip itself, for the signature the redirect handed out.
 fn artifact_blob(s: &State, blob: &str, query: &str) -> Response<Body> {
-    let index = blob.strip_suffix(".zip").and_then(|i| i.parse::<u64>().ok()).and_then(|i| i.checked_sub(FIRST_ARTIFACT_ID));
+    let index =
+        blob.strip_suffix(".zip").and_then(|i| i.parse::<u64>().ok()).and_then(|i| i.checked_sub(FIRST_ARTIFACT_ID));
     if query_param(query, "sig").as_deref() != Some(s.blob_key.as_str()) {
         return message(403, "Server failed to authenticate the request.");
     }
