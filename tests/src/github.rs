@@ -1043,7 +1043,7 @@ fn actions_runs(s: &mut State, repo: &str, path: &str, rest: &[&str], query: &st
             .filter(|r| status.as_ref().is_none_or(|st| *st == r.status || *st == r.conclusion))
             .filter(|r| sha.as_ref().is_none_or(|h| *h == r.head_sha))
             .collect();
-        runs.sort_by(|a, b| b.id.cmp(&a.id));
+        runs.sort_by_key(|r| std::cmp::Reverse(r.id));
         runs.into_iter().map(run_json).collect::<Vec<_>>()
     };
     match rest {
