@@ -1,5 +1,5 @@
 //! The GitHub REST API stand-in: just the endpoints gangplank calls, as GitHub documents them
-//! (testbed.md, "The GitHub API stand-in").
+//! (docs/testbed.md, "The GitHub API stand-in").
 //!
 //! - Actions secrets for the repository, environment and organization scopes: `public-key`, list (paginated),
 //!   get, put, delete. Every scope holds a real X25519 key pair and every `encrypted_value` is opened as a

@@ -1,5 +1,5 @@
 //! Several hosts on this machine, each with its own network namespace and address, its own Docker engine
-//! (own data root) and its own sshd (testbed.md, "Several hosts with their own Docker engines"). A switch
+//! (own data root) and its own sshd (docs/testbed.md, "Namespaced hosts"). A switch
 //! namespace (`gp-A-B-sw`) holds a bridge with the far end of every host's veth pair and of the runner
 //! side's own link (`gpb-A-B`, address `10.A.B.1/24`, hosts from `.2`); the testbed registry listens on that
 //! address, so every host pulls from it, and every host reaches the others. The bridge lives in its own

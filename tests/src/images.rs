@@ -150,7 +150,7 @@ fn has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
-/// The Caddy image of the testbed, `gangplank-caddy:2.6`, built once per process (testbed.md, "proxy").
+/// The Caddy image of the testbed, `gangplank-caddy:2.6`, built once per process (docs/testbed.md, "proxy").
 pub fn caddy() -> Result<&'static str> {
     static CADDY: OnceLock<String> = OnceLock::new();
     static BUILDING: Mutex<()> = Mutex::new(());
@@ -204,15 +204,21 @@ EXPOSE 80
 CMD ["/usr/bin/caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
 "#;
 
-/// Where Debian's `caddy` binary is: unpacked under `GANGPLANK_CADDY_ROOT` (default `/opt/gangplank-caddy`,
-/// where `.ci/run` puts it), else installed.
-pub fn caddy_path() -> Result<PathBuf> {
-    let root = std::env::var_os("GANGPLANK_CADDY_ROOT")
+/// The folder Debian's `caddy` package is unpacked in: `GANGPLANK_CADDY_ROOT`, else `/opt/gangplank-caddy`
+/// (where `cargo xtask setup` unpacks it; docs/testbed.md, "proxy").
+pub fn caddy_root() -> PathBuf {
+    std::env::var_os("GANGPLANK_CADDY_ROOT")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/gangplank-caddy"));
+        .unwrap_or_else(|| PathBuf::from("/opt/gangplank-caddy"))
+}
+
+/// Where Debian's `caddy` binary is: `usr/bin/caddy` under [`caddy_root`], else installed.
+pub fn caddy_path() -> Result<PathBuf> {
+    let root = caddy_root();
     [root.join("usr/bin/caddy"), PathBuf::from("/usr/bin/caddy")].into_iter().find(|p| p.is_file()).with_context(|| {
         format!(
-            "Caddy is not there: unpack Debian's package as .ci/run does (`apt-get download caddy && dpkg -x caddy_*.deb {}`), \
+            "Caddy is not there: `cargo xtask setup` unpacks Debian's package into {} (docs/testbed.md, \"proxy\"), \
              or set GANGPLANK_CADDY_ROOT to the folder it was unpacked in",
             root.display()
         )
