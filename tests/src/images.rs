@@ -277,6 +277,8 @@ pub fn example_bases_on(docker_host: &str, prefix: &str) -> Result<ExampleBases>
         ("root/home/.keep".into(), vec![]),
         ("root/tmp/.keep".into(), vec![]),
         ("root/usr/local/bin/.keep".into(), vec![]),
+        // Debian's busybox-static has no `adduser` applet; Alpine's has, and the example's Dockerfile uses it.
+        ("root/usr/sbin/adduser".into(), ADDUSER.as_bytes().to_vec()),
     ];
     let python = PathBuf::from("/usr/bin/python3.11");
     if !python.is_file() {
@@ -352,8 +354,37 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 RUN ["/bin/ln", "-s", "/usr/bin/python3.11", "/usr/local/bin/python"]
 RUN ["/bin/ln", "-s", "/usr/bin/python3.11", "/usr/local/bin/python3"]
 LABEL dev.gangplank.testbed="example-base"
-ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
 CMD ["python3"]
+"#;
+
+/// Alpine's `adduser` as far as Dockerfiles use it: `adduser -D [-S] [-u UID] [-h HOME] [-s SHELL] [-G GROUP] NAME`
+/// (no password; a group of the user's name unless `-G`).
+const ADDUSER: &str = r#"#!/bin/sh
+uid=1000 home="" shell=/bin/sh group=""
+while [ $# -gt 1 ]; do
+    case $1 in
+        -D | -S) shift ;;
+        -u) uid=$2; shift 2 ;;
+        -h) home=$2; shift 2 ;;
+        -s) shell=$2; shift 2 ;;
+        -G) group=$2; shift 2 ;;
+        *) echo "adduser: unsupported option $1" >&2; exit 1 ;;
+    esac
+done
+name=$1
+[ -n "$name" ] || { echo "usage: adduser -D [-u UID] NAME" >&2; exit 1; }
+if grep -q "^$name:" /etc/passwd; then echo "adduser: user '$name' in use" >&2; exit 1; fi
+home=${home:-/home/$name}
+if [ -z "$group" ]; then
+    gid=$uid
+    echo "$name:x:$gid:" >>/etc/group
+else
+    gid=$(grep "^$group:" /etc/group | cut -d: -f3)
+    [ -n "$gid" ] || { echo "adduser: unknown group $group" >&2; exit 1; }
+fi
+echo "$name:x:$uid:$gid:Linux User,,,:$home:$shell" >>/etc/passwd
+mkdir -p "$home" && chown "$uid:$gid" "$home"
 "#;
 
 const EXAMPLE_CADDY_DOCKERFILE: &str = r#"FROM scratch
