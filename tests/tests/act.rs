@@ -12,7 +12,7 @@ use std::process::Stdio;
 
 use gangplank_testbed::act::{target_dir, use_testbed_base_images, ActOutcome, ActRun, Event};
 use gangplank_testbed::github::GitHub;
-use gangplank_testbed::hosts::{Hosts, HostsOptions};
+use gangplank_testbed::hosts::{Forward, Hosts, HostsOptions};
 use gangplank_testbed::{http_get, images, run_checked, scrubbed_command, unique_name, wait_for, FAST_USER};
 use serde_json::{json, Value};
 
@@ -31,6 +31,7 @@ impl Drop for AppDir {
 
 /// Everything one deploy scenario needs, torn down in reverse order on drop.
 struct DeployBed {
+    _forwards: Vec<Forward>,
     github: GitHub,
     hosts: Hosts,
     /// The test copy of the repository (a work tree; also the checkout stand-in's source).
@@ -52,7 +53,16 @@ impl DeployBed {
             ..HostsOptions::new(2)
         })
         .expect("starting the runner host, the deploy host and the registry");
-        let registry = hosts.registry().addr.clone();
+        // gangplank and Docker speak plain HTTP to loopback registries only (HTTPS elsewhere, as GHCR needs): the
+        // registry on the bridge is reached at the same port of each host's loopback.
+        let bridge_registry = hosts.registry().addr.clone();
+        let port: u16 = bridge_registry.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+        let registry = format!("127.0.0.1:{port}");
+        let forwards: Vec<_> = hosts
+            .hosts
+            .iter()
+            .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
+            .collect();
         let github = GitHub::start_on(&hosts.gateway);
         github.set_token(&token);
         github.add_repo(REPOSITORY);
@@ -127,6 +137,7 @@ impl DeployBed {
         let artifacts = tempfile::Builder::new().prefix("gangplank-act-artifacts-").tempdir().unwrap();
         github.set_artifact_dir(artifacts.path());
         DeployBed {
+            _forwards: forwards,
             github,
             hosts,
             repo,
