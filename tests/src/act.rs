@@ -121,6 +121,65 @@ fn install_act(dir: &Path, exe: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The one place a test copy of the repository differs from the repository for the example's images: every
+/// `FROM <image>` of a Dockerfile and `image: <image>` of a compose file under `dir` (the example's folder in the
+/// copy) that names a key of `images` names its value instead, e.g. `caddy:2.6` → `10.1.2.1:5000/library/caddy:2.6`:
+/// the base images cannot be pulled from Docker Hub here, so the testbed builds them
+/// ([`crate::images::example_bases_on`]) and serves them from its registry, where a host pulls them as it would
+/// pull from Docker Hub. Nothing else changes. Returns the files changed, relative to `dir`.
+pub fn use_testbed_base_images(dir: &Path, images: &BTreeMap<String, String>) -> Result<Vec<String>> {
+    let mut changed = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))?.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != ".git" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let is_dockerfile = name == "Dockerfile" || name.ends_with(".Dockerfile");
+            let is_compose = name.ends_with(".yaml") || name.ends_with(".yml");
+            if !is_dockerfile && !is_compose {
+                continue;
+            }
+            let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mut out = String::with_capacity(text.len());
+            for line in text.split_inclusive('\n') {
+                let body = line.trim_end_matches('\n');
+                let indent = &body[..body.len() - body.trim_start().len()];
+                let key = if is_dockerfile { "FROM " } else { "image: " };
+                let replaced = body.trim_start().strip_prefix(key).and_then(|rest| {
+                    let (image, tail) = rest.split_once(' ').map_or((rest, ""), |(i, t)| (i, t));
+                    let to = images.get(image.trim_matches(|c| c == '"' || c == '\''))?;
+                    Some(if tail.is_empty() {
+                        format!("{indent}{key}{to}")
+                    } else {
+                        format!("{indent}{key}{to} {tail}")
+                    })
+                });
+                match replaced {
+                    Some(new) => {
+                        out.push_str(&new);
+                        if line.ends_with('\n') {
+                            out.push('\n');
+                        }
+                    }
+                    None => out.push_str(line),
+                }
+            }
+            if out != text {
+                fs::write(&path, out)?;
+                changed.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+            }
+        }
+    }
+    changed.sort();
+    Ok(changed)
+}
+
 /// One `uses: owner/name@<sha>` of a workflow.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pin {

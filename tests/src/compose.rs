@@ -25,11 +25,9 @@ pub fn compose_program() -> Result<&'static [String]> {
         if !works(scrubbed_command("docker").args(["compose", "version"])) {
             let dir = crate::compose_docker_config().unwrap_or_default();
             bail!(
-                "`docker compose` (v2) does not answer with DOCKER_CONFIG={}: install the plugin there as .ci/run \
-                 does (testbed.md, \"compose v2\": `apt-get download docker-compose/trixie`, `dpkg -x`, copy \
-                 usr/libexec/docker/cli-plugins/docker-compose to {}/cli-plugins/), or set GANGPLANK_COMPOSE_V2_DIR \
-                 to the folder holding cli-plugins/, or run the v1 smoke with GANGPLANK_TEST_COMPOSE=v1",
-                dir.display(),
+                "`docker compose` (v2) does not answer with DOCKER_CONFIG={}: `cargo xtask setup` installs the \
+                 plugin there (docs/testbed.md, \"compose v2\"), or set GANGPLANK_COMPOSE_V2_DIR to the folder \
+                 holding cli-plugins/, or run the v1 smoke with GANGPLANK_TEST_COMPOSE=v1",
                 dir.display()
             );
         }

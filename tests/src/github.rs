@@ -1,5 +1,5 @@
 //! The GitHub REST API stand-in: just the endpoints gangplank calls, as GitHub documents them
-//! (testbed.md, "The GitHub API stand-in").
+//! (docs/testbed.md, "The GitHub API stand-in").
 //!
 //! - Actions secrets for the repository, environment and organization scopes: `public-key`, list (paginated),
 //!   get, put, delete. Every scope holds a real X25519 key pair and every `encrypted_value` is opened as a
@@ -15,10 +15,10 @@
 //!   `task` and `environment` filters and pagination, get one (404 when unknown); statuses: create (201;
 //!   `state` one of error, failure, inactive, in_progress, queued, pending, success, else 422; `description`
 //!   at most 140 characters, else 422) and list newest first. `auto_inactive` (default true): a `success`
-//!   status gives every earlier non-transient deployment of the same repository and environment whose latest
-//!   status is `success` an `inactive` status. GitHub's reference page still calls those "non-production";
-//!   its old note that production deployments needed the `flash` preview media type for this is void since
-//!   the previews graduated into the versioned API, so production deployments are included, as GitHub does.
+//!   status gives every earlier non-transient, non-production deployment of the same repository and
+//!   environment whose latest status is `success` an `inactive` status, exactly as GitHub's reference documents
+//!   it ("all prior non-transient, non-production environment deployments"). Production deployments are left
+//!   alone, so a client that wants one active production deployment must mark the earlier ones itself.
 //! - Workflow runs and their artifacts, as GitHub's "REST API endpoints for workflow runs" and "… for
 //!   artifacts" document them, for a workflow that looks up an earlier run (the deploy job's rollback): list a
 //!   repository's runs or one workflow's (`/actions/workflows/{id or file name}/runs`), newest first, with the
@@ -1055,7 +1055,7 @@ fn actions_runs(s: &mut State, repo: &str, path: &str, rest: &[&str], query: &st
             .filter(|r| status.as_ref().is_none_or(|st| *st == r.status || *st == r.conclusion))
             .filter(|r| sha.as_ref().is_none_or(|h| *h == r.head_sha))
             .collect();
-        runs.sort_by(|a, b| b.id.cmp(&a.id));
+        runs.sort_by_key(|r| std::cmp::Reverse(r.id));
         runs.into_iter().map(run_json).collect::<Vec<_>>()
     };
     match rest {
@@ -1281,7 +1281,11 @@ fn deployments(
                 let (this, env) = (s.deployments[i].id, s.deployments[i].environment.clone());
                 for k in 0..s.deployments.len() {
                     let d = &s.deployments[k];
-                    let prior = d.repo == repo && d.id < this && d.environment == env && !d.transient_environment;
+                    let prior = d.repo == repo
+                        && d.id < this
+                        && d.environment == env
+                        && !d.transient_environment
+                        && !d.production_environment;
                     if prior && d.state() == "success" {
                         s.next_deployment_id += 1;
                         let id = s.next_deployment_id;
@@ -2054,21 +2058,33 @@ mod tests {
             [(one, "success".to_string()), (staging, "success".to_string()), (two, "in_progress".to_string())]
         );
         assert_eq!(status(two, json!({"state": "success", "environment_url": "https://app.example"})), 201);
-        // The earlier success of the same environment is inactive; the other environment is untouched.
+        // A production deployment: GitHub documents auto_inactive for non-production ones only.
         assert_eq!(
             states(&gh),
-            [(one, "inactive".to_string()), (staging, "success".to_string()), (two, "success".to_string())]
+            [(one, "success".to_string()), (staging, "success".to_string()), (two, "success".to_string())]
+        );
+        // In another environment the earlier success becomes inactive; production is untouched.
+        let staging_two = create("staging", "v2");
+        assert_eq!(status(staging_two, json!({"state": "success"})), 201);
+        assert_eq!(
+            states(&gh),
+            [
+                (one, "success".to_string()),
+                (staging, "inactive".to_string()),
+                (two, "success".to_string()),
+                (staging_two, "success".to_string())
+            ]
         );
         // auto_inactive false leaves earlier ones alone.
-        let three = create("production", "v3");
+        let three = create("staging", "v3");
         assert_eq!(status(three, json!({"state": "success", "auto_inactive": false})), 201);
+        assert_eq!(gh.deployments("acme/app")[4].state(), "success");
         assert_eq!(gh.deployments("acme/app")[3].state(), "success");
-        assert_eq!(gh.deployments("acme/app")[2].state(), "success");
-        let (code, _, list) = http(&gh, "GET", &format!("{base}?environment=production&per_page=2"), TOKEN, "");
+        let (code, _, list) = http(&gh, "GET", &format!("{base}?environment=staging&per_page=2"), TOKEN, "");
         assert_eq!(code, 200);
         let list: Value = serde_json::from_str(&list).unwrap();
         let ids: Vec<u64> = list.as_array().unwrap().iter().map(|d| d["id"].as_u64().unwrap()).collect();
-        assert_eq!(ids, [three, two], "newest first, filtered, one page");
+        assert_eq!(ids, [three, staging_two], "newest first, filtered, one page");
         let (_, _, sts) = http(&gh, "GET", &format!("{base}/{two}/statuses"), TOKEN, "");
         let sts: Value = serde_json::from_str(&sts).unwrap();
         assert_eq!(sts[0]["state"], "success");

@@ -1,6 +1,6 @@
 //! The real-parts testbed: used by every integration test and by xtask (bench, demo).
 //!
-//! Every part is the real program on loopback (testbed.md): `sshd`, `docker-registry`, the Docker engine
+//! Every part is the real program on loopback (docs/testbed.md): `sshd`, `docker-registry`, the Docker engine
 //! and compose; only GitHub's API is a local stand-in ([`github`]). Everything started here is torn down
 //! on drop, also when a test fails.
 //!
@@ -97,7 +97,7 @@ pub fn scrubbed_command(program: impl AsRef<OsStr>) -> Command {
 }
 
 /// Where the compose v2 plugin is installed for the testbed, as a `DOCKER_CONFIG` folder holding
-/// `cli-plugins/docker-compose` (testbed.md, "compose v2"; `.ci/run` installs it there).
+/// `cli-plugins/docker-compose` (docs/testbed.md, "compose v2"; `cargo xtask setup` installs it there).
 pub const COMPOSE_V2_DEFAULT_DIR: &str = "/opt/gangplank-compose-v2";
 
 /// Which compose the testbed runs: `GANGPLANK_TEST_COMPOSE=v2` (the default, what servers run today) or
@@ -117,11 +117,16 @@ pub fn compose_docker_config() -> Option<PathBuf> {
     if test_compose() == "v1" {
         return None;
     }
-    let dir = std::env::var_os("GANGPLANK_COMPOSE_V2_DIR")
+    Some(compose_v2_dir())
+}
+
+/// The folder holding `cli-plugins/docker-compose` (v2), under v1 as well: `GANGPLANK_COMPOSE_V2_DIR`, else
+/// [`COMPOSE_V2_DEFAULT_DIR`]. `cargo xtask setup` installs the plugin there.
+pub fn compose_v2_dir() -> PathBuf {
+    std::env::var_os("GANGPLANK_COMPOSE_V2_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(COMPOSE_V2_DEFAULT_DIR));
-    Some(dir)
+        .unwrap_or_else(|| PathBuf::from(COMPOSE_V2_DEFAULT_DIR))
 }
 
 /// The long flags `gangplank <step> --help` lists (its inputs), without `--help`/`--version`, sorted.

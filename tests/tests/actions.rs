@@ -675,7 +675,8 @@ esac
                     src = src.display()
                 ),
             ),
-            ("gh", "#!/usr/bin/env bash\necho 4242\n".to_string()),
+            // GitHub's "List workflow runs for a workflow", as the deploy job's curl asks it.
+            ("curl", "#!/usr/bin/env bash\ncat >/dev/null\necho '{\"workflow_runs\":[{\"id\":4242}]}'\n".to_string()),
             ("docker", "#!/usr/bin/env bash\ncat >/dev/null\n".to_string()),
         ];
         for (name, text) in tools {
@@ -784,7 +785,7 @@ impl Ctx<'_> {
                 p.outputs.get(*job).and_then(|o| o.get(*name)).map(|v| s(v)).unwrap_or(Json::Null)
             }
             ["needs", job, "result"] => p.results.get(*job).map(|v| s(v)).unwrap_or(Json::Null),
-            ["env", name] => p.wf["env"].get(*name).cloned().unwrap_or(Json::Null),
+            ["env", name] => p.wf["env"].get(*name).map(|v| s(&self.interpolate(&as_text(v)))).unwrap_or(Json::Null),
             ["runner", "temp"] => s(&self.runner_temp.display().to_string()),
             ["inputs", _] => Json::Null,
             ["github", "event_name"] => s("push"),
@@ -798,6 +799,9 @@ impl Ctx<'_> {
             ["github", "server_url"] => s("https://github.com"),
             ["github", "actor"] => s("octocat"),
             ["github", "token"] => s("ghs_stand_in_token"),
+            // Variables with a default in the workflow (`vars.REGISTRY || 'ghcr.io'`) are unset, as in a
+            // repository that keeps the defaults.
+            ["vars", "REGISTRY" | "APP_NAME"] => Json::Null,
             ["secrets", _] | ["vars", _] => s("stand-in"),
             _ => panic!("the pipeline test does not know the context `{path}`"),
         }

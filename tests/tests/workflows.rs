@@ -121,6 +121,58 @@ fn workflows_follow_the_pipeline_rules() {
     }
 }
 
+/// Every string in an action's metadata that holds an expression, with its path (`inputs.x.description`).
+fn expressions(value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) if s.contains("${{") => out.push(path.to_string()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                expressions(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let sub = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                expressions(item, &sub, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// GitHub evaluates expressions in action metadata when it loads the action, where only `runs:` steps and an
+/// output's `value` have contexts to read: `${{ github.actor }}` in an input's description failed every job that
+/// used deploy-remote or rollback before its first step ("Unrecognized named-value: 'github'"), while zizmor,
+/// actionlint and our own runner emulation passed it (issue 20). act refuses it the same way.
+#[test]
+fn action_metadata_holds_expressions_only_where_github_evaluates_them() {
+    for path in action_ymls() {
+        let name = path.strip_prefix(root()).unwrap().display().to_string();
+        let action = load(&path);
+        let mut found = Vec::new();
+        for (key, value) in action.as_object().unwrap() {
+            match key.as_str() {
+                "runs" => {}
+                "outputs" => {
+                    for (output, spec) in value.as_object().unwrap() {
+                        for (field, text) in spec.as_object().unwrap() {
+                            if field != "value" {
+                                expressions(text, &format!("outputs.{output}.{field}"), &mut found);
+                            }
+                        }
+                    }
+                }
+                _ => expressions(value, key, &mut found),
+            }
+        }
+        assert!(found.is_empty(), "{name}: `${{{{ }}}}` where GitHub cannot evaluate it: {found:?}");
+    }
+    // The check itself: an expression in a description is found.
+    let mut found = Vec::new();
+    expressions(&serde_json::json!({"u": {"description": "for GHCR: ${{ github.actor }}"}}), "inputs", &mut found);
+    assert_eq!(found, ["inputs.u.description"]);
+}
+
 #[test]
 fn the_deploy_pipeline_has_its_shape() {
     let wf = load(&root().join(".github/workflows/deploy.yml"));

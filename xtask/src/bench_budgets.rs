@@ -14,7 +14,7 @@ use crate::demo;
 const STARTS: usize = 30;
 
 pub fn run(_args: &[String]) -> Result<()> {
-    crate::test::ensure_real_parts()?;
+    crate::setup::ensure(crate::setup::Tier::Everyday)?;
     let gangplank = crate::build_gangplank(true)?;
     let mut rss: BTreeMap<&str, u64> = BTreeMap::new();
     for row in demo::story(&gangplank)? {

@@ -1,8 +1,8 @@
-//! `cargo xtask demo`: the README's first command. Brings up the testbed (installing what is missing, as
-//! `cargo xtask test` does), then runs the story with the real `gangplank` executable: sync-secrets (the server `.env`
-//! for real; the GitHub target against the local API stand-in), push-registry, verify-image, deploy v1,
-//! deploy v2, deploy a broken version that rolls back by itself. Prints a table; exit 0 only when the
-//! story held.
+//! `cargo xtask demo`: the README's first command. Brings up the testbed (installing what is missing first,
+//! with the same `crate::setup::ensure` as `cargo xtask test`), then runs the story with the real `gangplank`
+//! executable: sync-secrets (the server `.env` for real; the GitHub target against the local API stand-in),
+//! push-registry, verify-image, deploy v1, deploy v2, deploy a broken version that rolls back by itself. Prints
+//! a table; exit 0 only when the story held.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,8 @@ impl Drop for Down {
 /// `cargo xtask demo [--release]`.
 pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
-    crate::test::ensure_real_parts()?;
+    crate::test::require_root("demo", args);
+    crate::setup::ensure(crate::setup::Tier::Everyday)?;
     let release = args.iter().any(|a| a == "--release");
     println!("==> building gangplank{}", if release { " (release)" } else { "" });
     let gangplank = crate::build_gangplank(release)?;

@@ -58,7 +58,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
-/// Whether `cargo fuzz` is installed (`cargo xtask test` runs the brief fuzz only then).
+/// Whether `cargo fuzz` is installed (`cargo xtask setup --full` installs it when not).
 pub fn available() -> bool {
     Command::new(cargo())
         .args(["fuzz", "--version"])

@@ -19,13 +19,20 @@ mod codegen;
 mod demo;
 mod dist;
 mod fuzz;
+mod setup;
 mod test;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test                 install the real parts if missing, then fmt check, clippy -D warnings, cargo test --workspace
-  demo                 bring up the testbed and run the whole story with the real gangplank executable
+  test [--full] [ARGS...]
+                       install the real parts if missing, then the everyday gate: fmt check, clippy -D warnings,
+                       cargo test --workspace; --full (CI) adds fuzz, adversary, the compose v1 smoke, the
+                       workflows under act and the static release; each step's wall time at the end
+  demo                 install the real parts if missing, bring up the testbed and run the whole story with the
+                       real gangplank executable
+  setup [--full]       find the real parts the testbed uses (docs/testbed.md) and install what is missing: as
+                       root, through sudo -n, or print the one command to run (exit 2)
   bench ssh|deploy|hooks|hosts|verify|secrets|budgets|zero-downtime|swarm|status
                        measure against a baseline in one run and print the figures
   codegen [--check]    regenerate (or check) the inputs/outputs tables of each action README
@@ -49,6 +56,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test::run(rest),
         Some("demo") => demo::run(rest),
+        Some("setup") => setup::run(rest),
         Some("bench") => match rest.first().map(String::as_str) {
             Some("ssh") => bench_ssh::run(&rest[1..]),
             Some("deploy") => bench_deploy::run(&rest[1..]),

@@ -345,6 +345,126 @@ pub fn image_repo(image: &str) -> &str {
     }
 }
 
+/// One variable a compose model interpolates, and whether compose refuses to go on without a value
+/// (`${X:?…}` or `${X?…}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    pub name: String,
+    pub required: bool,
+}
+
+/// The variables of a compose model: compose's own answer where it has one (`docker compose config
+/// --variables`, [`parse_variables_output`]), else [`variables_in_yaml`] over the files as written. Both
+/// give each name once, required when any use of it is.
+fn add_variable(out: &mut Vec<Variable>, name: &str, required: bool) {
+    match out.iter_mut().find(|v| v.name == name) {
+        Some(v) => v.required |= required,
+        None => out.push(Variable { name: name.to_string(), required }),
+    }
+}
+
+/// Read the answer of `docker compose config --variables`: the table of compose 2.24 and later (`NAME
+/// REQUIRED DEFAULT VALUE ALTERNATE VALUE`; only the first two columns are read, as defaults may hold
+/// spaces), or the JSON object of name to `{Name, Required, …}` that newer versions print with `--format
+/// json`. `None` when the answer is neither.
+pub fn parse_variables_output(stdout: &str) -> Option<Vec<Variable>> {
+    let text = stdout.trim();
+    let mut out = Vec::new();
+    if text.starts_with('{') {
+        let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+        for (name, v) in map {
+            add_variable(&mut out, &name, v.get("Required").and_then(|r| r.as_bool()).unwrap_or(false));
+        }
+        return Some(out);
+    }
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    if header.first() != Some(&"NAME") || header.get(1) != Some(&"REQUIRED") {
+        return None;
+    }
+    for line in lines {
+        let mut cols = line.split_whitespace();
+        let (Some(name), Some(required)) = (cols.next(), cols.next()) else { continue };
+        add_variable(&mut out, name, required == "true");
+    }
+    Some(out)
+}
+
+/// The variables the string values of a compose file interpolate (`$X`, `${X}`, `${X:-default}`, `${X:?err}`
+/// and the others, defaults holding variables themselves; `$$` is a literal `$`), for a compose that cannot
+/// answer [`parse_variables_output`]'s question itself (docker-compose 1.x). Comments and keys are not
+/// interpolated by compose, so they are not read.
+pub fn variables_in_yaml(yaml: &str) -> std::result::Result<Vec<Variable>, String> {
+    let doc: serde_json::Value = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<Variable>) {
+        match v {
+            serde_json::Value::String(s) => scan_variables(s, out),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(&doc, &mut out);
+    Ok(out)
+}
+
+/// The variables a compose message or value interpolates, as [`variables_in_yaml`] reads one string: docker-compose
+/// 1.x names a missing required variable only by quoting the text it was interpolating.
+pub fn variables_in(text: &str) -> Vec<Variable> {
+    let mut out = Vec::new();
+    scan_variables(text, &mut out);
+    out
+}
+
+/// The variable compose v2 names in "required variable X is missing a value".
+pub fn missing_required(message: &str) -> Option<&str> {
+    let rest = &message[message.find("required variable ")? + "required variable ".len()..];
+    let name = &rest[..rest.find(" is missing a value")?];
+    (!name.is_empty() && name.chars().all(is_name_char)).then_some(name)
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+fn scan_variables(s: &str, out: &mut Vec<Variable>) {
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            rest = r;
+        } else if let Some(body) = after.strip_prefix('{') {
+            // The brace that closes this one, so a default may hold `${…}` itself.
+            let mut depth = 1;
+            let end = body.char_indices().find_map(|(j, c)| {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+                (depth == 0).then_some(j)
+            });
+            let Some(end) = end else { return };
+            let inner = &body[..end];
+            let n = inner.find(|c: char| !is_name_char(c)).unwrap_or(inner.len());
+            let (name, op) = inner.split_at(n);
+            if !name.is_empty() {
+                add_variable(out, name, op.starts_with(":?") || op.starts_with('?'));
+            }
+            let word = op.trim_start_matches(':').get(1..).unwrap_or("");
+            scan_variables(word, out);
+            rest = &body[end + 1..];
+        } else {
+            let n = after.find(|c: char| !is_name_char(c)).unwrap_or(after.len());
+            if n > 0 {
+                add_variable(out, &after[..n], false);
+            }
+            rest = &after[n..];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,5 +621,62 @@ secrets:
         assert_eq!(image_repo("127.0.0.1:5000/app:${IMAGE_TAG}"), "127.0.0.1:5000/app");
         assert_eq!(image_repo("ghcr.io/o/app"), "ghcr.io/o/app");
         assert_eq!(image_repo("busybox:1@sha256:ab"), "busybox");
+    }
+
+    #[test]
+    fn variables_from_compose_and_from_the_files() {
+        let table = "NAME                REQUIRED            DEFAULT VALUE       ALTERNATE VALUE\n\
+POSTGRES_PASSWORD   true                                    \n\
+D                   false               two words           \n\
+IMAGE_TAG           true                                    \n";
+        let v = parse_variables_output(table).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Variable { name: "POSTGRES_PASSWORD".into(), required: true },
+                Variable { name: "D".into(), required: false },
+                Variable { name: "IMAGE_TAG".into(), required: true },
+            ]
+        );
+        let json = r#"{"A":{"Name":"A","DefaultValue":"","PresenceValue":"","Required":true},"B":{"Name":"B","Required":false}}"#;
+        assert_eq!(
+            parse_variables_output(json).unwrap(),
+            vec![Variable { name: "A".into(), required: true }, Variable { name: "B".into(), required: false }]
+        );
+        assert_eq!(parse_variables_output("unknown flag: --variables"), None);
+
+        let yaml = r#"
+# ${IN_A_COMMENT:?} is not read
+services:
+  web:
+    image: ${WEB_IMAGE:?must be set}:${IMAGE_TAG}
+    environment:
+      KEY: ${SECRET_KEY?}
+      MODE: $APP_MODE
+      PRICE: "$$5 and $${NOT_A_VAR}"
+      NESTED: ${OUTER:-${INNER:?}}
+      PLAIN: ${SECRET_KEY:-x}
+"#;
+        let v = variables_in_yaml(yaml).unwrap();
+        let mut names: Vec<(&str, bool)> = v.iter().map(|v| (v.name.as_str(), v.required)).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                ("APP_MODE", false),
+                ("IMAGE_TAG", false),
+                ("INNER", true),
+                ("OUTER", false),
+                ("SECRET_KEY", true),
+                ("WEB_IMAGE", true),
+            ]
+        );
+        assert!(variables_in_yaml("services: [").is_err());
+        let v1 =
+            r#"Missing mandatory value for "volumes" option interpolating ['${DATA:?}:/data'] in service "web": DATA"#;
+        assert_eq!(variables_in(v1), vec![Variable { name: "DATA".into(), required: true }]);
+        let v2 = "error while interpolating services.web.volumes.[]: required variable DATA_DIR is missing a value";
+        assert_eq!(missing_required(v2), Some("DATA_DIR"));
+        assert_eq!(missing_required("required variable is missing a value"), None);
     }
 }

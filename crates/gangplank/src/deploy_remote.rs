@@ -1,5 +1,5 @@
 //! `gangplank deploy-remote`: deploy a docker compose app to one or more hosts over SSH, health-gated,
-//! rolling back by itself (contract: spec/actions.md, "deploy-remote"). Raw inputs → validated config →
+//! rolling back by itself (contract: docs/actions.md, "deploy-remote"). Raw inputs → validated config →
 //! plan → engine (`gangplank_deploy`) → outputs, record, summary; `main` turns the result into the exit code.
 
 use std::path::PathBuf;

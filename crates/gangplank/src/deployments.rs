@@ -8,9 +8,12 @@
 //!   `payload` (app and image tag), `description`, `transient_environment: false` and
 //!   `production_environment` (GitHub's own default: true for `production`). 201 is the deployment.
 //! - `POST /repos/{owner}/{repo}/deployments/{id}/statuses`: `in_progress` before the hosts are touched, then
-//!   `success` (with `environment_url` and `log_url`, the run's URL) or `failure`. GitHub's `auto_inactive`
-//!   (default true) gives every earlier successful deployment of the environment an `inactive` status when
-//!   a new one succeeds, so exactly one deployment is the environment's active one; we rely on it.
+//!   `success` (with `environment_url` and `log_url`, the run's URL) or `failure`. Exactly one deployment of
+//!   the app is the environment's active one: GitHub's `auto_inactive` (default true) gives every earlier
+//!   successful deployment an `inactive` status when a new one succeeds, but GitHub documents it for
+//!   non-production environments only. In a production environment (`production_environment: true`) the run
+//!   that made a deployment succeed gives the one that was active before an `inactive` status itself (found in
+//!   the same walk as the abandoned ones below).
 //! - A rolled-back run (auto-rollback after a failed gate, or the rollback step) records the restored tag as
 //!   a new deployment of the environment (`ref` = the commit that deployment of that tag was made from,
 //!   found with `GET /repos/{owner}/{repo}/deployments?environment=…`, else `GITHUB_SHA`) and gives it
@@ -22,9 +25,10 @@
 //! - A deploy step killed by a cancel or a timeout never posts its last status, so its deployment would stay
 //!   `in_progress` for good. When a run has ended (its lock released), the newest earlier deployments of the
 //!   same app in the environment are read (`GET …/deployments/{id}/statuses?per_page=1`, newest first, until
-//!   one that finished, at most [`ABANDONED_LOOKBACK`]); one still `in_progress`, `queued` or `pending` gets an
-//!   `error` status saying which run superseded it. Only deployments created before this run's own are
-//!   touched, so a run that is waiting for the lock keeps its own.
+//!   one that finished — in production after a success, until the one that was active —, at most
+//!   [`LOOKBACK`]); one still `in_progress`, `queued` or `pending` gets an `error` status saying which run
+//!   superseded it. Only deployments created before this run's own are touched, so a run that is waiting for
+//!   the lock keeps its own.
 //!
 //! Reporting never fails or holds up a deploy: every request has a short timeout, an error is a warning
 //! annotation, and after a request that timed out or could not connect the rest are skipped. The token is a
@@ -46,8 +50,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// GitHub's limit on a deployment status description.
 const MAX_DESCRIPTION: usize = 140;
 const TITLE: &str = "GitHub Deployments";
-/// How many earlier deployments of the app a run reads the state of, looking for abandoned ones.
-const ABANDONED_LOOKBACK: usize = 5;
+/// How many earlier deployments of the app a run reads the state of, looking for abandoned ones and, in
+/// production, the one that was active.
+const LOOKBACK: usize = 5;
 
 /// The inputs deploy-remote and rollback share for GitHub Deployments.
 #[derive(Debug, Clone, clap::Args)]
@@ -257,7 +262,8 @@ impl Reporter {
             if let Some(u) = &self.environment_url {
                 body["environment_url"] = json!(u);
             }
-            // Earlier successful deployments of the environment become inactive (GitHub's default, said out loud).
+            // Earlier successful deployments of the environment become inactive (GitHub's default, said out loud;
+            // GitHub does it outside production only, see `settle_earlier`).
             body["auto_inactive"] = json!(true);
         }
         self.call(reqwest::Method::POST, &format!("/deployments/{}/statuses", d.0), &[], Some(&body));
@@ -279,10 +285,17 @@ impl Reporter {
         }
     }
 
-    pub fn succeeded(&self, d: Option<Deployment>, tag: &str) {
+    pub fn succeeded(&self, d: Option<Deployment>, tag: &str) -> bool {
         if let Some(d) = d {
             self.status(d, "success", &format!("{tag} is live and healthy"));
         }
+        d.is_some()
+    }
+
+    /// Whether GitHub treats this environment as production (what `create` sends), where `auto_inactive` does not
+    /// apply.
+    fn production(&self) -> bool {
+        self.environment == "production"
     }
 
     pub fn failed(&self, d: Option<Deployment>, why: &str) {
@@ -311,14 +324,16 @@ impl Reporter {
             .map(str::to_string)
     }
 
-    /// Gives earlier deployments of `app` that a killed run left unfinished an `error` status (module docs).
-    /// `own` is this run's deployment: only older ones are looked at.
-    fn close_abandoned(&self, list: &[Value], app: &str, own: Option<Deployment>, by: &str) {
+    /// Settles the deployments of `app` created before `own` (module docs): one a killed run left unfinished gets
+    /// `error`; when `replaced` (a newer deployment just succeeded) in a production environment, the one that was
+    /// active gets `inactive`, which GitHub's `auto_inactive` does only outside production.
+    fn settle_earlier(&self, list: &[Value], app: &str, own: Option<Deployment>, by: &str, replaced: bool) {
+        let mut find_active = replaced && self.production();
         let earlier = list.iter().filter(|d| {
             d.pointer("/payload/app").and_then(Value::as_str) == Some(app)
                 && d.get("id").and_then(Value::as_u64).is_some_and(|id| own.is_none_or(|o| id < o.0))
         });
-        for d in earlier.take(ABANDONED_LOOKBACK) {
+        for d in earlier.take(LOOKBACK) {
             let Some(id) = d.get("id").and_then(Value::as_u64) else { continue };
             let Some(latest) =
                 self.call(reqwest::Method::GET, &format!("/deployments/{id}/statuses"), &[("per_page", "1")], None)
@@ -326,31 +341,43 @@ impl Reporter {
                 return;
             };
             let state = latest.pointer("/0/state").and_then(Value::as_str).unwrap_or("");
-            if !matches!(state, "in_progress" | "queued" | "pending") {
-                // Deploys of one app run one at a time: below a finished one, every older one finished too.
+            let tag = d.pointer("/payload/image_tag").and_then(Value::as_str).unwrap_or("?");
+            match state {
+                "in_progress" | "queued" | "pending" => {
+                    self.status(Deployment(id), "error", &format!("{tag}: the run stopped before it finished; {by}"));
+                    continue;
+                }
+                "success" if find_active => {
+                    self.status(Deployment(id), "inactive", &format!("{tag}: {by}"));
+                    find_active = false;
+                }
+                _ => {}
+            }
+            // Deploys of one app run one at a time: below a finished one, every older one finished too, and
+            // below the one that was active, every older one was made inactive by the run that replaced it.
+            if !find_active {
                 return;
             }
-            let tag = d.pointer("/payload/image_tag").and_then(Value::as_str).unwrap_or("?");
-            self.status(Deployment(id), "error", &format!("{tag}: the run stopped before it finished; {by}"));
         }
     }
 
     /// `tag` runs again after a rollback: a new deployment of it (from the commit it was first deployed
     /// from), `success` when it is healthy, so it is the environment's newest and only active deployment.
-    fn restored(&self, list: &[Value], app: &str, tag: &str, from: &str, healthy: bool) {
+    fn restored(&self, list: &[Value], app: &str, tag: &str, from: &str, healthy: bool) -> Option<Deployment> {
         if tag.is_empty() {
-            return;
+            return None;
         }
         let sha = Self::commit_of(list, tag).unwrap_or_else(|| self.sha.clone());
         let payload = json!({ "app": app, "image_tag": tag, "rolled_back_from": from });
         let what =
             if from.is_empty() { format!("rollback to {tag}") } else { format!("rollback from {from} to {tag}") };
-        let Some(d) = self.create(&sha, payload, &format!("{what}: {app}")) else { return };
+        let d = self.create(&sha, payload, &format!("{what}: {app}"))?;
         if healthy {
             self.status(d, "success", &format!("{what}: healthy"));
         } else {
             self.status(d, "failure", &format!("{what} failed"));
         }
+        Some(d)
     }
 }
 
@@ -360,8 +387,10 @@ impl Reporter {
 /// deployment of its own (without one, GitHub refused it, and the others are left alone).
 pub fn report_deploy(g: &Reporter, d: Option<Deployment>, app: &str, tag: &str, out: &gangplank_deploy::Outcome) {
     let mut list = None;
+    // The deployment that is active now, when this run made one succeed.
+    let mut active = None;
     match &out.error {
-        None => g.succeeded(d, tag),
+        None => active = d.filter(|_| g.succeeded(d, tag)),
         Some(e) => {
             let previous = out.record.previous_tag.as_str();
             let restored = out.rolled_back && out.record.status == "rolled-back" && !previous.is_empty();
@@ -369,7 +398,7 @@ pub fn report_deploy(g: &Reporter, d: Option<Deployment>, app: &str, tag: &str, 
             if restored {
                 g.failed(d, &format!("rolled back to {previous}: {why}"));
                 let l = list.insert(g.list());
-                g.restored(l, app, previous, tag, true);
+                active = g.restored(l, app, previous, tag, true);
             } else {
                 g.failed(d, &why);
             }
@@ -377,7 +406,10 @@ pub fn report_deploy(g: &Reporter, d: Option<Deployment>, app: &str, tag: &str, 
     }
     if d.is_some() {
         let list = list.unwrap_or_else(|| g.list());
-        g.close_abandoned(&list, app, d, &format!("superseded by the deploy of {tag} ({})", g.run_label()));
+        // The list was read before a restored deployment was made: every entry is older than `active`.
+        let own = active.or(d);
+        let by = format!("superseded by the deploy of {tag} ({})", g.run_label());
+        g.settle_earlier(&list, app, own, &by, active.is_some());
     }
 }
 
@@ -392,10 +424,11 @@ pub fn report_rollback(g: &Reporter, app: &str, out: &gangplank_deploy::Outcome)
     };
     let healthy = out.error.is_none();
     if healthy || out.changed {
+        // Read before the restored deployment exists: every deployment of the app in the list is older than it.
         let list = g.list();
-        // Before the restored deployment exists: every deployment of the app in the list is older than it.
-        g.close_abandoned(&list, app, None, &format!("rolled back to {tag} ({})", g.run_label()));
-        g.restored(&list, app, tag, &out.record.previous_tag, healthy);
+        let restored = g.restored(&list, app, tag, &out.record.previous_tag, healthy);
+        let by = format!("rolled back to {tag} ({})", g.run_label());
+        g.settle_earlier(&list, app, None, &by, healthy && restored.is_some());
     }
 }
 

@@ -1,5 +1,5 @@
 //! `gangplank rollback`: go back to an earlier tag with the compose files and `.env` already on the host
-//! (contract: spec/actions.md, "rollback"). Needs no registry when the image is still on the host:
+//! (contract: docs/actions.md, "rollback"). Needs no registry when the image is still on the host:
 //! it runs `compose up` without a pull, and compose pulls only images that are missing.
 
 use std::path::PathBuf;

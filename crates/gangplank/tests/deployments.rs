@@ -1,6 +1,7 @@
 //! GitHub Deployments end to end: deploy-remote and rollback on the testbed (real sshd, Docker, compose,
-//! registry) report to the GitHub API stand-in, which keeps deployments and statuses as GitHub does
-//! (auto_inactive included). The requests are checked one by one, in order, with their bodies.
+//! registry) report to the GitHub API stand-in, which keeps deployments and statuses as GitHub documents them
+//! (auto_inactive for non-production environments only, so production's earlier ones are made inactive by
+//! gangplank). The requests are checked one by one, in order, with their bodies.
 
 mod support;
 
@@ -115,14 +116,18 @@ fn deploys_auto_rollback_and_rollback_show_up_as_github_deployments() {
     assert_eq!((d.sha.as_str(), d.environment.as_str()), (s1.as_str(), "production"));
     assert_eq!(d.statuses.last().unwrap().environment_url, "https://app.example.com");
 
-    // v2: the new deployment succeeds and GitHub's auto_inactive makes v1's inactive.
+    // v2: the new deployment succeeds. GitHub's auto_inactive leaves production deployments alone (as GitHub
+    // documents it), so deploy-remote makes v1's inactive itself.
     let r = fx.run(&deploy_remote(), &fx.deploy_args("v2"), &env(&gh, &s2));
     assert_eq!(r.status, 0, "{r:?}");
     let reqs = take(&gh);
-    assert_eq!(reqs.len(), 5, "{reqs:?}");
+    assert_eq!(reqs.len(), 6, "{reqs:?}");
     assert_create(&reqs[0].1, &s2, "v2");
-    // v1's deployment finished (it is inactive now): the look for abandoned ones stops there.
+    // v1's deployment was the active one: it becomes inactive, and the look back stops there.
     assert_eq!(reqs[4].0, format!("GET {deployments}/{d1}/statuses"), "{reqs:?}");
+    assert_eq!(reqs[5].0, format!("POST {deployments}/{d1}/statuses"), "{reqs:?}");
+    assert_eq!(reqs[5].1["state"], "inactive");
+    assert!(reqs[5].1["description"].as_str().unwrap().contains("superseded by the deploy of v2"), "{:?}", reqs[5]);
     assert_eq!(states(&gh), pairs(&[("v1", "inactive"), ("v2", "success")]));
 
     // broken: the gate fails, v2 comes back by itself. The broken deployment fails; v2 is recorded again,
@@ -144,7 +149,10 @@ fn deploys_auto_rollback_and_rollback_show_up_as_github_deployments() {
             format!("GET {deployments}"),
             format!("POST {deployments}"),
             format!("POST {deployments}/{d4}/statuses"),
+            // Older than the restored one: the broken one (failed), then v2's first, active until now.
+            format!("GET {deployments}/{d3}/statuses"),
             format!("GET {deployments}/{}/statuses", id_of(&gh, 1)),
+            format!("POST {deployments}/{}/statuses", id_of(&gh, 1)),
         ],
         "{reqs:?}"
     );
@@ -172,15 +180,17 @@ fn deploys_auto_rollback_and_rollback_show_up_as_github_deployments() {
         paths,
         [
             format!("GET {deployments}"),
-            format!("GET {deployments}/{d4}/statuses"),
             format!("POST {deployments}"),
-            format!("POST {deployments}/{d5}/statuses")
+            format!("POST {deployments}/{d5}/statuses"),
+            format!("GET {deployments}/{d4}/statuses"),
+            format!("POST {deployments}/{d4}/statuses")
         ],
         "{reqs:?}"
     );
-    assert_create(&reqs[2].1, &s1, "v1");
-    assert_eq!(reqs[2].1["payload"]["rolled_back_from"], "v2");
-    assert_eq!(reqs[3].1["state"], "success");
+    assert_create(&reqs[1].1, &s1, "v1");
+    assert_eq!(reqs[1].1["payload"]["rolled_back_from"], "v2");
+    assert_eq!(reqs[2].1["state"], "success");
+    assert_eq!(reqs[4].1["state"], "inactive");
     assert_eq!(
         states(&gh),
         pairs(&[("v1", "inactive"), ("v2", "inactive"), ("broken", "failure"), ("v2", "inactive"), ("v1", "success")])

@@ -62,6 +62,11 @@ impl Run {
 }
 
 fn push(args: &[&str]) -> Run {
+    push_env(args, &[])
+}
+
+/// [`push`] with more variables in the step's environment.
+fn push_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     for d in ["tmp", "home"] {
         std::fs::create_dir(tmp.path().join(d)).unwrap();
@@ -75,6 +80,7 @@ fn push(args: &[&str]) -> Run {
         .env("GITHUB_OUTPUT", tmp.path().join("output"))
         .env("GITHUB_STEP_SUMMARY", tmp.path().join("summary"))
         .env("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     Run { out, tmp }
@@ -291,4 +297,136 @@ fn sigterm_during_retries_still_removes_the_login() {
     assert!(err.contains("interrupted by signal 15"), "{err}");
     assert!(!has_config(), "the temporary docker config survived SIGTERM");
     assert_no_secret(&[("stderr", &err), ("stdout", &String::from_utf8_lossy(&out.stdout))], PASS);
+}
+
+/// The runtime settings of examples/compose-app/compose.yaml, whose values only the server's `.env` holds.
+const RUNTIME: [&str; 3] = ["POSTGRES_PASSWORD", "SECRET_KEY", "APP_MODE"];
+
+/// A project shaped like examples/compose-app: a `web` service built from `./web` as `${WEB_IMAGE:?}:${IMAGE_TAG:?}`
+/// whose runtime settings are required variables, in typed fields too (a port, a duration, a boolean, a bind
+/// source), beside a prebuilt `db`. `BUILD_LABEL` comes from the project's `.env`, as compose reads it, and is
+/// built into the image; `extra_args` adds build args.
+fn runtime_project(s: &images::Samples, marker: &str, extra_args: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("web");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nARG BUILD_LABEL\nLABEL dev.gangplank.test=\"$BUILD_LABEL\"\n", s.v1),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".env"), format!("BUILD_LABEL={marker}\n")).unwrap();
+    let compose = format!(
+        r#"services:
+  web:
+    build:
+      context: ./web
+      args:
+        BUILD_LABEL: ${{BUILD_LABEL:?}}{extra_args}
+    image: ${{WEB_IMAGE:?WEB_IMAGE must be set (the image name, e.g. ghcr.io/owner/repo/web)}}:${{IMAGE_TAG:?IMAGE_TAG must be set}}
+    environment:
+      DATABASE_HOST: db
+      POSTGRES_PASSWORD: ${{POSTGRES_PASSWORD:?}}
+      SECRET_KEY: ${{SECRET_KEY:?}}
+      APP_MODE: ${{APP_MODE:?}}
+      SENTRY_DSN: ${{SENTRY_DSN:-}}
+    ports:
+      - "127.0.0.1:${{WEB_PORT:?}}:80"
+    stop_grace_period: ${{GRACE:?}}
+    read_only: ${{READ_ONLY:?}}
+    volumes:
+      - ${{DATA_DIR:?}}:/data
+    restart: unless-stopped
+  db:
+    image: {}
+    environment:
+      POSTGRES_PASSWORD: ${{POSTGRES_PASSWORD:?}}
+"#,
+        s.v2
+    );
+    std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
+    dir
+}
+
+/// The repositories the registry holds.
+fn catalog(reg: &Registry) -> Vec<String> {
+    let resp = reqwest::blocking::Client::new()
+        .get(format!("http://{}/v2/_catalog", reg.addr))
+        .basic_auth(USER, Some(PASS))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().unwrap();
+    body["repositories"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn compose_build_needs_no_runtime_secrets() {
+    let s = images::samples().unwrap();
+    let reg = Registry::start_with_auth(USER, PASS).unwrap();
+    let marker = unique_name("from-dotenv");
+    let dir = runtime_project(s, &marker, "");
+    let compose = dir.path().join("compose.yaml");
+    let web_image = format!("{}/web", reg.addr);
+    let local = format!("{web_image}:c20");
+    let _cleanup = RemoveImage(local.clone());
+    for v in RUNTIME {
+        assert!(std::env::var_os(v).is_none(), "{v} is set in the test's environment");
+    }
+    let r = push_env(
+        &args_with(&reg, &["--compose-files", compose.to_str().unwrap(), "--tag", "c20"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("WEB_IMAGE", &web_image)],
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let err = r.stderr();
+    for v in RUNTIME.iter().chain(&["WEB_PORT", "GRACE", "READ_ONLY", "DATA_DIR"]) {
+        assert!(err.contains(&format!("`{v}`")), "the stand-in for {v} is not reported:\n{err}");
+    }
+    // BUILD_LABEL has its value in the project's `.env`: no stand-in for it, and that value is built in.
+    assert!(!err.contains("`BUILD_LABEL`"), "{err}");
+    let label = scrubbed_command("docker")
+        .args(["image", "inspect", "--format", "{{ index .Config.Labels \"dev.gangplank.test\" }}", &local])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), marker);
+
+    let digests: BTreeMap<String, String> = serde_json::from_str(&r.outputs()["digests"]).unwrap();
+    assert_eq!(digests.keys().collect::<Vec<_>>(), vec!["web"], "only services with build: are pushed");
+    assert_eq!(digests["web"], registry_digest(&reg, "web", "c20"));
+    let meta: serde_json::Value = serde_json::from_str(&r.metadata()).unwrap();
+    assert_eq!(meta["images"][0]["digest"], digests["web"].as_str());
+    assert_eq!(meta["images"][0]["ref"], local.as_str());
+    r.assert_no_credentials_left();
+}
+
+#[test]
+fn compose_variable_of_the_image_or_a_build_arg_unset_is_exit_2_naming_it() {
+    let s = images::samples().unwrap();
+    let reg = Registry::start_with_auth(USER, PASS).unwrap();
+    let web_image = format!("{}/web", reg.addr);
+    // A required build arg with no value here, beside the runtime settings.
+    let dir = runtime_project(s, "m", "\n        FLAVOUR: ${FLAVOUR:?}");
+    let compose = dir.path().join("compose.yaml");
+    let args = args_with(&reg, &["--compose-files", compose.to_str().unwrap(), "--tag", "c21"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // (WEB_IMAGE given, the variable named, where it lands)
+    let cases = [(true, "`FLAVOUR`", "services.web.build.args.FLAVOUR"), (false, "`WEB_IMAGE`", "services.web.image")];
+    for (with_image, named, path) in cases {
+        let env = [("WEB_IMAGE", web_image.as_str())];
+        let r = push_env(&args, if with_image { &env } else { &[] });
+        assert_eq!(r.code(), 2, "{}", r.stderr());
+        let err = r.stderr();
+        assert!(err.contains(named) && err.contains(path), "{named} at {path} is not named:\n{err}");
+        assert!(err.contains("hint:"), "{err}");
+        for v in RUNTIME {
+            assert!(!err.contains(&format!("`{v}`")), "{v} only runs on the server, yet it is blamed:\n{err}");
+        }
+        assert!(!err.contains("41000") && !err.contains("42000"), "a stand-in is shown:\n{err}");
+        assert!(r.outputs_text().is_empty());
+        r.assert_no_credentials_left();
+    }
+    assert!(catalog(&reg).is_empty(), "something was pushed: {:?}", catalog(&reg));
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use gangplank_core::actions::{self, info};
+use gangplank_core::compose as compose_file;
 use gangplank_core::input::{parse_bool, parse_list};
 use gangplank_core::{Error, Result, Secret};
 use serde::Serialize;
@@ -388,55 +389,344 @@ fn login(cfg: &Config, docker: &Docker<'_>, user: &str, password: &Secret) -> Re
     .hint("check that the registry is up and reachable from the runner, then re-run the job"))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct ComposeConfig {
-    #[serde(default)]
-    services: BTreeMap<String, ComposeService>,
+/// What building the compose services needs: the services with a `build:` section and their `image:`
+/// (resolved by compose itself), and the stand-ins of variables that have no value here.
+struct ComposeBuild {
+    services: Vec<(String, String)>,
+    /// `(name, stand-in)` for compose's interpolation, given to `config` and `build` only.
+    stand_ins: Vec<(String, String)>,
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct ComposeService {
-    image: Option<String>,
-    build: Option<serde::de::IgnoredAny>,
+/// The form of a stand-in. Compose casts some interpolated values (ports and counts are numbers, grace
+/// periods durations, `read_only` a boolean, a volume source a path), so a stand-in must have the type of
+/// the field it lands in; compose's error names the value it could not take, and the stand-in moves on to
+/// the next form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Number,
+    Duration,
+    Path,
+    Boolean,
 }
 
-/// The services of the compose files with a `build:` section, and their `image:` (IMAGE_TAG resolved by
-/// compose itself through `config`).
-fn compose_build_services(cfg: &Config, compose: proc::Compose, docker: &Docker<'_>) -> Result<Vec<(String, String)>> {
+/// A stand-in for a required variable (`${X:?}`) that has no value on the runner. The build's
+/// interpolation needs some value, and a runtime setting's value (a password, the app's mode) only
+/// exists on the server; any value does, so long as it reaches nothing the build or push uses, which
+/// [`compose_build_services`] proves by reading the model with two different stand-ins.
+#[derive(Debug, Clone)]
+struct StandIn {
+    name: String,
+    index: usize,
+    form: Form,
+}
+
+impl StandIn {
+    /// The unique number in the stand-in of read `a` (or the second read): 41000+i and 42000+i are valid
+    /// ports, counts and image tags, and no two stand-ins share one.
+    fn token(&self, a: bool) -> Option<String> {
+        (self.form != Form::Boolean).then(|| (if a { 41000 } else { 42000 } + self.index).to_string())
+    }
+
+    fn value(&self, a: bool) -> String {
+        let n = self.token(a).unwrap_or_default();
+        match self.form {
+            Form::Number => n,
+            Form::Duration => format!("{n}s"),
+            Form::Path => format!("/gangplank-unset/{n}"),
+            Form::Boolean => (if a { "true" } else { "false" }).to_string(),
+        }
+    }
+
+    /// Move on to the next form; false when none is left.
+    fn next_form(&mut self) -> bool {
+        self.form = match self.form {
+            Form::Number => Form::Duration,
+            Form::Duration => Form::Path,
+            // A boolean last: it carries no number, so an error cannot name it.
+            Form::Path => Form::Boolean,
+            Form::Boolean => return false,
+        };
+        true
+    }
+}
+
+/// Whether `token` (digits) occurs in `text` as a number of its own, not inside a longer one.
+fn has_number(text: &str, token: &str) -> bool {
+    text.match_indices(token).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + token.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// `docker compose -f F… <args>` with `IMAGE_TAG`, the step's docker config and `stand_ins` in its environment.
+fn compose_command(
+    cfg: &Config,
+    compose: proc::Compose,
+    docker: &Docker<'_>,
+    stand_ins: &[(String, String)],
+    args: &[&str],
+) -> Command {
     let mut c = compose.command();
     for f in &cfg.compose_files {
         c.arg("-f").arg(f);
     }
-    c.arg("config").env("IMAGE_TAG", &cfg.tag);
+    c.args(args).env("IMAGE_TAG", &cfg.tag).envs(stand_ins.iter().map(|(k, v)| (k, v)));
     if let Some(p) = docker.config.path() {
         c.env("DOCKER_CONFIG", p);
     }
-    let f = docker.run(c, None)?;
-    if !f.ok() {
-        return Err(Error::bad_input(format!("the compose files are not valid: {}", f.tail(3))).hint(format!(
-            "run `IMAGE_TAG={} {} -f … config` locally to see the problem",
-            cfg.tag,
-            compose.name()
-        )));
+    c
+}
+
+/// The variables of the compose model: compose's own answer (`config --variables`, compose 2.24 and later),
+/// with the files as written. Compose reads them from its model before interpolation, where the short
+/// syntax of a volume is already split at its colons (`${DATA:?}:/data` loses `DATA`); docker-compose 1.x
+/// has no answer at all. A variable either names is taken; one both miss (in a file `include` or `extends`
+/// brings in, under 1.x) comes from compose's refusal in [`compose_build_services`].
+fn model_variables(cfg: &Config, compose: proc::Compose, docker: &Docker<'_>) -> Result<Vec<compose_file::Variable>> {
+    let mut vars: Vec<compose_file::Variable> = Vec::new();
+    let mut add = |found: Vec<compose_file::Variable>| {
+        for v in found {
+            match vars.iter_mut().find(|w| w.name == v.name) {
+                Some(w) => w.required |= v.required,
+                None => vars.push(v),
+            }
+        }
+    };
+    if compose == proc::Compose::V2 {
+        let f = docker.run(compose_command(cfg, compose, docker, &[], &["config", "--variables"]), None)?;
+        add(f.ok().then(|| compose_file::parse_variables_output(&f.stdout)).flatten().unwrap_or_default());
     }
-    let parsed: ComposeConfig = serde_saphyr::from_str(&f.stdout)
+    for file in &cfg.compose_files {
+        // A file that does not read is compose's to report, in `config`.
+        add(std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| compose_file::variables_in_yaml(&t).ok())
+            .unwrap_or_default());
+    }
+    Ok(vars)
+}
+
+/// Whether a variable has a value for compose here: a non-empty one in the step's environment or in the
+/// project's `.env` (the first compose file's folder, where compose reads it). `IMAGE_TAG` is ours.
+struct Values {
+    dotenv: Vec<(String, String)>,
+}
+
+impl Values {
+    fn new(cfg: &Config) -> Values {
+        let dotenv = cfg
+            .compose_files
+            .first()
+            .and_then(|f| std::path::Path::new(f).parent().map(|d| d.join(".env")))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| gangplank_core::dotenv::parse(&t).0)
+            .unwrap_or_default();
+        Values { dotenv }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        name == "IMAGE_TAG"
+            || std::env::var(name).is_ok_and(|v| !v.is_empty())
+            || self.dotenv.iter().any(|(k, v)| k == name && !v.is_empty())
+    }
+}
+
+/// What the build and the push take from the resolved model: the project name (compose labels what it
+/// builds with it), and of every service with a `build:` section its `image`, `build` and `platform`, with
+/// the top-level secrets its build mounts.
+fn build_part(model: &serde_json::Value) -> serde_json::Value {
+    let mut services = serde_json::Map::new();
+    let mut secrets = serde_json::Map::new();
+    for (name, svc) in model.get("services").and_then(|s| s.as_object()).into_iter().flatten() {
+        let Some(build) = svc.get("build") else { continue };
+        let keep = ["image", "build", "platform"];
+        let part: serde_json::Map<_, _> =
+            keep.iter().filter_map(|k| svc.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+        services.insert(name.clone(), part.into());
+        for s in build.get("secrets").and_then(|s| s.as_array()).into_iter().flatten() {
+            let source = s.as_str().or_else(|| s.get("source").and_then(|x| x.as_str()));
+            if let Some((src, def)) = source.and_then(|n| model.get("secrets")?.get(n).map(|d| (n, d))) {
+                secrets.insert(src.to_string(), def.clone());
+            }
+        }
+    }
+    serde_json::json!({ "name": model.get("name"), "services": services, "secrets": secrets })
+}
+
+/// The paths (`services.web.image`) where `a` and `b` differ, with the strings found there in each.
+fn differences(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                differences(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), &join(k), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                differences(p, q, &join(&i.to_string()), out);
+            }
+        }
+        _ if a != b => out.push((path.to_string(), format!("{a} {b}"))),
+        _ => {}
+    }
+}
+
+/// `config` with `stand_ins` (read `a` or the second): the resolved model, or compose's refusal.
+fn read_model(
+    cfg: &Config,
+    compose: proc::Compose,
+    docker: &Docker<'_>,
+    stand_ins: &[StandIn],
+    a: bool,
+) -> Result<std::result::Result<serde_json::Value, Finished>> {
+    let env: Vec<(String, String)> = stand_ins.iter().map(|s| (s.name.clone(), s.value(a))).collect();
+    let f = docker.run(compose_command(cfg, compose, docker, &env, &["config"]), None)?;
+    if !f.ok() {
+        return Ok(Err(f));
+    }
+    let model = serde_saphyr::from_str(&f.stdout)
         .map_err(|e| Error::bad_input(format!("cannot read the output of `{} config`: {e}", compose.name())))?;
-    let mut out = Vec::new();
-    for (svc, s) in parsed.services {
-        if s.build.is_none() {
+    Ok(Ok(model))
+}
+
+fn names(list: &[String]) -> String {
+    list.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The services of the compose files with a `build:` section, and their `image:` (IMAGE_TAG resolved by
+/// compose itself through `config`).
+///
+/// Required variables with no value here (runtime settings whose values live in the server's `.env`) get
+/// stand-ins for the interpolation of `config` and `build` only. The model is read twice, with two
+/// different stand-ins each: when what the build and push take from it ([`build_part`]) differs, a
+/// stand-in would be built or pushed, and the step refuses, naming the variable; no value is ever shown.
+fn compose_build_services(cfg: &Config, compose: proc::Compose, docker: &Docker<'_>) -> Result<ComposeBuild> {
+    let values = Values::new(cfg);
+    let mut unset: Vec<String> = model_variables(cfg, compose, docker)?
+        .into_iter()
+        .filter(|v| v.required && !values.has(&v.name))
+        .map(|v| v.name)
+        .collect();
+    let mut stand_ins: Vec<StandIn> = unset
+        .iter()
+        .enumerate()
+        .map(|(index, name)| StandIn { name: name.clone(), index, form: Form::Number })
+        .collect();
+    let refused = |f: &Finished, unset: &[String]| {
+        let hint = if unset.is_empty() {
+            format!("run `IMAGE_TAG={} {} -f … config` locally to see the problem", cfg.tag, compose.name())
+        } else {
+            format!(
+                "compose read the files with a stand-in (a number, a duration, a path or a boolean) for {}, which \
+                 have no value here; when its message is about one of them, give that one a value for the build in \
+                 the step's `env:` (any valid one when only the server uses it)",
+                names(unset)
+            )
+        };
+        Error::bad_input(format!("the compose files are not valid: {}", f.tail(3))).hint(hint)
+    };
+    let model = loop {
+        match read_model(cfg, compose, docker, &stand_ins, true)? {
+            Ok(m) => break m,
+            Err(f) => {
+                // A required variable neither list had: compose v2 names it, docker-compose 1.x quotes the
+                // text it was interpolating.
+                let text = f.all();
+                let mut named: Vec<String> = compose_file::variables_in(&text)
+                    .into_iter()
+                    .filter(|v| v.required)
+                    .map(|v| v.name)
+                    .chain(compose_file::missing_required(&text).map(str::to_string))
+                    .filter(|n| !values.has(n) && !unset.contains(n))
+                    .collect();
+                named.sort();
+                named.dedup();
+                // The stand-ins' numbers stay apart (41000+i, 42000+i) for fewer than 1000 of them.
+                if !named.is_empty() && unset.len() + named.len() < 1000 {
+                    for name in named {
+                        stand_ins.push(StandIn { name: name.clone(), index: unset.len(), form: Form::Number });
+                        unset.push(name);
+                    }
+                    continue;
+                }
+                // Compose names the value it could not cast; that stand-in takes its next form.
+                let culprit = stand_ins.iter_mut().find(|s| s.token(true).is_some_and(|t| has_number(&text, &t)));
+                if !culprit.is_some_and(|s| s.next_form()) {
+                    return Err(refused(&f, &unset));
+                }
+            }
+        }
+    };
+    if !stand_ins.is_empty() {
+        let other = read_model(cfg, compose, docker, &stand_ins, false)?.map_err(|f| refused(&f, &unset))?;
+        let mut diff = Vec::new();
+        let part = build_part(&model);
+        differences(&part, &build_part(&other), "", &mut diff);
+        let mut culprits: Vec<String> = Vec::new();
+        // A build secret taken from a variable (`environment: NAME`) names it, and stays the same in both reads.
+        for (secret, def) in part["secrets"].as_object().into_iter().flatten() {
+            if let Some(var) = def.get("environment").and_then(|e| e.as_str()).filter(|v| unset.iter().any(|u| u == v))
+            {
+                culprits.push(var.to_string());
+                diff.push((format!("secrets.{secret}.environment"), String::new()));
+            }
+        }
+        if !diff.is_empty() {
+            for (_, text) in diff.iter().filter(|(_, t)| !t.is_empty()) {
+                let found: Vec<&StandIn> = stand_ins
+                    .iter()
+                    .filter(|s| {
+                        s.token(true).is_some_and(|t| has_number(text, &t))
+                            || s.token(false).is_some_and(|t| has_number(text, &t))
+                    })
+                    .collect();
+                // A boolean stand-in has no number to find; then every one may be the cause.
+                let found = if found.is_empty() { stand_ins.iter().collect() } else { found };
+                for s in found {
+                    if !culprits.contains(&s.name) {
+                        culprits.push(s.name.clone());
+                    }
+                }
+            }
+            let paths: Vec<String> = diff.iter().map(|(p, _)| p.clone()).collect();
+            return Err(Error::bad_input(format!(
+                "{} {} no value here, and the build or push uses {} ({})",
+                names(&culprits),
+                if culprits.len() == 1 { "has" } else { "have" },
+                if culprits.len() == 1 { "it" } else { "them" },
+                paths.join(", ")
+            ))
+            .hint(
+                "give it a value in the push step's `env:` (an image name, a build arg, a build context…); only \
+                 variables of what runs on the server (environment, ports, volumes) may stay unset when building",
+            ));
+        }
+        info(format!(
+            "no value here for {} (runtime settings): compose interpolates stand-ins, which reach nothing built or pushed",
+            names(&unset)
+        ));
+    }
+    let mut services = Vec::new();
+    for (svc, s) in model.get("services").and_then(|s| s.as_object()).into_iter().flatten() {
+        if s.get("build").is_none() {
             continue;
         }
-        let image = s.image.filter(|i| !i.trim().is_empty()).ok_or_else(|| {
+        let image = s.get("image").and_then(|i| i.as_str()).filter(|i| !i.trim().is_empty()).ok_or_else(|| {
             Error::bad_input(format!("compose service `{svc}` has a `build:` section but no `image:`"))
                 .hint(format!("give it a name to push, e.g. `image: {}/{svc}:${{IMAGE_TAG}}`", cfg.registry.base()))
         })?;
-        out.push((svc, image));
+        services.push((svc.clone(), image.to_string()));
     }
-    if out.is_empty() {
+    if services.is_empty() {
         return Err(Error::bad_input("no service of the compose files has a `build:` section")
             .hint("list prebuilt images in `images:` instead of `compose-files:`"));
     }
-    Ok(out)
+    let stand_ins = stand_ins.iter().map(|s| (s.name.clone(), s.value(true))).collect();
+    Ok(ComposeBuild { services, stand_ins })
 }
 
 /// What was pushed for one image.
@@ -605,17 +895,11 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
         login(cfg, docker, user, password)?;
     }
 
-    if let Some((c, services)) = &compose {
+    if let Some((c, build)) = &compose {
         let _g = actions::group("build compose services");
         docker.building.set(true);
-        let mut cmd = c.command();
-        for f in &cfg.compose_files {
-            cmd.arg("-f").arg(f);
-        }
-        cmd.arg("build").args(services.iter().map(|(s, _)| s)).env("IMAGE_TAG", &cfg.tag);
-        if let Some(p) = docker.config.path() {
-            cmd.env("DOCKER_CONFIG", p);
-        }
+        let mut cmd = compose_command(cfg, *c, docker, &build.stand_ins, &["build"]);
+        cmd.args(build.services.iter().map(|(s, _)| s));
         let f = docker.run(cmd, None)?;
         for l in f.all().lines().filter(|l| !l.trim().is_empty()) {
             info(l);
@@ -624,7 +908,7 @@ fn push_all(cfg: &Config, docker: &Docker<'_>) -> Result<Vec<Pushed>> {
             return Err(Error::failed(format!("building the compose services failed: {}", f.tail(2)))
                 .hint("the build log is in the group above; run the same build locally to reproduce"));
         }
-        for (svc, image) in services {
+        for (svc, image) in &build.services {
             let name = default_name(image, &cfg.registry);
             if !valid_name(&name) {
                 return Err(Error::bad_input(format!(
@@ -780,6 +1064,57 @@ mod tests {
         assert!(!is_transient(bad) && is_auth_failure(bad));
         assert!(is_transient("received unexpected HTTP status: 503 Service Unavailable"));
         assert!(!is_transient("manifest invalid"));
+    }
+
+    #[test]
+    fn stand_ins_take_the_type_compose_asks_for() {
+        let mut s = StandIn { name: "PORT".into(), index: 3, form: Form::Number };
+        assert_eq!((s.value(true), s.value(false)), ("41003".to_string(), "42003".to_string()));
+        assert!(s.next_form());
+        assert_eq!(s.value(true), "41003s");
+        assert!(s.next_form());
+        assert_eq!(s.value(false), "/gangplank-unset/42003");
+        assert!(s.next_form());
+        assert_eq!((s.value(true).as_str(), s.value(false).as_str(), s.token(true)), ("true", "false", None));
+        assert!(!s.next_form());
+        assert!(has_number("invalid boolean: 41003", "41003"));
+        assert!(has_number(r#"Named volume "41003:/data:rw""#, "41003"));
+        assert!(!has_number("port 410031", "41003") && !has_number("v141003", "41003"));
+    }
+
+    #[test]
+    fn the_build_part_of_a_model_and_where_two_differ() {
+        let model = |image: &str, arg: &str, env: &str| {
+            serde_json::json!({
+                "name": "app",
+                "services": {
+                    "web": {"image": image, "build": {"context": "/r/web", "args": {"A": arg}, "secrets": ["token"]},
+                            "environment": {"K": env}, "ports": [{"published": env}]},
+                    "db": {"image": "postgres", "environment": {"K": env}}
+                },
+                "secrets": {"token": {"file": "/r/token"}, "other": {"file": env}}
+            })
+        };
+        let part = build_part(&model("r/web:1", "x", "41000"));
+        assert_eq!(
+            part,
+            serde_json::json!({"name": "app",
+                "services": {"web": {"image": "r/web:1", "build": {"context": "/r/web", "args": {"A": "x"}, "secrets": ["token"]}}},
+                "secrets": {"token": {"file": "/r/token"}}})
+        );
+        // What only runs on the server differs; the build part does not.
+        let mut diff = Vec::new();
+        differences(&part, &build_part(&model("r/web:1", "x", "42000")), "", &mut diff);
+        assert!(diff.is_empty(), "{diff:?}");
+        differences(
+            &build_part(&model("r/41001:1", "41002", "41000")),
+            &build_part(&model("r/42001:1", "42002", "42000")),
+            "",
+            &mut diff,
+        );
+        let paths: Vec<&str> = diff.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, vec!["services.web.build.args.A", "services.web.image"]);
+        assert!(has_number(&diff[1].1, "41001") && has_number(&diff[1].1, "42001"));
     }
 
     fn args(list: &[&str]) -> Args {

@@ -3,6 +3,7 @@ ListArtifacts, GetSignedArtifactURL), another run's through the REST API (the ru
 artifact's zip, a redirect to a signed blob URL fetched without the token)."""
 import base64
 import io
+import fnmatch
 import json
 import os
 import sys
@@ -81,6 +82,22 @@ def unzip(data, dest):
         z.extractall(dest)
 
 
+def chosen(artifacts, name):
+    """The artifacts to download: all when a name was given (the listing is filtered by it already), else those
+    whose name matches `pattern` (every one when it is empty)."""
+    pattern = inp("PATTERN")
+    if name or not pattern:
+        return artifacts
+    return [a for a in artifacts if fnmatch.fnmatchcase(a["name"], pattern)]
+
+
+def folder(dest, name, artifact):
+    """An artifact's destination: `path` itself for a named one or with merge-multiple, else a folder of its name."""
+    if name or inp("MERGE_MULTIPLE").lower() == "true":
+        return dest
+    return os.path.join(dest, artifact)
+
+
 def from_other_run(run_id, token, name, dest):
     repo = inp("REPOSITORY") or os.environ["GITHUB_REPOSITORY"]
     query = "?per_page=100" + ("&name=" + urllib.parse.quote(name) if name else "")
@@ -90,12 +107,12 @@ def from_other_run(run_id, token, name, dest):
     artifacts = json.loads(body).get("artifacts", [])
     if name and not artifacts:
         fail(f"Unable to download artifact(s): Artifact not found for name: {name}")
-    for a in artifacts:
+    for a in chosen(artifacts, name):
         status, headers, body = api(f"/repos/{repo}/actions/artifacts/{a['id']}/zip", token)
         if status != 302 or not headers.get("Location"):
             fail(f"Unable to download artifact {a['name']}: the API answered {status} without a redirect")
         blob = urllib.parse.urljoin(os.environ.get("GITHUB_API_URL", "").rstrip("/") + "/", headers["Location"])
-        unzip(fetch(blob), dest if name else os.path.join(dest, a["name"]))
+        unzip(fetch(blob), folder(dest, name, a["name"]))
         print(f"Artifact {a['name']} (run {run_id}) downloaded to {dest}")
 
 
@@ -110,13 +127,13 @@ def from_this_run(name, dest):
         artifacts = []
     if name and not artifacts:
         fail(f"Unable to download artifact(s): Artifact not found for name: {name}")
-    for a in artifacts:
+    for a in chosen(artifacts, name):
         signed = twirp("GetSignedArtifactURL", {"workflow_run_backend_id": run, "workflow_job_run_backend_id": job,
                                                 "name": a["name"]})
         url = signed.get("signedUrl") or signed.get("signed_url")
         if not url:
             fail(f"GetSignedArtifactURL gave no URL for {a['name']}")
-        unzip(fetch(url), dest if name else os.path.join(dest, a["name"]))
+        unzip(fetch(url), folder(dest, name, a["name"]))
         print(f"Artifact {a['name']} downloaded to {dest}")
 
 
