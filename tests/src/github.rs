@@ -19,6 +19,16 @@
 //!   environment whose latest status is `success` an `inactive` status, exactly as GitHub's reference documents
 //!   it ("all prior non-transient, non-production environment deployments"). Production deployments are left
 //!   alone, so a client that wants one active production deployment must mark the earlier ones itself.
+//! - Workflow runs and their artifacts, as GitHub's "REST API endpoints for workflow runs" and "… for
+//!   artifacts" document them, for a workflow that looks up an earlier run (the deploy job's rollback): list a
+//!   repository's runs or one workflow's (`/actions/workflows/{id or file name}/runs`), newest first, with the
+//!   `branch`, `event`, `status` (a status or a conclusion) and `head_sha` filters and pagination; get one run;
+//!   list a run's artifacts (`name` filter); download one (`/actions/artifacts/{id}/zip`: 302 to a signed,
+//!   unauthenticated blob URL, as GitHub redirects to its object store). Runs are what a test records
+//!   ([`GitHub::record_run`]); artifacts are read from the folder an Actions runner's artifact server keeps
+//!   (`<dir>/<run id>/<name>/<name>.zip`, act's `--artifact-server-path`), given by [`GitHub::set_artifact_dir`].
+//! - Releases, release assets and their public downloads, and GitHub App installation tokens, for the release
+//!   workflow: the "Releases and GitHub App installation tokens" section below.
 //! - GitHub's rules: names of letters, digits and `_`, not starting with a digit or `GITHUB_` (422); 100
 //!   repository secrets (422); 48 KB per value (422); 401 for a bad token; 404 for an unknown repository,
 //!   environment or organization.
@@ -145,6 +155,25 @@ pub struct Recorded {
     pub finished_ms: u64,
 }
 
+/// One workflow run, as a test records it ([`GitHub::record_run`]).
+#[derive(Debug, Clone)]
+pub struct WorkflowRun {
+    pub id: u64,
+    pub repo: String,
+    /// The workflow's path in the repository, e.g. `.github/workflows/deploy.yml`.
+    pub path: String,
+    /// The workflow's `name:`.
+    pub name: String,
+    pub head_branch: String,
+    pub head_sha: String,
+    /// `push`, `workflow_dispatch`, `schedule`, …
+    pub event: String,
+    /// `queued`, `in_progress` or `completed`.
+    pub status: String,
+    /// `success`, `failure`, `cancelled`, … once completed; empty before.
+    pub conclusion: String,
+}
+
 /// A decrypted organization secret with its visibility.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgSecret {
@@ -206,7 +235,17 @@ struct State {
     faults: VecDeque<Fault>,
     deployments: Vec<Deployment>,
     next_deployment_id: u64,
+    runs: Vec<WorkflowRun>,
+    artifact_dir: Option<std::path::PathBuf>,
+    /// (run id, artifact name) by artifact id − [`FIRST_ARTIFACT_ID`]: ids are handed out as artifacts are seen.
+    artifacts: Vec<(u64, String)>,
+    /// The signature part of blob URLs, fixed per stand-in.
+    blob_key: String,
+    /// Apps, installation tokens and releases (the "Releases and GitHub App installation tokens" section).
+    releases: ReleaseState,
 }
+
+const FIRST_ARTIFACT_ID: u64 = 4_400_000;
 
 impl State {
     fn scope(&mut self, s: &Scope) -> &mut ScopeData {
@@ -233,6 +272,13 @@ impl GitHub {
     /// Start on `127.0.0.1:<free port>` with repository `acme/app` (environment `production`), repository
     /// `acme/web`, and organization `acme`.
     pub fn start() -> GitHub {
+        GitHub::start_on("127.0.0.1")
+    }
+
+    /// As [`GitHub::start`], listening on a free port of `ip`, an address of this machine (the namespaced
+    /// hosts' bridge, so a runner inside a host reaches it).
+    pub fn start_on(ip: &str) -> GitHub {
+        let bind = format!("{ip}:0");
         let state = State {
             token: TOKEN.to_string(),
             latency: Duration::ZERO,
@@ -252,6 +298,11 @@ impl GitHub {
             faults: VecDeque::new(),
             deployments: Vec::new(),
             next_deployment_id: 1_000,
+            runs: Vec::new(),
+            artifact_dir: None,
+            artifacts: Vec::new(),
+            blob_key: format!("{:016x}", rand::random::<u64>()),
+            releases: ReleaseState::default(),
         };
         let shared: Shared = Arc::new((Mutex::new(state), Instant::now()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -264,7 +315,8 @@ impl GitHub {
                 .build()
                 .expect("tokio runtime for the GitHub stand-in");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+                let listener =
+                    tokio::net::TcpListener::bind(&bind).await.unwrap_or_else(|e| panic!("bind {bind}: {e}"));
                 addr_tx.send(listener.local_addr().expect("local addr")).expect("send addr");
                 let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
                     let s = served.clone();
@@ -294,6 +346,19 @@ impl GitHub {
     /// The token the stand-in accepts.
     pub fn token(&self) -> String {
         lock(&self.shared).token.clone()
+    }
+
+    /// Records a workflow run, or replaces the one with the same id (a run that went from `in_progress` to
+    /// `completed`).
+    pub fn record_run(&self, run: WorkflowRun) {
+        let mut s = lock(&self.shared);
+        s.runs.retain(|r| r.id != run.id);
+        s.runs.push(run);
+    }
+
+    /// The folder of an artifact server (`<dir>/<run id>/<name>/<name>.zip`) whose artifacts the runs have.
+    pub fn set_artifact_dir(&self, dir: &std::path::Path) {
+        lock(&self.shared).artifact_dir = Some(dir.to_path_buf());
     }
 
     /// Accept this token instead (a canary, to look for it in everything a run prints and writes).
@@ -545,7 +610,8 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
         latency = s.latency;
     }
     let _guard = InFlight(shared.clone());
-    let body = axum::body::to_bytes(req.into_body(), 4 << 20).await.unwrap_or_default();
+    let limit = if path.starts_with("/uploads/") { MAX_UPLOAD_BYTES } else { 4 << 20 };
+    let body = axum::body::to_bytes(req.into_body(), limit).await.unwrap_or_default();
     // Open a sealed box before taking the lock: X25519 is slow in unoptimised test builds, and the
     // stand-in must not serialise requests that GitHub would serve in parallel.
     let opened = if method == Method::PUT { open_box(&shared, &path, &body) } else { None };
@@ -569,6 +635,15 @@ async fn serve(shared: Shared, req: axum::extract::Request) -> Response<Body> {
                     message(502, "Server Error")
                 }
             }
+        } else if let Some(blob) = path.strip_prefix("/_blobs/artifacts/") {
+            // The object store GitHub redirects artifact downloads to: no token, a signed URL.
+            artifact_blob(&s, blob, &query)
+        } else if let Some(r) = {
+            // Releases and apps authenticate on their own (a JWT, an installation token, or none for a download).
+            let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+            release_api(&mut s, &method, &path, &query, &headers, &body, &format!("http://{host}"))
+        } {
+            r
         } else if !authorized(&s, &headers) {
             message(401, "Bad credentials")
         } else {
@@ -703,6 +778,13 @@ fn route(s: &mut State, method: &Method, path: &str, query: &str, body: &[u8], o
                 return not_found();
             }
             return deployments(s, method, &full, path, rest, query, body);
+        }
+        ["repos", o, r, "actions", "runs" | "workflows" | "artifacts", ..] if method == Method::GET => {
+            let full = format!("{o}/{r}");
+            if !s.repos.contains_key(&full) {
+                return not_found();
+            }
+            return actions_runs(s, &full, path, &segs[4..], query);
         }
         ["repos", o, r, "actions", kind, rest @ ..] => (Scope::Repo(format!("{o}/{r}")), *kind, rest),
         ["repos", o, r, "environments", e, kind, rest @ ..] => {
@@ -875,7 +957,190 @@ fn paginate_array(path: &str, query: &str, items: Vec<Value>) -> Response<Body> 
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.replace("%20", " ")))
+    query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| unescape(v)))
+}
+
+/// A query value as sent: `%XX` and `+` decoded.
+fn unescape(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(c)) => {
+                out.push(c);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn run_json(run: &WorkflowRun) -> Value {
+    let file = run.path.rsplit('/').next().unwrap_or(&run.path);
+    json!({
+        "id": run.id,
+        "name": run.name,
+        "display_title": run.name,
+        "head_branch": run.head_branch,
+        "head_sha": run.head_sha,
+        "path": run.path,
+        "run_number": run.id,
+        "run_attempt": 1,
+        "event": run.event,
+        "status": run.status,
+        "conclusion": if run.conclusion.is_empty() { Value::Null } else { json!(run.conclusion) },
+        "workflow_id": workflow_id(file),
+        "url": format!("/repos/{}/actions/runs/{}", run.repo, run.id),
+        "html_url": format!("https://github.com/{}/actions/runs/{}", run.repo, run.id),
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "repository": { "full_name": run.repo },
+    })
+}
+
+/// A workflow's numeric id, derived from its file name (GitHub accepts either in the URL).
+fn workflow_id(file: &str) -> u64 {
+    161_335 + file.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) % 1_000_000
+}
+
+/// The artifacts of run `run` in the artifact server's folder, each given an id the first time it is seen.
+fn run_artifacts(s: &mut State, run: u64) -> Vec<(u64, String, u64)> {
+    let Some(dir) = s.artifact_dir.clone() else { return vec![] };
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(run.to_string()))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut out = vec![];
+    for name in names {
+        let zip = dir.join(run.to_string()).join(&name).join(format!("{name}.zip"));
+        let Ok(meta) = std::fs::metadata(&zip) else { continue };
+        let index = match s.artifacts.iter().position(|(r, n)| *r == run && *n == name) {
+            Some(i) => i,
+            None => {
+                s.artifacts.push((run, name.clone()));
+                s.artifacts.len() - 1
+            }
+        };
+        out.push((FIRST_ARTIFACT_ID + index as u64, name, meta.len()));
+    }
+    out
+}
+
+fn actions_runs(s: &mut State, repo: &str, path: &str, rest: &[&str], query: &str) -> Response<Body> {
+    let not_found = || message(404, "Not Found");
+    let list = |s: &State, workflow: Option<&str>| {
+        let filter = |name: &str| query_param(query, name);
+        let (branch, event, status, sha) = (filter("branch"), filter("event"), filter("status"), filter("head_sha"));
+        let mut runs: Vec<&WorkflowRun> = s
+            .runs
+            .iter()
+            .filter(|r| r.repo == repo)
+            .filter(|r| {
+                workflow.is_none_or(|w| {
+                    let file = r.path.rsplit('/').next().unwrap_or(&r.path);
+                    w == file || w == workflow_id(file).to_string()
+                })
+            })
+            .filter(|r| branch.as_ref().is_none_or(|b| *b == r.head_branch))
+            .filter(|r| event.as_ref().is_none_or(|e| *e == r.event))
+            .filter(|r| status.as_ref().is_none_or(|st| *st == r.status || *st == r.conclusion))
+            .filter(|r| sha.as_ref().is_none_or(|h| *h == r.head_sha))
+            .collect();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.id));
+        runs.into_iter().map(run_json).collect::<Vec<_>>()
+    };
+    match rest {
+        ["runs"] => paginate(path, query, "workflow_runs", list(s, None)),
+        ["workflows", workflow, "runs"] => {
+            let known = s.runs.iter().any(|r| {
+                let file = r.path.rsplit('/').next().unwrap_or(&r.path);
+                r.repo == repo && (*workflow == file || *workflow == workflow_id(file).to_string())
+            });
+            if !known {
+                return not_found();
+            }
+            paginate(path, query, "workflow_runs", list(s, Some(workflow)))
+        }
+        ["runs", id] => match s.runs.iter().find(|r| r.repo == repo && r.id.to_string() == *id) {
+            Some(r) => reply(200, run_json(r)),
+            None => not_found(),
+        },
+        ["runs", id, "artifacts"] => {
+            let Some(run) = s.runs.iter().find(|r| r.repo == repo && r.id.to_string() == *id).cloned() else {
+                return not_found();
+            };
+            let name = query_param(query, "name");
+            let items = run_artifacts(s, run.id)
+                .into_iter()
+                .filter(|(_, n, _)| name.as_ref().is_none_or(|want| want == n))
+                .map(|(aid, n, size)| artifact_json(repo, &run, aid, &n, size))
+                .collect();
+            paginate(path, query, "artifacts", items)
+        }
+        ["artifacts", id, "zip"] => {
+            let Some(index) = id.parse::<u64>().ok().and_then(|i| i.checked_sub(FIRST_ARTIFACT_ID)) else {
+                return not_found();
+            };
+            let Some((run, _)) = s.artifacts.get(index as usize) else { return not_found() };
+            if !s.runs.iter().any(|r| r.repo == repo && r.id == *run) {
+                return not_found();
+            }
+            let mut r = reply(204, Value::Null);
+            *r.status_mut() = StatusCode::FOUND;
+            let location = format!("/_blobs/artifacts/{}.zip?sig={}", FIRST_ARTIFACT_ID + index, s.blob_key);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert("location", v);
+            }
+            r
+        }
+        _ => not_found(),
+    }
+}
+
+fn artifact_json(repo: &str, run: &WorkflowRun, id: u64, name: &str, size: u64) -> Value {
+    json!({
+        "id": id,
+        "node_id": format!("MDg6QXJ0aWZhY3Q{id}"),
+        "name": name,
+        "size_in_bytes": size,
+        "url": format!("/repos/{repo}/actions/artifacts/{id}"),
+        "archive_download_url": format!("/repos/{repo}/actions/artifacts/{id}/zip"),
+        "expired": false,
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "expires_at": "2026-04-01T00:00:00Z",
+        "workflow_run": { "id": run.id, "head_branch": run.head_branch, "head_sha": run.head_sha },
+    })
+}
+
+/// `GET /_blobs/artifacts/<id>.zip?sig=…`: the zip itself, for the signature the redirect handed out.
+fn artifact_blob(s: &State, blob: &str, query: &str) -> Response<Body> {
+    let index =
+        blob.strip_suffix(".zip").and_then(|i| i.parse::<u64>().ok()).and_then(|i| i.checked_sub(FIRST_ARTIFACT_ID));
+    if query_param(query, "sig").as_deref() != Some(s.blob_key.as_str()) {
+        return message(403, "Server failed to authenticate the request.");
+    }
+    let Some((run, name)) = index.and_then(|i| s.artifacts.get(i as usize)) else {
+        return message(404, "The specified blob does not exist.");
+    };
+    let Some(dir) = &s.artifact_dir else { return message(404, "The specified blob does not exist.") };
+    match std::fs::read(dir.join(run.to_string()).join(name).join(format!("{name}.zip"))) {
+        Ok(bytes) => {
+            let mut r = Response::new(Body::from(bytes));
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/zip"));
+            r
+        }
+        Err(_) => message(404, "The specified blob does not exist."),
+    }
 }
 
 /// `/repos/{owner}/{repo}/deployments…` of an existing repository.
@@ -1127,6 +1392,523 @@ fn put_secret(s: &mut State, scope: &Scope, name: &str, body: &Value, opened: Op
     }
 }
 
+// ================================================================================================================
+// Releases and GitHub App installation tokens (.github/workflows/release.yml, docs/releasing.md)
+//
+// What the release workflow calls, as GitHub documents it:
+//
+// - A GitHub App's installation token ("REST API endpoints for GitHub Apps"), as actions/create-github-app-token
+//   mints it: `GET /repos/{owner}/{repo}/installation` and `POST /app/installations/{id}/access_tokens`, each
+//   authenticated by a JWT (RS256, `iss` the app's client ID, `iat`/`exp` around now, at most 10 minutes apart)
+//   that is verified against the app's public key; the token may ask for a subset of the app's permissions
+//   (`permissions`) and of its repositories (`repositories`), else 422. `DELETE /installation/token` revokes it.
+//   An installation token is accepted wherever the stand-in's own token is accepted, for its repositories.
+// - Releases ("REST API endpoints for releases" and "… for release assets"): create (201; `tag_name` required;
+//   422 `already_exists` for a second release of one tag), list (paginated, drafts included: the caller can
+//   push), get by id, get by tag (published only, as GitHub answers 404 for a draft), update (`PATCH`: name,
+//   body, draft, prerelease, make_latest); upload an asset to the release's `upload_url` (`POST …?name=`, raw
+//   body, `Content-Type` required; 422 `already_exists` for a name taken), each asset with `state: uploaded`,
+//   `size`, `digest` (`sha256:…`) and `browser_download_url`. `make_latest` (default true for a published
+//   release): `true` makes it the repository's only latest release.
+// - The public download of a published release's asset, `GET /{owner}/{repo}/releases/download/{tag}/{name}`
+//   (what actions/install.sh fetches; `GANGPLANK_DOWNLOAD_URL` = `<url>/{owner}/{repo}/releases/download`).
+//   Served directly: GitHub answers with a redirect to its object store, which install.sh follows over https only
+//   and refuses over plain http (loopback), so the stand-in gives the bytes at once. 404 for a draft.
+//
+// GitHub creates a missing tag from `target_commitish` when a release is published; the stand-in has no git, so
+// with a git folder set ([`GitHub::set_release_git_dir`]) publishing a release whose tag that folder lacks is a
+// 422 instead: the release workflow always pushes its tag first, and the stand-in holds it to that.
+// ================================================================================================================
+
+/// A GitHub App as the stand-in knows it: what it may be granted and where it is installed.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The app's client ID (`Iv23…`), the JWT's `iss`.
+    pub client_id: String,
+    pub slug: String,
+    /// The app's public key, as a DER `RSAPublicKey` (PKCS#1; `openssl rsa -RSAPublicKey_out -outform DER`).
+    pub public_key_der: Vec<u8>,
+    /// The app's permissions, e.g. `{"contents": "write", "workflows": "write", "metadata": "read"}`.
+    pub permissions: BTreeMap<String, String>,
+    /// `owner/name` of each repository the installation covers.
+    pub repositories: Vec<String>,
+}
+
+/// One installation token handed out.
+#[derive(Debug, Clone)]
+pub struct InstallationToken {
+    pub token: String,
+    pub client_id: String,
+    /// The permissions it was minted with (the app's own when the request named none).
+    pub permissions: BTreeMap<String, String>,
+    pub repositories: Vec<String>,
+    pub revoked: bool,
+}
+
+/// One release asset.
+#[derive(Debug, Clone)]
+pub struct ReleaseAsset {
+    pub id: u64,
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// One release, as the stand-in keeps it.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub id: u64,
+    pub repo: String,
+    pub tag_name: String,
+    pub target_commitish: String,
+    pub name: String,
+    pub body: String,
+    pub draft: bool,
+    pub prerelease: bool,
+    /// The repository's latest release (`make_latest`).
+    pub latest: bool,
+    pub assets: Vec<ReleaseAsset>,
+}
+
+#[derive(Default)]
+struct ReleaseState {
+    apps: Vec<(App, u64)>,
+    tokens: Vec<InstallationToken>,
+    releases: Vec<Release>,
+    next_id: u64,
+    git_dirs: BTreeMap<String, std::path::PathBuf>,
+}
+
+/// The installation id of the `n`th app.
+const FIRST_INSTALLATION_ID: u64 = 51_000_000;
+/// Ids of releases and assets.
+const FIRST_RELEASE_ID: u64 = 190_000_000;
+/// Uploads are release archives: larger than any other body the stand-in takes.
+const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
+impl GitHub {
+    /// Registers a GitHub App installed on `app.repositories`; returns its installation id.
+    pub fn add_app(&self, app: App) -> u64 {
+        let mut s = lock(&self.shared);
+        let id = FIRST_INSTALLATION_ID + s.releases.apps.len() as u64;
+        s.releases.apps.push((app, id));
+        id
+    }
+
+    /// Every installation token minted so far, in order.
+    pub fn installation_tokens(&self) -> Vec<InstallationToken> {
+        lock(&self.shared).releases.tokens.clone()
+    }
+
+    /// The releases of `repo`, in the order they were created.
+    pub fn releases(&self, repo: &str) -> Vec<Release> {
+        lock(&self.shared).releases.releases.iter().filter(|r| r.repo == repo).cloned().collect()
+    }
+
+    /// The git folder (bare or not) holding `repo`'s tags: a release is published only when its tag is there.
+    pub fn set_release_git_dir(&self, repo: &str, dir: &std::path::Path) {
+        lock(&self.shared).releases.git_dirs.insert(repo.to_string(), dir.to_path_buf());
+    }
+}
+
+/// The release endpoints, the app endpoints and the public download, each with its own authentication; `None`
+/// for any other path.
+fn release_api(
+    s: &mut State,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    base: &str,
+) -> Option<Response<Body>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")))
+        .unwrap_or("")
+        .to_string();
+    let json_body = || serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    match (method.clone(), segs.as_slice()) {
+        (Method::GET, [o, r, "releases", "download", tag, name]) => Some(download(s, &format!("{o}/{r}"), tag, name)),
+        (Method::GET, ["repos", o, r, "installation"]) => Some(match app_from_jwt(s, &bearer) {
+            Err(e) => e,
+            Ok(i) => {
+                let (app, id) = &s.releases.apps[i];
+                if app.repositories.iter().any(|x| *x == format!("{o}/{r}")) {
+                    reply(
+                        200,
+                        json!({ "id": id, "app_slug": app.slug, "account": { "login": o }, "target_type": "Organization" }),
+                    )
+                } else {
+                    message(404, "Not Found")
+                }
+            }
+        }),
+        (Method::POST, ["app", "installations", id, "access_tokens"]) => Some(match app_from_jwt(s, &bearer) {
+            Err(e) => e,
+            Ok(i) => mint_token(s, i, id, &json_body()),
+        }),
+        (Method::DELETE, ["installation", "token"]) => {
+            Some(match s.releases.tokens.iter_mut().find(|t| t.token == bearer && !t.revoked) {
+                Some(t) => {
+                    t.revoked = true;
+                    reply(204, Value::Null)
+                }
+                None => message(401, "Bad credentials"),
+            })
+        }
+        (_, ["repos", o, r, "releases", rest @ ..]) | (_, ["uploads", "repos", o, r, "releases", rest @ ..]) => {
+            let repo = format!("{o}/{r}");
+            let upload = segs[0] == "uploads";
+            let write = *method != Method::GET;
+            if let Err(e) = release_auth(s, &bearer, &repo, write) {
+                return Some(e);
+            }
+            if !s.repos.contains_key(&repo) {
+                return Some(message(404, "Not Found"));
+            }
+            Some(match (method.clone(), upload, rest) {
+                (Method::POST, false, []) => create_release(s, &repo, &json_body(), base),
+                (Method::GET, false, []) => {
+                    let items = s
+                        .releases
+                        .releases
+                        .iter()
+                        .rev()
+                        .filter(|x| x.repo == repo)
+                        .map(|x| release_json(x, base))
+                        .collect();
+                    paginate_array(path, query, items)
+                }
+                (Method::GET, false, ["tags", tag]) => {
+                    match s.releases.releases.iter().find(|x| x.repo == repo && x.tag_name == *tag && !x.draft) {
+                        Some(x) => reply(200, release_json(x, base)),
+                        None => message(404, "Not Found"),
+                    }
+                }
+                (Method::GET, false, [id]) => match find_release(s, &repo, id) {
+                    Some(i) => reply(200, release_json(&s.releases.releases[i], base)),
+                    None => message(404, "Not Found"),
+                },
+                (Method::PATCH, false, [id]) => match find_release(s, &repo, id) {
+                    Some(i) => update_release(s, i, &json_body(), base),
+                    None => message(404, "Not Found"),
+                },
+                (Method::POST, true, [id, "assets"]) => match find_release(s, &repo, id) {
+                    Some(i) => upload_asset(s, i, query, headers, body, base),
+                    None => message(404, "Not Found"),
+                },
+                _ => message(404, "Not Found"),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The app whose JWT this is (its index), or the answer GitHub gives a bad one.
+#[allow(clippy::result_large_err)] // the answer itself, as org_visibility returns it
+fn app_from_jwt(s: &State, jwt: &str) -> Result<usize, Response<Body>> {
+    let bad = |why: &str| message(401, &format!("A JSON web token could not be decoded ({why})"));
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(p), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("not three parts"));
+    };
+    let header: Value =
+        b64.decode(h).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| bad("header"))?;
+    if header["alg"] != "RS256" {
+        return Err(bad("alg must be RS256"));
+    }
+    let claims: Value =
+        b64.decode(p).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| bad("payload"))?;
+    let sig = b64.decode(sig).map_err(|_| bad("signature"))?;
+    let iss = match &claims["iss"] {
+        Value::String(v) => v.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return Err(bad("no iss")),
+    };
+    let Some(i) = s.releases.apps.iter().position(|(a, _)| a.client_id == iss) else {
+        return Err(message(401, "Integration not found"));
+    };
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        &s.releases.apps[i].0.public_key_der,
+    );
+    if key.verify(format!("{h}.{p}").as_bytes(), &sig).is_err() {
+        return Err(bad("signature does not verify"));
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let (iat, exp) = (claims["iat"].as_i64().unwrap_or(i64::MAX), claims["exp"].as_i64().unwrap_or(0));
+    if iat > now + 60 || exp <= now || exp - iat > 600 + 60 {
+        return Err(message(401, "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires"));
+    }
+    Ok(i)
+}
+
+fn mint_token(s: &mut State, app: usize, id: &str, body: &Value) -> Response<Body> {
+    let (a, installation) = s.releases.apps[app].clone();
+    if id.parse::<u64>().ok() != Some(installation) {
+        return message(404, "Not Found");
+    }
+    let mut permissions = a.permissions.clone();
+    if let Some(asked) = body.get("permissions").and_then(Value::as_object) {
+        permissions.clear();
+        for (k, v) in asked {
+            let v = v.as_str().unwrap_or("");
+            let granted = a.permissions.get(k).map(String::as_str);
+            let ok = matches!((granted, v), (Some("write"), "write" | "read") | (Some("read"), "read"));
+            if !ok {
+                return message(422, "The permissions requested are not granted to this installation.");
+            }
+            permissions.insert(k.clone(), v.to_string());
+        }
+    }
+    let owner = a.repositories.first().and_then(|r| r.split_once('/')).map(|(o, _)| o.to_string()).unwrap_or_default();
+    let mut repositories = a.repositories.clone();
+    if let Some(names) = body.get("repositories").and_then(Value::as_array) {
+        repositories.clear();
+        for n in names {
+            let full = format!("{owner}/{}", n.as_str().unwrap_or(""));
+            if !a.repositories.contains(&full) {
+                return message(422, "There is at least one repository that does not exist or is not accessible to the parent installation.");
+            }
+            repositories.push(full);
+        }
+    }
+    let token = format!("ghs_{:036x}", rand::random::<u128>() ^ (s.releases.tokens.len() as u128));
+    let expires = time_string(SystemTime::now() + Duration::from_secs(3600));
+    let names: Vec<&str> = repositories.iter().filter_map(|r| r.split_once('/').map(|(_, n)| n)).collect();
+    let answer = json!({
+        "token": token,
+        "expires_at": expires,
+        "permissions": permissions,
+        "repository_selection": "selected",
+        "repositories": names.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>(),
+    });
+    s.releases.tokens.push(InstallationToken {
+        token,
+        client_id: a.client_id,
+        permissions,
+        repositories,
+        revoked: false,
+    });
+    reply(201, answer)
+}
+
+/// The stand-in's token may do anything; an installation token only on its repositories, and writes only with
+/// `contents: write`.
+#[allow(clippy::result_large_err)] // the answer itself, as org_visibility returns it
+fn release_auth(s: &State, bearer: &str, repo: &str, write: bool) -> Result<(), Response<Body>> {
+    if bearer == s.token {
+        return Ok(());
+    }
+    let Some(t) = s.releases.tokens.iter().find(|t| t.token == bearer && !t.revoked) else {
+        return Err(message(401, "Bad credentials"));
+    };
+    if !t.repositories.iter().any(|r| r == repo) {
+        return Err(message(404, "Not Found"));
+    }
+    let contents = t.permissions.get("contents").map(String::as_str);
+    if write && contents != Some("write") {
+        return Err(message(403, "Resource not accessible by integration"));
+    }
+    Ok(())
+}
+
+fn time_string(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn find_release(s: &State, repo: &str, id: &str) -> Option<usize> {
+    let id: u64 = id.parse().ok()?;
+    s.releases.releases.iter().position(|x| x.repo == repo && x.id == id)
+}
+
+fn asset_json(r: &Release, a: &ReleaseAsset, base: &str) -> Value {
+    let sha = hex_sha256(&a.bytes);
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "label": "",
+        "state": "uploaded",
+        "content_type": a.content_type,
+        "size": a.bytes.len(),
+        "digest": format!("sha256:{sha}"),
+        "download_count": 0,
+        "url": format!("{base}/repos/{}/releases/assets/{}", r.repo, a.id),
+        "browser_download_url": format!("{base}/{}/releases/download/{}/{}", r.repo, r.tag_name, a.name),
+    })
+}
+
+fn release_json(r: &Release, base: &str) -> Value {
+    json!({
+        "id": r.id,
+        "tag_name": r.tag_name,
+        "target_commitish": r.target_commitish,
+        "name": r.name,
+        "body": r.body,
+        "draft": r.draft,
+        "prerelease": r.prerelease,
+        "url": format!("{base}/repos/{}/releases/{}", r.repo, r.id),
+        "html_url": format!("{base}/{}/releases/tag/{}", r.repo, r.tag_name),
+        "assets_url": format!("{base}/repos/{}/releases/{}/assets", r.repo, r.id),
+        "upload_url": format!("{base}/uploads/repos/{}/releases/{}/assets{{?name,label}}", r.repo, r.id),
+        "assets": r.assets.iter().map(|a| asset_json(r, a, base)).collect::<Vec<_>>(),
+    })
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Publishing needs the tag in the repository's git folder, when one is set.
+fn tag_missing(s: &State, repo: &str, tag: &str) -> Option<Response<Body>> {
+    let dir = s.releases.git_dirs.get(repo)?;
+    let ok = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "-q", "--verify", &format!("refs/tags/{tag}^{{commit}}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        None
+    } else {
+        Some(validation_failed(
+            "Release",
+            "tag_name",
+            "tag does not exist in the repository (the stand-in creates no tag)",
+        ))
+    }
+}
+
+fn set_latest(s: &mut State, i: usize, make_latest: Option<&Value>) {
+    let r = &s.releases.releases[i];
+    if r.draft || r.prerelease {
+        return;
+    }
+    // GitHub's default for a published release is `true`; "legacy" is judged by date and version, which the
+    // stand-in takes as `true` too.
+    if make_latest.and_then(Value::as_str) == Some("false") {
+        return;
+    }
+    let repo = r.repo.clone();
+    for x in s.releases.releases.iter_mut().filter(|x| x.repo == repo) {
+        x.latest = false;
+    }
+    s.releases.releases[i].latest = true;
+}
+
+fn create_release(s: &mut State, repo: &str, body: &Value, base: &str) -> Response<Body> {
+    let Some(tag) = body.get("tag_name").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+        return validation_failed("Release", "tag_name", "missing_field");
+    };
+    if s.releases.releases.iter().any(|x| x.repo == repo && x.tag_name == tag) {
+        return validation_failed("Release", "tag_name", "already_exists");
+    }
+    let draft = body.get("draft").and_then(Value::as_bool).unwrap_or(false);
+    if !draft {
+        if let Some(e) = tag_missing(s, repo, tag) {
+            return e;
+        }
+    }
+    s.releases.next_id += 1;
+    let id = FIRST_RELEASE_ID + s.releases.next_id;
+    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    s.releases.releases.push(Release {
+        id,
+        repo: repo.to_string(),
+        tag_name: tag.to_string(),
+        target_commitish: body.get("target_commitish").and_then(Value::as_str).unwrap_or("main").to_string(),
+        name: text("name"),
+        body: text("body"),
+        draft,
+        prerelease: body.get("prerelease").and_then(Value::as_bool).unwrap_or(false),
+        latest: false,
+        assets: Vec::new(),
+    });
+    let i = s.releases.releases.len() - 1;
+    set_latest(s, i, body.get("make_latest"));
+    reply(201, release_json(&s.releases.releases[i], base))
+}
+
+fn update_release(s: &mut State, i: usize, body: &Value, base: &str) -> Response<Body> {
+    let was_draft = s.releases.releases[i].draft;
+    let draft = body.get("draft").and_then(Value::as_bool).unwrap_or(was_draft);
+    if !draft {
+        let (repo, tag) = (s.releases.releases[i].repo.clone(), s.releases.releases[i].tag_name.clone());
+        let tag = body.get("tag_name").and_then(Value::as_str).map(str::to_string).unwrap_or(tag);
+        if let Some(e) = tag_missing(s, &repo, &tag) {
+            return e;
+        }
+    }
+    let r = &mut s.releases.releases[i];
+    for (k, field) in [("name", &mut r.name), ("body", &mut r.body), ("tag_name", &mut r.tag_name)] {
+        if let Some(v) = body.get(k).and_then(Value::as_str) {
+            *field = v.to_string();
+        }
+    }
+    if let Some(v) = body.get("prerelease").and_then(Value::as_bool) {
+        r.prerelease = v;
+    }
+    r.draft = draft;
+    set_latest(s, i, body.get("make_latest"));
+    reply(200, release_json(&s.releases.releases[i], base))
+}
+
+fn upload_asset(s: &mut State, i: usize, query: &str, headers: &HeaderMap, body: &[u8], base: &str) -> Response<Body> {
+    let Some(name) = query_param(query, "name").filter(|n| !n.is_empty()) else {
+        return validation_failed("ReleaseAsset", "name", "missing_field");
+    };
+    let Some(content_type) = headers.get("content-type").and_then(|v| v.to_str().ok()) else {
+        return message(422, "Content-Type header is required");
+    };
+    if s.releases.releases[i].assets.iter().any(|a| a.name == name) {
+        return validation_failed("ReleaseAsset", "name", "already_exists");
+    }
+    s.releases.next_id += 1;
+    let asset = ReleaseAsset {
+        id: FIRST_RELEASE_ID + s.releases.next_id,
+        name,
+        content_type: content_type.to_string(),
+        bytes: body.to_vec(),
+    };
+    let answer = asset_json(&s.releases.releases[i], &asset, base);
+    s.releases.releases[i].assets.push(asset);
+    reply(201, answer)
+}
+
+fn download(s: &State, repo: &str, tag: &str, name: &str) -> Response<Body> {
+    let asset = s
+        .releases
+        .releases
+        .iter()
+        .find(|r| r.repo == repo && r.tag_name == tag && !r.draft)
+        .and_then(|r| r.assets.iter().find(|a| a.name == name));
+    match asset {
+        Some(a) => {
+            let mut r = Response::new(Body::from(a.bytes.clone()));
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/octet-stream"));
+            r
+        }
+        None => message(404, "Not Found"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1312,5 +2094,192 @@ mod tests {
         gh.push_fault(Fault::Status(500));
         assert_eq!(http(&gh, "GET", base, TOKEN, "").0, 500);
         assert_eq!(http(&gh, "GET", base, TOKEN, "").0, 200);
+    }
+}
+
+#[cfg(test)]
+mod release_tests {
+    //! The "Releases and GitHub App installation tokens" section, as GitHub documents those endpoints.
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// One HTTP/1.1 request with `Connection: close` and raw bytes: (status, body).
+    fn http(gh: &GitHub, method: &str, path: &str, auth: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let addr = gh.url().trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        if !auth.is_empty() {
+            req.push_str(&format!("Authorization: Bearer {auth}\r\n"));
+        }
+        if !content_type.is_empty() {
+            req.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&out[..at]).into_owned();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, out[at + 4..].to_vec())
+    }
+
+    fn json_of(body: &[u8]) -> Value {
+        serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+    }
+
+    /// An RS256 JWT for `iss`, signed by openssl with `key` (as octokit's auth-app makes it).
+    fn jwt(key: &std::path::Path, iss: &str, iat: i64, exp: i64) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let input = format!(
+            "{}.{}",
+            b64.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+            b64.encode(json!({ "iat": iat, "exp": exp, "iss": iss }).to_string())
+        );
+        let mut child = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let sig = child.wait_with_output().unwrap().stdout;
+        format!("{input}.{}", b64.encode(sig))
+    }
+
+    fn rsa_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Vec<u8>) {
+        let key = dir.join(format!("{name}.pem"));
+        let der = dir.join(format!("{name}.der"));
+        let ok = |c: &mut std::process::Command| assert!(c.output().unwrap().status.success(), "{c:?}");
+        ok(std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&key));
+        ok(std::process::Command::new("openssl")
+            .args(["rsa", "-in"])
+            .arg(&key)
+            .args(["-RSAPublicKey_out", "-outform", "DER", "-out"])
+            .arg(&der));
+        let public = std::fs::read(&der).unwrap();
+        (key, public)
+    }
+
+    #[test]
+    fn app_tokens_releases_assets_and_downloads_as_github_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let gh = GitHub::start();
+        let (key, public_key_der) = rsa_key(dir.path(), "app");
+        let (other_key, _) = rsa_key(dir.path(), "other");
+        let permissions: BTreeMap<String, String> =
+            [("contents", "write"), ("workflows", "write"), ("metadata", "read")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let installation = gh.add_app(App {
+            client_id: "Iv23liTest".into(),
+            slug: "release-app".into(),
+            public_key_der,
+            permissions,
+            repositories: vec!["acme/app".into()],
+        });
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+
+        // The JWT: the app's key, its client ID, a live window of at most 10 minutes.
+        let good = jwt(&key, "Iv23liTest", now - 60, now + 540);
+        let (st, body) = http(&gh, "GET", "/repos/acme/app/installation", &good, "", b"");
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(json_of(&body)["id"], installation);
+        assert_eq!(json_of(&body)["app_slug"], "release-app");
+        for bad in [
+            jwt(&other_key, "Iv23liTest", now - 60, now + 540),
+            jwt(&key, "Iv23liTest", now - 700, now - 100),
+            jwt(&key, "Iv23liTest", now - 60, now + 3600),
+            gh.token(),
+        ] {
+            assert_eq!(http(&gh, "GET", "/repos/acme/app/installation", &bad, "", b"").0, 401);
+        }
+        assert_eq!(http(&gh, "GET", "/repos/acme/web/installation", &good, "", b"").0, 404, "not installed there");
+
+        // Installation tokens: a subset of the app's permissions and repositories, else 422.
+        let path = format!("/app/installations/{installation}/access_tokens");
+        let ask = |body: Value| http(&gh, "POST", &path, &good, "application/json", body.to_string().as_bytes());
+        assert_eq!(ask(json!({ "permissions": { "administration": "write" } })).0, 422);
+        assert_eq!(ask(json!({ "permissions": { "metadata": "write" } })).0, 422);
+        assert_eq!(ask(json!({ "repositories": ["web"] })).0, 422);
+        let (st, body) = ask(json!({ "repositories": ["app"], "permissions": { "contents": "read" } }));
+        assert_eq!(st, 201);
+        let read_only = json_of(&body)["token"].as_str().unwrap().to_string();
+        let (st, body) =
+            ask(json!({ "repositories": ["app"], "permissions": { "contents": "write", "workflows": "write" } }));
+        assert_eq!(st, 201);
+        let token = json_of(&body)["token"].as_str().unwrap().to_string();
+        assert!(token.starts_with("ghs_"));
+        assert_eq!(gh.installation_tokens().len(), 2);
+        assert_eq!(gh.installation_tokens()[1].permissions["workflows"], "write");
+
+        // Releases: a read-only token may list but not create; a draft is not served by tag nor downloadable.
+        let create = json!({ "tag_name": "v1.0.0", "name": "gangplank v1.0.0", "body": "notes", "draft": true });
+        let post = |t: &str, body: &Value| {
+            http(&gh, "POST", "/repos/acme/app/releases", t, "application/json", body.to_string().as_bytes())
+        };
+        assert_eq!(post(&read_only, &create).0, 403);
+        assert_eq!(http(&gh, "GET", "/repos/acme/app/releases", &read_only, "", b"").0, 200);
+        let (st, body) = post(&token, &create);
+        assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+        let release = json_of(&body);
+        assert_eq!(post(&token, &create).0, 422, "one release per tag");
+        let id = release["id"].as_u64().unwrap();
+        let upload = release["upload_url"].as_str().unwrap();
+        let upload = upload.split('{').next().unwrap().strip_prefix(gh.url()).unwrap().to_string();
+        assert!(upload.starts_with("/uploads/repos/acme/app/releases/"), "{upload}");
+        assert_eq!(http(&gh, "GET", "/repos/acme/app/releases/tags/v1.0.0", &token, "", b"").0, 404);
+
+        // Assets: Content-Type and a name needed, each name once; larger than the API's other bodies.
+        let archive: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+        let up = |name: &str, ct: &str| http(&gh, "POST", &format!("{upload}?name={name}"), &token, ct, &archive);
+        assert_eq!(up("a.tar.gz", "").0, 422);
+        let (st, body) = up("a.tar.gz", "application/octet-stream");
+        assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+        let asset = json_of(&body);
+        assert_eq!(asset["state"], "uploaded");
+        assert_eq!(asset["size"], archive.len());
+        assert_eq!(asset["digest"], format!("sha256:{}", hex_sha256(&archive)));
+        assert_eq!(up("a.tar.gz", "application/octet-stream").0, 422, "a name is taken once");
+        let download = "/acme/app/releases/download/v1.0.0/a.tar.gz";
+        assert_eq!(http(&gh, "GET", download, "", "", b"").0, 404, "a draft's asset is not public");
+
+        // Publishing needs the tag in the repository's git folder, when the test gave one.
+        let git = dir.path().join("repo");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("git").arg("-C").arg(&git).args(args).output().unwrap();
+            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        std::fs::create_dir_all(&git).unwrap();
+        run(&["init", "-q"]);
+        run(&["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "x"]);
+        gh.set_release_git_dir("acme/app", &git);
+        let patch = |body: Value| {
+            let path = format!("/repos/acme/app/releases/{id}");
+            http(&gh, "PATCH", &path, &token, "application/json", body.to_string().as_bytes())
+        };
+        assert_eq!(patch(json!({ "draft": false })).0, 422, "no tag v1.0.0 yet");
+        run(&["tag", "v1.0.0"]);
+        let (st, body) = patch(json!({ "draft": false, "make_latest": "true" }));
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(json_of(&body)["draft"], false);
+        assert_eq!(http(&gh, "GET", "/repos/acme/app/releases/tags/v1.0.0", &token, "", b"").0, 200);
+        let (st, bytes) = http(&gh, "GET", download, "", "", b"");
+        assert_eq!((st, bytes.len()), (200, archive.len()));
+        assert!(bytes == archive, "the download is the uploaded asset");
+        let releases = gh.releases("acme/app");
+        assert!(releases[0].latest && !releases[0].draft);
+
+        // A revoked token is refused.
+        assert_eq!(http(&gh, "DELETE", "/installation/token", &token, "", b"").0, 204);
+        assert_eq!(post(&token, &json!({ "tag_name": "v1.0.1" })).0, 401);
     }
 }

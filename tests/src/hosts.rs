@@ -40,12 +40,14 @@ pub struct HostsOptions {
     pub user: String,
     /// More `SetEnv` for every session, e.g. a `DOCKER_CONFIG` holding the compose v2 plugin.
     pub set_env: Vec<(String, String)>,
+    /// `Some((user, password))`: the registry on the bridge requires this login, as GHCR does.
+    pub registry_auth: Option<(String, String)>,
 }
 
 impl HostsOptions {
     /// `count` hosts with the fast deploy user ([`FAST_USER`], in the docker group).
     pub fn new(count: usize) -> HostsOptions {
-        HostsOptions { count, user: FAST_USER.to_string(), set_env: vec![] }
+        HostsOptions { count, user: FAST_USER.to_string(), set_env: vec![], registry_auth: None }
     }
 }
 
@@ -78,6 +80,38 @@ impl Host {
     /// `user@addr` (port 22).
     pub fn host_spec(&self) -> String {
         self.sshd().host_spec()
+    }
+
+    /// The command prefix that runs a program in this host's network namespace, as a process of the host
+    /// (its loopback, its ports, its routes), e.g. a CI runner on the host; its files are the machine's.
+    pub fn enter_net(&self) -> Vec<String> {
+        vec!["nsenter".into(), format!("--net=/var/run/netns/{}", self.netns), "--".into()]
+    }
+
+    /// Forwards `127.0.0.1:<port>` on this host to `target` (`ip:port`, e.g. the registry on the bridge), so a
+    /// program on the host reaches it at a loopback address, as Docker and gangplank reach a plain-HTTP registry.
+    /// A small Python forwarder in the host's network namespace; it ends with the returned value, or at the
+    /// latest with the host (every process in its namespace is stopped).
+    pub fn forward_loopback(&self, port: u16, target: &str) -> Result<Forward> {
+        require_program("python3", "python3")?;
+        let (host, target_port) = target.rsplit_once(':').context("target is ip:port")?;
+        let mut child = scrubbed_command("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .args(["--", "python3", "-c", FORWARDER, "127.0.0.1", &port.to_string(), host, target_port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the loopback forwarder")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("the forwarder's stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the forwarder on {} to {target} did not start", self.name);
+        }
+        Ok(Forward(child))
     }
 
     /// `docker` talking to this host's engine.
@@ -147,6 +181,50 @@ impl Host {
     }
 }
 
+/// A running [`Host::forward_loopback`]; stopped on drop.
+pub struct Forward(Child);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `python3 -c FORWARDER LISTEN_IP LISTEN_PORT TARGET_IP TARGET_PORT`: prints `ready` once it listens, then copies
+/// each connection both ways, passing a half close on.
+const FORWARDER: &str = r#"
+import asyncio, sys
+lh, lp, th, tp = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+async def pipe(r, w):
+    try:
+        while True:
+            data = await r.read(65536)
+            if not data:
+                break
+            w.write(data)
+            await w.drain()
+        if w.can_write_eof():
+            w.write_eof()
+    except Exception:
+        pass
+async def handle(r, w):
+    try:
+        tr, tw = await asyncio.open_connection(th, tp)
+    except Exception:
+        w.close()
+        return
+    await asyncio.gather(pipe(r, tw), pipe(tr, w))
+    for x in (w, tw):
+        x.close()
+async def main():
+    srv = await asyncio.start_server(handle, lh, lp)
+    print("ready", flush=True)
+    async with srv:
+        await srv.serve_forever()
+asyncio.run(main())
+"#;
+
 /// N namespaced hosts, their bridge and the registry on it.
 pub struct Hosts {
     pub hosts: Vec<Host>,
@@ -199,7 +277,11 @@ impl Hosts {
         let (a, b) = me.claim_subnet()?;
         me.gateway = format!("10.{a}.{b}.1");
         // The registry comes first: every engine is started knowing its address.
-        me.registry = Some(Registry::start_on(&me.gateway).context("starting the registry on the bridge")?);
+        let registry = match &opts.registry_auth {
+            Some((user, pass)) => Registry::start_on_with_auth(&me.gateway, user, pass),
+            None => Registry::start_on(&me.gateway),
+        };
+        me.registry = Some(registry.context("starting the registry on the bridge")?);
         let registry_addr = me.registry.as_ref().expect("just started").addr.clone();
         let registry_time = t.elapsed();
 

@@ -90,6 +90,11 @@ CMD {cmd}
 /// stays executable). Never pulls: the Dockerfile must start `FROM scratch` or from a local image.
 pub fn build(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()> {
     require_docker()?;
+    build_on(None, tag, dockerfile, files)
+}
+
+/// [`build`] on the engine at `docker_host` (`unix:///…`, a namespaced host's), or on the machine's for `None`.
+pub fn build_on(docker_host: Option<&str>, tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("gangplank-build-").tempdir().context("creating build context")?;
     write_files(dir.path(), &[("Dockerfile", dockerfile.as_bytes())])?;
     write_files(dir.path(), files)?;
@@ -100,15 +105,17 @@ pub fn build(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> Result<()>
             .with_context(|| format!("chmod {}", path.display()))?;
     }
     // The classic builder: BuildKit (buildx) is not packaged on Debian 12, and it never pulls `scratch`.
-    run_checked(
-        scrubbed_command("docker").env("DOCKER_BUILDKIT", "0").args(["build", "--quiet", "--tag", tag]).arg(dir.path()),
-    )
-    .with_context(|| format!("docker build -t {tag}"))?;
+    let mut docker = scrubbed_command("docker");
+    if let Some(host) = docker_host {
+        docker.arg("-H").arg(host);
+    }
+    run_checked(docker.env("DOCKER_BUILDKIT", "0").args(["build", "--quiet", "--tag", tag]).arg(dir.path()))
+        .with_context(|| format!("docker build -t {tag}"))?;
     Ok(())
 }
 
 /// The statically linked busybox binary (a dynamic one would not run in a `FROM scratch` image).
-fn busybox_static() -> Result<Vec<u8>> {
+pub fn busybox_static() -> Result<Vec<u8>> {
     let path = busybox_static_path()?;
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
@@ -219,7 +226,7 @@ pub fn caddy_path() -> Result<PathBuf> {
 }
 
 /// The shared libraries `ldd` says `binary` loads, and its loader.
-fn linked_libraries(binary: &std::path::Path) -> Result<Vec<PathBuf>> {
+pub fn linked_libraries(binary: &std::path::Path) -> Result<Vec<PathBuf>> {
     let out = run_checked(scrubbed_command("ldd").arg(binary))?;
     let mut libs = vec![];
     for line in out.lines() {
@@ -236,3 +243,188 @@ fn linked_libraries(binary: &std::path::Path) -> Result<Vec<PathBuf>> {
     }
     Ok(libs)
 }
+
+/// The example app's base images (examples/compose-app), which cannot be pulled here, built `FROM scratch` on
+/// the engine at `docker_host` (docs/testbed.md, "Workflows under act"). Local tags, `<prefix>-python:3.12-alpine`
+/// and so on; a test pushes them where the app's files are pointed ([`crate::act::use_testbed_base_images`]).
+#[derive(Debug, Clone)]
+pub struct ExampleBases {
+    /// `python:3.12-alpine`'s place: this machine's own CPython (its binary, the libraries it links and its
+    /// standard library, without tests and GUI modules) and busybox as the shell, `adduser` and `wget`.
+    pub python: String,
+    /// `caddy:2.6`'s place: Debian's Caddy with the official image's paths (`/etc/caddy/Caddyfile`, `/data`,
+    /// `/config`) and command.
+    pub caddy: String,
+    /// `postgres:16-alpine`'s place: no database server (the example app never connects to it), busybox with the
+    /// parts compose.yaml uses: the entrypoint refuses to start without `POSTGRES_PASSWORD`, as the real one
+    /// does, and `pg_isready` answers once it is up.
+    pub postgres: String,
+}
+
+/// Builds [`ExampleBases`] on `docker_host`, tagged `<prefix>-{python,caddy,postgres}:…`.
+pub fn example_bases_on(docker_host: &str, prefix: &str) -> Result<ExampleBases> {
+    let busybox = busybox_static()?;
+    let bases = ExampleBases {
+        python: format!("{prefix}-python:3.12-alpine"),
+        caddy: format!("{prefix}-caddy:2.6"),
+        postgres: format!("{prefix}-postgres:16-alpine"),
+    };
+
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("root/bin/busybox".into(), busybox.clone()),
+        ("root/etc/passwd".into(), b"root:x:0:0:root:/root:/bin/sh\n".to_vec()),
+        ("root/etc/group".into(), b"root:x:0:\n".to_vec()),
+        ("root/home/.keep".into(), vec![]),
+        ("root/tmp/.keep".into(), vec![]),
+        ("root/usr/local/bin/.keep".into(), vec![]),
+        // Debian's busybox-static has no `adduser` applet; Alpine's has, and the example's Dockerfile uses it.
+        ("root/usr/sbin/adduser".into(), ADDUSER.as_bytes().to_vec()),
+    ];
+    let python = PathBuf::from("/usr/bin/python3.11");
+    if !python.is_file() {
+        bail!("{} is missing: install the Debian package `python3.11`", python.display());
+    }
+    files.push(("root/usr/bin/python3.11".into(), std::fs::read(&python)?));
+    let stdlib = PathBuf::from("/usr/lib/python3.11");
+    let mut libs = linked_libraries(&python)?;
+    let mut stack = vec![stdlib.clone()];
+    const SKIP: [&str; 11] = [
+        "test",
+        "tests",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+        "pydoc_data",
+        "__pycache__",
+        "dist-packages",
+        "site-packages",
+    ];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if SKIP.contains(&name.as_str()) || name.starts_with("config-") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                if name.ends_with(".so") {
+                    libs.extend(linked_libraries(&path).unwrap_or_default());
+                }
+                files.push((format!("root{}", path.display()), bytes));
+            }
+        }
+    }
+    libs.sort();
+    libs.dedup();
+    for lib in libs {
+        let bytes = std::fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?;
+        files.push((format!("root{}", lib.display()), bytes));
+    }
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    build_on(Some(docker_host), &bases.python, PYTHON_DOCKERFILE, &refs)
+        .with_context(|| format!("building {}", bases.python))?;
+
+    let caddy = caddy_path()?;
+    let mut files: Vec<(String, Vec<u8>)> = vec![("root/usr/bin/caddy".into(), std::fs::read(&caddy)?)];
+    for lib in linked_libraries(&caddy)? {
+        files.push((format!("root{}", lib.display()), std::fs::read(&lib)?));
+    }
+    files.push(("root/etc/caddy/Caddyfile".into(), CADDYFILE.as_bytes().to_vec()));
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    build_on(Some(docker_host), &bases.caddy, EXAMPLE_CADDY_DOCKERFILE, &refs)
+        .with_context(|| format!("building {}", bases.caddy))?;
+
+    let files: Vec<(&str, &[u8])> = vec![
+        ("root/bin/busybox", &busybox),
+        ("root/usr/local/bin/docker-entrypoint.sh", POSTGRES_ENTRYPOINT.as_bytes()),
+        ("root/usr/local/bin/pg_isready", PG_ISREADY.as_bytes()),
+    ];
+    build_on(Some(docker_host), &bases.postgres, POSTGRES_DOCKERFILE, &files)
+        .with_context(|| format!("building {}", bases.postgres))?;
+    Ok(bases)
+}
+
+const PYTHON_DOCKERFILE: &str = r#"FROM scratch
+COPY root/ /
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN ["/bin/ln", "-s", "/usr/bin/python3.11", "/usr/local/bin/python"]
+RUN ["/bin/ln", "-s", "/usr/bin/python3.11", "/usr/local/bin/python3"]
+LABEL dev.gangplank.testbed="example-base"
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+CMD ["python3"]
+"#;
+
+/// Alpine's `adduser` as far as Dockerfiles use it: `adduser -D [-S] [-u UID] [-h HOME] [-s SHELL] [-G GROUP] NAME`
+/// (no password; a group of the user's name unless `-G`).
+const ADDUSER: &str = r#"#!/bin/sh
+uid=1000 home="" shell=/bin/sh group=""
+while [ $# -gt 1 ]; do
+    case $1 in
+        -D | -S) shift ;;
+        -u) uid=$2; shift 2 ;;
+        -h) home=$2; shift 2 ;;
+        -s) shell=$2; shift 2 ;;
+        -G) group=$2; shift 2 ;;
+        *) echo "adduser: unsupported option $1" >&2; exit 1 ;;
+    esac
+done
+name=$1
+[ -n "$name" ] || { echo "usage: adduser -D [-u UID] NAME" >&2; exit 1; }
+if grep -q "^$name:" /etc/passwd; then echo "adduser: user '$name' in use" >&2; exit 1; fi
+home=${home:-/home/$name}
+if [ -z "$group" ]; then
+    gid=$uid
+    echo "$name:x:$gid:" >>/etc/group
+else
+    gid=$(grep "^$group:" /etc/group | cut -d: -f3)
+    [ -n "$gid" ] || { echo "adduser: unknown group $group" >&2; exit 1; }
+fi
+echo "$name:x:$uid:$gid:Linux User,,,:$home:$shell" >>/etc/passwd
+mkdir -p "$home" && chown "$uid:$gid" "$home"
+"#;
+
+const EXAMPLE_CADDY_DOCKERFILE: &str = r#"FROM scratch
+COPY root/ /
+LABEL dev.gangplank.testbed="example-base"
+ENV XDG_CONFIG_HOME=/config XDG_DATA_HOME=/data
+EXPOSE 80 443 2019
+WORKDIR /srv
+CMD ["/usr/bin/caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+"#;
+
+const POSTGRES_DOCKERFILE: &str = r#"FROM scratch
+COPY root/ /
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+LABEL dev.gangplank.testbed="example-base"
+ENV PATH=/usr/local/bin:/usr/bin:/bin
+EXPOSE 5432
+ENTRYPOINT ["/bin/sh", "/usr/local/bin/docker-entrypoint.sh"]
+"#;
+
+const POSTGRES_ENTRYPOINT: &str = r#"#!/bin/sh
+# The postgres image's entrypoint, as far as compose.yaml relies on it: no password, no start.
+if [ -z "$POSTGRES_PASSWORD" ]; then
+    echo "Error: Database is uninitialized and superuser password is not specified." >&2
+    exit 1
+fi
+mkdir -p /var/run/postgresql /var/lib/postgresql/data
+touch /var/run/postgresql/ready
+trap 'rm -f /var/run/postgresql/ready; exit 0' TERM INT
+while :; do
+    sleep 1 &
+    wait $!
+done
+"#;
+
+const PG_ISREADY: &str = r#"#!/bin/sh
+if [ -f /var/run/postgresql/ready ]; then
+    echo "/var/run/postgresql:5432 - accepting connections"
+    exit 0
+fi
+echo "/var/run/postgresql:5432 - no response"
+exit 2
+"#;

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+pub mod act;
 mod compose;
 pub mod github;
 pub mod hosts;

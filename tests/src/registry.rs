@@ -36,6 +36,11 @@ impl Registry {
         Registry::start_inner(ip, None)
     }
 
+    /// A registry on `ip` (see [`Registry::start_on`]) that requires `user`/`pass`.
+    pub fn start_on_with_auth(ip: &str, user: &str, pass: &str) -> Result<Registry> {
+        Registry::start_inner(ip, Some((user.to_string(), pass.to_string())))
+    }
+
     /// A registry that requires `user`/`pass` (htpasswd, bcrypt).
     pub fn start_with_auth(user: &str, pass: &str) -> Result<Registry> {
         Registry::start_inner("127.0.0.1", Some((user.to_string(), pass.to_string())))

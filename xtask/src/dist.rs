@@ -2,11 +2,13 @@
 //!
 //! On Linux the default target is the host's architecture with musl (`x86_64-unknown-linux-musl`): one static
 //! executable for every distribution and libc (OpenSSL, which libssh2 needs, is built from source and linked
-//! in for musl targets only: crates/gangplank/Cargo.toml). A Linux archive is checked before it is written:
+//! in for musl and macOS targets: crates/gangplank/Cargo.toml). A Linux archive is checked before it is written:
 //! the ELF file must have no interpreter (nothing for the loader to find on the server or runner), and, when a
 //! Docker engine is reachable, it must run alone in an empty `FROM scratch` image without a network: `--version`,
-//! and a `deploy-remote` run with bad input that must exit 2 with a hint. Its size and `--version` start time
-//! are printed.
+//! and a `deploy-remote` run with bad input that must exit 2 with a hint. A macOS archive likewise: the
+//! executable may link only libraries every Mac has (/usr/lib, /System/Library; `otool -L`), never Homebrew's
+//! OpenSSL or zlib, which a user's runner may lack or have at another version, and it must print its version.
+//! Its size and `--version` start time are printed.
 //!
 //! Builds with `cargo build --release --locked -p gangplank` for the host target (or `--target`), then writes
 //! `dist/gangplank-<version>-<target>.tar.gz` (one folder of that name holding `gangplank`, the layout
@@ -167,6 +169,49 @@ fn check_linux(bin: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The libraries a macOS executable links that are not part of macOS, from `otool -L` output (its first line
+/// names the file itself; each further line is `\t<path> (compatibility version …)`).
+pub fn foreign_dylibs(otool: &str) -> Vec<String> {
+    otool
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.trim().split(" (").next())
+        .filter(|path| !path.is_empty() && !path.starts_with("/usr/lib/") && !path.starts_with("/System/Library/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A macOS executable must link only what macOS ships, and run.
+fn check_macos(bin: &Path) -> Result<()> {
+    let out = Command::new("otool")
+        .arg("-L")
+        .arg(bin)
+        .output()
+        .context("running otool -L (Xcode's command line tools: xcode-select --install)")?;
+    if !out.status.success() {
+        bail!("otool -L {} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let foreign = foreign_dylibs(&String::from_utf8_lossy(&out.stdout));
+    if !foreign.is_empty() {
+        bail!(
+            "{} links libraries that are not part of macOS: {}\nhint: a -sys crate found a Homebrew library; \
+             build it from source for macOS (the vendored/static features in crates/gangplank/Cargo.toml)",
+            bin.display(),
+            foreign.join(", ")
+        );
+    }
+    println!("macOS: links only /usr/lib and /System/Library libraries");
+    // Native builds only: an Intel executable also runs on arm64 under Rosetta, an arm64 one not on Intel.
+    if let Ok(out) = Command::new(bin).arg("--version").output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || text.trim() != format!("gangplank {VERSION}") {
+            bail!("`{} --version`: {} {text}", bin.display(), out.status);
+        }
+        println!("start: `gangplank --version` median {:?} over 21 runs", start_time(bin, 21)?);
+    }
+    Ok(())
+}
+
 fn build(root: &Path, dist: &Path, target: &str) -> Result<()> {
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo.current_dir(root).args(["build", "--release", "--locked", "--target", target, "-p", "gangplank"]);
@@ -189,6 +234,8 @@ fn build(root: &Path, dist: &Path, target: &str) -> Result<()> {
     println!("gangplank {:>6.2} MB  ({size} bytes, stripped)", size as f64 / 1_000_000.0);
     if target.contains("-linux-") {
         check_linux(&to)?;
+    } else if target.contains("-apple-darwin") {
+        check_macos(&to)?;
     }
     let archive = format!("{name}.tar.gz");
     let status =
@@ -252,5 +299,22 @@ mod tests {
         assert!(!elf_interpreter(&std::fs::read(busybox).unwrap()).unwrap(), "busybox-static is static");
         assert!(elf_interpreter(b"#!/bin/sh\n").is_err(), "a script is no ELF file");
         assert!(elf_interpreter(b"\x7fELF\x02\x01\x01").is_err(), "a truncated header is refused");
+    }
+
+    #[test]
+    fn a_macos_executable_may_link_only_what_macos_ships() {
+        let system = "dist/gangplank:\n\
+            \t/System/Library/Frameworks/Security.framework/Versions/A/Security (compatibility version 1.0.0, current version 61439.1.2)\n\
+            \t/usr/lib/libz.1.dylib (compatibility version 1.0.0, current version 1.2.12)\n\
+            \t/usr/lib/libSystem.B.dylib (compatibility version 1.0.0, current version 1351.0.0)\n";
+        assert!(foreign_dylibs(system).is_empty());
+        let homebrew = format!(
+            "{system}\t/opt/homebrew/opt/openssl@3/lib/libssl.3.dylib (compatibility version 3.0.0, current version 3.0.0)\n\
+             \t/usr/local/opt/zlib/lib/libz.1.dylib (compatibility version 1.0.0, current version 1.3.1)\n"
+        );
+        assert_eq!(
+            foreign_dylibs(&homebrew),
+            ["/opt/homebrew/opt/openssl@3/lib/libssl.3.dylib", "/usr/local/opt/zlib/lib/libz.1.dylib"]
+        );
     }
 }

@@ -1,0 +1,706 @@
+//! This repository's workflows end to end under nektos/act, a real Actions runner (issue 20; docs/testbed.md,
+//! "Workflows under act"). Long: each run compiles gangplank once, as the workflow does.
+//!
+//! The runner is a namespaced host (`h1`: its own loopback, ports and Docker engine, so what the jobs build,
+//! publish and start never touches the machine's engine); the deploy target is another (`h2`, sshd on port 22,
+//! its own engine publishing 80/443); the registry on their bridge requires a login, as GHCR does; GitHub's API is
+//! the stand-in on the bridge. Run with `cargo test -p gangplank-testbed --test act -- --ignored --nocapture`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use gangplank_testbed::act::{repo_root, target_dir, use_testbed_base_images, ActOutcome, ActRun, Event};
+use gangplank_testbed::github::{App, GitHub};
+use gangplank_testbed::hosts::{Forward, Hosts, HostsOptions};
+use gangplank_testbed::{http_get, images, run_checked, scrubbed_command, unique_name, wait_for, FAST_USER};
+use serde_json::{json, Value};
+
+const REPOSITORY: &str = "gangplank-dev/gangplank";
+const ACTOR: &str = "gangplank-ci";
+const WORKFLOW: &str = ".github/workflows/deploy.yml";
+
+/// Removes the app dir the test made on the machine's file system (the hosts share it outside their root).
+struct AppDir(PathBuf);
+
+impl Drop for AppDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Everything one deploy scenario needs, torn down in reverse order on drop.
+struct DeployBed {
+    _forwards: Vec<Forward>,
+    github: GitHub,
+    hosts: Hosts,
+    /// The test copy of the repository (a work tree; also the checkout stand-in's source).
+    repo: PathBuf,
+    repositories: tempfile::TempDir,
+    artifacts: tempfile::TempDir,
+    app_name: String,
+    app_dir: AppDir,
+    secrets: BTreeMap<String, String>,
+    vars: BTreeMap<String, String>,
+    next_run: u64,
+}
+
+impl DeployBed {
+    fn start() -> DeployBed {
+        let token = format!("ghs_{}", unique_name("act").replace('-', ""));
+        let hosts = Hosts::start_with(&HostsOptions {
+            registry_auth: Some((ACTOR.to_string(), token.clone())),
+            ..HostsOptions::new(2)
+        })
+        .expect("starting the runner host, the deploy host and the registry");
+        // gangplank and Docker speak plain HTTP to loopback registries only (HTTPS elsewhere, as GHCR needs): the
+        // registry on the bridge is reached at the same port of each host's loopback.
+        let bridge_registry = hosts.registry().addr.clone();
+        let port: u16 = bridge_registry.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+        let registry = format!("127.0.0.1:{port}");
+        let forwards: Vec<_> = hosts
+            .hosts
+            .iter()
+            .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
+            .collect();
+        let github = GitHub::start_on(&hosts.gateway);
+        github.set_token(&token);
+        github.add_repo(REPOSITORY);
+        github.add_environment(REPOSITORY, "production");
+
+        // The example's base images, built on the runner's engine and served from the registry.
+        let runner = &hosts.hosts[0];
+        let prefix = unique_name("act-base");
+        let bases = images::example_bases_on(&runner.docker_host, &prefix).expect("building the base images");
+        let map: BTreeMap<String, String> = [
+            ("python:3.12-alpine", &bases.python),
+            ("caddy:2.6", &bases.caddy),
+            ("postgres:16-alpine", &bases.postgres),
+        ]
+        .into_iter()
+        .map(|(from, local)| {
+            let to = format!("{registry}/library/{from}");
+            run_checked(runner.docker().args(["tag", local, &to])).expect("tagging a base image");
+            (from.to_string(), to)
+        })
+        .collect();
+        let login = tempfile::tempdir().expect("a Docker config for the pushes");
+        let mut cmd = runner.docker();
+        cmd.arg("--config").arg(login.path()).args(["login", &registry, "--username", ACTOR, "--password-stdin"]);
+        pipe_in(&mut cmd, &token).expect("docker login to the testbed registry");
+        for to in map.values() {
+            run_checked(runner.docker().arg("--config").arg(login.path()).args(["push", "-q", to]))
+                .unwrap_or_else(|e| panic!("pushing {to}: {e:#}"));
+        }
+
+        // The repository at this work tree's commit, the base images substituted, as one commit on top.
+        let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
+        let repo = repositories.path().join(REPOSITORY);
+        std::fs::create_dir_all(repo.parent().unwrap()).unwrap();
+        let root = gangplank_testbed::act::repo_root();
+        run_checked(
+            scrubbed_command("git")
+                .args(["clone", "-q", "--depth", "1"])
+                .arg(format!("file://{}", root.display()))
+                .arg(&repo),
+        )
+        .expect("cloning the work tree's commit");
+        let changed =
+            use_testbed_base_images(&repo.join("examples/compose-app"), &map).expect("substituting base images");
+        assert!(!changed.is_empty(), "the example names none of the base images any more: update the test's map");
+        git(&repo, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
+        commit(&repo, "testbed: the example's base images from the testbed registry");
+
+        let app_name = unique_name("compose-app");
+        let app_dir = AppDir(PathBuf::from("/opt").join(&app_name));
+        // The server's set-up (README, quick start): the app dir, owned by the deploy user.
+        std::fs::create_dir(&app_dir.0).expect("creating the app dir");
+        run_checked(scrubbed_command("chown").arg(format!("{FAST_USER}:")).arg(&app_dir.0)).expect("chown app dir");
+
+        let target = &hosts.hosts[1];
+        let secrets = BTreeMap::from([
+            ("GITHUB_TOKEN".to_string(), token.clone()),
+            ("DEPLOY_SSH_KEY".to_string(), hosts.client_key().to_string()),
+            ("DATABASE_PASSWORD".to_string(), "act-database-password-0123".to_string()),
+            ("SECRET_KEY".to_string(), "act-secret-key-0123456789-abcdefghijkl".to_string()),
+            ("REGISTRY_READ_TOKEN".to_string(), token.clone()),
+        ]);
+        let vars = BTreeMap::from([
+            ("DEPLOY_HOST".to_string(), target.host_spec()),
+            ("DEPLOY_KNOWN_HOSTS".to_string(), target.sshd().known_hosts.clone()),
+            ("REGISTRY".to_string(), registry.clone()),
+            ("REGISTRY_USERNAME".to_string(), ACTOR.to_string()),
+            ("APP_NAME".to_string(), app_name.clone()),
+            ("APP_MODE".to_string(), "production".to_string()),
+            ("APP_URL".to_string(), format!("http://{}/", target.addr)),
+        ]);
+        let artifacts = tempfile::Builder::new().prefix("gangplank-act-artifacts-").tempdir().unwrap();
+        github.set_artifact_dir(artifacts.path());
+        DeployBed {
+            _forwards: forwards,
+            github,
+            hosts,
+            repo,
+            repositories,
+            artifacts,
+            app_name,
+            app_dir,
+            secrets,
+            vars,
+            next_run: 9_100_000_001,
+        }
+    }
+
+    /// Runs deploy.yml for `event` at the copy's HEAD and prints its jobs' results and times.
+    fn run(&mut self, label: &str, event: Event) -> ActOutcome {
+        let runner = &self.hosts.hosts[0];
+        let run_id = self.next_run;
+        self.next_run += 1;
+        let run = ActRun {
+            label: format!("deploy-{label}"),
+            repo_dir: self.repo.clone(),
+            repository: REPOSITORY.to_string(),
+            repositories: self.repositories.path().to_path_buf(),
+            workflow: WORKFLOW.to_string(),
+            event,
+            run_id,
+            actor: ACTOR.to_string(),
+            secrets: self.secrets.clone(),
+            vars: self.vars.clone(),
+            env: BTreeMap::from([("GITHUB_API_URL".to_string(), self.github.url().to_string())]),
+            machine_env: BTreeMap::from([
+                ("DOCKER_HOST".to_string(), runner.docker_host.clone()),
+                // The runner host has no way out: cargo builds from what this machine already has.
+                ("CARGO_NET_OFFLINE".to_string(), "true".to_string()),
+            ]),
+            enter: runner.enter_net(),
+            artifact_dir: self.artifacts.path().to_path_buf(),
+            // The runner host's own loopback: nothing else listens there.
+            artifact_port: Some(34567),
+            matrix: vec![],
+            cache_dir: target_dir().join("act-cache").join("runner"),
+        };
+        let outcome = run.run(Some(&self.github)).unwrap_or_else(|e| panic!("running act ({label}): {e:#}"));
+        println!("act {label} (run {run_id}): {}\n{}", outcome.transcript.display(), outcome.summary());
+        outcome
+    }
+
+    fn head(&self) -> String {
+        run_checked(scrubbed_command("git").arg("-C").arg(&self.repo).args(["rev-parse", "HEAD"]))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// The app dir's state.json on the deploy host.
+    fn state(&self) -> Value {
+        let path = self.app_dir.0.join(".gangplank/state.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).expect("state.json is JSON")
+    }
+
+    /// GET `path` through the deploy host's published port 80 (the proxy), from this machine.
+    fn http(&self, path: &str) -> (u16, String) {
+        let addr = format!("{}:80", self.hosts.hosts[1].addr);
+        wait_for(&format!("http://{addr}{path} to answer"), std::time::Duration::from_secs(30), || {
+            http_get(&addr, path, None).ok()
+        })
+        .unwrap()
+    }
+
+    /// The image of the running `web` container on the deploy host.
+    fn web_image(&self) -> String {
+        let target = &self.hosts.hosts[1];
+        let ids = run_checked(target.docker().args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.app_name),
+            "--filter",
+            "label=com.docker.compose.service=web",
+        ]))
+        .unwrap();
+        let id = ids.split_whitespace().next().expect("a running web container");
+        run_checked(target.docker().args(["inspect", "--format", "{{.Config.Image}}", id])).unwrap().trim().to_string()
+    }
+
+    fn print_jobs(outcome: &ActOutcome) {
+        for job in &outcome.jobs {
+            println!("  job {:<7} {:<8} {:.1}s", job.id, job.result, job.wall.as_secs_f64());
+        }
+    }
+}
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    run_checked(scrubbed_command("git").arg("-C").arg(repo).args(args))
+        .unwrap_or_else(|e| panic!("git {args:?}: {e:#}"))
+}
+
+fn commit(repo: &Path, message: &str) {
+    git(repo, &["add", "-A"]);
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=gangplank testbed",
+            "-c",
+            "user.email=testbed@gangplank.invalid",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ],
+    );
+}
+
+fn pipe_in(cmd: &mut std::process::Command, input: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    child.stdin.take().expect("stdin").write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+fn assert_jobs(outcome: &ActOutcome, want: &[(&str, &str)]) {
+    for (job, result) in want {
+        assert_eq!(
+            outcome.result(job),
+            *result,
+            "job {job} of {}:\n{}\n(transcript {})",
+            outcome.transcript.display(),
+            outcome.summary(),
+            outcome.transcript.display()
+        );
+    }
+}
+
+/// deploy.yml on a push to main at this work tree's commit: guard (one compile) → push → verify → deploy, the app
+/// serving on the host; then a push whose release is broken in production (healthy under verify's staging
+/// settings, unhealthy on the host): deploy red, deploy-remote puts the previous release back itself, so the
+/// workflow's decide step does not roll back a second time (docs/actions.md, exit codes), and the host serves the
+/// previous tag; then an emergency dispatch of that tag: green.
+#[test]
+#[ignore = "long tier: cargo xtask test --full"]
+fn deploy_workflow_push_broken_push_and_emergency_dispatch_under_act() {
+    let mut bed = DeployBed::start();
+    let mut compiles = vec![];
+
+    // 1. A push: everything green, the app serving.
+    let sha1 = bed.head();
+    let tag1 = sha1[..12].to_string();
+    let first = bed.run("push", Event::Push { branch: "main".into() });
+    DeployBed::print_jobs(&first);
+    assert_jobs(&first, &[("guard", "success"), ("push", "success"), ("verify", "success"), ("deploy", "success")]);
+    assert!(first.success, "act failed: {}", first.transcript.display());
+    assert_eq!(first.compiles, 1, "one compile per run: {}", first.transcript.display());
+    compiles.push(first.compiles);
+    assert_eq!(first.output("deploy", "deploy", "deployed-tag"), Some(tag1.as_str()), "{}", first.transcript.display());
+    assert_eq!(bed.state()["current"]["tag"], json!(tag1));
+    let (status, body) = bed.http("/healthz");
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, body) = bed.http("/");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("compose-app"), "{body}");
+    assert!(bed.web_image().ends_with(&format!("/web:{tag1}")), "{}", bed.web_image());
+
+    // 2. A broken release: healthy under verify (APP_MODE=staging from ci.env), unhealthy on the host (production).
+    let app = bed.repo.join("examples/compose-app/app.py");
+    let text = std::fs::read_to_string(&app).unwrap();
+    let broken = text.replacen(
+        "        if self.path == \"/healthz\":\n",
+        "        if self.path == \"/healthz\" and os.environ.get(\"APP_MODE\") == \"production\":\n            missing = [\"a setting only production lacks\"]\n        if self.path == \"/healthz\":\n",
+        1,
+    );
+    assert_ne!(broken, text, "app.py no longer has the /healthz branch the broken release edits");
+    std::fs::write(&app, broken).unwrap();
+    commit(&bed.repo, "a release that is broken in production only");
+    let tag2 = bed.head()[..12].to_string();
+    let second = bed.run("push-broken", Event::Push { branch: "main".into() });
+    DeployBed::print_jobs(&second);
+    assert_jobs(&second, &[("guard", "success"), ("push", "success"), ("verify", "success"), ("deploy", "failure")]);
+    assert_eq!(second.compiles, 1, "{}", second.transcript.display());
+    compiles.push(second.compiles);
+    let t = second.transcript.display().to_string();
+    assert_eq!(second.output("deploy", "deploy", "changed"), Some("true"), "{t}");
+    assert_eq!(second.output("deploy", "deploy", "rolled-back"), Some("true"), "{t}");
+    assert_eq!(second.output("deploy", "decide", "rollback"), Some("false"), "{t}");
+    let state = bed.state();
+    assert_eq!(state["current"]["tag"], json!(tag1), "serving the previous tag: {state}");
+    let history = state["history"].to_string();
+    assert!(history.contains(&tag2), "the broken release is in the history: {state}");
+    let (status, body) = bed.http("/healthz");
+    assert_eq!((status, body.trim()), (200, "ok"));
+    assert!(bed.web_image().ends_with(&format!("/web:{tag1}")), "{}", bed.web_image());
+
+    // 3. An emergency dispatch of the previous tag: verification skipped, deployed.
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("tag".into(), json!(tag1));
+    inputs.insert("emergency".into(), json!(true));
+    inputs.insert("confirm".into(), json!("DEPLOY"));
+    let third = bed.run("dispatch", Event::WorkflowDispatch { branch: "main".into(), inputs });
+    DeployBed::print_jobs(&third);
+    assert_jobs(&third, &[("guard", "success"), ("push", "success"), ("verify", "success"), ("deploy", "success")]);
+    compiles.push(third.compiles);
+    assert_eq!(third.compiles, 1, "{}", third.transcript.display());
+    assert_eq!(bed.state()["current"]["tag"], json!(tag1));
+    let (status, _) = bed.http("/healthz");
+    assert_eq!(status, 200);
+
+    // GitHub's view: three runs, the broken one failed, each of them recorded as deployments of production.
+    let deployments = bed.github.deployments(REPOSITORY);
+    assert!(!deployments.is_empty(), "deploy-remote recorded no deployment");
+    println!("compiles per run: {compiles:?}");
+}
+
+/// The artifact path the deploy job's rollback takes, under act with the stand-ins, in a workflow of its own (no
+/// compile, no hosts): a run uploads `deploy-record`; a later run finds the last successful run through the API
+/// (the same request as deploy.yml's "Find the last successful run") and downloads that run's record with
+/// `run-id` and `github-token`; a failing job is red and its run is not the last successful one.
+#[test]
+#[ignore = "long tier: cargo xtask test --full"]
+fn artifacts_cross_runs_under_act() {
+    let github = GitHub::start();
+    github.add_repo(REPOSITORY);
+    let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
+    let repo = repositories.path().join(REPOSITORY);
+    std::fs::create_dir_all(repo.join(".github/workflows")).unwrap();
+    std::fs::write(repo.join(".github/workflows/records.yml"), RECORDS_WORKFLOW).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
+    commit(&repo, "records");
+    let artifacts = tempfile::Builder::new().prefix("gangplank-act-artifacts-").tempdir().unwrap();
+    github.set_artifact_dir(artifacts.path());
+    let run = |label: &str, run_id: u64, fail: bool| {
+        ActRun {
+            label: format!("records-{label}"),
+            repo_dir: repo.clone(),
+            repository: REPOSITORY.to_string(),
+            repositories: repositories.path().to_path_buf(),
+            workflow: ".github/workflows/records.yml".to_string(),
+            event: Event::Push { branch: "main".into() },
+            run_id,
+            actor: ACTOR.to_string(),
+            secrets: BTreeMap::from([("GITHUB_TOKEN".to_string(), github.token())]),
+            vars: BTreeMap::from([("FAIL".to_string(), fail.to_string())]),
+            env: BTreeMap::from([("GITHUB_API_URL".to_string(), github.url().to_string())]),
+            machine_env: BTreeMap::new(),
+            enter: vec![],
+            artifact_dir: artifacts.path().to_path_buf(),
+            artifact_port: None,
+            matrix: vec![],
+            cache_dir: target_dir().join("act-cache").join("runner"),
+        }
+        .run(Some(&github))
+        .unwrap_or_else(|e| panic!("running act ({label}): {e:#}"))
+    };
+    let first = run("first", 7001, false);
+    assert_jobs(&first, &[("record", "success"), ("last", "success")]);
+    assert_eq!(
+        first.output("last", "last", "run-id"),
+        Some(""),
+        "no earlier successful run: {}",
+        first.transcript.display()
+    );
+    assert!(artifacts.path().join("7001/deploy-record/deploy-record.zip").is_file());
+    let failed = run("failed", 7002, true);
+    assert_jobs(&failed, &[("record", "failure")]);
+    assert!(!failed.success);
+    let third = run("third", 7003, false);
+    assert_jobs(&third, &[("record", "success"), ("last", "success")]);
+    let t = third.transcript.display().to_string();
+    assert_eq!(third.output("last", "last", "run-id"), Some("7001"), "{t}");
+    assert_eq!(third.output("last", "read", "tag"), Some("tag-of-7001"), "{t}");
+    // The listing and the download went through the REST API with the job's token.
+    let paths: Vec<String> = github.requests().iter().map(|r| format!("{} {}", r.status, r.path)).collect();
+    assert!(paths.iter().any(|p| p == &format!("200 /repos/{REPOSITORY}/actions/runs/7001/artifacts")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.starts_with("302 ") && p.ends_with("/zip")), "{paths:?}");
+}
+
+const RECORDS_WORKFLOW: &str = r#"name: records
+on: [push]
+permissions: {}
+jobs:
+  record:
+    runs-on: ubuntu-24.04
+    timeout-minutes: 5
+    permissions:
+      contents: read
+    steps:
+      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1
+        with:
+          persist-credentials: false
+      - name: Write the record
+        env:
+          FAIL: ${{ vars.FAIL }}
+        run: |
+          mkdir -p "$RUNNER_TEMP/deploy-record"
+          printf '{"deployed_tag":"tag-of-%s"}\n' "$GITHUB_RUN_ID" >"$RUNNER_TEMP/deploy-record/deploy-record.json"
+          [[ $FAIL != true ]]
+      - uses: actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f # v7.0.0
+        with:
+          name: deploy-record
+          path: ${{ runner.temp }}/deploy-record/deploy-record.json
+          overwrite: true
+  last:
+    needs: record
+    runs-on: ubuntu-24.04
+    timeout-minutes: 5
+    permissions:
+      actions: read
+    steps:
+      - name: Find the last successful run
+        id: last
+        env:
+          GH_TOKEN: ${{ github.token }}
+        run: |
+          runs=$GITHUB_API_URL/repos/$GITHUB_REPOSITORY/actions/workflows/records.yml/runs
+          run_id=$(printf 'header = "Authorization: Bearer %s"\n' "$GH_TOKEN" |
+            curl --config - -fsS --retry 3 -H 'Accept: application/vnd.github+json' \
+              -H 'X-GitHub-Api-Version: 2022-11-28' "$runs?branch=main&status=success&per_page=1" |
+            jq -r '.workflow_runs[0].id // empty')
+          echo "run-id=$run_id" >>"$GITHUB_OUTPUT"
+      - name: The last successful run's record
+        if: steps.last.outputs.run-id != ''
+        uses: actions/download-artifact@3e5f45b2cfb9172054b4087a40e8e0b5a5461e7c # v8.0.1
+        with:
+          name: deploy-record
+          path: ${{ runner.temp }}/last
+          run-id: ${{ steps.last.outputs.run-id }}
+          github-token: ${{ github.token }}
+      - name: Read it
+        id: read
+        if: steps.last.outputs.run-id != ''
+        run: echo "tag=$(jq -r .deployed_tag "$RUNNER_TEMP/last/deploy-record.json")" >>"$GITHUB_OUTPUT"
+"#;
+
+// ---------------------------------------------------------------------------------------------------------------
+// release.yml (docs/releasing.md, "Testing the workflow locally")
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The one target a release can build here: arm64 Linux and macOS need runners of their own.
+const TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// `git` in `dir`, its output trimmed.
+fn git_trim(dir: &Path, args: &[&str]) -> String {
+    git(dir, args).trim().to_string()
+}
+
+/// The work tree as it is (tracked files with their uncommitted changes) as the one commit of branch `main` of a
+/// new repository at `dir`, so the release runs what is being tested.
+fn snapshot_work_tree(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    git_trim(dir, &["init", "-q", "-b", "main"]);
+    let root = repo_root();
+    let files = run_checked(scrubbed_command("git").arg("-C").arg(&root).args(["ls-files", "-z"])).unwrap();
+    for file in files.split('\0').filter(|f| !f.is_empty()) {
+        let from = root.join(file);
+        if !from.is_file() {
+            continue; // deleted in the work tree
+        }
+        let to = dir.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {file}: {e}"));
+    }
+    git_trim(dir, &["add", "-A"]);
+    git_trim(
+        dir,
+        &[
+            "-c",
+            "user.name=Maintainer",
+            "-c",
+            "user.email=maintainer@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "Release candidate",
+        ],
+    );
+}
+
+/// `[workspace.package] version` of the work tree's Cargo.toml: the version the test releases.
+fn workspace_version() -> String {
+    let text = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let package = text.split("[workspace.package]").nth(1).expect("[workspace.package]");
+    let line = package.lines().find(|l| l.starts_with("version")).expect("a version line");
+    line.split('"').nth(1).expect("a quoted version").to_string()
+}
+
+/// An RSA key pair for the release app: (PEM private key, DER `RSAPublicKey`).
+fn app_key(dir: &Path) -> (String, Vec<u8>) {
+    let key = dir.join("app-key.pem");
+    let public = dir.join("app-key.der");
+    run_checked(
+        scrubbed_command("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&key),
+    )
+    .unwrap();
+    run_checked(
+        scrubbed_command("openssl")
+            .args(["rsa", "-in"])
+            .arg(&key)
+            .args(["-RSAPublicKey_out", "-outform", "DER", "-out"])
+            .arg(&public),
+    )
+    .unwrap();
+    (std::fs::read_to_string(&key).unwrap(), std::fs::read(&public).unwrap())
+}
+
+/// actions/install.sh of the action at `commit`, laid out where the runner puts `uses: <REPOSITORY>/actions/…@<reference>`
+/// (`…/_actions/<owner>/<name>/<reference>/`), with downloads from the stand-in: the executable it installed.
+fn install_at(bare: &Path, commit: &str, reference: &str, scratch: &Path, gh: &GitHub) -> (PathBuf, String) {
+    let action = scratch.join("_actions").join(REPOSITORY).join(reference);
+    std::fs::create_dir_all(&action).unwrap();
+    git_trim(&action, &["init", "-q"]);
+    git_trim(&action, &["fetch", "-q", &format!("file://{}", bare.display()), commit]);
+    git_trim(&action, &["checkout", "-q", "--detach", "FETCH_HEAD"]);
+    let output = scratch.join(format!("output-{reference}"));
+    let out = scrubbed_command("bash")
+        .arg(action.join("actions/install.sh"))
+        .env("GANGPLANK_DOWNLOAD_URL", format!("{}/{REPOSITORY}/releases/download", gh.url()))
+        .env("RUNNER_TOOL_CACHE", scratch.join(format!("tool-cache-{reference}")))
+        .env("RUNNER_TEMP", scratch.join("runner-temp"))
+        .env("GITHUB_OUTPUT", &output)
+        .env_remove("GANGPLANK_BIN_DIR")
+        .current_dir(scratch)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "install.sh at {reference}:\n{log}");
+    let text = std::fs::read_to_string(&output).unwrap();
+    let path = text.lines().find_map(|l| l.strip_prefix("path=")).expect("install.sh wrote path=").to_string();
+    (PathBuf::from(path), log)
+}
+
+/// release.yml, dispatched with the work tree's version, runs its x86_64 Linux build (`cargo xtask dist`, the
+/// static archive checked alone in an empty image), then publish: the release commit with the archive's checksum
+/// and its tag pushed to the repository (a local bare one), a draft release made, its assets uploaded and the
+/// release published on the GitHub API stand-in, and `v1` moved, every write with the app's installation token
+/// (contents and workflows write). Then install.sh, as `uses: …@<release commit SHA>` and `uses: …@v1`,
+/// downloads the archive from the release and verifies it against the committed checksum.
+///
+/// What differs from GitHub (docs/releasing.md, "Testing the workflow locally"): only the x86_64 musl entry of the
+/// build matrix runs (arm64 Linux and macOS need their own runners), so the release holds one archive and the
+/// tag check (which wants all four) is not run; the jobs run on this machine, not in a fresh VM.
+#[test]
+#[ignore = "long tier: cargo xtask test --full"]
+fn release_workflow_publishes_a_release_that_install_sh_verifies_at_the_sha_and_at_v1() {
+    let version = workspace_version();
+    let scratch = tempfile::Builder::new().prefix("gangplank-act-release-").tempdir().unwrap();
+    let s = scratch.path();
+    let work = s.join("work");
+    snapshot_work_tree(&work);
+    let dispatched = git_trim(&work, &["rev-parse", "HEAD"]);
+    let repositories = s.join("repositories");
+    let bare = repositories.join(REPOSITORY);
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    run_checked(scrubbed_command("git").args(["clone", "-q", "--bare"]).arg(&work).arg(&bare)).unwrap();
+
+    let gh = GitHub::start();
+    gh.add_repo(REPOSITORY);
+    gh.set_release_git_dir(REPOSITORY, &bare);
+    let (private_key, public_key_der) = app_key(s);
+    let client_id = "Iv23liGangplankRelease0";
+    gh.add_app(App {
+        client_id: client_id.into(),
+        slug: "gangplank-release".into(),
+        public_key_der,
+        permissions: [("contents", "write"), ("workflows", "write"), ("metadata", "read")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        repositories: vec![REPOSITORY.into()],
+    });
+
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("version".into(), json!(version));
+    let run = ActRun {
+        label: "release".into(),
+        repo_dir: work.clone(),
+        repository: REPOSITORY.into(),
+        repositories: repositories.clone(),
+        workflow: ".github/workflows/release.yml".into(),
+        event: Event::WorkflowDispatch { branch: "main".into(), inputs },
+        run_id: 7_000_000 + u64::from(std::process::id() % 1_000_000),
+        actor: "maintainer".into(),
+        secrets: BTreeMap::from([
+            ("RELEASE_APP_PRIVATE_KEY".into(), private_key.clone()),
+            ("GITHUB_TOKEN".into(), gh.token()),
+        ]),
+        vars: BTreeMap::from([("RELEASE_APP_CLIENT_ID".into(), client_id.into())]),
+        env: BTreeMap::from([
+            ("GITHUB_API_URL".into(), gh.url().to_string()),
+            ("GITHUB_SERVER_URL".into(), gh.url().to_string()),
+        ]),
+        // The jobs' cargo shares this build's target dir, so the release build reuses the dependencies built
+        // for it (as a runner's cache would) instead of a cold build per run.
+        machine_env: BTreeMap::from([("CARGO_TARGET_DIR".into(), target_dir().display().to_string())]),
+        enter: vec![],
+        artifact_dir: s.join("artifacts"),
+        artifact_port: None,
+        matrix: vec![format!("target:{TARGET}")],
+        cache_dir: target_dir().join("act-cache").join("release"),
+    };
+    let outcome = run.run(Some(&gh)).unwrap();
+    let report = format!("{}transcript: {}", outcome.summary(), outcome.transcript.display());
+    assert!(outcome.success, "release.yml under act failed:\n{report}");
+    assert_eq!(outcome.result("publish"), "success", "{report}");
+    assert_eq!(outcome.result("tag-check"), "not run", "a dispatch checks no tag: {report}");
+
+    // The app's token: minted once, for this repository, with exactly the two write permissions; never printed.
+    let tokens = gh.installation_tokens();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    let expected: BTreeMap<String, String> =
+        [("contents", "write"), ("workflows", "write")].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    assert_eq!(tokens[0].permissions, expected);
+    assert_eq!(tokens[0].repositories, [REPOSITORY]);
+    assert!(!outcome.log.contains(&tokens[0].token), "the installation token is in the transcript");
+    let key_line = private_key.lines().nth(1).unwrap();
+    assert!(!outcome.log.contains(key_line), "the app's private key is in the transcript");
+
+    // The tags: `vX.Y.Z` (annotated) and `v1` on one release commit, whose parent is the dispatched commit and
+    // whose one change is the archive's checksum.
+    let tag = format!("v{version}");
+    let major = format!("v{}", version.split('.').next().unwrap());
+    let release_commit = git_trim(&bare, &["rev-parse", &format!("refs/tags/{tag}^{{commit}}")]);
+    assert_eq!(git_trim(&bare, &["cat-file", "-t", &format!("refs/tags/{tag}")]), "tag", "{tag} is annotated");
+    assert_eq!(git_trim(&bare, &["rev-parse", &format!("refs/tags/{major}^{{commit}}")]), release_commit);
+    assert_eq!(git_trim(&bare, &["rev-parse", &format!("{release_commit}^")]), dispatched);
+    assert_eq!(git_trim(&bare, &["diff", "--name-only", &dispatched, &release_commit]), "actions/checksums.txt");
+    assert_eq!(git_trim(&bare, &["rev-parse", "refs/heads/main"]), dispatched, "main is not changed by a release");
+    let checksums = git_trim(&bare, &["show", &format!("{release_commit}:actions/checksums.txt")]);
+    let archive = format!("gangplank-{version}-{TARGET}.tar.gz");
+    let listed: Vec<&str> = checksums.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(listed.len(), 1, "{checksums}");
+    let (sum, name) = listed[0].split_once("  ").unwrap();
+    assert_eq!(name, archive);
+
+    // The release: published, latest, the changelog's section as notes, the archive with that digest.
+    let releases = gh.releases(REPOSITORY);
+    assert_eq!(releases.len(), 1, "{releases:?}");
+    let r = &releases[0];
+    assert_eq!((r.tag_name.as_str(), r.draft, r.latest), (tag.as_str(), false, true));
+    assert_eq!(r.name, format!("gangplank {tag}"));
+    assert!(r.body.contains("### Added"), "release notes: {}", r.body);
+    let names: Vec<&str> = r.assets.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, [archive.as_str(), "SHA256SUMS", "manifest.json"]);
+    let bytes = &r.assets[0].bytes;
+    let file = s.join(&archive);
+    std::fs::write(&file, bytes).unwrap();
+    let hashed = run_checked(scrubbed_command("sha256sum").arg(&file)).unwrap();
+    assert_eq!(hashed.split_whitespace().next(), Some(sum), "the released archive is the one checksums.txt lists");
+
+    // install.sh, as the runner lays out `uses: …@<sha>` and `uses: …@v1`: downloads and verifies that archive.
+    let install = s.join("install");
+    for reference in [release_commit.as_str(), major.as_str()] {
+        let (exe, log) = install_at(&bare, &release_commit, reference, &install, &gh);
+        assert!(
+            log.contains(&format!("installed gangplank {version} ({TARGET}), sha256 {sum}")),
+            "{reference}:\n{log}"
+        );
+        assert!(!log.contains("building gangplank"), "{reference}: built from source:\n{log}");
+        let out = std::process::Command::new(&exe).arg("--version").output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("gangplank {version}"), "{reference}");
+    }
+}
