@@ -564,7 +564,8 @@ mod tests {
                     ("docker pull -q", "pull"),
                     ("docker login", "login"),
                     ("pull --quiet", "compose pull"),
-                    ("compose.yaml config", "config"),
+                    ("config) || exit", "config"),
+                    ("echo unreadable", "env keys"),
                     ("RepoDigests", "digests"),
                     ("gangplank-restore", "restore"),
                     ("nrepos=$6", "record"),
@@ -808,7 +809,7 @@ mod tests {
         let log = Arc::new(Mutex::new(vec![]));
         let mut connect = |h: &HostSpec| {
             let r = Recording::new(&h.to_string(), false)
-                .reply("compose.yaml config", Output::ok("services:\n  web:\n    image: reg.example/app:v2\n"))
+                .reply("config) || exit", Output::ok("image\tweb\treg.example/app:v2\n"))
                 .reply("RepoDigests", Output::ok(format!("digests\treg.example/app:v2\treg.example/app@{got}\n")))
                 .reply("mkdir -- \"$lock\"", Output::ok(format!("acquired\n{STATE_V1}")))
                 .reply(
@@ -824,7 +825,9 @@ mod tests {
         assert!(e.message.contains("service `web`") && e.message.contains(&got), "{}", e.message);
         assert!(e.message.contains("`v1` kept serving and its files are back"), "{}", e.message);
         let n = names(&log.lock().unwrap());
-        assert_eq!(&n[4..], ["switch", "compose pull", "config", "digests", "restore", "record"], "{n:?}");
+        // REG is no variable of the runner's: its key is looked up in the host's `.env` first.
+        assert_eq!(&n[..2], ["env keys", "preflight"], "{n:?}");
+        assert_eq!(&n[5..], ["switch", "compose pull", "config", "digests", "restore", "record"], "{n:?}");
     }
 
     #[test]

@@ -78,6 +78,20 @@ impl Loc {
         }
     }
 
+    /// The variable a path was built from when it holds a [`placeholder`], and the path as written with
+    /// `${VAR}` in the stand-in's place.
+    pub fn placeholder(&self) -> Option<(String, String)> {
+        let shown = self.shown();
+        let at = shown.find(PLACEHOLDER_MARK)?;
+        let rest = &shown[at + PLACEHOLDER_MARK.len()..];
+        let n = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let var = rest[..n].to_string();
+        let stand_in = format!("{PLACEHOLDER_MARK}{var}");
+        let written =
+            shown.replace(&format!("/{stand_in}"), &format!("${{{var}}}")).replace(&stand_in, &format!("${{{var}}}"));
+        Some((var, written))
+    }
+
     /// Whether the path exists on this machine (the runner).
     pub fn exists_locally(&self, repo: &Path) -> bool {
         match self {
@@ -132,7 +146,20 @@ pub struct Input<'a> {
     pub services: &'a [String],
     /// Try `docker compose` on this machine first.
     pub use_compose: bool,
+    /// Variables only the host's `.env` sets: they get a stand-in value ([`placeholder`]) here, so the
+    /// model resolves without values that never leave the host.
+    pub placeholders: &'a BTreeSet<String>,
 }
+
+/// The stand-in value of a variable only the host's `.env` sets. It starts with `/` so that a bind source
+/// written as `${DATA_DIR}:/data` stays a path (not a named volume), and it holds the variable's name so a
+/// path built from it says which variable it waits for ([`Loc::placeholder`]).
+pub fn placeholder(var: &str) -> String {
+    format!("/{PLACEHOLDER_MARK}{var}")
+}
+
+/// What every [`placeholder`] holds, after its leading `/`.
+pub const PLACEHOLDER_MARK: &str = "gangplank-server-env/";
 
 /// Resolve the model: compose v2 when it is here and `use_compose` is set, else the built-in reader.
 pub fn resolve(input: &Input) -> Model {
@@ -178,7 +205,113 @@ fn environment(input: &Input) -> BTreeMap<String, String> {
         env.extend(pairs);
     }
     env.insert("IMAGE_TAG".into(), input.tag.into());
+    for v in input.placeholders {
+        env.entry(v.clone()).or_insert_with(|| placeholder(v));
+    }
     env
+}
+
+/// The variables this run has values for on the runner: `IMAGE_TAG` and those of the `env-file` (or the
+/// project folder's `.env` here when none is given).
+pub fn runner_environment(input: &Input) -> BTreeMap<String, String> {
+    let none = BTreeSet::new();
+    environment(&Input { placeholders: &none, ..*input })
+}
+
+/// A variable the compose files interpolate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    /// Written `${VAR:?…}` or `${VAR?…}` somewhere: compose refuses the project without a value.
+    pub required: bool,
+    /// Written with `:?` somewhere: an empty value is refused too.
+    pub non_empty: bool,
+}
+
+/// Every variable the compose files (and the files they include or extend) interpolate, anywhere in them:
+/// compose interpolates the whole file before it picks services. compose v2's own list (`config
+/// --variables`, when this compose has it) is taken together with the files as written
+/// ([`gangplank_core::compose::variables_in_yaml`]), which also holds the variables compose's list leaves
+/// out (in `volumes` and `env_file`, in compose 2.26).
+pub fn variables(input: &Input) -> BTreeMap<String, Variable> {
+    let env = runner_environment(input);
+    let mut reader = Reader::new(input.repo, &env, input.services);
+    reader.read_project(input.compose_files);
+    let mut found: Vec<gangplank_core::compose::Variable> = vec![];
+    for text in &reader.texts {
+        found.extend(gangplank_core::compose::variables_in_yaml(text).unwrap_or_default());
+    }
+    if input.use_compose {
+        if let Some(c) = Compose::detect().filter(|c| *c == Compose::V2) {
+            found.extend(compose_variables(c, input).unwrap_or_default());
+        }
+    }
+    let mut out: BTreeMap<String, Variable> = BTreeMap::new();
+    for v in found {
+        let e = out.entry(v.name.clone()).or_insert(Variable { required: false, non_empty: false });
+        e.required |= v.required;
+    }
+    // `${VAR:?…}` refuses an empty value too, `${VAR?…}` only an unset one.
+    for (name, v) in out.iter_mut().filter(|(_, v)| v.required) {
+        v.non_empty = reader.texts.iter().any(|t| t.contains(&format!("${{{name}:?")));
+    }
+    out
+}
+
+/// `docker compose config --variables` (compose 2.24 and later), read by
+/// [`gangplank_core::compose::parse_variables_output`]. `None` when this compose has no such flag or
+/// refuses the project.
+fn compose_variables(compose: Compose, input: &Input) -> Option<Vec<gangplank_core::compose::Variable>> {
+    let view = View::new(input.repo).ok()?;
+    let mut cmd = compose.command();
+    cmd.env_clear().current_dir(&view.repo).env("HOME", &view.home).env("IMAGE_TAG", input.tag);
+    for key in ["PATH", "DOCKER_CONFIG", "DOCKER_HOST", "DOCKER_CONTEXT"] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    cmd.args(["-p", "gangplank-preflight"]);
+    for f in input.compose_files {
+        cmd.arg("-f").arg(view.path_of(input.repo, f));
+    }
+    if let Some(e) = input.env_file {
+        cmd.arg("--env-file").arg(view.path_of(input.repo, e));
+    }
+    cmd.args(["config", "--variables"]);
+    let opts = Opts { deadline: Some(Instant::now() + Duration::from_secs(60)), ..Default::default() };
+    let f = process::run(&mut cmd, opts).ok().filter(|f| f.ok())?;
+    gangplank_core::compose::parse_variables_output(&f.stdout)
+}
+
+/// The images of the services a deploy starts, as written (before interpolation), with their
+/// `pull_policy`: the last file (or `extends` parent) that sets each wins, as compose merges them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceImage {
+    pub service: String,
+    pub image: Option<String>,
+    pub pull_policy: Option<String>,
+}
+
+/// [`ServiceImage`] of every service the deploy starts (those named and what they depend on, else every
+/// service whose profiles are active), read by the built-in reader.
+pub fn service_images(input: &Input) -> Vec<ServiceImage> {
+    let env = runner_environment(input);
+    let mut reader = Reader::new(input.repo, &env, input.services);
+    reader.read_project(input.compose_files);
+    let services = std::mem::take(&mut reader.services);
+    let wanted = reader.wanted(&services);
+    let mut out = vec![];
+    for (name, defs) in &services {
+        if !wanted.contains(name) {
+            continue;
+        }
+        let mut field = |key: &str| -> Option<String> {
+            defs.iter().rev().find_map(|(svc, base, doc)| reader.inherited(svc, base, doc, key, 0))
+        };
+        let image = field("image");
+        let pull_policy = field("pull_policy");
+        out.push(ServiceImage { service: name.clone(), image, pull_policy });
+    }
+    out
 }
 
 /// `docker compose … config --format json` over a view of the repository at a unique path, so every
@@ -192,6 +325,10 @@ fn compose_config(compose: Compose, input: &Input) -> Result<Value, String> {
         if let Some(v) = std::env::var_os(key) {
             cmd.env(key, v);
         }
+    }
+    // The stand-ins of variables only the host's `.env` sets (never a value of the host's).
+    for v in input.placeholders {
+        cmd.env(v, placeholder(v));
     }
     cmd.args(["-p", "gangplank-preflight"]);
     for f in input.compose_files {
@@ -408,6 +545,8 @@ struct Reader<'a> {
     opt_ins: BTreeSet<(String, String)>,
     unresolved: Vec<String>,
     seen: BTreeSet<String>,
+    /// Every file read (compose files, included and extended ones), as written.
+    texts: Vec<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -427,6 +566,7 @@ impl<'a> Reader<'a> {
             opt_ins: BTreeSet::new(),
             unresolved: vec![],
             seen: BTreeSet::new(),
+            texts: vec![],
         }
     }
 
@@ -450,7 +590,12 @@ impl<'a> Reader<'a> {
     fn load(&mut self, rel: &str) -> Option<Value> {
         let text = std::fs::read_to_string(self.repo.join(rel)).ok()?;
         match serde_saphyr::from_str::<Value>(&text) {
-            Ok(v) => Some(v),
+            Ok(v) => {
+                if !self.texts.contains(&text) {
+                    self.texts.push(text);
+                }
+                Some(v)
+            }
             Err(e) => {
                 self.unresolved.push(format!("`{rel}` is not valid YAML: {e}"));
                 None
@@ -558,6 +703,36 @@ impl<'a> Reader<'a> {
             }
         }
         wanted
+    }
+
+    /// A service's `key` as written, from its own definition or else what it `extends`.
+    fn inherited(&mut self, svc: &Value, base: &str, doc: &Value, key: &str, depth: usize) -> Option<String> {
+        if let Some(v) = svc.get(key) {
+            return v.as_str().map(str::to_string);
+        }
+        if depth > 10 {
+            return None;
+        }
+        let (file, parent_name) = match svc.get("extends")? {
+            Value::String(s) => (None, s.clone()),
+            Value::Object(o) => {
+                (o.get("file").and_then(Value::as_str).map(str::to_string), o.get("service")?.as_str()?.to_string())
+            }
+            _ => return None,
+        };
+        match file {
+            None => {
+                let p = doc.get("services")?.get(&parent_name)?.clone();
+                self.inherited(&p, base, doc, key, depth + 1)
+            }
+            Some(f) => {
+                let f = interpolate(&f, self.env).ok()?;
+                let Loc::Repo(rel) = self.locate(&f, base)? else { return None };
+                let ext_doc = self.load(&rel)?;
+                let p = ext_doc.get("services")?.get(&parent_name)?.clone();
+                self.inherited(&p, &parent(&rel), &ext_doc, key, depth + 1)
+            }
+        }
     }
 
     fn read_service(
@@ -856,6 +1031,8 @@ pub struct Checked {
     pub host_refs: Vec<HostRef>,
     /// Failures found here, before any connection.
     pub errors: Vec<gangplank_core::error::Error>,
+    /// What could not be checked, said plainly (paths built from a variable only the host's `.env` sets).
+    pub notes: Vec<String>,
 }
 
 /// Check every reference against the upload (`uploaded`: files relative to the app dir; `folders`: the
@@ -874,6 +1051,14 @@ pub fn check(model: &Model, repo: &Path, app_dir: &str, uploaded: &[String], fol
     let mut missing_here = false;
     for r in &model.refs {
         let users = r.users.join(", ");
+        if let Some((var, written)) = r.loc.placeholder() {
+            // Its value never leaves the host: compose reads the path there, at `up`.
+            out.notes.push(format!(
+                "`{written}`, the {} of {users}, is built from `{var}`, which only the host's `.env` sets: not checked before the deploy",
+                r.kind.what()
+            ));
+            continue;
+        }
         let shown = r.loc.shown();
         let here = r.loc.exists_locally(repo);
         if !r.kind.on_host() {
@@ -944,8 +1129,15 @@ pub fn check(model: &Model, repo: &Path, app_dir: &str, uploaded: &[String], fol
         out.host_refs.push(HostRef { path, message, hint });
     }
     if let Some(e) = &model.compose_error {
-        // A missing env file, included or extended file is why compose refused: the references say which.
-        if !missing_here {
+        if e.contains(PLACEHOLDER_MARK) {
+            // compose refused a stand-in (a port or a number written with a variable of the host's `.env`):
+            // the built-in reader's references were checked instead.
+            out.notes.push(format!(
+                "`docker compose config` cannot check the model with stand-ins for the variables of the host's `.env` ({}); the built-in reader's paths were checked",
+                one_line(e)
+            ));
+        } else if !missing_here {
+            // A missing env file, included or extended file is why compose refused: the references say which.
             out.errors.push(
                 Error::bad_input(format!("`docker compose config` refuses the compose files: {}", one_line(e)))
                     .hint("run `docker compose -f <compose file> config` in the repository to see the problem"),
@@ -974,6 +1166,45 @@ mod tests {
         assert_eq!(i("${NONE:-${A:-x}/conf}").unwrap(), "a/conf");
         assert_eq!(i("${NONE}"), Err("NONE".to_string()));
         assert_eq!(i("${EMPTY:?must be set}"), Err("EMPTY".to_string()));
+    }
+
+    #[test]
+    fn variables_of_every_file_read_with_whether_compose_requires_them() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("c.yaml"),
+            "include: [inc.yaml]\nservices:\n  s:\n    image: ${WEB_IMAGE:?set it}:${IMAGE_TAG?x}\n    volumes: [\"${DATA:-./d}:/d\"]\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("inc.yaml"), "services:\n  t:\n    image: x\n    environment: [\"K=$PLAIN\"]\n")
+            .unwrap();
+        let none = BTreeSet::new();
+        let input = Input {
+            repo: d.path(),
+            compose_files: &[PathBuf::from("c.yaml")],
+            env_file: None,
+            tag: "t1",
+            services: &[],
+            use_compose: false,
+            placeholders: &none,
+        };
+        let got: Vec<(String, bool, bool)> =
+            variables(&input).into_iter().map(|(k, v)| (k, v.required, v.non_empty)).collect();
+        let want: Vec<(String, bool, bool)> =
+            [("DATA", false, false), ("IMAGE_TAG", true, false), ("PLAIN", false, false), ("WEB_IMAGE", true, true)]
+                .iter()
+                .map(|(k, r, n)| (k.to_string(), *r, *n))
+                .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_path_built_from_a_stand_in_names_its_variable() {
+        let abs = Loc::Absolute(placeholder("DATA_DIR") + "/conf");
+        assert_eq!(abs.placeholder(), Some(("DATA_DIR".to_string(), "${DATA_DIR}/conf".to_string())));
+        let rel = Loc::Repo(format!("conf-{}", placeholder("ENV").trim_start_matches('/')));
+        assert_eq!(rel.placeholder(), Some(("ENV".to_string(), "conf-${ENV}".to_string())));
+        assert_eq!(Loc::Repo("conf".into()).placeholder(), None);
     }
 
     #[test]

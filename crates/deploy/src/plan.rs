@@ -35,15 +35,23 @@ pub enum Step {
     /// `docker login` to the registry into a temporary Docker config in the app dir (crate::registry),
     /// the password on stdin only; the pulls and `up` of this run use it, and it goes with the lock.
     Login { login: crate::registry::Login },
-    /// Before the switch: `docker pull` each image and read its repository digests, in one round trip;
-    /// refuse an image whose digest is not the expected one. A failure here changes nothing live.
-    PullImages { tag: String, refs: Vec<String>, expect: Vec<crate::registry::Expect> },
+    /// Before the switch: pull each image its `pull_policy` asks for (never one that exists only on the
+    /// host) and read the repository digests, in one round trip; refuse an image whose digest is not the
+    /// expected one. A failure here changes nothing live.
+    PullImages { tag: String, pulls: Vec<crate::registry::Pull>, expect: Vec<crate::registry::Expect> },
     /// Write the journal into state.json, back up what will be replaced, move the staged files in.
     Switch { pending: Pending },
-    /// `compose pull` (when the image references are not plain `${IMAGE_TAG}` ones), after the switch;
-    /// with `expect` (`expect-digests`), the images compose resolved are then checked like
-    /// [`Step::PullImages`] checks its own (a mismatch puts the files back, restarting nothing).
-    Pull { release: Release, services: Vec<String>, expect: std::collections::BTreeMap<String, String> },
+    /// `compose pull` of `services`, the deployed images whose reference uses a variable the runner has no
+    /// value for (the host's `.env` sets it), after the switch; with `expect` (`expect-digests` keys no image pulled before the
+    /// switch matched), the images compose resolved are then checked like [`Step::PullImages`] checks its
+    /// own (a mismatch puts the files back, restarting nothing). `must_match`: no key matched before the
+    /// switch, so one must match here.
+    Pull {
+        release: Release,
+        services: Vec<String>,
+        expect: std::collections::BTreeMap<String, String>,
+        must_match: bool,
+    },
     /// `compose up -d --remove-orphans` with `IMAGE_TAG`.
     Up { release: Release, services: Vec<String> },
     /// `strategy: rolling` (crate::rolling): start new containers of `services` beside the old ones,
@@ -151,7 +159,7 @@ impl Step {
             }
             Step::Switch { pending } => vec![files::switch_cmd(dir, &pending.stamp, state_json, &pending.files)],
             Step::Login { login } => vec![crate::registry::login_cmd(dir, login)],
-            Step::PullImages { refs, .. } => vec![crate::registry::pull_cmd(ctx.docker_config.as_deref(), refs)],
+            Step::PullImages { pulls, .. } => vec![crate::registry::pull_cmd(ctx.docker_config.as_deref(), pulls)],
             Step::Pull { release, services, .. } => {
                 vec![ctx.project(release).pull(&release.tag, services).timeout(PULL_UP_TIMEOUT)]
             }
@@ -205,17 +213,24 @@ impl fmt::Display for Step {
                 "docker login {} as {} into .gangplank/docker-auth (password on stdin; removed with the lock)",
                 login.registry, login.username
             ),
-            Step::PullImages { refs, expect, .. } => {
-                write!(f, "docker pull {} before the switch (a failed pull changes nothing)", refs.join(" "))?;
+            Step::PullImages { pulls, expect, .. } => {
+                let each: Vec<String> =
+                    pulls.iter().map(|p| format!("{} ({})", p.reference, p.policy.describe())).collect();
+                write!(
+                    f,
+                    "docker pull before the switch, never an image only on the host (a failed pull changes nothing): {}",
+                    each.join(", ")
+                )?;
                 if !expect.is_empty() {
                     let names: Vec<String> = expect.iter().map(|e| format!("{} = {}", e.service, e.digest)).collect();
                     write!(f, "; refuse unless the digests are {}", names.join(", "))?;
                 }
                 Ok(())
             }
-            Step::Pull { release, expect, .. } => write!(
+            Step::Pull { release, expect, services, .. } => write!(
                 f,
-                "compose pull with IMAGE_TAG={}{}",
+                "compose pull {} with IMAGE_TAG={} (their image names use variables only the host has){}",
+                services.join(" "),
                 release.tag,
                 if expect.is_empty() { "" } else { "; then compose config and docker image inspect: refuse unless the digests are the expected ones" }
             ),

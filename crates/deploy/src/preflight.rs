@@ -80,6 +80,48 @@ pub fn preflight_cmd(app_dir: &str, uploads: &[String], paths: &[String]) -> Cmd
         .privileged()
 }
 
+/// The KEY NAMES of a `.env` on the host, never a value: prints `absent` when there is no such file, else
+/// `key<TAB>NAME<TAB>set` or `key<TAB>NAME<TAB>empty` per entry (an empty value, `""` or `''`: compose's
+/// `${VAR:?}` refuses it). Entries are split as compose's parsers read them: `[export ]NAME=…` starts one
+/// unless a quoted value is still open from an earlier line, so no line of a multi-line value is taken
+/// for a key. Reads only.
+pub const ENV_KEYS_SCRIPT: &str = r##"f=$1
+if [ ! -e "$f" ]; then echo absent; exit 0; fi
+[ -r "$f" ] || { echo unreadable; exit 0; }
+awk '
+open != "" { if (index($0, open) > 0) open = ""; next }
+/^[ \t]*(export[ \t]+)?[A-Za-z_][A-Za-z0-9_]*[ \t]*=/ {
+  line = $0; sub(/^[ \t]*(export[ \t]+)?/, "", line)
+  eq = index(line, "="); name = substr(line, 1, eq - 1); sub(/[ \t]+$/, "", name)
+  v = substr(line, eq + 1); sub(/^[ \t]+/, "", v)
+  q = substr(v, 1, 1)
+  if ((q == "\"" || q == "\047") && index(substr(v, 2), q) == 0) open = q
+  empty = (v == "" || v == "\"\"" || v == "\047\047" || substr(v, 1, 1) == "#")
+  printf "key\t%s\t%s\n", name, (empty ? "empty" : "set")
+}
+' "$f""##;
+
+pub fn env_keys_cmd(path: &str) -> Cmd {
+    Cmd::script(ENV_KEYS_SCRIPT).arg(path).privileged()
+}
+
+/// What [`ENV_KEYS_SCRIPT`] printed: `None` when the file is absent (or unreadable), else each key with
+/// whether its value is non-empty.
+pub fn parse_env_keys(stdout: &str) -> Option<std::collections::BTreeMap<String, bool>> {
+    let t = stdout.trim();
+    if t == "absent" || t == "unreadable" {
+        return None;
+    }
+    Some(
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("key\t"))
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (k.to_string(), v == "set"))
+            .collect(),
+    )
+}
+
 /// What preflight needs to know about the run.
 pub struct Checks<'a> {
     pub app_dir: &'a str,
@@ -290,6 +332,25 @@ mod tests {
         // `~` and `~/…` are looked up in the home folder.
         assert!(text.contains("missing=~/.gangplank-no-such-file\n") && !text.contains("missing=~\n"), "{text}");
         assert!(!app.exists(), "preflight creates nothing");
+    }
+
+    #[test]
+    fn the_env_keys_script_prints_names_never_values() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join(".env");
+        std::fs::write(
+            &f,
+            "# c\nA=secretA1\nexport B = \"x\"\nEMPTY=\nQ=''\nM='line1\nNOTAKEY=inside\nend'\nD=\"a\nINSIDE2=x\"\nLAST=1\n",
+        )
+        .unwrap();
+        let out = Local::new(false).run(&env_keys_cmd(f.to_str().unwrap())).unwrap().stdout_str();
+        assert!(!out.contains("secretA1") && !out.contains("inside") && !out.contains("line1"), "{out}");
+        let keys = parse_env_keys(&out).unwrap();
+        let want: Vec<(&str, bool)> =
+            vec![("A", true), ("B", true), ("D", true), ("EMPTY", false), ("LAST", true), ("M", true), ("Q", false)];
+        assert_eq!(keys.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(), want);
+        let gone = Local::new(false).run(&env_keys_cmd(&d.path().join("none").to_string_lossy())).unwrap();
+        assert_eq!(parse_env_keys(&gone.stdout_str()), None);
     }
 
     #[test]

@@ -173,13 +173,134 @@ pub fn login_error(l: &Login, host: &str, tail: &str) -> Error {
 /// Exit status of [`PULL_SCRIPT`] when a pull failed.
 pub const PULL_FAILED: i32 = 90;
 
-/// `docker pull` each image (the Go CLI starts in milliseconds; compose v1 takes about a second just to
-/// start), then print each one's repository digests (`digests<TAB>ref<TAB>repo@sha256:… …`), in one round
-/// trip. `$1`: the `DOCKER_CONFIG` of the run's login, empty for the user's own.
+/// Exit status of [`PULL_SCRIPT`] when an image with `pull_policy: never` is not on the host.
+pub const PULL_NEVER_ABSENT: i32 = 91;
+
+/// When an image is pulled, as compose's `pull_policy` says (compose's `up` decides the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Policy {
+    /// Never pulled: it must be on the host (`never`), or compose builds it there (`build`).
+    Never,
+    Build,
+    /// Pulled when it is not on the host (`missing`, `if_not_present`, and compose's default).
+    Missing,
+    /// Pulled when it is not on the host or was last tagged there more than this many seconds ago
+    /// (`daily`, `weekly`, `every_<duration>`).
+    Refresh(u64),
+    /// Pulled every time (`always`; gangplank's default for the images the deploy's tag names).
+    Always,
+}
+
+impl Policy {
+    /// compose's `pull_policy` value; `None` when it is not one compose knows.
+    pub fn parse(text: &str) -> Option<Policy> {
+        let t = text.trim().to_ascii_lowercase();
+        Some(match t.as_str() {
+            "always" => Policy::Always,
+            "never" => Policy::Never,
+            "build" => Policy::Build,
+            "missing" | "if_not_present" => Policy::Missing,
+            "daily" => Policy::Refresh(24 * 3600),
+            "weekly" => Policy::Refresh(7 * 24 * 3600),
+            _ => Policy::Refresh(duration_secs(t.strip_prefix("every_")?)?),
+        })
+    }
+
+    /// The word [`PULL_SCRIPT`] takes.
+    fn word(self) -> String {
+        match self {
+            Policy::Always => "always".into(),
+            Policy::Missing => "missing".into(),
+            Policy::Never => "never".into(),
+            Policy::Build => "build".into(),
+            Policy::Refresh(s) => format!("refresh:{s}"),
+        }
+    }
+
+    /// How the plan names it.
+    pub fn describe(self) -> String {
+        match self {
+            Policy::Always => "always".into(),
+            Policy::Missing => "only when not on the host".into(),
+            Policy::Never => "never (pull_policy: never)".into(),
+            Policy::Build => "never (pull_policy: build)".into(),
+            Policy::Refresh(s) => format!("when not on the host or last pulled more than {s}s ago"),
+        }
+    }
+}
+
+/// A duration as compose writes it in `every_<duration>`: numbers with units `w`, `d`, `h`, `m`, `s`
+/// (`12h`, `1h30m`, `2d`), whole seconds; `None` when it is none.
+fn duration_secs(t: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut any = false;
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        let unit = match c {
+            'w' => 7 * 24 * 3600,
+            'd' => 24 * 3600,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        any = true;
+    }
+    (num.is_empty() && any).then_some(total)
+}
+
+/// One image of the pull before the switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pull {
+    /// The services that run it.
+    pub services: Vec<String>,
+    /// `${IMAGE_TAG}` (and every other variable the runner has) resolved.
+    pub reference: String,
+    pub policy: Policy,
+}
+
+/// Per image (`POLICY REPO REF` triples after `$1`, the `DOCKER_CONFIG` of the run's login, empty for the
+/// user's own), decide as compose's `up` does whether to pull, then pull (the Go CLI starts in
+/// milliseconds; compose v1 takes about a second just to start), then print each present image's repository
+/// digests (`digests<TAB>ref<TAB>repo@sha256:… …`), in one round trip. An image on the host without a
+/// repository digest of its own repository exists only there (built or `docker load`ed on the host): it is
+/// never pulled, whatever the policy, as no registry has it. Prints `pulled`, `kept` (on the host, the
+/// policy asks no pull), `local` (only on the host) or `absent` (never pulled and not there) per image.
 pub const PULL_SCRIPT: &str = r#"[ -n "$1" ] && { DOCKER_CONFIG=$1; export DOCKER_CONFIG; }
 shift
-for r; do docker pull -q "$r" >/dev/null || exit 90; done
-for r; do printf 'digests\t%s\t' "$r"; docker image inspect --format '{{join .RepoDigests " "}}' "$r" || exit 1; done"#;
+now=$(date +%s)
+i=0
+for x; do
+  i=$((i+1))
+  case $i in 1) p=$x; continue;; 2) repo=$x; continue;; esac
+  i=0; r=$x
+  if t=$(docker image inspect --format '{{.Metadata.LastTagTime.Unix}} {{join .RepoDigests " "}}' "$r" 2>/dev/null); then
+    case " ${t#* } " in *" $repo@"*) ;; *) printf 'local\t%s\n' "$r"; continue;; esac
+    case $p in
+      always) ;;
+      refresh:*) at=${t%% *}; [ "$((at + ${p#refresh:}))" -lt "$now" ] || { printf 'kept\t%s\n' "$r"; continue; };;
+      *) printf 'kept\t%s\n' "$r"; continue;;
+    esac
+  else
+    case $p in never) printf 'absent\t%s\n' "$r"; exit 91;; build) printf 'absent\t%s\n' "$r"; continue;; esac
+  fi
+  docker pull -q "$r" >/dev/null || exit 90
+  printf 'pulled\t%s\n' "$r"
+done
+i=0
+for x; do
+  i=$((i+1))
+  case $i in 1|2) continue;; esac
+  i=0
+  if d=$(docker image inspect --format '{{join .RepoDigests " "}}' "$x" 2>/dev/null); then printf 'digests\t%s\t%s\n' "$x" "$d"; fi
+done"#;
 
 /// The repository digests of images already on the host, printed as [`PULL_SCRIPT`] prints them: after a
 /// compose pull, for the images compose resolved.
@@ -189,12 +310,59 @@ pub fn digests_cmd(refs: &[String]) -> Cmd {
     Cmd::script(DIGESTS_SCRIPT).args(refs).privileged()
 }
 
-pub fn pull_cmd(docker_config: Option<&str>, refs: &[String]) -> Cmd {
-    Cmd::script(PULL_SCRIPT)
-        .arg(docker_config.unwrap_or(""))
-        .args(refs)
-        .privileged()
-        .timeout(crate::plan::PULL_UP_TIMEOUT)
+pub fn pull_cmd(docker_config: Option<&str>, pulls: &[Pull]) -> Cmd {
+    let mut c = Cmd::script(PULL_SCRIPT).arg(docker_config.unwrap_or(""));
+    for p in pulls {
+        c = c.arg(p.policy.word()).arg(normalize_repo(compose::image_repo(&p.reference))).arg(&p.reference);
+    }
+    c.privileged().timeout(crate::plan::PULL_UP_TIMEOUT)
+}
+
+/// compose's resolved model, filtered on the host to `image<TAB>service<TAB>reference` lines: the model
+/// interpolates the host's `.env` (passwords in `environment:`), and only the image references may leave
+/// the host. `$1` the project directory, `$2` the tag, then compose's command line (`docker compose -p …
+/// -f …`); both compose v1 and v2 print `config` as block YAML, a service at two spaces, its keys at four.
+pub const IMAGES_SCRIPT: &str = r#"d=$1; t=$2; shift 2
+cd -- "$d" || exit 1
+IMAGE_TAG=$t; export IMAGE_TAG
+m=$("$@" config) || exit "$?"
+printf '%s\n' "$m" | awk '
+/^[^ #]/ { top = $0; next }
+top == "services:" && /^  [^ #]/ { svc = $0; sub(/^  /, "", svc); sub(/:[ ]*$/, "", svc); gsub(/^["\047]|["\047]$/, "", svc); next }
+top == "services:" && /^    image: / { img = $0; sub(/^    image: /, "", img); gsub(/^["\047]|["\047]$/, "", img); printf "image\t%s\t%s\n", svc, img }
+'"#;
+
+pub fn images_cmd(p: &compose::Project, tag: &str) -> Cmd {
+    let mut c = Cmd::script(IMAGES_SCRIPT).arg(&p.dir).arg(tag);
+    c = match p.flavor {
+        compose::Flavor::V2 => c.arg("docker").arg("compose"),
+        compose::Flavor::V1 => c.arg("docker-compose"),
+    };
+    c = c.arg("-p").arg(&p.name);
+    for f in &p.files {
+        c = c.arg("-f").arg(f);
+    }
+    c.privileged()
+}
+
+/// The `image` lines of [`IMAGES_SCRIPT`]: (service, image reference).
+pub fn parse_images(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("image\t"))
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(s, i)| (s.to_string(), i.to_string()))
+        .collect()
+}
+
+/// What [`PULL_SCRIPT`] did with each image: (`pulled`|`kept`|`local`|`absent`, reference).
+pub fn parse_decisions(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(k, _)| matches!(*k, "pulled" | "kept" | "local" | "absent"))
+        .map(|(k, r)| (k.to_string(), r.to_string()))
+        .collect()
 }
 
 /// The `digests` lines of [`PULL_SCRIPT`]: image reference → its repository digests (`repo@sha256:…`).
@@ -328,6 +496,62 @@ pub fn check(expect: &[Expect], pulled: &BTreeMap<String, Vec<String>>, host: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_policies_read_as_compose_reads_them() {
+        assert_eq!(Policy::parse("always"), Some(Policy::Always));
+        assert_eq!(Policy::parse("if_not_present"), Some(Policy::Missing));
+        assert_eq!(Policy::parse("Never"), Some(Policy::Never));
+        assert_eq!(Policy::parse("build"), Some(Policy::Build));
+        assert_eq!(Policy::parse("daily"), Some(Policy::Refresh(86400)));
+        assert_eq!(Policy::parse("weekly"), Some(Policy::Refresh(604800)));
+        assert_eq!(Policy::parse("every_12h"), Some(Policy::Refresh(43200)));
+        assert_eq!(Policy::parse("every_1h30m"), Some(Policy::Refresh(5400)));
+        assert_eq!(Policy::parse("every_2d"), Some(Policy::Refresh(172800)));
+        for bad in ["sometimes", "every_", "every_12", "every_x", ""] {
+            assert_eq!(Policy::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_pull_script_decides_per_image_as_compose_up_does() {
+        // A fake `docker` on the PATH: `a` is on the host from a registry, `b` only on the host, `c` absent.
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("docker");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho \"$*\" >> \"$LOG\"\ncase \"$1 $2\" in\n'image inspect')\n  for r; do :; done\n  case $r in\n    reg/a:1) case $4 in *Unix*) echo '0 reg/a@sha256:aa';; *) echo 'reg/a@sha256:aa';; esac;;\n    b:1) case $4 in *Unix*) echo '0 ';; *) echo '';; esac;;\n    *) exit 1;;\n  esac;;\npull) exit 0;;\nesac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let log = d.path().join("log");
+        let pull = |reference: &str, policy| Pull { services: vec!["s".into()], reference: reference.into(), policy };
+        let cmd = pull_cmd(
+            None,
+            &[pull("reg/a:1", Policy::Missing), pull("b:1", Policy::Always), pull("reg/c:1", Policy::Missing)],
+        );
+        let script = format!("PATH={}:$PATH LOG={} {}", d.path().display(), log.display(), cmd.render(false));
+        let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        let decisions = parse_decisions(&stdout);
+        let want: Vec<(String, String)> = [("kept", "reg/a:1"), ("local", "b:1"), ("pulled", "reg/c:1")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(decisions, want, "{stdout}");
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(calls.lines().filter(|l| l.starts_with("pull")).collect::<Vec<_>>(), ["pull -q reg/c:1"], "{calls}");
+        // A `refresh` image last tagged long ago is pulled again; `never` and absent stops before any pull.
+        let cmd = pull_cmd(None, &[pull("reg/a:1", Policy::Refresh(60)), pull("reg/c:1", Policy::Never)]);
+        let script = format!("PATH={}:$PATH LOG={} {}", d.path().display(), log.display(), cmd.render(false));
+        let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert_eq!(out.status.code(), Some(PULL_NEVER_ABSENT));
+        assert_eq!(
+            parse_decisions(&String::from_utf8_lossy(&out.stdout)),
+            [("pulled".to_string(), "reg/a:1".to_string()), ("absent".to_string(), "reg/c:1".to_string())]
+        );
+    }
 
     fn d(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))

@@ -22,10 +22,16 @@ pub struct Job<'a> {
     pub uploads: Vec<files::Upload>,
     pub compose_names: Vec<String>,
     pub image_repos: Vec<String>,
-    /// Images to `docker pull` directly, before the switch; `None`: let compose pull, after it.
-    pub pull_refs: Option<Vec<String>>,
+    /// Images pulled before the switch, each as its `pull_policy` says ([`crate::registry::Pull`]).
+    pub pulls: Vec<crate::registry::Pull>,
     /// The images whose digests `expect-digests` names (checked after the pull, before the switch).
     pub expect: Vec<crate::registry::Expect>,
+    /// Services whose image (one this deploy's tag names) uses a variable the runner has no value for (one
+    /// the host's `.env` sets): compose pulls them after the switch.
+    pub compose_pull: Vec<String>,
+    /// `expect-digests` keys left for the images compose pulls, and whether one of them must match.
+    pub compose_expect: std::collections::BTreeMap<String, String>,
+    pub compose_must_match: bool,
     pub stamp: String,
     pub owner: Owner,
 }
@@ -85,25 +91,24 @@ impl Job<'_> {
                 timeout: cfg.hooks.timeout,
             })
         };
-        match &self.pull_refs {
-            // The images are pulled (and their digests checked) before the switch: a pull that fails
-            // changes nothing live.
-            Some(refs) => {
-                if !refs.is_empty() {
-                    steps.push(Step::PullImages {
-                        tag: cfg.tag.clone(),
-                        refs: refs.clone(),
-                        expect: self.expect.clone(),
-                    });
-                }
-                steps.push(Step::Switch { pending: pending.clone() });
-            }
-            // Images compose must interpolate itself: compose pulls them with the switched files.
-            None => {
-                steps.push(Step::Switch { pending: pending.clone() });
-                let expect = cfg.expect_digests.clone();
-                steps.push(Step::Pull { release: new.clone(), services: cfg.services.clone(), expect });
-            }
+        // The images are pulled (and their digests checked) before the switch: a pull that fails changes
+        // nothing live. Images named with a variable of the host's `.env` only compose can resolve, with
+        // the switched files.
+        if !self.pulls.is_empty() {
+            steps.push(Step::PullImages {
+                tag: cfg.tag.clone(),
+                pulls: self.pulls.clone(),
+                expect: self.expect.clone(),
+            });
+        }
+        steps.push(Step::Switch { pending: pending.clone() });
+        if !self.compose_pull.is_empty() {
+            steps.push(Step::Pull {
+                release: new.clone(),
+                services: self.compose_pull.clone(),
+                expect: self.compose_expect.clone(),
+                must_match: self.compose_must_match,
+            });
         }
         steps.extend(hook(crate::hooks::Phase::Pre, &cfg.hooks.pre));
         if cfg.strategy == Strategy::Rolling {
@@ -171,9 +176,7 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
     let uploaded: Vec<String> = uploads.iter().map(|u| u.remote.clone()).collect();
     let compose_names: Vec<String> =
         cfg.compose_files.iter().map(|c| files::remote_path(c).unwrap_or_default()).collect();
-    let host_refs = model_check(cfg, &uploaded, &mut errs);
     let mut image_repos: Vec<String> = vec![];
-    let mut services: Vec<(String, Option<String>)> = vec![];
     for u in uploads.iter().filter(|u| compose_names.contains(&u.remote)) {
         let text = String::from_utf8_lossy(&u.content);
         match compose::references(&text) {
@@ -182,7 +185,6 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
                     .hint("check it with `docker compose config`"),
             ),
             Ok(refs) => {
-                services.extend(refs.services);
                 for img in refs.images {
                     let repo = compose::image_repo(&img).to_string();
                     if img.contains("IMAGE_TAG") && !repo.contains('$') && !image_repos.contains(&repo) {
@@ -200,27 +202,45 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
             .collect();
         errs.extend(crate::rolling::check(&cfg.services, &texts));
     }
-    let pull_refs = compose::pull_refs(&services, &cfg.services, &cfg.tag);
-    let expect = expected(cfg, &services, pull_refs.is_some()).unwrap_or_else(|e| {
-        errs.push(e);
-        vec![]
-    });
-    let mut hosts = vec![];
+    // Every host is connected first: the variables the compose files need may live only in a host's `.env`.
+    let mut conns = vec![];
     for h in &cfg.ssh.hosts {
         match connect(h) {
             Err(e) => errs.push(e),
-            Ok(mut exec) => {
-                let checks = preflight::Checks {
-                    app_dir: &cfg.app_dir,
-                    min_free_disk: cfg.min_free_disk,
-                    host_references: &host_refs,
-                    uploads: &uploads.iter().map(|u| u.remote.clone()).collect::<Vec<_>>(),
-                };
-                match preflight::run(exec.as_mut(), &checks) {
-                    Ok(facts) => hosts.push((h.clone(), exec, facts)),
-                    Err(mut e) => errs.append(&mut e),
-                }
-            }
+            Ok(exec) => conns.push((h.clone(), exec)),
+        }
+    }
+    let repo = std::env::current_dir().unwrap_or_default();
+    let none = std::collections::BTreeSet::new();
+    let base = crate::model::Input {
+        repo: &repo,
+        compose_files: &cfg.compose_files,
+        env_file: cfg.env_file.as_deref(),
+        tag: &cfg.tag,
+        services: &cfg.services,
+        use_compose: true,
+        placeholders: &none,
+    };
+    let runner_env = crate::model::runner_environment(&base);
+    let placeholders = server_variables(cfg, &base, &runner_env, &mut conns, &mut errs);
+    let input = crate::model::Input { placeholders: &placeholders, ..base };
+    let host_refs = model_check(cfg, &input, &uploaded, &mut errs);
+    let plan = pull_plan(&input, &runner_env, &placeholders, &mut errs);
+    let expect = expected(cfg, &plan).unwrap_or_else(|e| {
+        errs.push(e);
+        Expected::default()
+    });
+    let mut hosts = vec![];
+    for (h, mut exec) in conns {
+        let checks = preflight::Checks {
+            app_dir: &cfg.app_dir,
+            min_free_disk: cfg.min_free_disk,
+            host_references: &host_refs,
+            uploads: &uploaded,
+        };
+        match preflight::run(exec.as_mut(), &checks) {
+            Ok(facts) => hosts.push((h, exec, facts)),
+            Err(mut e) => errs.append(&mut e),
         }
     }
     if let Some(e) = combine(errs) {
@@ -231,37 +251,192 @@ fn prepare<'c>(cfg: &'c DeployConfig, connect: &mut Connect) -> Result<(Job<'c>,
         uploads,
         compose_names,
         image_repos,
-        pull_refs,
-        expect,
+        pulls: plan.pulls,
+        expect: expect.before,
+        compose_pull: plan.compose_pull,
+        compose_expect: expect.after,
+        compose_must_match: expect.must_match,
         stamp: state::backup_stamp(),
         owner: new_owner(&cfg.meta, "deploy", &cfg.tag),
     };
     Ok((job, hosts))
 }
 
-/// The images `expect-digests` speaks of, matched to the deployed services (crate::registry::match_expect).
-fn expected(
+/// The variables the compose files use that the runner has no value for (not `IMAGE_TAG`, not in the
+/// `env-file`), looked up by KEY NAME in each host's `.env` (where sync-secrets writes them; one read-only
+/// round trip per host, only when there are such variables and no `env-file` replaces that `.env`).
+/// Returns those every host's `.env` sets, which get a stand-in value for the runner's resolution; a
+/// required one (`${VAR:?…}`) that some host lacks is an error naming it, the hosts and where it can come
+/// from. No value is ever read off a host.
+fn server_variables(
     cfg: &DeployConfig,
-    services: &[(String, Option<String>)],
-    pulled_by_us: bool,
-) -> Result<Vec<crate::registry::Expect>> {
+    input: &crate::model::Input,
+    runner_env: &std::collections::BTreeMap<String, String>,
+    conns: &mut [(HostSpec, Box<dyn Executor>)],
+    errs: &mut Vec<Error>,
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let vars = crate::model::variables(input);
+    let missing: Vec<(&String, &crate::model::Variable)> =
+        vars.iter().filter(|(n, _)| !runner_env.contains_key(*n)).collect();
+    if missing.is_empty() {
+        return out;
+    }
+    if let Some(env_file) = &cfg.env_file {
+        // The env-file replaces the host's `.env`: what it lacks, the host will lack.
+        for (name, v) in missing.iter().filter(|(_, v)| v.required) {
+            errs.push(
+                Error::bad_input(format!(
+                    "the compose files require `{name}`{}, and it has no value: it is neither `IMAGE_TAG` nor in `env-file` `{}`, which becomes the host's `.env`",
+                    if v.non_empty { " (not empty)" } else { "" },
+                    env_file.display()
+                ))
+                .hint(format!("add `{name}=…` to the env-file (or give it a default in the compose file, `${{{name}:-…}}`); nothing was changed")),
+            );
+            // A stand-in keeps compose's check of the rest from stopping at the same variable.
+            out.insert(name.to_string());
+        }
+        return out;
+    }
+    let rel = files::env_remote(&cfg.compose_files);
+    let path = format!("{}/{rel}", cfg.app_dir.trim_end_matches('/'));
+    let mut keys: Vec<(String, Option<std::collections::BTreeMap<String, bool>>)> = vec![];
+    for (spec, ex) in conns.iter_mut() {
+        match ex.run(&preflight::env_keys_cmd(&path)) {
+            Ok(o) if o.success() => keys.push((spec.to_string(), preflight::parse_env_keys(&o.stdout_str()))),
+            Ok(o) => errs.push(
+                Error::bad_input(format!("the key names of {path} on {spec} could not be read: {}", o.tail(2)))
+                    .hint("check that the SSH user may read the app dir"),
+            ),
+            Err(e) => errs.push(e),
+        }
+    }
+    let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+    info(format!(
+        "compose variables without a value on the runner ({}): looked up by key name in {path} on each host",
+        names.join(", ")
+    ));
+    for (name, v) in missing {
+        let lacking: Vec<String> = keys
+            .iter()
+            .filter_map(|(host, k)| {
+                let why = match k.as_ref().map(|k| k.get(name.as_str())) {
+                    None => format!("{host} has no {path}"),
+                    Some(None) => format!("{host}'s {path} has no `{name}`"),
+                    Some(Some(false)) if v.non_empty => format!("{host}'s {path} has `{name}` empty"),
+                    Some(Some(_)) => return None,
+                };
+                Some(why)
+            })
+            .collect();
+        let provided_somewhere = lacking.len() < keys.len();
+        if v.required && !lacking.is_empty() {
+            errs.push(
+                Error::bad_input(format!(
+                    "the compose files require `{name}`, and it has no value: it is not `IMAGE_TAG`, there is no `env-file`, and {}",
+                    lacking.join(", ")
+                ))
+                .hint(format!("add `{name}` to the secrets manifest so sync-secrets writes it into {rel} on every host (or pass an `env-file` that sets it); nothing was changed")),
+            );
+        }
+        if provided_somewhere || v.required {
+            out.insert(name.clone());
+        }
+    }
+    out
+}
+
+/// What is pulled, and how.
+struct PullPlan {
+    /// Before the switch, by gangplank, each image as its `pull_policy` says.
+    pulls: Vec<crate::registry::Pull>,
+    /// After the switch, by compose: images of this deploy's tag named with a variable of the host's `.env`.
+    compose_pull: Vec<String>,
+}
+
+/// Which images are pulled, and when. An image resolves here when every variable it uses has a value on
+/// the runner (`${IMAGE_TAG:?…}` and defaults included) and none is set by the host's `.env`: it is pulled
+/// before the switch, as its `pull_policy` says; without one, the images this deploy's tag names (the
+/// app's own: new tags) are pulled always, and every other image (a database, a proxy: unchanged) only
+/// when it is not on the host, compose's own default. Images named with a variable of the host's `.env`
+/// are compose's to resolve: compose pulls those of this deploy's tag after the switch, and `up` any other
+/// that is missing. A service without `image:` is built by compose, not pulled.
+fn pull_plan(
+    input: &crate::model::Input,
+    runner_env: &std::collections::BTreeMap<String, String>,
+    host_only: &std::collections::BTreeSet<String>,
+    errs: &mut Vec<Error>,
+) -> PullPlan {
+    use crate::registry::{Policy, Pull};
+    let mut plan = PullPlan { pulls: vec![], compose_pull: vec![] };
+    for si in crate::model::service_images(input) {
+        let Some(raw) = si.image else { continue };
+        let used: Vec<String> = compose::variables_in(&raw).into_iter().map(|v| v.name).collect();
+        let app = used.iter().any(|v| v == "IMAGE_TAG");
+        let policy = match &si.pull_policy {
+            None => Some(if app { Policy::Always } else { Policy::Missing }),
+            Some(p) => crate::model::interpolate(p, runner_env).ok().and_then(|p| Policy::parse(&p)),
+        };
+        let Some(policy) = policy else {
+            errs.push(
+                Error::bad_input(format!(
+                    "service `{}` has `pull_policy: {}`, which is not a pull policy compose knows",
+                    si.service,
+                    si.pull_policy.unwrap_or_default()
+                ))
+                .hint("write always, missing, never, build, daily, weekly or every_<duration> (every_12h, every_2d)"),
+            );
+            continue;
+        };
+        let on_host = used.iter().any(|v| host_only.contains(v));
+        match crate::model::interpolate(&raw, runner_env).ok().filter(|_| !on_host) {
+            Some(reference) => match plan.pulls.iter_mut().find(|p| p.reference == reference) {
+                Some(p) => {
+                    p.services.push(si.service);
+                    p.policy = match (p.policy, policy) {
+                        (Policy::Refresh(a), Policy::Refresh(b)) => Policy::Refresh(a.min(b)),
+                        (a, b) => a.max(b),
+                    };
+                }
+                None => plan.pulls.push(Pull { services: vec![si.service], reference, policy }),
+            },
+            None if app && !matches!(policy, Policy::Never | Policy::Build) => plan.compose_pull.push(si.service),
+            None => {}
+        }
+    }
+    plan
+}
+
+/// `expect-digests` matched: before the switch to the images gangplank pulls, after it (on each host,
+/// with compose's resolution) the keys left for the images compose pulls.
+#[derive(Default)]
+struct Expected {
+    before: Vec<crate::registry::Expect>,
+    after: std::collections::BTreeMap<String, String>,
+    must_match: bool,
+}
+
+/// The images `expect-digests` speaks of, matched to the deployed services (crate::registry::match_expect).
+fn expected(cfg: &DeployConfig, plan: &PullPlan) -> Result<Expected> {
     if cfg.expect_digests.is_empty() {
-        return Ok(vec![]);
+        return Ok(Expected::default());
     }
-    if !pulled_by_us {
-        // Compose resolves the images on the host, after the switch: they are matched and checked there
-        // (Step::Pull).
-        info("expect-digests: the images interpolate more than IMAGE_TAG, so compose resolves and pulls them on each host after the switch; a digest that differs puts the files back, restarting nothing");
-        return Ok(vec![]);
-    }
-    let images: Vec<(String, String)> = services
-        .iter()
-        .filter(|(n, _)| cfg.services.is_empty() || cfg.services.contains(n))
-        .filter_map(|(n, i)| {
-            Some((n.clone(), i.as_ref()?.replace("${IMAGE_TAG}", &cfg.tag).replace("$IMAGE_TAG", &cfg.tag)))
-        })
-        .collect();
+    let images: Vec<(String, String)> =
+        plan.pulls.iter().flat_map(|p| p.services.iter().map(|s| (s.clone(), p.reference.clone()))).collect();
     let (matched, unmatched) = crate::registry::match_expect(&cfg.expect_digests, &images);
+    for e in &matched {
+        info(format!("expect-digests: service `{}` ({}) must have {}", e.service, e.reference, e.digest));
+    }
+    if !plan.compose_pull.is_empty() && !unmatched.is_empty() {
+        // compose resolves these images on each host, after the switch: the keys left are matched there.
+        info(format!(
+            "expect-digests: the image(s) of {} use variables the runner has no value for: compose pulls them on each host after the switch, where key(s) {} are matched and checked; a digest that differs puts the files back, restarting nothing",
+            plan.compose_pull.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+            unmatched.join(", ")
+        ));
+        let after = unmatched.iter().map(|k| (k.clone(), cfg.expect_digests[k].clone())).collect();
+        return Ok(Expected { must_match: matched.is_empty(), before: matched, after });
+    }
     if matched.is_empty() {
         let names: Vec<&str> = images.iter().map(|(_, r)| r.as_str()).collect();
         return Err(Error::bad_input(format!(
@@ -277,27 +452,20 @@ fn expected(
             format!("key `{k}` names no image of the deployed services; its digest is not checked"),
         );
     }
-    for e in &matched {
-        info(format!("expect-digests: service `{}` ({}) must have {}", e.service, e.reference, e.digest));
-    }
-    Ok(matched)
+    Ok(Expected { before: matched, after: Default::default(), must_match: false })
 }
 
 /// The compose model's references (crate::model): failures found here go to `errs`; the paths every
 /// host must have are returned for preflight.
-fn model_check(cfg: &DeployConfig, uploaded: &[String], errs: &mut Vec<Error>) -> Vec<crate::model::HostRef> {
-    let Ok(repo) = std::env::current_dir() else { return vec![] };
-    let input = crate::model::Input {
-        repo: &repo,
-        compose_files: &cfg.compose_files,
-        env_file: cfg.env_file.as_deref(),
-        tag: &cfg.tag,
-        services: &cfg.services,
-        use_compose: true,
-    };
+fn model_check(
+    cfg: &DeployConfig,
+    input: &crate::model::Input,
+    uploaded: &[String],
+    errs: &mut Vec<Error>,
+) -> Vec<crate::model::HostRef> {
     let started = Instant::now();
-    let model = crate::model::resolve(&input);
-    let checked = crate::model::check(&model, &repo, &cfg.app_dir, uploaded, &files::listed_folders(&cfg.files));
+    let model = crate::model::resolve(input);
+    let checked = crate::model::check(&model, input.repo, &cfg.app_dir, uploaded, &files::listed_folders(&cfg.files));
     info(format!(
         "compose model: {} reference(s) resolved by {} in {} ms",
         model.refs.len(),
@@ -309,6 +477,9 @@ fn model_check(cfg: &DeployConfig, uploaded: &[String], errs: &mut Vec<Error>) -
     ));
     for note in &model.unresolved {
         gangplank_core::actions::warning("compose model", format!("not resolved: {note}"));
+    }
+    for note in &checked.notes {
+        gangplank_core::actions::warning("compose model", note.clone());
     }
     errs.extend(checked.errors);
     checked.host_refs

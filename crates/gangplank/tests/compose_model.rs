@@ -255,3 +255,93 @@ fn a_twenty_service_project_is_resolved_whole() {
         eprintln!("20 services: {line}; whole preflight-only run {} ms", wall.as_millis());
     }
 }
+
+/// The example app's compose file takes its settings from the server `.env`, which sync-secrets writes and
+/// which never leaves the host (issue 20): preflight reads that file's KEY NAMES there, gives those variables
+/// a stand-in for the runner's resolution, and passes, resolved by compose and by the built-in reader alike;
+/// no value of the host's is printed. A required variable neither the runner nor the host's `.env` has is a
+/// one-line exit 2 naming it and where it can come from.
+#[test]
+fn variables_only_the_server_env_sets_are_looked_up_there_by_name() {
+    let sshd = Sshd::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/compose-app");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::create_dir_all(repo.join("proxy")).unwrap();
+    for f in ["compose.yaml", "proxy/Caddyfile", "Dockerfile", "app.py"] {
+        std::fs::copy(example.join(f), repo.join(f)).unwrap();
+    }
+    // A bind source built from a variable only the host has is reported, not checked.
+    let yaml = std::fs::read_to_string(repo.join("compose.yaml")).unwrap();
+    let yaml = yaml.replacen(
+        "    stop_grace_period: 10s\n",
+        "    stop_grace_period: 10s\n    volumes:\n      - ${SITE_DIR:-/srv/site}:/srv:ro\n",
+        1,
+    );
+    std::fs::write(repo.join("compose.yaml"), yaml).unwrap();
+    let l = Layout { repo, host_root: root.path().join("host"), _root: root };
+    std::fs::create_dir_all(l.app_dir()).unwrap();
+    let canaries = ["pgCanary-51c0ffee", "skCanary-9d8e7f60", "siteCanary-2b3c"];
+    let write_env = |skip: &str| {
+        let mut text = String::from("# Written by gangplank sync-secrets\n");
+        for (k, v) in [
+            ("WEB_IMAGE", "ghcr.io/acme/shop/web"),
+            ("POSTGRES_PASSWORD", canaries[0]),
+            ("SECRET_KEY", canaries[1]),
+            ("APP_MODE", "production"),
+            ("SENTRY_DSN", ""),
+            ("SITE_DIR", canaries[2]),
+        ] {
+            if k != skip {
+                text.push_str(&format!("{k}=\"{v}\"\n"));
+            }
+        }
+        std::fs::write(l.app_dir().join(".env"), text).unwrap();
+    };
+    let run = |builtin: bool| {
+        let bin = step_program(env!("CARGO_BIN_EXE_gangplank"), "deploy-remote");
+        let mut cmd = scrubbed_command(bin);
+        cmd.current_dir(&l.repo)
+            .arg("--host")
+            .arg(sshd.host_spec())
+            .arg(format!("--ssh-key={}", sshd.client_key))
+            .arg("--known-hosts")
+            .arg(&sshd.known_hosts)
+            .args(["--app-name", "gangplank-model-env", "--image-tag", "t1", "--preflight-only", "true"])
+            .args(["--min-free-disk", "1", "--files", "proxy", "--services", "web"])
+            .arg("--app-dir")
+            .arg(l.app_dir());
+        if builtin {
+            cmd.env("PATH", "/nonexistent");
+        }
+        let out = cmd.output().unwrap();
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for c in canaries {
+            assert!(!text.contains(c), "a value of the host's .env was printed:\n{text}");
+        }
+        (out.status.code().unwrap_or(-1), text)
+    };
+    for builtin in [false, true] {
+        let mode = if builtin { "built-in reader" } else { "compose" };
+        write_env("");
+        let (status, text) = run(builtin);
+        assert_eq!(status, 0, "{mode}:\n{text}");
+        assert!(text.contains("looked up by key name"), "{mode}:\n{text}");
+        assert!(
+            text.contains("`${SITE_DIR}`, the bind mount source of service `web`, is built from `SITE_DIR`"),
+            "{mode}:\n{text}"
+        );
+        // WEB_IMAGE is the host's: compose resolves and pulls the app's image there, after the switch.
+        assert!(text.contains("compose pull web"), "{mode}:\n{text}");
+
+        write_env("SECRET_KEY");
+        let (status, text) = run(builtin);
+        assert_eq!(status, 2, "{mode}:\n{text}");
+        let line = text.lines().find(|l| l.contains("`SECRET_KEY`")).unwrap_or_else(|| panic!("{mode}:\n{text}"));
+        assert!(line.contains("has no `SECRET_KEY`") && line.contains(&sshd.host_spec()), "{line}");
+        eprintln!("{mode}: {line}");
+        assert_eq!(text.lines().filter(|l| l.contains("has no `SECRET_KEY`")).count(), 1, "one line:\n{text}");
+        assert!(text.contains("hint: add `SECRET_KEY` to the secrets manifest"), "{mode}:\n{text}");
+    }
+}

@@ -233,3 +233,142 @@ fn expect_digests_refuses_a_moved_tag_before_the_switch() {
     let state: serde_json::Value = serde_json::from_str(&fx.read_host(".gangplank/state.json")).unwrap();
     assert_eq!(state["current"]["images"]["web"].as_str(), Some(want.as_str()), "{state}");
 }
+
+/// How many manifest requests (GET or HEAD, as the registry's access log writes them) for `repo` the
+/// registry has answered so far. A sentinel request is made and waited for in the log first, so every
+/// request made before it is counted.
+fn manifest_requests(registry: &gangplank_testbed::Registry, repo: &str) -> usize {
+    let sentinel = unique_name("gp-sentinel");
+    let _ = gangplank_testbed::http_get(&registry.addr, &format!("/v2/{sentinel}/manifests/x"), None);
+    let log =
+        gangplank_testbed::wait_for("the sentinel in the registry's log", std::time::Duration::from_secs(10), || {
+            let log = registry.log();
+            log.contains(&format!("/v2/{sentinel}/manifests/x HTTP")).then_some(log)
+        })
+        .unwrap();
+    let (get, head) = (format!("\"GET /v2/{repo}/manifests/"), format!("\"HEAD /v2/{repo}/manifests/"));
+    log.lines().filter(|l| l.contains(&get) || l.contains(&head)).count()
+}
+
+/// Removes the images a test tagged on the shared engine.
+struct Untag(Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            let _ = Command::new("docker").args(["rmi", r]).output();
+        }
+    }
+}
+
+/// Pull like compose (issue 20): the app's image, named with `${IMAGE_TAG:?…}`, is pulled before the switch
+/// on every deploy; an unchanged third-party image is pulled only while it is missing on the host (compose's
+/// default `missing`), again with `pull_policy: always`; an image that exists only on the host (tagged there,
+/// as `docker load` leaves it) is never pulled. Measured by the manifest requests the registry answered.
+#[test]
+fn images_are_pulled_as_their_pull_policy_says_and_never_when_only_on_the_host() {
+    let fx = Fixture::new("gp-pullpol");
+    let samples = images::samples().unwrap();
+    let app_repo = fx.image.split_once('/').map(|(_, r)| r.to_string()).unwrap();
+    let db_repo = format!("{app_repo}-db");
+    let db = format!("{}/{db_repo}:16", fx.registry.addr);
+    sh(&format!("docker tag {} {db} && docker push -q {db} >/dev/null && docker rmi {db} >/dev/null", samples.v1));
+    let local = unique_name("gp-hostonly");
+    let mut tagged = vec![db.clone()];
+    for t in ["v1", "v2"] {
+        sh(&format!("docker tag {} {local}:{t}", samples.v1));
+        tagged.push(format!("{local}:{t}"));
+    }
+    let _untag = Untag(tagged);
+    let write = |db_policy: &str| {
+        let yaml = format!(
+            "services:\n  web:\n    image: \"{}:${{IMAGE_TAG:?IMAGE_TAG must be set}}\"\n    ports:\n      - \"127.0.0.1:{}:8080\"\n    env_file: .env\n    stop_grace_period: 1s\n  db:\n    image: {db}\n    stop_grace_period: 1s\n{db_policy}  side:\n    image: \"{local}:${{IMAGE_TAG}}\"\n    stop_grace_period: 1s\n",
+            fx.image, fx.port
+        );
+        std::fs::write(fx.work.path().join("compose.yaml"), yaml).unwrap();
+    };
+    write("");
+    let mut counts = vec![];
+    let mut deploy = |tag: &str| {
+        let (web0, db0) = (manifest_requests(&fx.registry, &app_repo), manifest_requests(&fx.registry, &db_repo));
+        let r = fx.deploy(&fx.deploy_args(tag));
+        assert_eq!(r.status, 0, "{r:?}");
+        let (web, db) =
+            (manifest_requests(&fx.registry, &app_repo) - web0, manifest_requests(&fx.registry, &db_repo) - db0);
+        eprintln!("deploy of {tag}: manifest requests: app image {web}, third-party image {db}");
+        counts.push((web, db));
+        r
+    };
+    // First deploy: the third-party image is missing on the host, so it is pulled, before the switch.
+    let first = deploy("v1");
+    let line = |r: &Run, what: &str| r.stderr.lines().find(|l| l.contains(what)).unwrap_or_default().to_string();
+    let pulled = line(&first, ", pulled: ");
+    assert!(pulled.contains(&format!("{}:v1", fx.image)) && pulled.contains(&db), "{first:?}");
+    assert!(line(&first, "never pulled: ").contains(&format!("{local}:v1")), "{first:?}");
+    // `${IMAGE_TAG:?…}` resolves on the runner: the images are pulled before the switch, not by compose after it.
+    assert!(first.stderr.contains("docker pull before the switch"), "{first:?}");
+    assert!(!first.stderr.contains("compose pull"), "{first:?}");
+    wait_health(&fx, "v1");
+    // Second deploy: the app's new tag is pulled; the unchanged third-party image is on the host: 0 requests.
+    let second = deploy("v2");
+    assert!(line(&second, "not pulled (its pull_policy asks no pull now)").contains(&db), "{second:?}");
+    assert!(!line(&second, ", pulled: ").contains(&db), "{second:?}");
+    wait_health(&fx, "v2");
+    // `pull_policy: always` pulls it every time.
+    write("    pull_policy: always\n");
+    deploy("v1");
+    assert!(counts[0].0 >= 1 && counts[0].1 >= 1, "{counts:?}");
+    assert!(counts[1].0 >= 1, "{counts:?}");
+    assert_eq!(counts[1].1, 0, "an unchanged third-party image is not asked for again: {counts:?}");
+    assert!(counts[2].1 >= 1, "pull_policy: always asks every time: {counts:?}");
+}
+
+/// `expect-digests` with an image named by a variable of the server `.env` (the example app's
+/// `${WEB_IMAGE:?…}:${IMAGE_TAG:?…}`): the runner cannot resolve the image, so compose pulls it on the host
+/// after the switch, and the digest is checked there: a moved tag puts the files back without restarting
+/// anything (exit 1), the digest the push gave passes and is recorded (docs/actions.md, "Pull and digests").
+#[test]
+fn expect_digests_checks_an_image_named_by_the_server_env_after_compose_pulls_it() {
+    let fx = Fixture::new("gp-digest-env");
+    let samples = images::samples().unwrap();
+    std::fs::create_dir_all(&fx.app_dir).unwrap();
+    std::fs::write(fx.app_dir.join(".env"), format!("WEB_IMAGE={}\nAPP_TOKEN=x\n", fx.image)).unwrap();
+    let yaml = format!(
+        "services:\n  web:\n    image: \"${{WEB_IMAGE:?WEB_IMAGE must be set}}:${{IMAGE_TAG:?IMAGE_TAG must be set}}\"\n    ports:\n      - \"127.0.0.1:{}:8080\"\n    env_file: .env\n    stop_grace_period: 1s\n",
+        fx.port
+    );
+    std::fs::write(fx.work.path().join("compose.yaml"), yaml).unwrap();
+    // No env-file: the server `.env` stays the host's own.
+    let args = |tag: &str, digest: Option<&str>| {
+        let mut a = fx.deploy_args(tag);
+        let i = a.iter().position(|x| x == "--env-file").unwrap();
+        a.drain(i..i + 2);
+        if let Some(d) = digest {
+            a.push(format!("--expect-digests={{\"{}\":\"{d}\"}}", fx.app));
+        }
+        a
+    };
+    let first = fx.deploy(&args("v1", None));
+    assert_eq!(first.status, 0, "{first:?}");
+    assert!(first.stderr.contains("compose pull web"), "{first:?}");
+    wait_health(&fx, "v1");
+
+    let pushed = push(&samples.v2, &fx.image, "rel");
+    let moved = push(&samples.stubborn, &fx.image, "rel");
+    let before = fx.read_host("compose.yaml");
+    let r = fx.deploy(&args("rel", Some(&pushed)));
+    assert_eq!(r.status, 1, "{r:?}");
+    let line = r.stderr.lines().find(|l| l.contains("service `web` on")).unwrap_or_else(|| panic!("{r:?}"));
+    assert!(line.contains(&pushed) && line.contains(&moved), "{line}");
+    assert!(r.stderr.contains("`v1` kept serving and its files are back"), "{r:?}");
+    assert_eq!(fx.read_host("compose.yaml"), before);
+    assert!(!fx.app_dir.join(".gangplank/lock").exists(), "the lock was released");
+    assert_eq!(fx.health().as_deref(), Some("v1"));
+
+    let ok = fx.deploy(&args("rel", Some(&moved)));
+    assert_eq!(ok.status, 0, "{ok:?}");
+    wait_health(&fx, "stubborn");
+    let want = format!("{}@{moved}", fx.image);
+    let state: serde_json::Value = serde_json::from_str(&fx.read_host(".gangplank/state.json")).unwrap();
+    assert_eq!(state["current"]["images"]["web"].as_str(), Some(want.as_str()), "{state}");
+}

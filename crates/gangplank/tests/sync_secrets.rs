@@ -1025,10 +1025,15 @@ fn the_lock_is_released_after_a_success_and_after_a_failure() {
     assert!(host.env_path().exists());
     assert!(!host.lock_dir().exists(), "lock left after a success");
 
-    // A write that fails after the lock was taken: the .env's directory is a regular file.
-    std::fs::write(host.dir.path().join("app/not-a-dir"), "").unwrap();
+    // A write that fails after the lock was taken: preflight passed, then, while the run waited for a
+    // deploy's lock, a regular file took the place of the `.env`'s folder.
+    let deploy = Deploy::hold(&host);
     let bad_path = host.dir.path().join("app/not-a-dir/.env").to_string_lossy().into_owned();
-    let r = host.run(&case, "apply", &["--remote-env-path", &bad_path], &[]);
+    let child = host.spawn(&case, "apply", &["--remote-env-path", &bad_path, "--lock-timeout", "5m"], &[]);
+    wait_until("sync-secrets says it waits for the lock", || case.stderr_so_far().contains("waiting for the lock"));
+    std::fs::write(host.dir.path().join("app/not-a-dir"), "").unwrap();
+    deploy.finish();
+    let r = case.wait(child);
     r.assert_code(1);
     assert!(!host.lock_dir().exists(), "lock left after a failure:\n{}", r.stderr);
     r.assert_no_secret("k9Db-lock-canary-0123456789");
@@ -1131,4 +1136,351 @@ fn without_app_dir_the_env_file_goes_where_deploy_remote_puts_the_app() {
     let r = case.run(&args, &env[..2]);
     r.assert_code(2);
     assert!(r.stderr.contains("app-dir"), "{}", r.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A fresh server is bootstrapped, and every host is checked before anything is written (issue 20).
+
+/// Both targets in one step, as the example's workflows run them: GitHub through the stand-in, the `.env` on
+/// `hosts` (one or more `user@host:port`) under `app_dir`.
+fn both_targets(
+    case: &Case,
+    gh: &GitHub,
+    hosts: &str,
+    known_hosts: &str,
+    key: &str,
+    app_dir: &Path,
+    extra: &[&str],
+) -> Run {
+    let app = app_dir.to_string_lossy().into_owned();
+    let mut args = vec!["--api-url", gh.url(), "--repository", "acme/app", "--host", hosts, "--app-dir", &app];
+    args.extend_from_slice(extra);
+    let token = gh.token();
+    case.run(&args, &[("INPUT_GITHUB_TOKEN", &token), ("INPUT_SSH_KEY", key), ("INPUT_KNOWN_HOSTS", known_hosts)])
+}
+
+/// Every path under `root` (not following links) with its kind and mode: equal listings mean nothing changed.
+fn listing(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![];
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        out.push(format!("{} {:?} {:o}", p.display(), m.file_type(), m.permissions().mode()));
+        if m.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn bootstrap_case() -> Case {
+    Case::new(
+        "values:\n  DB_PASSWORD: {}\n  LLM_PROVIDER: {secret: false}\n",
+        "DB_PASSWORD=k9Db-bootstrap-canary-0123456789\nLLM_PROVIDER=openrouter\n",
+    )
+}
+
+/// The issue's host: `remote-env-path: /opt/compose-app/examples/compose-app/.env` with not even `/opt`
+/// there. `plan` says what `apply` would create and creates nothing; `apply` makes the app dir with its
+/// missing parents (0755), `.gangplank` and `backups` (0700), the `.env`'s folders (0755) and the `.env`
+/// (0600); a second `apply` has nothing to do.
+#[test]
+fn a_fresh_server_gets_its_app_dir_and_the_env_folders_with_their_modes() {
+    let gh = GitHub::start();
+    let host = Host::start();
+    let case = bootstrap_case();
+    let root = host.dir.path().join("fresh");
+    let app = root.join("opt/compose-app");
+    let env_file = app.join("examples/compose-app/.env");
+    let env_arg = env_file.to_string_lossy().into_owned();
+    let run = |mode: &str| {
+        let (spec, keys, key) = (host.sshd.host_spec(), &host.sshd.known_hosts, &host.sshd.client_key);
+        both_targets(&case, &gh, &spec, keys, key, &app, &["--mode", mode, "--remote-env-path", &env_arg])
+    };
+
+    let r = run("plan");
+    r.assert_code(0);
+    assert!(
+        r.stderr.contains("apply would create") && r.stderr.contains(&app.to_string_lossy().into_owned()),
+        "{}",
+        r.stderr
+    );
+    assert!(!root.exists(), "plan created something");
+
+    let r = run("apply");
+    r.assert_code(0);
+    for (dir, mode) in [
+        (root.clone(), 0o755),
+        (root.join("opt"), 0o755),
+        (app.clone(), 0o755),
+        (app.join(".gangplank"), 0o700),
+        (app.join(".gangplank/backups"), 0o700),
+        (app.join("examples"), 0o755),
+        (app.join("examples/compose-app"), 0o755),
+    ] {
+        assert!(dir.is_dir(), "{} was not created", dir.display());
+        assert_eq!(mode_of(&dir), mode, "mode of {}", dir.display());
+    }
+    assert_eq!(mode_of(&env_file), 0o600);
+    let env = read(&env_file);
+    assert!(env.contains("DB_PASSWORD=\"k9Db-bootstrap-canary-0123456789\"\n"), "{env}");
+    assert!(!app.join(".gangplank/lock").exists(), "the lock was left behind");
+    assert!(read(&app.join(".gangplank/audit.log")).contains("\"env-sync\""));
+    assert!(!app.join(".env").exists(), "the .env went to the app dir instead of remote-env-path");
+    assert_eq!(
+        gh.secret(&Scope::Repo("acme/app".into()), "DB_PASSWORD").as_deref(),
+        Some("k9Db-bootstrap-canary-0123456789")
+    );
+    assert!(r.stderr.contains(&format!("created {}", app.join("examples/compose-app").display())), "{}", r.stderr);
+    r.assert_no_secret("k9Db-bootstrap-canary-0123456789");
+
+    let before = listing(&root);
+    let r = run("apply");
+    r.assert_code(0);
+    assert!(!r.stderr.contains("created") && r.stderr.contains("already up to date"), "{}", r.stderr);
+    assert_eq!(listing(&root), before);
+}
+
+/// A symlink where the sync would write (a folder on the way to the `.env`, gangplank's `backups`, the app
+/// dir itself) is refused by preflight: exit 2 with a hint, no GitHub request at all, nothing written through
+/// the link and nothing changed in the app dir.
+#[test]
+fn a_symlink_on_the_way_is_refused_before_github_or_the_host_changes() {
+    let gh = GitHub::start();
+    let host = Host::start();
+    let case = bootstrap_case();
+    let app = PathBuf::from(host.app_dir());
+    for (link, env_rel) in [("examples", "examples/compose-app/.env"), (".gangplank/backups", ".env"), ("", ".env")] {
+        let outside = tempfile::tempdir().unwrap();
+        let _ = std::fs::remove_dir_all(&app);
+        let _ = std::fs::remove_file(&app);
+        if link.is_empty() {
+            std::os::unix::fs::symlink(outside.path(), &app).unwrap();
+        } else {
+            std::fs::create_dir_all(app.join(link).parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(outside.path(), app.join(link)).unwrap();
+        }
+        let before = listing(&app);
+        let env_arg = app.join(env_rel).to_string_lossy().into_owned();
+        let (spec, keys, key) = (host.sshd.host_spec(), &host.sshd.known_hosts, &host.sshd.client_key);
+        let r = both_targets(&case, &gh, &spec, keys, key, &app, &["--mode", "apply", "--remote-env-path", &env_arg]);
+        r.assert_code(2);
+        let linked = if link.is_empty() { app.clone() } else { app.join(link) };
+        assert!(
+            r.stderr.contains(&format!("`{}` on", linked.display())) && r.stderr.contains("is a symlink"),
+            "{link}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("hint:") && r.stderr.contains("nothing was written"), "{link}: {}", r.stderr);
+        assert_eq!(writes(&gh), 0, "{link}: GitHub was written");
+        assert!(gh.requests().is_empty(), "{link}: GitHub was read before the hosts were checked");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "{link}: written through the link");
+        assert_eq!(listing(&app), before, "{link}: the app dir changed");
+    }
+}
+
+/// With two hosts, the second one failing its checks (a host key `known-hosts` does not list, a port nobody
+/// listens on) stops the run before anything is written: exit 2 naming that host, no GitHub request, and
+/// the first host, whose checks passed, untouched.
+#[test]
+fn a_second_host_that_fails_preflight_stops_the_run_before_github_and_the_first_host() {
+    let gh = GitHub::start();
+    let first = Host::start();
+    let opts = gangplank_testbed::SshdOptions { clients_of: Some(&first.sshd), ..Default::default() };
+    let second = gangplank_testbed::Sshd::start_with(&opts).expect("second sshd");
+    let case = bootstrap_case();
+    let app = PathBuf::from(first.app_dir());
+    for (what, spec, expect) in [
+        ("unknown host key", second.host_spec(), "is unknown"),
+        ("unreachable", "root@127.0.0.1:1".to_string(), "cannot connect to root@127.0.0.1:1"),
+    ] {
+        let hosts = format!("{},{spec}", first.sshd.host_spec());
+        let (keys, key) = (&first.sshd.known_hosts, &first.sshd.client_key);
+        let r = both_targets(&case, &gh, &hosts, keys, key, &app, &["--mode", "apply"]);
+        r.assert_code(2);
+        assert!(r.stderr.contains(expect) && r.stderr.contains("hint:"), "{what}: {}", r.stderr);
+        assert!(r.stderr.contains("preflight failed on 1 of 2 host(s)"), "{what}: {}", r.stderr);
+        assert_eq!(writes(&gh), 0, "{what}: GitHub was written");
+        assert!(gh.requests().is_empty(), "{what}: GitHub was read before the hosts were checked");
+        assert!(!app.exists(), "{what}: the first host was changed");
+        r.assert_no_secret("k9Db-bootstrap-canary-0123456789");
+    }
+}
+
+/// A deploy user that may not create the app dir (its parent is root's, as `/opt` is): exit 2 before
+/// anything changes, with the one-time command that makes it; after that command the same run writes the
+/// `.env`, owned by that user. A `sudo` that would prompt is refused the same way.
+#[test]
+fn an_app_dir_the_deploy_user_cannot_create_is_exit_2_with_the_command_that_makes_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let gh = GitHub::start();
+    let host = Host::start();
+    let user = gangplank_testbed::ensure_plain_user().unwrap();
+    let id = |flag: &str| {
+        let out = std::process::Command::new("id").args([flag, &user]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (group, uid) = (id("-gn"), id("-u"));
+    // The user may walk to the parent and not write in it.
+    std::fs::set_permissions(host.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let parent = host.dir.path().join("opt");
+    std::fs::create_dir(&parent).unwrap();
+    let app = parent.join("compose-app");
+    let case = bootstrap_case();
+    let spec = format!("{user}@{}:{}", host.sshd.host, host.sshd.port);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--mode", "apply"];
+        args.extend_from_slice(extra);
+        both_targets(&case, &gh, &spec, &host.sshd.known_hosts, &host.sshd.client_key, &app, &args)
+    };
+
+    let r = run(&[]);
+    r.assert_code(2);
+    let setup = format!("install -d -o {user} -g {group} -m 0755 {}", app.display());
+    assert!(r.stderr.contains(&format!("`sudo {setup}`")), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("`{user}` cannot create it")), "{}", r.stderr);
+    assert_eq!(writes(&gh), 0);
+    assert!(!app.exists());
+
+    let r = run(&["--sudo", "true"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("sudo would ask for a password") && r.stderr.contains("hint:"), "{}", r.stderr);
+    assert_eq!(writes(&gh), 0);
+    assert!(!app.exists());
+
+    // The one-time set-up on the host (this test runs as root: without `sudo`).
+    let words: Vec<&str> = setup.split(' ').collect();
+    assert!(std::process::Command::new(words[0]).args(&words[1..]).status().unwrap().success());
+    let r = run(&[]);
+    r.assert_code(0);
+    let env_file = app.join(".env");
+    assert_eq!(mode_of(&env_file), 0o600);
+    assert_eq!(std::fs::metadata(&env_file).unwrap().uid().to_string(), uid, ".env is not the deploy user's");
+    assert_eq!(mode_of(&app.join(".gangplank")), 0o700);
+    assert!(writes(&gh) > 0, "GitHub was not written once the host passed");
+}
+
+/// `apply` takes the lock of every host it will write before it writes GitHub: a deploy that keeps its
+/// lock past `lock-timeout` is exit 3 with GitHub untouched, and preflight named the holder up front.
+#[test]
+fn a_lock_held_past_lock_timeout_with_both_targets_is_exit_3_and_github_is_untouched() {
+    let gh = GitHub::start();
+    let host = Host::start();
+    let case = bootstrap_case();
+    let deploy = Deploy::hold(&host);
+    let app = PathBuf::from(host.app_dir());
+    let (spec, keys, key) = (host.sshd.host_spec(), &host.sshd.known_hosts, &host.sshd.client_key);
+    let r = both_targets(&case, &gh, &spec, keys, key, &app, &["--mode", "apply", "--lock-timeout", "1s"]);
+    r.assert_code(3);
+    let held = r.stderr.find("the lock is held now by").expect("preflight names the holder");
+    let waited = r.stderr.find("did not release it within").expect("the lock's error");
+    assert!(held < waited && r.stderr.contains("pid 4242"), "{}", r.stderr);
+    assert!(r.stderr.contains("nothing was written on GitHub"), "{}", r.stderr);
+    assert_eq!(writes(&gh), 0, "GitHub was written although a host could not be locked");
+    assert!(!host.env_path().exists());
+    assert!(deploy.still_holds(&host), "the deploy's lock was broken");
+}
+
+/// The example's first run as its README tells it ("run sync-secrets once" before the first deploy): its
+/// manifest, the values its workflow maps from secrets and variables, both targets, a server without the
+/// app dir. The `.env` it writes is the one the example's compose file reads on the server: every `${…:?}`
+/// resolves. (The workflow leaves `app-dir` to its default `/opt/<repository name>`; here it is a temporary
+/// folder, as this machine's `/opt` is shared.)
+#[test]
+fn the_examples_first_run_writes_the_env_its_compose_file_needs_on_a_fresh_server() {
+    let gh = GitHub::start();
+    let host = Host::start();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/compose-app");
+    let case = Case::new(&read(&example.join(".github/secrets.yml")), "");
+    let app = host.dir.path().join("opt/compose-app");
+    let (db, key) = ("k9Db-example-first-run-0123", "k9Secret-example-first-run-0123456789abcdef");
+    let token = gh.token();
+    let (host_spec, app_arg) = (host.sshd.host_spec(), app.to_string_lossy().into_owned());
+    let r = case.run(
+        &[
+            "--mode",
+            "apply",
+            "--api-url",
+            gh.url(),
+            "--repository",
+            "acme/app",
+            "--host",
+            &host_spec,
+            "--app-dir",
+            &app_arg,
+        ],
+        &[
+            ("INPUT_GITHUB_TOKEN", token.as_str()),
+            ("INPUT_SSH_KEY", host.sshd.client_key.as_str()),
+            ("INPUT_KNOWN_HOSTS", host.sshd.known_hosts.as_str()),
+            ("DATABASE_PASSWORD", db),
+            ("POSTGRES_PASSWORD", db),
+            ("SECRET_KEY", key),
+            ("SENTRY_DSN", ""),
+            ("APP_MODE", "production"),
+            ("SITE_ADDRESS", "app.example.com"),
+            ("WEB_IMAGE", "ghcr.io/acme/app/web"),
+        ],
+    );
+    r.assert_code(0);
+    r.assert_no_secret(db);
+    r.assert_no_secret(key);
+    let production = Scope::Env("acme/app".into(), "production".into());
+    assert_eq!(gh.secret(&production, "DATABASE_PASSWORD").as_deref(), Some(db));
+    assert_eq!(gh.variable(&Scope::Repo("acme/app".into()), "APP_MODE").as_deref(), Some("production"));
+    assert_eq!(mode_of(&app.join(".env")), 0o600);
+
+    // What deploy-remote uploads next to it, read by compose as on the server (no daemon needed).
+    std::fs::create_dir(app.join("proxy")).unwrap();
+    for f in ["compose.yaml", "proxy/Caddyfile"] {
+        std::fs::copy(example.join(f), app.join(f)).unwrap();
+    }
+    let compose = gangplank_testbed::compose_program().unwrap();
+    let out = scrubbed_command(&compose[0])
+        .args(&compose[1..])
+        .args(["-p", &gangplank_testbed::unique_name("example-env"), "config"])
+        .current_dir(&app)
+        .env("IMAGE_TAG", "v1")
+        .output()
+        .unwrap();
+    let config = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "compose config: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(config.contains("ghcr.io/acme/app/web:v1") && config.contains(key), "{config}");
+    assert!(config.contains("app.example.com"), "SITE_ADDRESS did not reach compose:\n{config}");
+}
+
+/// The hosts are locked while GitHub is written, so a signal then must not wait for GitHub: here a write
+/// is told to come back in ten minutes, and SIGTERM ends the run at once with exit 4, the host's lock
+/// released and its `.env` not written (the runner's SIGKILL would otherwise leave the lock behind).
+#[test]
+fn a_signal_while_github_is_written_releases_the_host_locks_and_is_exit_4() {
+    let gh = GitHub::start();
+    let host = Host::start();
+    let case = bootstrap_case();
+    // One write goes through; the next is refused with `retry-after` of ten minutes, which the sync waits out.
+    gh.set_write_limit(Some((1, Duration::from_secs(600))));
+    let (spec, app, token) = (host.sshd.host_spec(), host.app_dir(), gh.token());
+    let child = case.spawn(
+        &["--mode", "apply", "--api-url", gh.url(), "--repository", "acme/app", "--host", &spec, "--app-dir", &app],
+        &[
+            ("INPUT_GITHUB_TOKEN", token.as_str()),
+            ("INPUT_SSH_KEY", host.sshd.client_key.as_str()),
+            ("INPUT_KNOWN_HOSTS", host.sshd.known_hosts.as_str()),
+        ],
+    );
+    wait_until("a GitHub write is told to wait", || gh.rate_limited() >= 1);
+    assert!(
+        read(&host.lock_dir().join("owner.json")).contains("env-sync"),
+        "the host is not locked during the GitHub writes"
+    );
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let r = case.wait(child);
+    r.assert_code(4);
+    assert!(r.stderr.contains("while writing GitHub") && r.stderr.contains("hint:"), "{}", r.stderr);
+    assert!(!host.lock_dir().exists(), "the lock was left behind");
+    assert!(!host.env_path().exists(), "a host was written after the signal");
+    r.assert_no_secret("k9Db-bootstrap-canary-0123456789");
 }

@@ -192,15 +192,30 @@ pub fn drift(local: &BTreeMap<String, String>, remote: &BTreeMap<String, String>
     d
 }
 
-/// Back up the current file into `backups/.env.<stamp>` (mode 0600) and keep the newest `keep`. A `.env`,
-/// backups folder or `.gangplank` that is a symlink is refused before anything is written: a copy would
-/// take the link's target (another file's content kept as a backup), and the upload's rename would replace
-/// the link, or write through a linked folder, outside the app dir (issue 14).
+/// Make the `.env`'s missing folders below the app dir, then back up the current file into
+/// `backups/.env.<stamp>` (mode 0600) and keep the newest `keep`. Runs under the host's lock; preflight
+/// checked the same things before anything changed, and they are checked again here because a host can
+/// change in between. A `.env`, backups folder, `.gangplank` or folder on the way to the `.env` that is a
+/// symlink is refused before anything is written: a copy would take the link's target (another file's
+/// content kept as a backup), and the upload's rename would replace the link, or write through a linked
+/// folder, outside the app dir (issue 14). Folders are made one at a time with `mkdir` (which never
+/// follows a link), 0755 like the folders a deploy makes for live files. Prints `created <folder>` for each.
 pub const BACKUP_SCRIPT: &str = r#"set -eu
 f=$1; dir=$2; stamp=$3; keep=$4
-for d in "$f" "$dir" "$(dirname -- "$dir")" "$(dirname -- "$f")"; do
-  if [ -L "$d" ]; then echo "$d is a symlink: gangplank never writes through one" >&2; exit 1; fi
-done
+g=$(dirname -- "$dir"); app=$(dirname -- "$g")
+nolink() { if [ -L "$1" ]; then echo "$1 is a symlink: gangplank never writes through one" >&2; exit 1; fi; }
+for d in "$f" "$dir" "$g" "$app"; do nolink "$d"; done
+case $f in "$app"/?*) ;; *) echo "$f is not inside $app" >&2; exit 1;; esac
+rel=$(dirname -- "${f#"$app"/}")
+if [ "$rel" != . ]; then
+  d=$app
+  ifs=$IFS; IFS=/; set -f
+  for c in $rel; do
+    d=$d/$c; nolink "$d"
+    if [ ! -d "$d" ]; then (umask 022 && mkdir -- "$d"); echo "created $d"; fi
+  done
+  set +f; IFS=$ifs
+fi
 umask 077
 mkdir -p -- "$dir"
 if [ -e "$f" ]; then
@@ -226,8 +241,8 @@ pub fn parent(path: &str) -> String {
     }
 }
 
-/// Write `content` to `path` on the host: backup, atomic upload at 0600, verify by hash and mode, then
-/// `audit_line` appended to the app's audit.log.
+/// Write `content` to `path` on the host: the `.env`'s missing folders and a backup ([`BACKUP_SCRIPT`]),
+/// atomic upload at 0600, verify by hash and mode, then `audit_line` appended to the app's audit.log.
 pub fn write(
     ex: &mut dyn Executor,
     path: &str,
@@ -237,7 +252,7 @@ pub fn write(
     audit_line: &str,
 ) -> Result<()> {
     let backups = format!("{}/.gangplank/backups", app_dir.trim_end_matches('/'));
-    ex.check(
+    let out = ex.check(
         &Cmd::script(BACKUP_SCRIPT)
             .arg(path)
             .arg(&backups)
@@ -253,6 +268,9 @@ pub fn write(
             e
         }
     })?;
+    for folder in out.stdout_str().lines().filter_map(|l| l.strip_prefix("created ")) {
+        gangplank_core::actions::info(format!("{}: created {folder} (mode 0755)", ex.label()));
+    }
     ex.upload(path, content.as_bytes(), 0o600)?;
     let out = ex.check(&Cmd::script(VERIFY_SCRIPT).arg(path).privileged(), &format!("verifying {path}"))?;
     let text = out.stdout_str();

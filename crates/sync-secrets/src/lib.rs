@@ -3,8 +3,11 @@
 //!
 //! Order of work: read the manifest and the values, masking every secret value before anything is
 //! printed → validate every value (a failure stops here with exit 2: nothing was read from or written to
-//! any target) → `check` ends here → plan per target (GitHub lists, hashes of the host's `.env`) → print the
-//! plan and write the plan file → `apply` carries it out.
+//! any target) → `check` ends here → connect to every host of the `env-file` target and run its preflight
+//! (host key, login, sudo, app dir writable or creatable, no symlink in the way, who holds the lock; every
+//! failure of every host at once, exit 2, before GitHub is read) → plan per target (GitHub lists, hashes of
+//! the host's `.env`) → print the plan and write the plan file → `apply` takes the lock of every host it will
+//! write, then writes GitHub, then each host's `.env`, then releases the locks.
 //!
 //! Choices where the contract is silent:
 //! - `pattern` is searched in the value (as JSON Schema's `pattern` is), so `'^sk-or-'` checks a prefix;
@@ -15,14 +18,19 @@
 //!   apart from `update`); variables are compared.
 //! - an org entry without `visibility` is `private`.
 //! - in `plan`, the `created`/`updated`/`deleted`/`unchanged` outputs count what `apply` would do.
-//! - `apply` takes each host's deploy lock only around the write of that host's `.env` (and reads the file's
-//!   hashes again under it, so the audit line says what really changed); `check` and `plan` never lock.
-//! - SIGINT/SIGTERM during the `env-file` apply: a write in progress finishes (it is atomic and takes a moment),
-//!   the lock is released, no further host is written, exit 4. Before that phase a signal ends the process
-//!   at once, as nothing it could leave behind needs cleaning up.
+//! - `apply` takes the deploy lock of every host whose `.env` differs before the first write anywhere, as
+//!   deploy-remote locks every host before it changes one: a lock that is not released within `lock-timeout`
+//!   is exit 3 with GitHub untouched. It reads the file's hashes again under the lock, so the audit line says
+//!   what really changed; `check` and `plan` never lock.
+//! - a missing app dir is created when the SSH user may (its nearest existing parent is writable to it);
+//!   otherwise preflight refuses it with the one-time `sudo install -d` that makes it ([`hosts`]).
+//! - SIGINT/SIGTERM once locks are held: GitHub writes stop at once, a host write in progress finishes (it
+//!   is atomic and takes a moment), every lock is released, no further host is written, exit 4. Before
+//!   that phase a signal ends the process at once, as nothing it could leave behind needs cleaning up.
 
 pub mod envfile;
 pub mod github;
+pub mod hosts;
 pub mod manifest;
 
 use std::collections::BTreeMap;
@@ -38,7 +46,7 @@ use gangplank_core::host::{lock, now_rfc3339, AuditLine, RunMeta};
 use gangplank_core::input::{absolute_path, parse_bool, parse_duration, parse_list, SshArgs};
 use gangplank_core::local;
 use gangplank_core::{process, Class, Error, Executor, Result, Secret};
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
 use crate::github::{Gh, Method};
 use crate::manifest::{Entry, GhScope, Manifest, Target, Value};
@@ -275,6 +283,15 @@ fn sync(args: Args) -> Result<()> {
     let gh_cfg = if targets.contains(&Target::Github) { Some(github_config(&args)?) } else { None };
     let env_cfg = if targets.contains(&Target::EnvFile) { Some(env_config(&args)?) } else { None };
 
+    // Every host first: its key, the login and a preflight that changes nothing, all failures at once,
+    // before GitHub is even read. A host that would refuse the `.env` stops the run with nothing changed
+    // anywhere (exit 2); GitHub, written first in `apply`, cannot be put back.
+    let mut hosts: Vec<HostRun> = Vec::new();
+    if let Some(cfg) = &env_cfg {
+        let _g = actions::group("preflight: hosts");
+        hosts = preflight_hosts(cfg, args.mode == Mode::Apply)?;
+    }
+
     // Plan.
     let mut gh_plan = None;
     if let Some((api, token, repo)) = &gh_cfg {
@@ -286,17 +303,14 @@ fn sync(args: Args) -> Result<()> {
         items.extend(gi);
         gh_plan = Some((gh, ops, keys));
     }
-    let mut env_plan = Vec::new();
     let mut env_content = String::new();
     if let Some(cfg) = &env_cfg {
         let _g = actions::group("plan: env-file");
         let content = render_env(&m, &values)?;
         let local = envfile::entry_hashes(&content);
-        for host in &cfg.ssh.hosts {
-            let mut ex = gangplank_core::exec::ssh::SshExecutor::connect(host, &cfg.ssh)?;
-            let remote = envfile::read_remote(&mut ex, &cfg.path)?;
+        for h in hosts.iter_mut() {
+            let remote = envfile::read_remote(&mut h.ex, &cfg.path)?;
             let d = envfile::drift(&local, &remote.keys);
-            let place = format!("{host}:{}", cfg.path);
             for (keys, action) in [
                 (&d.added, Action::Create),
                 (&d.changed, Action::Update),
@@ -307,17 +321,16 @@ fn sync(args: Args) -> Result<()> {
                     items.push(Item {
                         key: k.clone(),
                         target: "env-file".into(),
-                        place: place.clone(),
+                        place: h.place.clone(),
                         action,
                         rule: String::new(),
                     });
                 }
             }
-            let needs_write = !d.is_empty()
+            h.needs_write = !d.is_empty()
                 || !remote.present
                 || remote.file_hash != gangplank_core::exec::sha256_hex(content.as_bytes())
                 || remote.mode != "600";
-            env_plan.push((ex, place, needs_write));
         }
         env_content = content;
     }
@@ -329,11 +342,214 @@ fn sync(args: Args) -> Result<()> {
         return Ok(());
     }
 
-    // Apply.
+    // Apply: the lock of every host to be written, then GitHub, then the hosts.
+    let meta = RunMeta::from_env();
+    let owner = lock::Owner {
+        id: format!("{:032x}", rand::random::<u128>()),
+        action: "env-sync".into(),
+        tag: env_cfg.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+        run_url: meta.run_url.clone(),
+        git_sha: meta.git_sha.clone(),
+        runner_host: meta.runner_host.clone(),
+        started_at: now_rfc3339(),
+        pid: std::process::id(),
+    };
+    // Only a run that will hold a lock turns signals into a flag: otherwise a signal ends it at once, as
+    // nothing it could leave behind needs cleaning up.
+    if let Some(cfg) = env_cfg.as_ref().filter(|_| hosts.iter().any(|h| h.needs_write)) {
+        let _g = actions::group("lock: env-file");
+        // From here a signal only sets a flag, so every lock this run takes is released.
+        process::install_signal_flag();
+        lock_hosts(&mut hosts, cfg, &owner, args.lock_timeout)?;
+    }
+    let result = apply_all(&rt, gh_plan, env_cfg.as_ref(), &mut hosts, &env_content, &args, &meta);
+    // Whatever happened, no lock of this run stays behind.
+    let unlocked = release_all(&mut hosts, env_cfg.as_ref(), &owner.id);
+    result?;
+    unlocked?;
+    finish(&args, &items, 0)?;
+    Ok(())
+}
+
+/// One host of the `env-file` target through the run.
+struct HostRun {
+    ex: gangplank_core::exec::ssh::SshExecutor,
+    /// `user@host:port:/path/.env`, for the report.
+    place: String,
+    facts: hosts::Facts,
+    needs_write: bool,
+    /// Whether this run holds the host's lock.
+    locked: bool,
+}
+
+/// Connect to every host and run its preflight; every failure of every host in one error (exit 2).
+fn preflight_hosts(cfg: &EnvCfg, apply: bool) -> Result<Vec<HostRun>> {
+    let mut errs = vec![];
+    let mut out = vec![];
+    // What passed hosts will get is said only when every host passed: a failed run creates nothing.
+    let mut notes = vec![];
+    for spec in &cfg.ssh.hosts {
+        let place = format!("{spec}:{}", cfg.path);
+        let mut ex = match gangplank_core::exec::ssh::SshExecutor::connect(spec, &cfg.ssh) {
+            Ok(ex) => ex,
+            Err(e) => {
+                errs.push(e);
+                continue;
+            }
+        };
+        match hosts::preflight(&mut ex, &spec.user, &cfg.app_dir, &cfg.path) {
+            Err(mut e) => errs.append(&mut e),
+            Ok(facts) => {
+                let label = ex.label().to_string();
+                if !facts.creates.is_empty() {
+                    let verb = if apply { "creates" } else { "would create" };
+                    notes.push(format!(
+                        "{label}: apply {verb} {} (folders 0755, .gangplank 0700)",
+                        facts.creates.join(", ")
+                    ));
+                }
+                if let Some(who) = &facts.lock_holder {
+                    notes.push(format!(
+                        "{label}: the lock is held now by {who}{}",
+                        if apply { "; apply waits for it up to `lock-timeout` before anything is written" } else { "" }
+                    ));
+                }
+                out.push(HostRun { ex, place, facts, needs_write: false, locked: false });
+            }
+        }
+    }
+    if let Some(e) = combine(errs) {
+        let n = cfg.ssh.hosts.len();
+        return Err(e.context(format!(
+            "preflight failed on {} of {n} host(s); nothing was written, on GitHub or any host",
+            n - out.len()
+        )));
+    }
+    for n in notes {
+        info(n);
+    }
+    info(format!("preflight passed on {} host(s)", out.len()));
+    Ok(out)
+}
+
+/// Take the lock of every host that will be written, in the order of `host`, each waiting up to
+/// `lock-timeout`, before anything is written anywhere: a run that cannot have them all writes nothing
+/// (as deploy-remote does). A missing app dir and its `.gangplank` are made first (the lock lives there).
+/// On a failure the locks already taken are released by the caller's [`release_all`].
+fn lock_hosts(hosts: &mut [HostRun], cfg: &EnvCfg, owner: &lock::Owner, timeout: std::time::Duration) -> Result<()> {
+    let stop = || process::interrupted().is_some();
+    for i in 0..hosts.len() {
+        if !hosts[i].needs_write {
+            continue;
+        }
+        let result = lock_one(&mut hosts[i], cfg, owner, timeout, &stop);
+        if let Err(e) = result {
+            // Nothing was written yet: the caller releases the locks taken so far.
+            let e = match process::interrupted() {
+                Some(sig) => interrupted(sig, &format!("while waiting for the lock on {}", hosts[i].ex.label())),
+                None if e.class == Class::Locked => {
+                    Error { message: format!("{}; nothing was written on GitHub or to any `.env`", e.message), ..e }
+                }
+                None => e,
+            };
+            release_all(hosts, Some(cfg), &owner.id).ok();
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn lock_one(
+    h: &mut HostRun,
+    cfg: &EnvCfg,
+    owner: &lock::Owner,
+    timeout: std::time::Duration,
+    stop: &dyn Fn() -> bool,
+) -> Result<()> {
+    // A write and the lock's release run to their end after a signal (they are short and atomic): the
+    // run stops between commands, never in the middle of one.
+    h.ex.set_interruptible(false);
+    if h.facts.prepare {
+        let out = h.ex.run(&hosts::prepare_cmd(&cfg.app_dir))?;
+        if out.status == 6 {
+            return Err(Error::bad_input(format!(
+                "nothing was written on {}: {}",
+                h.ex.label(),
+                out.stderr_str().trim()
+            ))
+            .hint("gangplank writes only inside `app-dir`: replace the link with a real folder, or set `app-dir` to the folder it points to"));
+        }
+        if !out.success() {
+            return Err(Error::failed(format!(
+                "cannot create the app dir {} on {}: {}",
+                cfg.app_dir,
+                h.ex.label(),
+                out.tail(3)
+            ))
+            .hint("check that the SSH user may create it (or create it once: `sudo install -d -o <user> -g <user> -m 0755 <app-dir>`)"));
+        }
+        for l in out.stdout_str().lines().filter_map(|l| l.strip_prefix("created ")) {
+            let mode = if l.ends_with("/.gangplank") { "0700" } else { "0755" };
+            info(format!("{}: created {l} (mode {mode})", h.ex.label()));
+        }
+    }
+    lock::acquire(&mut h.ex, &cfg.app_dir, owner, timeout, stop)?;
+    h.locked = true;
+    Ok(())
+}
+
+/// Release every lock this run holds; the first failure is returned, every one is reported.
+fn release_all(hosts: &mut [HostRun], cfg: Option<&EnvCfg>, id: &str) -> Result<()> {
+    let Some(cfg) = cfg else { return Ok(()) };
+    let mut first = None;
+    for h in hosts.iter_mut().filter(|h| h.locked) {
+        h.ex.set_interruptible(false);
+        match lock::release(&mut h.ex, &cfg.app_dir, id) {
+            Ok(()) => h.locked = false,
+            Err(e) => {
+                actions::warning("lock", format!("{}: {}", h.ex.label(), e.message));
+                first.get_or_insert(e);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// The writes, GitHub first, then each host's `.env` under the lock this run holds there.
+fn apply_all(
+    rt: &tokio::runtime::Runtime,
+    gh_plan: Option<(Gh, Vec<Op>, PublicKeys)>,
+    env_cfg: Option<&EnvCfg>,
+    hosts: &mut [HostRun],
+    content: &str,
+    args: &Args,
+    meta: &RunMeta,
+) -> Result<()> {
+    let watching = hosts.iter().any(|h| h.locked);
     if let Some((gh, ops, keys)) = gh_plan {
         let _g = actions::group("apply: github");
         *gh.class.lock().unwrap_or_else(|p| p.into_inner()) = Class::Failed;
-        rt.block_on(apply_github(&gh, ops, keys, args.concurrency as usize))?;
+        let writes = apply_github(&gh, ops, keys, args.concurrency as usize);
+        if watching {
+            // Hosts are locked while GitHub is written: a signal stops the writes at once, so the locks are
+            // released before the runner's SIGKILL follows its SIGINT.
+            let signal = async {
+                while process::interrupted().is_none() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            rt.block_on(async {
+                tokio::select! {
+                    r = writes => r,
+                    _ = signal => Err(interrupted(
+                        process::interrupted().unwrap_or(0),
+                        "while writing GitHub (some secrets or variables may be written; no host was)",
+                    )),
+                }
+            })?;
+        } else {
+            rt.block_on(writes)?;
+        }
         let waits = gh.rate_limited.load(Ordering::Relaxed);
         if waits > 0 {
             info(format!("GitHub asked us to slow down {waits} time(s); every request completed after waiting"));
@@ -346,37 +562,33 @@ fn sync(args: Args) -> Result<()> {
             ));
         }
     }
-    if let Some(cfg) = &env_cfg {
-        let _g = actions::group("apply: env-file");
-        // From here a signal only sets a flag, so the lock of the host being written is always released.
-        process::install_signal_flag();
-        let meta = RunMeta::from_env();
-        for (ex, place, needs_write) in env_plan.iter_mut() {
-            if let Some(sig) = process::interrupted() {
-                return Err(interrupted(sig, &format!("before writing {place}")));
-            }
-            if !*needs_write {
-                info(format!("{place}: already up to date"));
-                continue;
-            }
-            let written = write_locked(ex, cfg, &env_content, &args, &meta).map_err(|e| {
-                if e.class == Class::BadInput {
-                    Error { class: Class::Failed, ..e }
-                } else {
-                    e
-                }
-            })?;
-            if written {
-                info(format!("{place}: written (mode 0600, verified by hash)"));
-            } else {
-                info(format!("{place}: already up to date"));
-            }
-        }
+    let Some(cfg) = env_cfg else { return Ok(()) };
+    let _g = actions::group("apply: env-file");
+    for h in hosts.iter_mut() {
         if let Some(sig) = process::interrupted() {
-            return Err(interrupted(sig, "after the last write"));
+            return Err(interrupted(sig, &format!("before writing {}", h.place)));
+        }
+        if !h.locked {
+            info(format!("{}: already up to date", h.place));
+            continue;
+        }
+        let written = write_under_lock(&mut h.ex, cfg, content, args.keep_backups, meta).map_err(|e| {
+            // Something may have changed by now: never exit 2 from here.
+            if e.class == Class::BadInput {
+                Error { class: Class::Failed, ..e }
+            } else {
+                e
+            }
+        })?;
+        if written {
+            info(format!("{}: written (mode 0600, verified by hash)", h.place));
+        } else {
+            info(format!("{}: already up to date", h.place));
         }
     }
-    finish(&args, &items, 0)?;
+    if let Some(sig) = process::interrupted() {
+        return Err(interrupted(sig, "after the last write"));
+    }
     Ok(())
 }
 
@@ -396,48 +608,10 @@ struct EnvSyncAudit<'a> {
     removed: &'a [String],
 }
 
-/// Write one host's `.env` under its deploy lock, so a secret sync and a deploy on the same host run one
-/// after the other instead of both writing `<app-dir>`. The file's hashes are read again under the lock
-/// (a deploy may have replaced it since the plan). Returns whether the file was written.
-///
-/// The lock is released on every way out of here; a lock that is not ours is waited for, never broken.
-fn write_locked(ex: &mut dyn Executor, cfg: &EnvCfg, content: &str, args: &Args, meta: &RunMeta) -> Result<bool> {
-    let owner = lock::Owner {
-        id: format!("{:032x}", rand::random::<u128>()),
-        action: "env-sync".into(),
-        tag: cfg.path.clone(),
-        run_url: meta.run_url.clone(),
-        git_sha: meta.git_sha.clone(),
-        runner_host: meta.runner_host.clone(),
-        started_at: now_rfc3339(),
-        pid: std::process::id(),
-    };
-    let stop = || process::interrupted().is_some();
-    if let Err(e) = lock::acquire(ex, &cfg.app_dir, &owner, args.lock_timeout, &stop) {
-        // The lock was not taken: there is nothing to release.
-        return Err(match process::interrupted() {
-            Some(sig) => interrupted(sig, &format!("while waiting for the lock on {}", ex.label())),
-            None => e,
-        });
-    }
-    let result = write_under_lock(ex, cfg, content, args.keep_backups, meta);
-    let released = lock::release(ex, &cfg.app_dir, &owner.id);
-    match (result, released) {
-        (Ok(written), Ok(())) => Ok(written),
-        (Ok(_), Err(e)) => Err(e),
-        (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(r)) => {
-            // The write's failure is the one to report; the lock's fate must not go unsaid either.
-            actions::warning("lock", format!("{}: {}", ex.label(), r.message));
-            Err(e)
-        }
-    }
-}
-
+/// Write one host's `.env` under the lock this run holds there, so a secret sync and a deploy on the same
+/// host run one after the other instead of both writing `<app-dir>`. The file's hashes are read again
+/// under the lock (a deploy may have replaced it since the plan). Returns whether the file was written.
 fn write_under_lock(ex: &mut dyn Executor, cfg: &EnvCfg, content: &str, keep: usize, meta: &RunMeta) -> Result<bool> {
-    if let Some(sig) = process::interrupted() {
-        return Err(interrupted(sig, &format!("before writing {}:{}", ex.label(), cfg.path)));
-    }
     let remote = envfile::read_remote(ex, &cfg.path)?;
     if remote.present
         && remote.file_hash == gangplank_core::exec::sha256_hex(content.as_bytes())
@@ -562,6 +736,17 @@ fn env_config(args: &Args) -> Result<EnvCfg> {
         Some(p) if !p.trim().is_empty() => absolute_path(p.trim(), "remote-env-path")?,
         _ => format!("{app_dir}/.env"),
     };
+    // Every file gangplank writes on a host stays inside the app dir (docs/host-layout.md), and the folders
+    // sync-secrets makes for the `.env` are made below it: so the path is a file in it, spelt plainly.
+    let inside = path.strip_prefix(app_dir.as_str()).and_then(|r| r.strip_prefix('/')).filter(|rel| {
+        rel.split('/').all(|c| !c.is_empty() && c != "." && c != "..") && rel.split('/').next() != Some(".gangplank")
+    });
+    if inside.is_none() {
+        return Err(Error::bad_input(format!(
+            "`remote-env-path` {path} is not a file inside `app-dir` {app_dir} (or it is in `.gangplank`, or has a `.`, `..` or empty part)"
+        ))
+        .hint(format!("gangplank writes only inside the app dir: set `remote-env-path` to where compose reads the `.env` under it, e.g. {app_dir}/.env")));
+    }
     Ok(EnvCfg { ssh, app_dir, path })
 }
 
@@ -745,43 +930,45 @@ async fn apply_github(gh: &Gh, mut ops: Vec<Op>, mut keys: PublicKeys, concurren
             slot.insert(k);
         }
     }
-    let keys = &keys;
-    let results: Vec<Result<()>> = futures::stream::iter(ops)
-        .map(|op| async move {
-            let base = gh.base(&op.scope);
-            let value = op.value.as_deref().unwrap_or("");
-            match op.kind {
-                OpKind::PutSecret => {
-                    let (key_id, key) = &keys[&op.scope];
-                    let mut body = json!({ "encrypted_value": github::seal(key, value)?, "key_id": key_id });
-                    if let Some((v, ids)) = &op.org {
-                        github::org_fields(&mut body, v, ids);
-                    }
-                    gh.call(Method::Put, &format!("{base}/secrets/{}", op.name), Some(&body), &[]).await?;
-                }
-                OpKind::CreateVar | OpKind::UpdateVar => {
-                    let mut body = json!({ "name": op.name, "value": value });
-                    if let Some((v, ids)) = &op.org {
-                        github::org_fields(&mut body, v, ids);
-                    }
-                    if matches!(op.kind, OpKind::CreateVar) {
-                        gh.call(Method::Post, &format!("{base}/variables"), Some(&body), &[]).await?;
-                    } else {
-                        gh.call(Method::Patch, &format!("{base}/variables/{}", op.name), Some(&body), &[]).await?;
-                    }
-                }
-                OpKind::DeleteSecret => {
-                    gh.call(Method::Delete, &format!("{base}/secrets/{}", op.name), None, &[404]).await?;
-                }
-                OpKind::DeleteVar => {
-                    gh.call(Method::Delete, &format!("{base}/variables/{}", op.name), None, &[404]).await?;
-                }
+    // Every request is made (and every secret sealed) before the first is sent: sealing is CPU work, and on
+    // this one-thread runtime it would run between a write's turn under `write-interval` and its sending,
+    // so the writes would reach GitHub closer together than they were paced.
+    let mut calls: Vec<(Method, String, Option<Json>, &[u16])> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let base = gh.base(&op.scope);
+        let value = op.value.as_deref().unwrap_or("");
+        let with_org = |mut body: Json| {
+            if let Some((v, ids)) = &op.org {
+                github::org_fields(&mut body, v, ids);
             }
-            Ok(())
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+            body
+        };
+        calls.push(match op.kind {
+            OpKind::PutSecret => {
+                let (key_id, key) = &keys[&op.scope];
+                let body = with_org(json!({ "encrypted_value": github::seal(key, value)?, "key_id": key_id }));
+                (Method::Put, format!("{base}/secrets/{}", op.name), Some(body), &[])
+            }
+            OpKind::CreateVar => {
+                let body = with_org(json!({ "name": op.name, "value": value }));
+                (Method::Post, format!("{base}/variables"), Some(body), &[])
+            }
+            OpKind::UpdateVar => {
+                let body = with_org(json!({ "name": op.name, "value": value }));
+                (Method::Patch, format!("{base}/variables/{}", op.name), Some(body), &[])
+            }
+            OpKind::DeleteSecret => (Method::Delete, format!("{base}/secrets/{}", op.name), None, &[404]),
+            OpKind::DeleteVar => (Method::Delete, format!("{base}/variables/{}", op.name), None, &[404]),
+        });
+    }
+    let results: Vec<Result<()>> =
+        futures::stream::iter(calls)
+            .map(|(method, path, body, ok_also)| async move {
+                gh.call(method, &path, body.as_ref(), ok_also).await.map(|_| ())
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     match combine(results.into_iter().filter_map(|r| r.err()).collect()) {
         Some(e) => Err(Error { class: Class::Failed, ..e }),
         None => Ok(()),
