@@ -345,6 +345,7 @@ fn deploy_workflow_push_broken_push_and_emergency_dispatch_under_act() {
     // GitHub's view: three runs, the broken one failed, each of them recorded as deployments of production.
     let deployments = bed.github.deployments(REPOSITORY);
     assert!(!deployments.is_empty(), "deploy-remote recorded no deployment");
+    assert_eq!(compiles[1..], [0, 0, 0, 0, 0], "compiles per run after the first");
     println!("compiles per run: {compiles:?}");
 }
 
@@ -493,6 +494,8 @@ struct StoryBed {
     next_run: u64,
     /// One line per run: label, jobs with results and wall times, compiles.
     summary: String,
+    /// The runner's preinstalled gangplank (`GANGPLANK_BIN_DIR`, install.sh's first rule), once set.
+    preinstalled: Option<tempfile::TempDir>,
 }
 
 impl StoryBed {
@@ -585,6 +588,7 @@ impl StoryBed {
             vars,
             next_run: 9_200_000_001,
             summary: String::new(),
+            preinstalled: None,
         }
     }
 
@@ -593,6 +597,13 @@ impl StoryBed {
         let runner = &self.hosts.hosts[0];
         let run_id = self.next_run;
         self.next_run += 1;
+        let mut machine_env = BTreeMap::from([
+            ("DOCKER_HOST".to_string(), runner.docker_host.clone()),
+            ("CARGO_NET_OFFLINE".to_string(), "true".to_string()),
+        ]);
+        if let Some(dir) = &self.preinstalled {
+            machine_env.insert("GANGPLANK_BIN_DIR".to_string(), dir.path().display().to_string());
+        }
         let run = ActRun {
             label: format!("story-{label}"),
             repo_dir: self.repo.clone(),
@@ -605,10 +616,7 @@ impl StoryBed {
             secrets: self.secrets.clone(),
             vars: self.vars.clone(),
             env: BTreeMap::from([("GITHUB_API_URL".to_string(), self.github.url().to_string())]),
-            machine_env: BTreeMap::from([
-                ("DOCKER_HOST".to_string(), runner.docker_host.clone()),
-                ("CARGO_NET_OFFLINE".to_string(), "true".to_string()),
-            ]),
+            machine_env,
             enter: runner.enter_net(),
             artifact_dir: self.artifacts.path().to_path_buf(),
             artifact_port: Some(34567),
@@ -627,6 +635,18 @@ impl StoryBed {
 
     fn head(&self) -> String {
         git(&self.repo, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// From now on the runner has gangplank preinstalled: the executable install.sh built from the pinned commit
+    /// in the last run (its tool cache's `gangplank/source/bin/gangplank`), in a folder named by
+    /// `GANGPLANK_BIN_DIR`, which install.sh uses as it is. Each later job then installs in no time instead of
+    /// compiling again (act gives every job a fresh copy of the action, so cargo rebuilds the workspace's crates
+    /// and links again: minutes per job here).
+    fn preinstall_built_gangplank(&mut self) {
+        let built = target_dir().join("act-cache/runner/tool_cache/gangplank/source/bin/gangplank");
+        let dir = tempfile::Builder::new().prefix("gangplank-runner-bin-").tempdir().unwrap();
+        std::fs::copy(&built, dir.path().join("gangplank")).unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+        self.preinstalled = Some(dir);
     }
 
     fn state(&self) -> Value {
@@ -711,6 +731,9 @@ impl StoryBed {
 /// production: deploy red, rolled back as the workflow documents, the previous tag serving; (4) the fix, deployed
 /// by a dispatch from the Actions tab: green; (5) the nightly sync (a `schedule` event, no repository in its
 /// payload): green, plan only, no deployment; (6) status.yml: green, naming the running tag.
+///
+/// The commit is unreleased, so the first run's install.sh builds gangplank from its source (one compile); the
+/// runner then has that executable preinstalled (`GANGPLANK_BIN_DIR`) and the later runs compile nothing.
 #[test]
 #[ignore = "long tier: cargo xtask test --full"]
 fn the_users_story_under_act() {
@@ -736,8 +759,12 @@ fn the_users_story_under_act() {
     assert_eq!(env.get("SECRET_KEY"), Some(&bed.secrets["SECRET_KEY"]));
     assert_eq!(bed.github.secret(&production, "DATABASE_PASSWORD"), Some(bed.secrets["DATABASE_PASSWORD"].clone()));
     assert_eq!(bed.github.secret(&production, "SECRET_KEY"), Some(bed.secrets["SECRET_KEY"].clone()));
-    assert_eq!(bed.github.variable(&production, "APP_MODE").as_deref(), Some("production"));
+    // APP_MODE is plain config without an environment in the manifest: a repository variable.
+    let repository = Scope::Repo(bed.repository.clone());
+    assert_eq!(bed.github.variable(&repository, "APP_MODE").as_deref(), Some("production"));
     assert!(bed.github.deployments(&bed.repository).is_empty(), "a sync made a deployment");
+    assert_eq!(sync.compiles, 1, "install.sh built gangplank at the pinned commit: {}", sync.transcript.display());
+    bed.preinstall_built_gangplank();
 
     // 2. A push to main: build and push → verify → deploy, serving.
     let tag1 = bed.head()[..12].to_string();
