@@ -88,6 +88,32 @@ impl Host {
         vec!["nsenter".into(), format!("--net=/var/run/netns/{}", self.netns), "--".into()]
     }
 
+    /// Forwards `127.0.0.1:<port>` on this host to `target` (`ip:port`, e.g. the registry on the bridge), so a
+    /// program on the host reaches it at a loopback address, as Docker and gangplank reach a plain-HTTP registry.
+    /// A small Python forwarder in the host's network namespace; it ends with the returned value, or at the
+    /// latest with the host (every process in its namespace is stopped).
+    pub fn forward_loopback(&self, port: u16, target: &str) -> Result<Forward> {
+        require_program("python3", "python3")?;
+        let (host, target_port) = target.rsplit_once(':').context("target is ip:port")?;
+        let mut child = scrubbed_command("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .args(["--", "python3", "-c", FORWARDER, "127.0.0.1", &port.to_string(), host, target_port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the loopback forwarder")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("the forwarder's stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the forwarder on {} to {target} did not start", self.name);
+        }
+        Ok(Forward(child))
+    }
+
     /// `docker` talking to this host's engine.
     pub fn docker(&self) -> Command {
         let mut c = scrubbed_command("docker");
@@ -154,6 +180,50 @@ impl Host {
         out
     }
 }
+
+/// A running [`Host::forward_loopback`]; stopped on drop.
+pub struct Forward(Child);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `python3 -c FORWARDER LISTEN_IP LISTEN_PORT TARGET_IP TARGET_PORT`: prints `ready` once it listens, then copies
+/// each connection both ways, passing a half close on.
+const FORWARDER: &str = r#"
+import asyncio, sys
+lh, lp, th, tp = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+async def pipe(r, w):
+    try:
+        while True:
+            data = await r.read(65536)
+            if not data:
+                break
+            w.write(data)
+            await w.drain()
+        if w.can_write_eof():
+            w.write_eof()
+    except Exception:
+        pass
+async def handle(r, w):
+    try:
+        tr, tw = await asyncio.open_connection(th, tp)
+    except Exception:
+        w.close()
+        return
+    await asyncio.gather(pipe(r, tw), pipe(tr, w))
+    for x in (w, tw):
+        x.close()
+async def main():
+    srv = await asyncio.start_server(handle, lh, lp)
+    print("ready", flush=True)
+    async with srv:
+        await srv.serve_forever()
+asyncio.run(main())
+"#;
 
 /// N namespaced hosts, their bridge and the registry on it.
 pub struct Hosts {

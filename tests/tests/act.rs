@@ -12,7 +12,7 @@ use std::process::Stdio;
 
 use gangplank_testbed::act::{pin_gangplank_actions, target_dir, use_testbed_base_images, ActOutcome, ActRun, Event};
 use gangplank_testbed::github::{GitHub, Scope};
-use gangplank_testbed::hosts::{Hosts, HostsOptions};
+use gangplank_testbed::hosts::{Forward, Hosts, HostsOptions};
 use gangplank_testbed::{http_get, images, run_checked, scrubbed_command, unique_name, wait_for, FAST_USER};
 use serde_json::{json, Value};
 
@@ -31,6 +31,7 @@ impl Drop for AppDir {
 
 /// Everything one deploy scenario needs, torn down in reverse order on drop.
 struct DeployBed {
+    _forwards: Vec<Forward>,
     github: GitHub,
     hosts: Hosts,
     /// The test copy of the repository (a work tree; also the checkout stand-in's source).
@@ -52,13 +53,22 @@ impl DeployBed {
             ..HostsOptions::new(2)
         })
         .expect("starting the runner host, the deploy host and the registry");
-        let registry = hosts.registry().addr.clone();
+        // gangplank and Docker speak plain HTTP to loopback registries only (HTTPS elsewhere, as GHCR needs): the
+        // registry on the bridge is reached at the same port of each host's loopback.
+        let bridge_registry = hosts.registry().addr.clone();
+        let port: u16 = bridge_registry.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+        let registry = format!("127.0.0.1:{port}");
+        let forwards: Vec<_> = hosts
+            .hosts
+            .iter()
+            .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
+            .collect();
         let github = GitHub::start_on(&hosts.gateway);
         github.set_token(&token);
         github.add_repo(REPOSITORY);
         github.add_environment(REPOSITORY, "production");
 
-        let map = testbed_base_images(&hosts, &token);
+        let map = testbed_base_images(&hosts, &registry, &token);
 
         // The repository at this work tree's commit, the base images substituted, as one commit on top.
         let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
@@ -104,6 +114,7 @@ impl DeployBed {
         let artifacts = tempfile::Builder::new().prefix("gangplank-act-artifacts-").tempdir().unwrap();
         github.set_artifact_dir(artifacts.path());
         DeployBed {
+            _forwards: forwards,
             github,
             hosts,
             repo,
@@ -198,9 +209,9 @@ impl DeployBed {
 }
 
 /// The example's base images, built on the runner's engine (`hosts.hosts[0]`) and pushed to the testbed registry
-/// as `<registry>/library/<name>:<tag>`: the map `use_testbed_base_images` takes.
-fn testbed_base_images(hosts: &Hosts, token: &str) -> BTreeMap<String, String> {
-    let registry = hosts.registry().addr.clone();
+/// as `<registry>/library/<name>:<tag>` (`registry`: as the hosts reach it): the map `use_testbed_base_images`
+/// takes.
+fn testbed_base_images(hosts: &Hosts, registry: &str, token: &str) -> BTreeMap<String, String> {
     // The example's base images, built on the runner's engine and served from the registry.
     let runner = &hosts.hosts[0];
     let prefix = unique_name("act-base");
@@ -216,7 +227,7 @@ fn testbed_base_images(hosts: &Hosts, token: &str) -> BTreeMap<String, String> {
             .collect();
     let login = tempfile::tempdir().expect("a Docker config for the pushes");
     let mut cmd = runner.docker();
-    cmd.arg("--config").arg(login.path()).args(["login", &registry, "--username", ACTOR, "--password-stdin"]);
+    cmd.arg("--config").arg(login.path()).args(["login", registry, "--username", ACTOR, "--password-stdin"]);
     pipe_in(&mut cmd, token).expect("docker login to the testbed registry");
     for to in map.values() {
         run_checked(runner.docker().arg("--config").arg(login.path()).args(["push", "-q", to]))
@@ -477,6 +488,7 @@ const APP_OWNER: &str = "acme";
 /// `gangplank-dev/gangplank/actions/<name>@<ref>` as the example does, resolved by act from a copy of gangplank
 /// at that ref (`--local-repository`), with a fresh target host.
 struct StoryBed {
+    _forwards: Vec<Forward>,
     github: GitHub,
     hosts: Hosts,
     /// The app repository's work tree (`<repositories>/acme/<name>`; the checkout stand-in's source).
@@ -508,8 +520,16 @@ impl StoryBed {
             ..HostsOptions::new(2)
         })
         .expect("starting the runner host, the deploy host and the registry");
-        let registry = hosts.registry().addr.clone();
-        let map = testbed_base_images(&hosts, &token);
+        // The registry at each host's loopback, where Docker and gangplank speak plain HTTP (as DeployBed).
+        let bridge_registry = hosts.registry().addr.clone();
+        let port: u16 = bridge_registry.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+        let registry = format!("127.0.0.1:{port}");
+        let forwards: Vec<_> = hosts
+            .hosts
+            .iter()
+            .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
+            .collect();
+        let map = testbed_base_images(&hosts, &registry, &token);
 
         // gangplank at this work tree's commit, where act finds `gangplank-dev/gangplank@<sha>`.
         let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
@@ -575,6 +595,7 @@ impl StoryBed {
             ("APP_URL".to_string(), format!("http://{}/", target.addr)),
         ]);
         StoryBed {
+            _forwards: forwards,
             github,
             hosts,
             repo,
