@@ -13,7 +13,8 @@ use std::process::Stdio;
 use gangplank_testbed::act::{pin_gangplank_actions, target_dir, use_testbed_base_images, ActOutcome, ActRun, Event};
 use gangplank_testbed::github::{GitHub, Scope};
 use gangplank_testbed::hosts::{Forward, Hosts, HostsOptions};
-use gangplank_testbed::{http_get, images, run_checked, scrubbed_command, unique_name, wait_for, FAST_USER};
+
+use gangplank_testbed::{http_get, images, run_checked, scrubbed_command, unique_name, wait_for, Registry, FAST_USER};
 use serde_json::{json, Value};
 
 const REPOSITORY: &str = "gangplank-dev/gangplank";
@@ -68,7 +69,7 @@ impl DeployBed {
         github.add_repo(REPOSITORY);
         github.add_environment(REPOSITORY, "production");
 
-        let map = testbed_base_images(&hosts, &registry, &token);
+        let map = testbed_base_images(&hosts, &registry, Some(&token));
 
         // The repository at this work tree's commit, the base images substituted, as one commit on top.
         let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
@@ -211,7 +212,7 @@ impl DeployBed {
 /// The example's base images, built on the runner's engine (`hosts.hosts[0]`) and pushed to the testbed registry
 /// as `<registry>/library/<name>:<tag>` (`registry`: as the hosts reach it): the map `use_testbed_base_images`
 /// takes.
-fn testbed_base_images(hosts: &Hosts, registry: &str, token: &str) -> BTreeMap<String, String> {
+fn testbed_base_images(hosts: &Hosts, registry: &str, token: Option<&str>) -> BTreeMap<String, String> {
     // The example's base images, built on the runner's engine and served from the registry.
     let runner = &hosts.hosts[0];
     let prefix = unique_name("act-base");
@@ -226,9 +227,11 @@ fn testbed_base_images(hosts: &Hosts, registry: &str, token: &str) -> BTreeMap<S
             })
             .collect();
     let login = tempfile::tempdir().expect("a Docker config for the pushes");
-    let mut cmd = runner.docker();
-    cmd.arg("--config").arg(login.path()).args(["login", registry, "--username", ACTOR, "--password-stdin"]);
-    pipe_in(&mut cmd, token).expect("docker login to the testbed registry");
+    if let Some(token) = token {
+        let mut cmd = runner.docker();
+        cmd.arg("--config").arg(login.path()).args(["login", registry, "--username", ACTOR, "--password-stdin"]);
+        pipe_in(&mut cmd, token).expect("docker login to the testbed registry");
+    }
     for to in map.values() {
         run_checked(runner.docker().arg("--config").arg(login.path()).args(["push", "-q", to]))
             .unwrap_or_else(|e| panic!("pushing {to}: {e:#}"));
@@ -489,6 +492,7 @@ const APP_OWNER: &str = "acme";
 /// at that ref (`--local-repository`), with a fresh target host.
 struct StoryBed {
     _forwards: Vec<Forward>,
+    _hub: Registry,
     github: GitHub,
     hosts: Hosts,
     /// The app repository's work tree (`<repositories>/acme/<name>`; the checkout stand-in's source).
@@ -529,7 +533,16 @@ impl StoryBed {
             .iter()
             .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
             .collect();
-        let map = testbed_base_images(&hosts, &registry, &token);
+        // The base images from a registry of their own that anyone may pull from, as from Docker Hub (the app's
+        // registry requires a login, as GHCR does, and the server logs in to that one only), reached at each
+        // host's loopback too.
+        let hub = Registry::start_on(&hosts.gateway).expect("starting the base images' registry");
+        let hub_port: u16 = hub.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+        let mut forwards = forwards;
+        for h in &hosts.hosts {
+            forwards.push(h.forward_loopback(hub_port, &hub.addr).expect("forwarding the base images' registry"));
+        }
+        let map = testbed_base_images(&hosts, &format!("127.0.0.1:{hub_port}"), None);
 
         // gangplank at this work tree's commit, where act finds `gangplank-dev/gangplank@<sha>`.
         let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
@@ -596,6 +609,7 @@ impl StoryBed {
         ]);
         StoryBed {
             _forwards: forwards,
+            _hub: hub,
             github,
             hosts,
             repo,
