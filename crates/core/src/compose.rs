@@ -316,25 +316,6 @@ pub fn references(yaml: &str) -> std::result::Result<References, String> {
     Ok(refs)
 }
 
-/// The image references to pull for `tag`: `${IMAGE_TAG}` resolved, or `None` when any image needs
-/// other interpolation or a service has no image (then compose itself must pull).
-pub fn pull_refs(services: &[(String, Option<String>)], only: &[String], tag: &str) -> Option<Vec<String>> {
-    let mut out = vec![];
-    for (name, image) in services {
-        if !only.is_empty() && !only.contains(name) {
-            continue;
-        }
-        let r = image.as_ref()?.replace("${IMAGE_TAG}", tag).replace("$IMAGE_TAG", tag);
-        if r.contains('$') || r.is_empty() {
-            return None;
-        }
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    Some(out)
-}
-
 /// The repository part of an image reference (`registry:5000/app:${IMAGE_TAG}` → `registry:5000/app`).
 pub fn image_repo(image: &str) -> &str {
     let no_digest = image.split('@').next().unwrap_or(image);
@@ -606,13 +587,6 @@ secrets:
 "#;
         let r = references(yaml).unwrap();
         assert_eq!(r.images, vec!["127.0.0.1:5000/app:${IMAGE_TAG}", "worker"]);
-        assert_eq!(
-            pull_refs(&r.services, &[], "v2"),
-            Some(vec!["127.0.0.1:5000/app:v2".to_string(), "worker".to_string()])
-        );
-        assert_eq!(pull_refs(&r.services, &["web".to_string()], "v2"), Some(vec!["127.0.0.1:5000/app:v2".to_string()]));
-        assert_eq!(pull_refs(&[("b".into(), None)], &[], "v2"), None);
-        assert_eq!(pull_refs(&[("b".into(), Some("${REG}/x:${IMAGE_TAG}".into()))], &[], "v2"), None);
         assert!(references("services: [").is_err());
     }
 
