@@ -93,7 +93,8 @@ impl DeployBed {
         let app_dir = AppDir(PathBuf::from("/opt").join(&app_name));
         // The server's set-up (README, quick start): the app dir, owned by the deploy user.
         std::fs::create_dir(&app_dir.0).expect("creating the app dir");
-        run_checked(scrubbed_command("chown").arg(format!("{FAST_USER}:")).arg(&app_dir.0)).expect("chown app dir");
+        run_checked(scrubbed_command("chown").arg("-R").arg(format!("{FAST_USER}:")).arg(&app_dir.0))
+            .expect("chown app dir");
 
         let target = &hosts.hosts[1];
         let secrets = BTreeMap::from([
