@@ -180,6 +180,40 @@ pub fn use_testbed_base_images(dir: &Path, images: &BTreeMap<String, String>) ->
     Ok(changed)
 }
 
+/// What a user does after copying the example (its README, "Pinning"): every `uses:
+/// gangplank-dev/gangplank/actions/<name>@<anything>` in the workflows under `dir/.github/workflows` names
+/// `@<reference>` instead (a release commit's SHA, or another tag), with no other change. Returns the workflow
+/// files changed, relative to `dir`.
+pub fn pin_gangplank_actions(dir: &Path, reference: &str) -> Result<Vec<String>> {
+    const ACTION: &str = "gangplank-dev/gangplank/actions/";
+    let workflows = dir.join(".github/workflows");
+    let mut changed = vec![];
+    let mut files: Vec<PathBuf> = fs::read_dir(&workflows)
+        .with_context(|| format!("reading {}", workflows.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for path in files {
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let pinned = uses_of(line).filter(|u| u.starts_with(ACTION)).and_then(|u| {
+                let (action, _) = u.split_once('@')?;
+                let at = line.find(u)?;
+                let end = at + u.len();
+                Some(format!("{}{action}@{reference}{}", &line[..at], &line[end..]))
+            });
+            out.push_str(pinned.as_deref().unwrap_or(line));
+        }
+        if out != text {
+            fs::write(&path, out)?;
+            changed.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+        }
+    }
+    Ok(changed)
+}
+
 /// One `uses: owner/name@<sha>` of a workflow.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pin {
@@ -320,7 +354,9 @@ impl Event {
                 "repository": repo,
                 "sender": sender,
             }),
-            Event::Schedule { cron, .. } => json!({ "schedule": cron, "repository": repo, "sender": sender }),
+            // GitHub's schedule payload is the cron line and nothing else: no `repository`, no `sender` (which
+            // is why the example's image name comes from GITHUB_REPOSITORY, not from the event).
+            Event::Schedule { cron, .. } => json!({ "schedule": cron }),
         }
     }
 }
@@ -363,6 +399,10 @@ pub struct ActRun {
     /// act's action cache and the runner's tool cache (`RUNNER_TOOL_CACHE`): kept across runs, so a compile of
     /// gangplank reuses the dependencies the previous run built, as on a self-hosted runner.
     pub cache_dir: PathBuf,
+    /// Remote actions served from a folder instead of a stand-in, `owner/name@ref` → the repository's work tree
+    /// at that ref (`--local-repository`), e.g. `gangplank-dev/gangplank@<sha>` for an app repository's
+    /// `uses: gangplank-dev/gangplank/actions/deploy-remote@<sha>`.
+    pub local_repositories: BTreeMap<String, PathBuf>,
 }
 
 /// One job's end.
@@ -484,7 +524,13 @@ impl ActRun {
             args.extend(["-P".into(), format!("{label}=-self-hosted")]);
         }
         let standins = standin_actions_dir();
+        for (at, dir) in &self.local_repositories {
+            args.extend(["--local-repository".into(), format!("{at}={}", dir.display())]);
+        }
         for pin in pinned_actions(&source) {
+            if self.local_repositories.contains_key(&format!("{}@{}", pin.repo, pin.sha)) {
+                continue;
+            }
             let name = pin.repo.rsplit('/').next().unwrap_or(&pin.repo);
             let dir = standins.join(name);
             if !pin.repo.starts_with("actions/") || !dir.join("action.yml").is_file() {
@@ -735,6 +781,22 @@ mod tests {
         assert!(out.contains("    environment:\n      name: production\n    concurrency:\n"), "{out}");
         assert!(out.contains("echo 'deployment: false'"), "{out}");
         assert_eq!(out.lines().count(), WORKFLOW.lines().count() - 1);
+    }
+
+    #[test]
+    fn gangplank_is_pinned_and_nothing_else_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let workflows = dir.path().join(".github/workflows");
+        fs::create_dir_all(&workflows).unwrap();
+        let text = "steps:\n  - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1\n  - id: push\n    uses: gangplank-dev/gangplank/actions/push-registry@v1\n  - uses: 'gangplank-dev/gangplank/actions/status@v1' # status\n  - run: echo gangplank-dev/gangplank/actions/x@v1\n";
+        fs::write(workflows.join("a.yml"), text).unwrap();
+        fs::write(workflows.join("b.yml"), "steps: []\n").unwrap();
+        assert_eq!(pin_gangplank_actions(dir.path(), "0123abc").unwrap(), [".github/workflows/a.yml"]);
+        let out = fs::read_to_string(workflows.join("a.yml")).unwrap();
+        assert_eq!(
+            out,
+            text.replace("push-registry@v1", "push-registry@0123abc").replace("status@v1'", "status@0123abc'")
+        );
     }
 
     #[test]

@@ -10,10 +10,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use gangplank_testbed::act::{repo_root, target_dir, use_testbed_base_images, ActOutcome, ActRun, Event};
-use gangplank_testbed::github::{App, GitHub};
+use gangplank_testbed::act::{
+    pin_gangplank_actions, repo_root, target_dir, use_testbed_base_images, ActOutcome, ActRun, Event,
+};
+use gangplank_testbed::github::{App, GitHub, Scope};
 use gangplank_testbed::hosts::{Forward, Hosts, HostsOptions};
-use gangplank_testbed::{http_get, images, run_checked, scrubbed_command, unique_name, wait_for, FAST_USER};
+
+use gangplank_testbed::{http_get, images, run_checked, scrubbed_command, unique_name, wait_for, Registry, FAST_USER};
 use serde_json::{json, Value};
 
 const REPOSITORY: &str = "gangplank-dev/gangplank";
@@ -68,30 +71,7 @@ impl DeployBed {
         github.add_repo(REPOSITORY);
         github.add_environment(REPOSITORY, "production");
 
-        // The example's base images, built on the runner's engine and served from the registry.
-        let runner = &hosts.hosts[0];
-        let prefix = unique_name("act-base");
-        let bases = images::example_bases_on(&runner.docker_host, &prefix).expect("building the base images");
-        let map: BTreeMap<String, String> = [
-            ("python:3.12-alpine", &bases.python),
-            ("caddy:2.6", &bases.caddy),
-            ("postgres:16-alpine", &bases.postgres),
-        ]
-        .into_iter()
-        .map(|(from, local)| {
-            let to = format!("{registry}/library/{from}");
-            run_checked(runner.docker().args(["tag", local, &to])).expect("tagging a base image");
-            (from.to_string(), to)
-        })
-        .collect();
-        let login = tempfile::tempdir().expect("a Docker config for the pushes");
-        let mut cmd = runner.docker();
-        cmd.arg("--config").arg(login.path()).args(["login", &registry, "--username", ACTOR, "--password-stdin"]);
-        pipe_in(&mut cmd, &token).expect("docker login to the testbed registry");
-        for to in map.values() {
-            run_checked(runner.docker().arg("--config").arg(login.path()).args(["push", "-q", to]))
-                .unwrap_or_else(|e| panic!("pushing {to}: {e:#}"));
-        }
+        let map = testbed_base_images(&hosts, &registry, Some(&token));
 
         // The repository at this work tree's commit, the base images substituted, as one commit on top.
         let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
@@ -180,6 +160,7 @@ impl DeployBed {
             artifact_port: Some(34567),
             matrix: vec![],
             cache_dir: target_dir().join("act-cache").join("runner"),
+            local_repositories: BTreeMap::new(),
         };
         let outcome = run.run(Some(&self.github)).unwrap_or_else(|e| panic!("running act ({label}): {e:#}"));
         println!("act {label} (run {run_id}): {}\n{}", outcome.transcript.display(), outcome.summary());
@@ -230,6 +211,37 @@ impl DeployBed {
             println!("  job {:<7} {:<8} {:.1}s", job.id, job.result, job.wall.as_secs_f64());
         }
     }
+}
+
+/// The example's base images, built on the runner's engine (`hosts.hosts[0]`) and pushed to the testbed registry
+/// as `<registry>/library/<name>:<tag>` (`registry`: as the hosts reach it): the map `use_testbed_base_images`
+/// takes.
+fn testbed_base_images(hosts: &Hosts, registry: &str, token: Option<&str>) -> BTreeMap<String, String> {
+    // The example's base images, built on the runner's engine and served from the registry.
+    let runner = &hosts.hosts[0];
+    let prefix = unique_name("act-base");
+    let bases = images::example_bases_on(&runner.docker_host, &prefix).expect("building the base images");
+    let map: BTreeMap<String, String> =
+        [("python:3.12-alpine", &bases.python), ("caddy:2.6", &bases.caddy), ("postgres:16-alpine", &bases.postgres)]
+            .into_iter()
+            .map(|(from, local)| {
+                let to = format!("{registry}/library/{from}");
+                run_checked(runner.docker().args(["tag", local, &to])).expect("tagging a base image");
+                (from.to_string(), to)
+            })
+            .collect();
+    let login = tempfile::tempdir().expect("a Docker config for the pushes");
+    if let Some(token) = token {
+        let mut cmd = runner.docker();
+        cmd.arg("--config").arg(login.path()).args(["login", registry, "--username", ACTOR, "--password-stdin"]);
+        pipe_in(&mut cmd, token).expect("docker login to the testbed registry");
+    }
+    for to in map.values() {
+        run_checked(runner.docker().arg("--config").arg(login.path()).args(["push", "-q", to]))
+            .unwrap_or_else(|e| panic!("pushing {to}: {e:#}"));
+    }
+
+    map
 }
 
 fn git(repo: &Path, args: &[&str]) -> String {
@@ -351,6 +363,7 @@ fn deploy_workflow_push_broken_push_and_emergency_dispatch_under_act() {
     // GitHub's view: three runs, the broken one failed, each of them recorded as deployments of production.
     let deployments = bed.github.deployments(REPOSITORY);
     assert!(!deployments.is_empty(), "deploy-remote recorded no deployment");
+    assert_eq!(compiles[1..], [0, 0, 0, 0, 0], "compiles per run after the first");
     println!("compiles per run: {compiles:?}");
 }
 
@@ -391,6 +404,7 @@ fn artifacts_cross_runs_under_act() {
             artifact_port: None,
             matrix: vec![],
             cache_dir: target_dir().join("act-cache").join("runner"),
+            local_repositories: BTreeMap::new(),
         }
         .run(Some(&github))
         .unwrap_or_else(|e| panic!("running act ({label}): {e:#}"))
@@ -641,6 +655,7 @@ fn release_workflow_publishes_a_release_that_install_sh_verifies_at_the_sha_and_
         artifact_dir: s.join("artifacts"),
         artifact_port: None,
         matrix: vec![format!("target:{TARGET}")],
+        local_repositories: BTreeMap::new(),
         cache_dir: target_dir().join("act-cache").join("release"),
     };
     let outcome = run.run(Some(&gh)).unwrap();
@@ -704,4 +719,418 @@ fn release_workflow_publishes_a_release_that_install_sh_verifies_at_the_sha_and_
         let out = std::process::Command::new(&exe).arg("--version").output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("gangplank {version}"), "{reference}");
     }
+}
+
+/// The owner of the app repository the story makes.
+const APP_OWNER: &str = "acme";
+
+/// A user's repository made from `examples/compose-app`, using gangplank's actions by
+/// `gangplank-dev/gangplank/actions/<name>@<ref>` as the example does, resolved by act from a copy of gangplank
+/// at that ref (`--local-repository`), with a fresh target host.
+struct StoryBed {
+    _forwards: Vec<Forward>,
+    _hub: Registry,
+    github: GitHub,
+    hosts: Hosts,
+    /// The app repository's work tree (`<repositories>/acme/<name>`; the checkout stand-in's source).
+    repo: PathBuf,
+    /// `acme/<name>`
+    repository: String,
+    repositories: tempfile::TempDir,
+    /// `gangplank-dev/gangplank@<ref>` → gangplank's work tree at that ref.
+    gangplank: BTreeMap<String, PathBuf>,
+    artifacts: tempfile::TempDir,
+    app_name: String,
+    app_dir: AppDir,
+    secrets: BTreeMap<String, String>,
+    vars: BTreeMap<String, String>,
+    next_run: u64,
+    /// One line per run: label, jobs with results and wall times, compiles.
+    summary: String,
+    /// The runner's preinstalled gangplank (`GANGPLANK_BIN_DIR`, install.sh's first rule), once set.
+    preinstalled: Option<tempfile::TempDir>,
+}
+
+impl StoryBed {
+    /// Everything set up, gangplank pinned at this work tree's commit (unreleased: each job that installs
+    /// gangplank builds it from that source, warm in the runner's tool cache after the first).
+    fn start() -> StoryBed {
+        let token = format!("ghs_{}", unique_name("story").replace('-', ""));
+        let hosts = Hosts::start_with(&HostsOptions {
+            registry_auth: Some((ACTOR.to_string(), token.clone())),
+            ..HostsOptions::new(2)
+        })
+        .expect("starting the runner host, the deploy host and the registry");
+        // The registry at each host's loopback, where Docker and gangplank speak plain HTTP (as DeployBed).
+        let bridge_registry = hosts.registry().addr.clone();
+        let port: u16 = bridge_registry.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+        let registry = format!("127.0.0.1:{port}");
+        let forwards: Vec<_> = hosts
+            .hosts
+            .iter()
+            .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
+            .collect();
+        // The base images from a registry of their own that anyone may pull from, as from Docker Hub (the app's
+        // registry requires a login, as GHCR does, and the server logs in to that one only), reached at each
+        // host's loopback too.
+        let hub = Registry::start_on(&hosts.gateway).expect("starting the base images' registry");
+        let hub_port: u16 = hub.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+        let mut forwards = forwards;
+        for h in &hosts.hosts {
+            forwards.push(h.forward_loopback(hub_port, &hub.addr).expect("forwarding the base images' registry"));
+        }
+        let map = testbed_base_images(&hosts, &format!("127.0.0.1:{hub_port}"), None);
+
+        // gangplank at this work tree's commit, where act finds `gangplank-dev/gangplank@<sha>`.
+        let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
+        let gangplank = repositories.path().join(REPOSITORY);
+        std::fs::create_dir_all(gangplank.parent().unwrap()).unwrap();
+        let root = gangplank_testbed::act::repo_root();
+        run_checked(
+            scrubbed_command("git")
+                .args(["clone", "-q", "--depth", "1"])
+                .arg(format!("file://{}", root.display()))
+                .arg(&gangplank),
+        )
+        .expect("cloning the work tree's commit");
+        let sha = git(&gangplank, &["rev-parse", "HEAD"]).trim().to_string();
+
+        // The user's repository: the example folder as its root (README: "Copy this folder as the root of a new
+        // repository"), gangplank pinned by commit SHA (README, "Pinning"), then the testbed's one substitution.
+        let app_name = unique_name("compose-app");
+        let repository = format!("{APP_OWNER}/{app_name}");
+        let repo = repositories.path().join(&repository);
+        std::fs::create_dir_all(&repo).unwrap();
+        run_checked(scrubbed_command("cp").arg("-a").arg(gangplank.join("examples/compose-app/.")).arg(&repo))
+            .expect("copying the example");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
+        commit(&repo, "compose-app, from gangplank's examples/compose-app");
+        let pinned = pin_gangplank_actions(&repo, &sha).expect("pinning gangplank");
+        assert_eq!(pinned.len(), 3, "deploy, status and sync-secrets use gangplank's actions: {pinned:?}");
+        commit(&repo, &format!("Pin gangplank's actions to {sha}"));
+        let changed = use_testbed_base_images(&repo, &map).expect("substituting base images");
+        assert!(!changed.is_empty(), "the example names none of the base images any more: update the map");
+        commit(&repo, "testbed: the example's base images from the testbed registry");
+
+        let github = GitHub::start_on(&hosts.gateway);
+        github.set_token(&token);
+        github.add_repo(&repository);
+        github.add_environment(&repository, "production");
+        let artifacts = tempfile::Builder::new().prefix("gangplank-act-artifacts-").tempdir().unwrap();
+        github.set_artifact_dir(artifacts.path());
+
+        // The server's set-up (the example's README, step 1): an empty app dir owned by the deploy user. The
+        // default app dir is /opt/<repository name>; nothing else is on the host.
+        let app_dir = AppDir(PathBuf::from("/opt").join(&app_name));
+        std::fs::create_dir(&app_dir.0).expect("creating the app dir");
+        run_checked(scrubbed_command("chown").arg(format!("{FAST_USER}:")).arg(&app_dir.0)).expect("chown app dir");
+
+        // The repository's settings (README, step 2).
+        let target = &hosts.hosts[1];
+        let secrets = BTreeMap::from([
+            ("GITHUB_TOKEN".to_string(), token.clone()),
+            ("SECRETS_SYNC_TOKEN".to_string(), token.clone()),
+            ("DEPLOY_SSH_KEY".to_string(), hosts.client_key().to_string()),
+            ("DATABASE_PASSWORD".to_string(), "story-database-password-0123".to_string()),
+            ("SECRET_KEY".to_string(), "story-secret-key-0123456789-abcdefghijkl".to_string()),
+            ("REGISTRY_READ_TOKEN".to_string(), token.clone()),
+        ]);
+        let vars = BTreeMap::from([
+            ("DEPLOY_HOST".to_string(), target.host_spec()),
+            ("DEPLOY_KNOWN_HOSTS".to_string(), target.sshd().known_hosts.clone()),
+            ("REGISTRY".to_string(), registry),
+            ("REGISTRY_USERNAME".to_string(), ACTOR.to_string()),
+            ("APP_MODE".to_string(), "production".to_string()),
+            ("APP_URL".to_string(), format!("http://{}/", target.addr)),
+        ]);
+        StoryBed {
+            _forwards: forwards,
+            _hub: hub,
+            github,
+            hosts,
+            repo,
+            repository,
+            repositories,
+            gangplank: BTreeMap::from([(format!("{REPOSITORY}@{sha}"), gangplank)]),
+            artifacts,
+            app_name,
+            app_dir,
+            secrets,
+            vars,
+            next_run: 9_200_000_001,
+            summary: String::new(),
+            preinstalled: None,
+        }
+    }
+
+    /// Runs `workflow` (a file name under .github/workflows) for `event` at the repository's HEAD.
+    fn run(&mut self, label: &str, workflow: &str, event: Event) -> ActOutcome {
+        let runner = &self.hosts.hosts[0];
+        let run_id = self.next_run;
+        self.next_run += 1;
+        let mut machine_env = BTreeMap::from([
+            ("DOCKER_HOST".to_string(), runner.docker_host.clone()),
+            ("CARGO_NET_OFFLINE".to_string(), "true".to_string()),
+        ]);
+        if let Some(dir) = &self.preinstalled {
+            machine_env.insert("GANGPLANK_BIN_DIR".to_string(), dir.path().display().to_string());
+        }
+        let run = ActRun {
+            label: format!("story-{label}"),
+            repo_dir: self.repo.clone(),
+            repository: self.repository.clone(),
+            repositories: self.repositories.path().to_path_buf(),
+            workflow: format!(".github/workflows/{workflow}"),
+            event,
+            run_id,
+            actor: ACTOR.to_string(),
+            secrets: self.secrets.clone(),
+            vars: self.vars.clone(),
+            env: BTreeMap::from([("GITHUB_API_URL".to_string(), self.github.url().to_string())]),
+            machine_env,
+            enter: runner.enter_net(),
+            artifact_dir: self.artifacts.path().to_path_buf(),
+            artifact_port: Some(34567),
+            cache_dir: target_dir().join("act-cache").join("runner"),
+            local_repositories: self.gangplank.clone(),
+            matrix: vec![],
+        };
+        let outcome = run.run(Some(&self.github)).unwrap_or_else(|e| panic!("running act ({label}): {e:#}"));
+        let text =
+            format!("{label} ({workflow}, run {run_id}): {}\n{}", outcome.transcript.display(), outcome.summary());
+        println!("act {text}");
+        self.summary.push_str(&text);
+        let path = target_dir().join("act-transcripts").join("story-summary.log");
+        std::fs::write(&path, &self.summary).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        outcome
+    }
+
+    fn head(&self) -> String {
+        git(&self.repo, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// From now on the runner has gangplank preinstalled: the executable install.sh built from the pinned commit
+    /// in the last run (its tool cache's `gangplank/source/bin/gangplank`), in a folder named by
+    /// `GANGPLANK_BIN_DIR`, which install.sh uses as it is. Each later job then installs in no time instead of
+    /// compiling again (act gives every job a fresh copy of the action, so cargo rebuilds the workspace's crates
+    /// and links again: minutes per job here).
+    fn preinstall_built_gangplank(&mut self) {
+        let built = target_dir().join("act-cache/runner/tool_cache/gangplank/source/bin/gangplank");
+        let dir = tempfile::Builder::new().prefix("gangplank-runner-bin-").tempdir().unwrap();
+        std::fs::copy(&built, dir.path().join("gangplank")).unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+        self.preinstalled = Some(dir);
+    }
+
+    fn state(&self) -> Value {
+        let path = self.app_dir.0.join(".gangplank/state.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).expect("state.json is JSON")
+    }
+
+    /// The server `.env` as `KEY → value`.
+    fn server_env(&self) -> BTreeMap<String, String> {
+        let path = self.app_dir.0.join(".env");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches(|c| c == '"' || c == '\'').to_string()))
+            .collect()
+    }
+
+    /// GET `path` through the deploy host's published port 80 (the proxy), from this machine.
+    fn http(&self, path: &str) -> (u16, String) {
+        let addr = format!("{}:80", self.hosts.hosts[1].addr);
+        wait_for(&format!("http://{addr}{path} to answer"), std::time::Duration::from_secs(30), || {
+            http_get(&addr, path, None).ok()
+        })
+        .unwrap()
+    }
+
+    /// GET the proxy's loopback-only health port on the deploy host, from inside the host (127.0.0.1:8080).
+    fn loopback_health(&self) -> String {
+        let target = &self.hosts.hosts[1];
+        let enter = target.enter_net();
+        let mut cmd = scrubbed_command(&enter[0]);
+        cmd.args(&enter[1..]).args(["curl", "-fsS", "--max-time", "10", "http://127.0.0.1:8080/healthz"]);
+        run_checked(&mut cmd).unwrap_or_else(|e| panic!("the host's loopback health port: {e:#}"))
+    }
+
+    /// The image of the running `web` container(s) on the deploy host.
+    fn web_images(&self) -> Vec<String> {
+        let target = &self.hosts.hosts[1];
+        let ids = run_checked(target.docker().args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.app_name),
+            "--filter",
+            "label=com.docker.compose.service=web",
+        ]))
+        .unwrap();
+        ids.split_whitespace()
+            .map(|id| {
+                run_checked(target.docker().args(["inspect", "--format", "{{.Config.Image}}", id]))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Asserts the host serves `tag`: state.json, the one running `web` container, HTTP through the proxy's
+    /// port 80 and its loopback health port.
+    fn assert_serving(&self, tag: &str) {
+        assert_eq!(self.state()["current"]["tag"], json!(tag), "state.json: {}", self.state());
+        let images = self.web_images();
+        assert!(
+            images.len() == 1 && images[0].ends_with(&format!("/web:{tag}")),
+            "the running web containers: {images:?}, expected one of tag {tag}"
+        );
+        let (status, body) = self.http("/healthz");
+        assert_eq!((status, body.trim()), (200, "ok"));
+        let (status, body) = self.http("/");
+        assert_eq!(status, 200);
+        assert!(body.starts_with("compose-app"), "{body}");
+        assert_eq!(self.loopback_health().trim(), "ok");
+    }
+}
+
+/// The user's story (issue 20), as an app repository made from `examples/compose-app` runs it under act, with
+/// gangplank's actions pinned by commit SHA (`uses: gangplank-dev/gangplank/actions/<name>@<sha>`), on a fresh
+/// target host: (1) sync-secrets dispatched once (apply): GitHub's secrets written, the server `.env` created;
+/// (2) a push: build and push → verify → deploy, the app serving through the proxy; (3) a release broken in
+/// production: deploy red, rolled back as the workflow documents, the previous tag serving; (4) the fix, deployed
+/// by a dispatch from the Actions tab: green; (5) the nightly sync (a `schedule` event, no repository in its
+/// payload): green, plan only, no deployment; (6) status.yml: green, naming the running tag.
+///
+/// The commit is unreleased, so the first run's install.sh builds gangplank from its source (one compile); the
+/// runner then has that executable preinstalled (`GANGPLANK_BIN_DIR`) and the later runs compile nothing.
+#[test]
+#[ignore = "long tier: cargo xtask test --full"]
+fn the_users_story_under_act() {
+    let mut bed = StoryBed::start();
+    let mut compiles = vec![];
+    let image = format!("{}/{}/web", bed.vars["REGISTRY"], bed.repository);
+    let production = Scope::Env(bed.repository.clone(), "production".to_string());
+
+    // 1. First run: sync-secrets from the Actions tab (apply).
+    assert!(!bed.app_dir.0.join(".env").exists());
+    let sync = bed.run(
+        "1-sync-apply",
+        "sync-secrets.yml",
+        Event::WorkflowDispatch { branch: "main".into(), inputs: serde_json::Map::new() },
+    );
+    assert_jobs(&sync, &[("sync", "success")]);
+    compiles.push(sync.compiles);
+    assert_eq!(sync.output("sync", "image", "image"), Some(image.as_str()), "{}", sync.transcript.display());
+    let env = bed.server_env();
+    assert_eq!(env.get("WEB_IMAGE"), Some(&image), "{env:?}");
+    assert_eq!(env.get("APP_MODE").map(String::as_str), Some("production"));
+    assert_eq!(env.get("POSTGRES_PASSWORD"), Some(&bed.secrets["DATABASE_PASSWORD"]));
+    assert_eq!(env.get("SECRET_KEY"), Some(&bed.secrets["SECRET_KEY"]));
+    assert_eq!(bed.github.secret(&production, "DATABASE_PASSWORD"), Some(bed.secrets["DATABASE_PASSWORD"].clone()));
+    assert_eq!(bed.github.secret(&production, "SECRET_KEY"), Some(bed.secrets["SECRET_KEY"].clone()));
+    // APP_MODE is plain config without an environment in the manifest: a repository variable.
+    let repository = Scope::Repo(bed.repository.clone());
+    assert_eq!(bed.github.variable(&repository, "APP_MODE").as_deref(), Some("production"));
+    assert!(bed.github.deployments(&bed.repository).is_empty(), "a sync made a deployment");
+    assert_eq!(sync.compiles, 1, "install.sh built gangplank at the pinned commit: {}", sync.transcript.display());
+    bed.preinstall_built_gangplank();
+
+    // 2. A push to main: build and push → verify → deploy, serving.
+    let tag1 = bed.head()[..12].to_string();
+    let first = bed.run("2-push", "deploy.yml", Event::Push { branch: "main".into() });
+    assert_jobs(&first, &[("push", "success"), ("verify", "success"), ("deploy", "success")]);
+    compiles.push(first.compiles);
+    let t = first.transcript.display().to_string();
+    assert_eq!(first.output("deploy", "deploy", "deployed-tag"), Some(tag1.as_str()), "{t}");
+    assert_eq!(first.output("deploy", "decide", "rollback"), Some("false"), "{t}");
+    bed.assert_serving(&tag1);
+    let deployments = bed.github.deployments(&bed.repository);
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    assert_eq!((deployments[0].environment.as_str(), deployments[0].state()), ("production", "success"));
+
+    // 3. A release broken in production only (healthy under verify's staging settings from ci.env).
+    let app = bed.repo.join("app.py");
+    let text = std::fs::read_to_string(&app).unwrap();
+    let broken = text.replacen(
+        "        if self.path == \"/healthz\":\n",
+        "        if self.path == \"/healthz\" and os.environ.get(\"APP_MODE\") == \"production\":\n            missing = [\"a setting only production lacks\"]\n        if self.path == \"/healthz\":\n",
+        1,
+    );
+    assert_ne!(broken, text, "app.py no longer has the /healthz branch the broken release edits");
+    std::fs::write(&app, broken).unwrap();
+    commit(&bed.repo, "A release that is broken in production only");
+    let tag2 = bed.head()[..12].to_string();
+    let second = bed.run("3-push-broken", "deploy.yml", Event::Push { branch: "main".into() });
+    assert_jobs(&second, &[("push", "success"), ("verify", "success"), ("deploy", "failure")]);
+    compiles.push(second.compiles);
+    let t = second.transcript.display().to_string();
+    // The workflow's documented rule: deploy-remote changed the host and did not finish healthy, so the
+    // previous tag goes back: by deploy-remote itself (rolled-back=true, and the decide step then leaves the
+    // rollback step out), or, when it could not (killed), by the rollback step.
+    assert_eq!(second.output("deploy", "deploy", "changed"), Some("true"), "{t}");
+    assert_ne!(second.step("deploy", "deploy"), Some("success"), "{t}");
+    let rolled_back = second.output("deploy", "deploy", "rolled-back") == Some("true");
+    let decide = second.output("deploy", "decide", "rollback");
+    assert_eq!(decide, Some(if rolled_back { "false" } else { "true" }), "{t}");
+    println!(
+        "broken release: deploy-remote rolled back itself: {rolled_back}; the workflow's rollback step ran: {}",
+        !rolled_back
+    );
+    bed.assert_serving(&tag1);
+    assert!(bed.state()["history"].to_string().contains(&tag2), "the broken release is in the history");
+
+    // 4. The fix (a revert), deployed from the Actions tab: the example's dispatch runs the whole pipeline at the
+    // branch's head, verification included.
+    git(&bed.repo, &["-c", "user.name=t", "-c", "user.email=t@example.invalid", "revert", "--no-edit", "HEAD"]);
+    let tag3 = bed.head()[..12].to_string();
+    let third = bed.run(
+        "4-dispatch",
+        "deploy.yml",
+        Event::WorkflowDispatch { branch: "main".into(), inputs: serde_json::Map::new() },
+    );
+    assert_jobs(&third, &[("push", "success"), ("verify", "success"), ("deploy", "success")]);
+    compiles.push(third.compiles);
+    assert_eq!(third.output("deploy", "deploy", "deployed-tag"), Some(tag3.as_str()), "{}", third.transcript.display());
+    bed.assert_serving(&tag3);
+
+    // 5. The nightly sync: a schedule event as GitHub sends it (no repository object), plan only.
+    let deployments: Vec<u64> = bed.github.deployments(&bed.repository).iter().map(|d| d.id).collect();
+    let env_before = std::fs::read(bed.app_dir.0.join(".env")).unwrap();
+    let nightly = bed.run(
+        "5-sync-schedule",
+        "sync-secrets.yml",
+        Event::Schedule { branch: "main".into(), cron: "17 3 * * *".into() },
+    );
+    assert_jobs(&nightly, &[("sync", "success")]);
+    compiles.push(nightly.compiles);
+    let t = nightly.transcript.display().to_string();
+    assert_eq!(nightly.output("sync", "image", "image"), Some(image.as_str()), "{t}");
+    assert_eq!(std::fs::read(bed.app_dir.0.join(".env")).unwrap(), env_before, "a plan changed the server .env");
+    let after: Vec<u64> = bed.github.deployments(&bed.repository).iter().map(|d| d.id).collect();
+    assert_eq!(after, deployments, "the nightly sync made a deployment");
+    bed.assert_serving(&tag3);
+
+    // 6. status from the Actions tab: read-only, names the running tag.
+    let state_before = bed.state();
+    let status = bed.run(
+        "6-status",
+        "status.yml",
+        Event::WorkflowDispatch { branch: "main".into(), inputs: serde_json::Map::new() },
+    );
+    assert_jobs(&status, &[("status", "success")]);
+    compiles.push(status.compiles);
+    assert!(
+        status.log.lines().any(|l| l.contains("current:") && l.contains(&tag3)),
+        "status names the running tag {tag3}: {}",
+        status.transcript.display()
+    );
+    assert_eq!(bed.state(), state_before, "status changed the host's state");
+    println!(
+        "compiles per run: {compiles:?}\nsummary: {}",
+        target_dir().join("act-transcripts/story-summary.log").display()
+    );
 }
