@@ -589,6 +589,20 @@ impl ActRun {
             ("GITHUB_REPOSITORY_OWNER".to_string(), owner),
             ("GITHUB_REF".to_string(), format!("refs/heads/{}", self.event.branch())),
         ]);
+        // The workflows' one compile of gangplank per run (actions/install.sh, `cargo build --release`) is the
+        // release profile: fat LTO and opt-level z, 4 to 7 minutes on these 2 cores for each run, as act copies the
+        // source into a new folder every time. The runs that only use the binary build it without LTO here (a
+        // knob of the test bed, not of the workflows: the compile still happens once per run, through the same
+        // step). release.yml keeps the real profile: its build job is the static release as it ships.
+        if !self.workflow.ends_with("release.yml") {
+            for (k, v) in [
+                ("CARGO_PROFILE_RELEASE_LTO", "off"),
+                ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"),
+                ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1"),
+            ] {
+                env.entry(k.to_string()).or_insert_with(|| v.to_string());
+            }
+        }
         env.extend(self.env.clone());
         for (k, v) in &env {
             args.extend(["--env".into(), format!("{k}={v}")]);
