@@ -48,24 +48,43 @@ struct DeployBed {
     next_run: u64,
 }
 
+/// The runner host and the deploy host (`h1`, `h2`), and the registry on their bridge, which requires a login with
+/// the run's token, as GHCR does. gangplank and Docker speak plain HTTP to loopback registries only (HTTPS
+/// elsewhere, as GHCR needs): the registry is reached at the same port of each host's loopback, which is the
+/// returned `127.0.0.1:<port>`.
+fn runner_and_target(label: &str) -> (String, Hosts, String, Vec<Forward>) {
+    let token = format!("ghs_{}", unique_name(label).replace('-', ""));
+    let hosts = Hosts::start_with(&HostsOptions {
+        registry_auth: Some((ACTOR.to_string(), token.clone())),
+        ..HostsOptions::new(2)
+    })
+    .expect("starting the runner host, the deploy host and the registry");
+    let bridge_registry = hosts.registry().addr.clone();
+    let port: u16 = bridge_registry.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+    let forwards: Vec<_> = hosts
+        .hosts
+        .iter()
+        .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
+        .collect();
+    (token, hosts, format!("127.0.0.1:{port}"), forwards)
+}
+
+/// This work tree's commit, cloned into `dest` (act runs at a commit, as GitHub does, never at a dirty tree).
+fn clone_work_tree(dest: &Path) {
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let root = gangplank_testbed::act::repo_root();
+    run_checked(
+        scrubbed_command("git")
+            .args(["clone", "-q", "--depth", "1"])
+            .arg(format!("file://{}", root.display()))
+            .arg(dest),
+    )
+    .expect("cloning the work tree's commit");
+}
+
 impl DeployBed {
     fn start() -> DeployBed {
-        let token = format!("ghs_{}", unique_name("act").replace('-', ""));
-        let hosts = Hosts::start_with(&HostsOptions {
-            registry_auth: Some((ACTOR.to_string(), token.clone())),
-            ..HostsOptions::new(2)
-        })
-        .expect("starting the runner host, the deploy host and the registry");
-        // gangplank and Docker speak plain HTTP to loopback registries only (HTTPS elsewhere, as GHCR needs): the
-        // registry on the bridge is reached at the same port of each host's loopback.
-        let bridge_registry = hosts.registry().addr.clone();
-        let port: u16 = bridge_registry.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
-        let registry = format!("127.0.0.1:{port}");
-        let forwards: Vec<_> = hosts
-            .hosts
-            .iter()
-            .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
-            .collect();
+        let (token, hosts, registry, forwards) = runner_and_target("act");
         let github = GitHub::start_on(&hosts.gateway);
         github.set_token(&token);
         github.add_repo(REPOSITORY);
@@ -76,15 +95,7 @@ impl DeployBed {
         // The repository at this work tree's commit, the base images substituted, as one commit on top.
         let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
         let repo = repositories.path().join(REPOSITORY);
-        std::fs::create_dir_all(repo.parent().unwrap()).unwrap();
-        let root = gangplank_testbed::act::repo_root();
-        run_checked(
-            scrubbed_command("git")
-                .args(["clone", "-q", "--depth", "1"])
-                .arg(format!("file://{}", root.display()))
-                .arg(&repo),
-        )
-        .expect("cloning the work tree's commit");
+        clone_work_tree(&repo);
         let changed =
             use_testbed_base_images(&repo.join("examples/compose-app"), &map).expect("substituting base images");
         assert!(!changed.is_empty(), "the example names none of the base images any more: update the test's map");
@@ -755,21 +766,7 @@ impl StoryBed {
     /// Everything set up, gangplank pinned at this work tree's commit (unreleased: each job that installs
     /// gangplank builds it from that source, warm in the runner's tool cache after the first).
     fn start() -> StoryBed {
-        let token = format!("ghs_{}", unique_name("story").replace('-', ""));
-        let hosts = Hosts::start_with(&HostsOptions {
-            registry_auth: Some((ACTOR.to_string(), token.clone())),
-            ..HostsOptions::new(2)
-        })
-        .expect("starting the runner host, the deploy host and the registry");
-        // The registry at each host's loopback, where Docker and gangplank speak plain HTTP (as DeployBed).
-        let bridge_registry = hosts.registry().addr.clone();
-        let port: u16 = bridge_registry.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
-        let registry = format!("127.0.0.1:{port}");
-        let forwards: Vec<_> = hosts
-            .hosts
-            .iter()
-            .map(|h| h.forward_loopback(port, &bridge_registry).expect("forwarding the registry to a host's loopback"))
-            .collect();
+        let (token, hosts, registry, forwards) = runner_and_target("story");
         // The base images from a registry of their own that anyone may pull from, as from Docker Hub (the app's
         // registry requires a login, as GHCR does, and the server logs in to that one only), reached at each
         // host's loopback too.
@@ -784,15 +781,7 @@ impl StoryBed {
         // gangplank at this work tree's commit, where act finds `gangplank-dev/gangplank@<sha>`.
         let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
         let gangplank = repositories.path().join(REPOSITORY);
-        std::fs::create_dir_all(gangplank.parent().unwrap()).unwrap();
-        let root = gangplank_testbed::act::repo_root();
-        run_checked(
-            scrubbed_command("git")
-                .args(["clone", "-q", "--depth", "1"])
-                .arg(format!("file://{}", root.display()))
-                .arg(&gangplank),
-        )
-        .expect("cloning the work tree's commit");
+        clone_work_tree(&gangplank);
         let sha = git(&gangplank, &["rev-parse", "HEAD"]).trim().to_string();
 
         // The user's repository: the example folder as its root (README: "Copy this folder as the root of a new
