@@ -215,18 +215,23 @@ fn every_preflight_failure_exits_2_and_leaves_the_app_dir_unchanged() {
 #[test]
 fn two_deploys_at_once_one_waits_then_exits_3_and_a_stale_lock_needs_force_unlock() {
     let fx = Fixture::new("lock");
-    let args = with(fx.deploy_args("v1"), &["--lock-timeout", "1s"]);
-    let (mut a, _ga) = fx.command(&deploy_remote(), &args, &[]);
-    let (mut b, _gb) = fx.command(&deploy_remote(), &args, &[]);
-    // Start both, then collect both.
+    // The first deploy holds the lock in its pre-deploy hook until the test lets it go (a file appears; the host is
+    // this machine), so the second one meets the lock however slow the machine is: no race on who starts first.
+    let go = fx.work.path().join("let-the-first-deploy-go");
+    let hold = format!("while [ ! -e '{}' ]; do sleep 0.1; done", go.display());
+    let first = with(fx.deploy_args("v1"), &["--pre-deploy", &hold]);
+    let (mut a, _ga) = fx.command(&deploy_remote(), &first, &[]);
     let ca = a.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let cb = b.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let (oa, ob) = (ca.wait_with_output().unwrap(), cb.wait_with_output().unwrap());
-    let mut codes = vec![oa.status.code().unwrap(), ob.status.code().unwrap()];
-    codes.sort();
-    let loser = if oa.status.code() == Some(3) { &oa } else { &ob };
-    let loser_err = String::from_utf8_lossy(&loser.stderr);
-    assert_eq!(codes, vec![0, 3], "{loser_err}");
+    gangplank_testbed::wait_for("the first deploy's lock", Duration::from_secs(120), || {
+        fx.app_dir.join(".gangplank/lock/owner.json").exists().then_some(())
+    })
+    .unwrap();
+    let loser = fx.deploy(&with(fx.deploy_args("v1"), &["--lock-timeout", "1s"]));
+    std::fs::write(&go, "").unwrap();
+    let winner = ca.wait_with_output().unwrap();
+    assert_eq!(winner.status.code(), Some(0), "{}", String::from_utf8_lossy(&winner.stderr));
+    let loser_err = &loser.stderr;
+    assert_eq!(loser.status, 3, "{loser_err}");
     assert!(loser_err.contains("another deploy holds the lock") && loser_err.contains("pid "), "{loser_err}");
     assert!(loser_err.contains("waiting for the lock"), "{loser_err}");
     assert!(!fx.app_dir.join(".gangplank/lock").exists());
