@@ -572,48 +572,31 @@ fn app_key(dir: &Path) -> (String, Vec<u8>) {
     (std::fs::read_to_string(&key).unwrap(), std::fs::read(&public).unwrap())
 }
 
-/// actions/install.sh of the action at `commit`, laid out where the runner puts `uses: <REPOSITORY>/actions/…@<reference>`
-/// (`…/_actions/<owner>/<name>/<reference>/`), with downloads from the stand-in: the executable it installed.
-fn install_at(bare: &Path, commit: &str, reference: &str, scratch: &Path, gh: &GitHub) -> (PathBuf, String) {
-    let action = scratch.join("_actions").join(REPOSITORY).join(reference);
-    std::fs::create_dir_all(&action).unwrap();
-    git_trim(&action, &["init", "-q"]);
-    git_trim(&action, &["fetch", "-q", &format!("file://{}", bare.display()), commit]);
-    git_trim(&action, &["checkout", "-q", "--detach", "FETCH_HEAD"]);
-    let output = scratch.join(format!("output-{reference}"));
-    let out = scrubbed_command("bash")
-        .arg(action.join("actions/install.sh"))
-        .env("GANGPLANK_DOWNLOAD_URL", format!("{}/{REPOSITORY}/releases/download", gh.url()))
-        .env("RUNNER_TOOL_CACHE", scratch.join(format!("tool-cache-{reference}")))
-        .env("RUNNER_TEMP", scratch.join("runner-temp"))
-        .env("GITHUB_OUTPUT", &output)
-        .env_remove("GANGPLANK_BIN_DIR")
-        .current_dir(scratch)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "install.sh at {reference}:\n{log}");
-    let text = std::fs::read_to_string(&output).unwrap();
-    let path = text.lines().find_map(|l| l.strip_prefix("path=")).expect("install.sh wrote path=").to_string();
-    (PathBuf::from(path), log)
+/// What release.yml published.
+struct Released {
+    /// The bare repository the release was pushed to (`gangplank-dev/gangplank`).
+    bare: PathBuf,
+    /// The release commit: `vX.Y.Z` and the major tag point to it.
+    commit: String,
+    version: String,
+    /// `v1`
+    major: String,
+    /// The SHA-256 of the x86_64 Linux archive, as the release commit's `actions/checksums.txt` lists it.
+    sum: String,
 }
 
-/// release.yml, dispatched with the work tree's version, runs its x86_64 Linux build (`cargo xtask dist`, the
-/// static archive checked alone in an empty image), then publish: the release commit with the archive's checksum
-/// and its tag pushed to the repository (a local bare one), a draft release made, its assets uploaded and the
-/// release published on the GitHub API stand-in, and `v1` moved, every write with the app's installation token
-/// (contents and workflows write). Then install.sh, as `uses: …@<release commit SHA>` and `uses: …@v1`,
-/// downloads the archive from the release and verifies it against the committed checksum.
+/// Cuts a release as a maintainer does: release.yml, dispatched with the work tree's version, runs its x86_64
+/// Linux build (`cargo xtask dist`, the static archive checked alone in an empty image), then publish: the
+/// release commit with the archive's checksum and its tag pushed to the repository (a local bare one under
+/// `scratch`), a draft release made, its assets uploaded and the release published on the GitHub API stand-in
+/// `gh`, and `v1` moved, every write with the app's installation token (contents and workflows write). Asserts
+/// all of it.
 ///
 /// What differs from GitHub (docs/releasing.md, "Testing the workflow locally"): only the x86_64 musl entry of the
 /// build matrix runs (arm64 Linux and macOS need their own runners), so the release holds one archive and the
 /// tag check (which wants all four) is not run; the jobs run on this machine, not in a fresh VM.
-#[test]
-#[ignore = "long tier: cargo xtask test --full"]
-fn release_workflow_publishes_a_release_that_install_sh_verifies_at_the_sha_and_at_v1() {
+fn cut_release(s: &Path, gh: &GitHub) -> Released {
     let version = workspace_version();
-    let scratch = tempfile::Builder::new().prefix("gangplank-act-release-").tempdir().unwrap();
-    let s = scratch.path();
     let work = s.join("work");
     snapshot_work_tree(&work);
     let dispatched = git_trim(&work, &["rev-parse", "HEAD"]);
@@ -622,7 +605,6 @@ fn release_workflow_publishes_a_release_that_install_sh_verifies_at_the_sha_and_
     std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
     run_checked(scrubbed_command("git").args(["clone", "-q", "--bare"]).arg(&work).arg(&bare)).unwrap();
 
-    let gh = GitHub::start();
     gh.add_repo(REPOSITORY);
     gh.set_release_git_dir(REPOSITORY, &bare);
     let (private_key, public_key_der) = app_key(s);
@@ -668,7 +650,7 @@ fn release_workflow_publishes_a_release_that_install_sh_verifies_at_the_sha_and_
         local_repositories: BTreeMap::new(),
         cache_dir: target_dir().join("act-cache").join("release"),
     };
-    let outcome = run.run(Some(&gh)).unwrap();
+    let outcome = run.run(Some(gh)).unwrap();
     let report = format!("{}transcript: {}", outcome.summary(), outcome.transcript.display());
     assert!(outcome.success, "release.yml under act failed:\n{report}");
     assert_eq!(outcome.result("publish"), "success", "{report}");
@@ -716,29 +698,22 @@ fn release_workflow_publishes_a_release_that_install_sh_verifies_at_the_sha_and_
     std::fs::write(&file, bytes).unwrap();
     let hashed = run_checked(scrubbed_command("sha256sum").arg(&file)).unwrap();
     assert_eq!(hashed.split_whitespace().next(), Some(sum), "the released archive is the one checksums.txt lists");
-
-    // install.sh, as the runner lays out `uses: …@<sha>` and `uses: …@v1`: downloads and verifies that archive.
-    let install = s.join("install");
-    for reference in [release_commit.as_str(), major.as_str()] {
-        let (exe, log) = install_at(&bare, &release_commit, reference, &install, &gh);
-        assert!(
-            log.contains(&format!("installed gangplank {version} ({TARGET}), sha256 {sum}")),
-            "{reference}:\n{log}"
-        );
-        assert!(!log.contains("building gangplank"), "{reference}: built from source:\n{log}");
-        let out = std::process::Command::new(&exe).arg("--version").output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("gangplank {version}"), "{reference}");
-    }
+    Released { bare, commit: release_commit, version, major, sum: sum.to_string() }
 }
 
 /// The owner of the app repository the story makes.
 const APP_OWNER: &str = "acme";
 
 /// A user's repository made from `examples/compose-app`, using gangplank's actions by
-/// `gangplank-dev/gangplank/actions/<name>@<ref>` as the example does, resolved by act from a copy of gangplank
-/// at that ref (`--local-repository`), with a fresh target host.
+/// `gangplank-dev/gangplank/actions/<name>@<ref>` as the example does, at a release release.yml cut, resolved by
+/// act from a copy of gangplank at that ref (`--local-repository`), with a fresh target host.
 struct StoryBed {
     _forwards: Vec<Forward>,
+    /// The release's scratch folder (its bare repository).
+    _release_scratch: tempfile::TempDir,
+    released: Released,
+    /// `GANGPLANK_DOWNLOAD_URL` on the runner: the stand-in's release downloads, at the runner's loopback.
+    download_url: String,
     _hub: Registry,
     github: GitHub,
     hosts: Hosts,
@@ -757,34 +732,45 @@ struct StoryBed {
     next_run: u64,
     /// One line per run: label, jobs with results and wall times, compiles.
     summary: String,
-    /// The runner's preinstalled gangplank (`GANGPLANK_BIN_DIR`, install.sh's first rule), once set.
-    preinstalled: Option<tempfile::TempDir>,
 }
 
 impl StoryBed {
-    /// Everything set up, gangplank pinned at this work tree's commit (unreleased: each job that installs
-    /// gangplank builds it from that source, warm in the runner's tool cache after the first).
+    /// Everything set up: a release of this work tree cut by release.yml, and the app repository using it as the
+    /// README says (deploy and sync-secrets pinned by the release commit's SHA, status by `@v1` as the example
+    /// ships), so every job downloads the released executable and none compiles.
     fn start() -> StoryBed {
         let (token, hosts, registry, forwards) = runner_and_target("story");
+        let github = GitHub::start_on(&hosts.gateway);
+        github.set_token(&token);
+        let release_scratch = tempfile::Builder::new().prefix("gangplank-act-release-").tempdir().unwrap();
+        let released = cut_release(release_scratch.path(), &github);
+        // install.sh downloads over plain http from a loopback host only: the stand-in at the runner's loopback.
+        let gh_port: u16 = github.url().rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
+        let gh_addr = format!("{}:{gh_port}", hosts.gateway);
+        let mut forwards = forwards;
+        forwards.push(hosts.hosts[0].forward_loopback(gh_port, &gh_addr).expect("forwarding the GitHub stand-in"));
+        let download_url = format!("http://127.0.0.1:{gh_port}/{REPOSITORY}/releases/download");
         // The base images from a registry of their own that anyone may pull from, as from Docker Hub (the app's
         // registry requires a login, as GHCR does, and the server logs in to that one only), reached at each
         // host's loopback too.
         let hub = Registry::start_on(&hosts.gateway).expect("starting the base images' registry");
         let hub_port: u16 = hub.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap();
-        let mut forwards = forwards;
         for h in &hosts.hosts {
             forwards.push(h.forward_loopback(hub_port, &hub.addr).expect("forwarding the base images' registry"));
         }
         let map = testbed_base_images(&hosts, &format!("127.0.0.1:{hub_port}"), None);
 
-        // gangplank at this work tree's commit, where act finds `gangplank-dev/gangplank@<sha>`.
+        // gangplank at the release commit, where act finds `gangplank-dev/gangplank@<sha>` and `@v1`.
         let repositories = tempfile::Builder::new().prefix("gangplank-act-git-").tempdir().unwrap();
         let gangplank = repositories.path().join(REPOSITORY);
-        clone_work_tree(&gangplank);
-        let sha = git(&gangplank, &["rev-parse", "HEAD"]).trim().to_string();
+        run_checked(scrubbed_command("git").args(["clone", "-q"]).arg(&released.bare).arg(&gangplank))
+            .expect("cloning the released repository");
+        git(&gangplank, &["checkout", "-q", "--detach", &released.commit]);
+        let sha = released.commit.clone();
 
         // The user's repository: the example folder as its root (README: "Copy this folder as the root of a new
-        // repository"), gangplank pinned by commit SHA (README, "Pinning"), then the testbed's one substitution.
+        // repository"), deploy and sync-secrets pinned by the release's commit SHA (README, "Pinning"), status
+        // left at `@v1` as shipped, then the testbed's one substitution.
         let app_name = unique_name("compose-app");
         let repository = format!("{APP_OWNER}/{app_name}");
         let repo = repositories.path().join(&repository);
@@ -796,13 +782,14 @@ impl StoryBed {
         commit(&repo, "compose-app, from gangplank's examples/compose-app");
         let pinned = pin_gangplank_actions(&repo, &sha).expect("pinning gangplank");
         assert_eq!(pinned.len(), 3, "deploy, status and sync-secrets use gangplank's actions: {pinned:?}");
-        commit(&repo, &format!("Pin gangplank's actions to {sha}"));
+        git(&repo, &["checkout", "HEAD", "--", ".github/workflows/status.yml"]);
+        commit(&repo, &format!("Pin gangplank's deploy and sync actions to {sha} (v{})", released.version));
+        let status_yml = std::fs::read_to_string(repo.join(".github/workflows/status.yml")).unwrap();
+        assert!(status_yml.contains(&format!("gangplank/actions/status@{}\n", released.major)), "{status_yml}");
         let changed = use_testbed_base_images(&repo, &map).expect("substituting base images");
         assert!(!changed.is_empty(), "the example names none of the base images any more: update the map");
         commit(&repo, "testbed: the example's base images from the testbed registry");
 
-        let github = GitHub::start_on(&hosts.gateway);
-        github.set_token(&token);
         github.add_repo(&repository);
         github.add_environment(&repository, "production");
         let artifacts = tempfile::Builder::new().prefix("gangplank-act-artifacts-").tempdir().unwrap();
@@ -840,7 +827,13 @@ impl StoryBed {
             repo,
             repository,
             repositories,
-            gangplank: BTreeMap::from([(format!("{REPOSITORY}@{sha}"), gangplank)]),
+            gangplank: BTreeMap::from([
+                (format!("{REPOSITORY}@{sha}"), gangplank.clone()),
+                (format!("{REPOSITORY}@{}", released.major), gangplank),
+            ]),
+            _release_scratch: release_scratch,
+            released,
+            download_url,
             artifacts,
             app_name,
             app_dir,
@@ -848,7 +841,6 @@ impl StoryBed {
             vars,
             next_run: 9_200_000_001,
             summary: String::new(),
-            preinstalled: None,
         }
     }
 
@@ -857,13 +849,12 @@ impl StoryBed {
         let runner = &self.hosts.hosts[0];
         let run_id = self.next_run;
         self.next_run += 1;
-        let mut machine_env = BTreeMap::from([
+        // The one substitution on the runner: the release downloads come from the stand-in, not github.com.
+        let machine_env = BTreeMap::from([
             ("DOCKER_HOST".to_string(), runner.docker_host.clone()),
             ("CARGO_NET_OFFLINE".to_string(), "true".to_string()),
+            ("GANGPLANK_DOWNLOAD_URL".to_string(), self.download_url.clone()),
         ]);
-        if let Some(dir) = &self.preinstalled {
-            machine_env.insert("GANGPLANK_BIN_DIR".to_string(), dir.path().display().to_string());
-        }
         let run = ActRun {
             label: format!("story-{label}"),
             repo_dir: self.repo.clone(),
@@ -896,18 +887,6 @@ impl StoryBed {
 
     fn head(&self) -> String {
         git(&self.repo, &["rev-parse", "HEAD"]).trim().to_string()
-    }
-
-    /// From now on the runner has gangplank preinstalled: the executable install.sh built from the pinned commit
-    /// in the last run (its tool cache's `gangplank/source/bin/gangplank`), in a folder named by
-    /// `GANGPLANK_BIN_DIR`, which install.sh uses as it is. Each later job then installs in no time instead of
-    /// compiling again (act gives every job a fresh copy of the action, so cargo rebuilds the workspace's crates
-    /// and links again: minutes per job here).
-    fn preinstall_built_gangplank(&mut self) {
-        let built = target_dir().join("act-cache/runner/tool_cache/gangplank/source/bin/gangplank");
-        let dir = tempfile::Builder::new().prefix("gangplank-runner-bin-").tempdir().unwrap();
-        std::fs::copy(&built, dir.path().join("gangplank")).unwrap_or_else(|e| panic!("{}: {e}", built.display()));
-        self.preinstalled = Some(dir);
     }
 
     fn state(&self) -> Value {
@@ -985,20 +964,23 @@ impl StoryBed {
     }
 }
 
-/// The user's story (issue 20), as an app repository made from `examples/compose-app` runs it under act, with
-/// gangplank's actions pinned by commit SHA (`uses: gangplank-dev/gangplank/actions/<name>@<sha>`), on a fresh
-/// target host: (1) sync-secrets dispatched once (apply): GitHub's secrets written, the server `.env` created;
+/// Release, then the user's story (issue 20). (0) release.yml cuts a release of this work tree
+/// ([`cut_release`]). Then an app repository made from `examples/compose-app` runs its workflows under act, with
+/// gangplank's deploy and sync actions pinned by the release commit's SHA
+/// (`uses: gangplank-dev/gangplank/actions/<name>@<sha>`) and status by `@v1`, on a fresh target host:
+/// (1) sync-secrets dispatched once (apply): GitHub's secrets written, the server `.env` created;
 /// (2) a push: build and push → verify → deploy, the app serving through the proxy; (3) a release broken in
 /// production: deploy red, rolled back as the workflow documents, the previous tag serving; (4) the fix, deployed
 /// by a dispatch from the Actions tab: green; (5) the nightly sync (a `schedule` event, no repository in its
 /// payload): green, plan only, no deployment; (6) status.yml: green, naming the running tag.
 ///
-/// The commit is unreleased, so the first run's install.sh builds gangplank from its source (one compile); the
-/// runner then has that executable preinstalled (`GANGPLANK_BIN_DIR`) and the later runs compile nothing.
+/// Every job's install.sh downloads the released archive and checks it against the release commit's
+/// `checksums.txt`: no run compiles.
 #[test]
 #[ignore = "long tier: cargo xtask test --full"]
-fn the_users_story_under_act() {
+fn release_then_the_users_story_pinned_at_it_under_act() {
     let mut bed = StoryBed::start();
+    let installed = format!("installed gangplank {} ({TARGET}), sha256 {}", bed.released.version, bed.released.sum);
     let mut compiles = vec![];
     let image = format!("{}/{}/web", bed.vars["REGISTRY"], bed.repository);
     let production = Scope::Env(bed.repository.clone(), "production".to_string());
@@ -1024,8 +1006,7 @@ fn the_users_story_under_act() {
     let repository = Scope::Repo(bed.repository.clone());
     assert_eq!(bed.github.variable(&repository, "APP_MODE").as_deref(), Some("production"));
     assert!(bed.github.deployments(&bed.repository).is_empty(), "a sync made a deployment");
-    assert_eq!(sync.compiles, 1, "install.sh built gangplank at the pinned commit: {}", sync.transcript.display());
-    bed.preinstall_built_gangplank();
+    assert!(sync.log.contains(&installed), "install.sh at the release SHA: {}", sync.transcript.display());
 
     // 2. A push to main: build and push → verify → deploy, serving.
     let tag1 = bed.head()[..12].to_string();
@@ -1117,8 +1098,9 @@ fn the_users_story_under_act() {
         status.transcript.display()
     );
     assert_eq!(bed.state(), state_before, "status changed the host's state");
-    // The first run built gangplank at the pinned commit; every later one used that build (GANGPLANK_BIN_DIR).
-    assert_eq!(compiles[1..], [0, 0, 0, 0, 0], "compiles per run after the first");
+    assert!(status.log.contains(&installed), "install.sh at v1: {}", status.transcript.display());
+    // At a release every job downloads the archive: nothing compiles, at the SHA or at v1.
+    assert_eq!(compiles, [0, 0, 0, 0, 0, 0], "compiles per run");
     println!(
         "compiles per run: {compiles:?}\nsummary: {}",
         target_dir().join("act-transcripts/story-summary.log").display()
