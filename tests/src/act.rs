@@ -83,6 +83,25 @@ pub fn act_program() -> Result<PathBuf> {
     Ok(ACT.get_or_init(|| exe).clone())
 }
 
+/// Every crate the workspace's lock file names, for every platform, in this machine's cargo registry cache. The
+/// runner's jobs build offline (a namespaced host reaches no registry), and a release build needs crates a build
+/// for this machine never fetches (`openssl-src` for the static and macOS targets). Once per process.
+pub fn fetch_dependencies() -> Result<()> {
+    static FETCHED: OnceLock<()> = OnceLock::new();
+    static FETCHING: Mutex<()> = Mutex::new(());
+    let _guard = FETCHING.lock().unwrap_or_else(|e| e.into_inner());
+    if FETCHED.get().is_some() {
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_checked(
+        scrubbed_command(cargo).args(["fetch", "--locked", "--manifest-path"]).arg(repo_root().join("Cargo.toml")),
+    )
+    .context("cargo fetch: the jobs build offline from this machine's registry cache (crates.io reachable once)")?;
+    FETCHED.get_or_init(|| ());
+    Ok(())
+}
+
 fn install_act(dir: &Path, exe: &Path) -> Result<()> {
     require_program("python3", "python3")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -490,6 +509,7 @@ impl ActRun {
     /// error: the outcome says which job; an error is a run that could not be started or read.
     pub fn run(&self, github: Option<&GitHub>) -> Result<ActOutcome> {
         let act = act_program()?;
+        fetch_dependencies()?;
         let scratch = tempfile::Builder::new().prefix("gangplank-act-").tempdir().context("creating act scratch")?;
         let s = scratch.path();
         let sha = run_checked(scrubbed_command("git").arg("-C").arg(&self.repo_dir).args(["rev-parse", "HEAD"]))?

@@ -172,17 +172,11 @@ fn upload_is_atomic_and_applies_the_mode() {
     });
     // Wait until the temporary file exists, then kill the remote script mid-stream.
     let tmp_prefix = format!(".{}.gangplank-tmp.", dest.file_name().unwrap().to_str().unwrap());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let started = std::fs::read_dir(dir.path())
-            .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(&tmp_prefix));
-        if started {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "upload never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    gangplank_testbed::wait_for("the upload's temporary file", Duration::from_secs(300), || {
+        let mut names = std::fs::read_dir(dir.path()).unwrap();
+        names.any(|e| e.unwrap().file_name().to_string_lossy().starts_with(&tmp_prefix)).then_some(())
+    })
+    .unwrap();
     // Only our writer: its command line holds this test's random temporary directory name.
     let ours = dir.path().file_name().unwrap().to_str().unwrap().trim_start_matches('.').to_string();
     let kill = std::process::Command::new("pkill").args(["-TERM", "-f", &ours]).status().unwrap();
@@ -211,8 +205,11 @@ fn a_step_uses_one_connection() {
         ssh.upload(dir.path().join("f").to_str().unwrap(), b"x", 0o644).unwrap();
         ssh.run(&Cmd::new("cat").arg(dir.path().join("f").to_str().unwrap())).unwrap();
     }
-    // sshd writes its log line asynchronously; give it a moment.
-    std::thread::sleep(Duration::from_millis(200));
+    // sshd writes its log line asynchronously: wait for it.
+    gangplank_testbed::wait_for("sshd's log of the connection", Duration::from_secs(60), || {
+        (sshd.connections() > before).then_some(())
+    })
+    .unwrap();
     assert_eq!(sshd.connections() - before, 1, "log:\n{}", sshd.log());
 }
 

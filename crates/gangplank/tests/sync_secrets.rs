@@ -804,7 +804,6 @@ fn env_file_first_write_update_with_backup_drift_and_keep_backups() {
         let db = format!("k9Db-env-canary-round-{i}-xyz");
         let r = host.run(&case, "apply", &["--keep-backups", "2"], &[("DEPLOY_KEY", MULTILINE), ("DB_PASSWORD", &db)]);
         r.assert_code(0);
-        std::thread::sleep(Duration::from_millis(5));
     }
     let backups = host.backups();
     assert_eq!(backups.len(), 2, "{backups:?}");
