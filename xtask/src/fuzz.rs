@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,16 +56,6 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
     }
     ensure!(o.jobs >= 1 && o.time >= 1, "--jobs and --time must be at least 1");
     Ok(o)
-}
-
-/// Whether `cargo fuzz` is installed (`cargo xtask setup --full` installs it when not).
-pub fn available() -> bool {
-    Command::new(cargo())
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn cargo() -> String {

@@ -248,9 +248,10 @@ pub fn ensure(tier: Tier) -> Result<()> {
         }
     }
     ensure_components()?;
+    ensure_cargo_tool("nextest")?;
     if tier == Tier::Full {
         ensure_musl_target()?;
-        ensure_cargo_fuzz()?;
+        ensure_cargo_tool("fuzz")?;
     }
     ensure_docker_engine()?;
     println!("==> real parts checked ({:.1} s)", started.elapsed().as_secs_f64());
@@ -523,17 +524,29 @@ fn ensure_musl_target() -> Result<()> {
     Ok(())
 }
 
-/// cargo-fuzz, for the fuzz step (docs/fuzzing.md): built from crates.io into the user's cargo bin folder.
-fn ensure_cargo_fuzz() -> Result<()> {
-    if crate::fuzz::available() {
+/// A cargo subcommand (`cargo <sub>`) from its crate on crates.io, built into the user's cargo bin folder when
+/// `cargo <sub> --version` does not answer: cargo-nextest runs the tests (docs/testbed.md, "Running the tests"),
+/// cargo-fuzz the fuzz step (docs/fuzzing.md).
+fn ensure_cargo_tool(sub: &str) -> Result<()> {
+    if cargo_tool_answers(sub) {
         return Ok(());
     }
-    println!("==> cargo install cargo-fuzz --locked");
-    let status = Command::new(cargo()).args(["install", "cargo-fuzz", "--locked"]).status()?;
-    if !status.success() || !crate::fuzz::available() {
-        bail!("cargo install cargo-fuzz failed ({status})\nhint: cargo install cargo-fuzz --locked");
+    let krate = format!("cargo-{sub}");
+    println!("==> cargo install {krate} --locked");
+    let status = Command::new(cargo()).args(["install", &krate, "--locked"]).status()?;
+    if !status.success() || !cargo_tool_answers(sub) {
+        bail!("cargo install {krate} failed ({status})\nhint: cargo install {krate} --locked");
     }
     Ok(())
+}
+
+fn cargo_tool_answers(sub: &str) -> bool {
+    Command::new(cargo())
+        .args([sub, "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn cargo() -> String {

@@ -1,9 +1,11 @@
 //! `cargo xtask test [--full]`: install what is missing (crate::setup, docs/testbed.md), then run the tiers,
 //! stopping at the first failure, and print each step's wall time and the total.
 //!
-//! The everyday gate: fmt check, clippy with warnings denied, `cargo test --workspace`. `--full`, what CI runs,
-//! adds a brief fuzz of every parser, the generated-input adversary, the compose v1 smoke, the workflows under
-//! nektos/act, and the static Linux release as the release workflow builds it.
+//! The everyday gate: fmt check, clippy with warnings denied, every test but the long tier's under cargo-nextest
+//! (`.config/nextest.toml`: one process per test, every binary's tests side by side, test groups for what must not
+//! overlap, a JUnit report in `target/nextest/`). `--full`, what CI runs, adds the long tier (the namespaced-host
+//! and Swarm suites), a brief fuzz of every parser, the generated-input adversary, the compose v1 smoke, the
+//! workflows under nektos/act, and the static Linux release as the release workflow builds it.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,10 +16,11 @@ use crate::setup::{self, Tier};
 
 const USAGE: &str = "usage: cargo xtask test [--full] [ARGS...]
 
-  (no flag)  the everyday gate: fmt check, clippy -D warnings, cargo test --workspace
-  --full     also: fuzz every parser briefly, the adversary (400 generated-input runs), the compose v1 smoke,
-             the workflows under act (release.yml's build job is the static release, cargo xtask dist); what CI runs
-  ARGS       go to `cargo test --workspace` (a filter, or `-- --nocapture`)
+  (no flag)  the everyday gate: fmt check, clippy -D warnings, cargo nextest run --workspace (all but the long tier)
+  --full     also: the long tier (namespaced hosts, Swarm), fuzz every parser briefly, the adversary (400
+             generated-input runs), the compose v1 smoke, the workflows under act (release.yml's build job is the
+             static release, cargo xtask dist); what CI runs
+  ARGS       go to `cargo nextest run --workspace` (a filter, or `--no-capture`)
 
 Installs the real parts first (cargo xtask setup [--full]); the testbed runs as root.";
 
@@ -39,8 +42,8 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The tier and what goes to `cargo test`; `None` for help. Flags of ours come first; everything from the first
-/// other word on is cargo test's (so `cargo xtask test -- --full` passes `--full` on).
+/// The tier and what goes to `cargo nextest run`; `None` for help. Flags of ours come first; everything from the
+/// first other word on is nextest's (so `cargo xtask test -- --full` passes `--full` on).
 fn parse(args: &[String]) -> Option<(Tier, Vec<String>)> {
     let mut tier = Tier::Everyday;
     let mut it = args.iter();
@@ -76,9 +79,8 @@ pub fn require_root(command: &str, args: &[String]) {
 fn gate(steps: &mut Steps, tier: Tier, test_args: &[String]) -> Result<()> {
     steps.cargo("fmt", &["fmt", "--all", "--", "--check"], &[])?;
     steps.cargo("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
-    // One process per test binary, not cargo-nextest's process per test: the testbed builds its sample and
-    // proxy images once per process, and several tests share a fixture within their binary.
-    let mut test = vec!["test", "--workspace"];
+    // The default profile leaves out the long tier (.config/nextest.toml).
+    let mut test = vec!["nextest", "run", "--workspace"];
     test.extend(test_args.iter().map(String::as_str));
     steps.cargo("test", &test, &[])?;
     if tier == Tier::Full {
@@ -95,6 +97,8 @@ fn gate(steps: &mut Steps, tier: Tier, test_args: &[String]) -> Result<()> {
 
 /// What `--full` adds to the everyday gate.
 fn full(steps: &mut Steps) -> Result<()> {
+    // The long tier: several namespaced hosts per test, and Swarm (.config/nextest.toml, profile `long`).
+    steps.cargo("long tier", &["nextest", "run", "--workspace", "--profile", "long"], &[])?;
     // Every parser's fuzz target for a few seconds (docs/fuzzing.md): a crash names its input.
     let fuzz = strings(&["--time", "10", "--jobs", "2"]);
     steps.step("fuzz", &format!("cargo xtask fuzz {}", fuzz.join(" ")), || crate::fuzz::run(&fuzz))?;
@@ -134,7 +138,11 @@ fn full(steps: &mut Steps) -> Result<()> {
     // is `cargo xtask dist` for the static Linux release (a cold fat-LTO musl build with OpenSSL from source, no
     // ELF interpreter, `--version` and a bad-input run alone in an empty image): the static release is checked
     // there, as the release ships it, and not built a second time here.
-    steps.cargo("act", &["test", "-p", "gangplank-testbed", "--test", "act", "--", "--ignored"], &[])
+    steps.cargo(
+        "act",
+        &["nextest", "run", "-p", "gangplank-testbed", "--test", "act", "--profile", "act", "--run-ignored", "only"],
+        &[],
+    )
 }
 
 /// `docker-compose version --short` when it is compose 1.x.
