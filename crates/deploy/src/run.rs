@@ -1008,21 +1008,45 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
         cfg.ssh.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", "),
         if batch == 1 { "one host at a time".to_string() } else { format!("{batch} hosts at a time") }
     ));
+    // Every host reached (its key checked) and its compose found before any host changes, as in a deploy.
+    let mut reached = vec![];
+    let mut errs = vec![];
+    for spec in &cfg.ssh.hosts {
+        match connect(spec).and_then(|mut ex| Ok((spec, detect_flavor(ex.as_mut(), spec)?, ex))) {
+            Ok(r) => reached.push(r),
+            Err(e) => errs.push(e),
+        }
+    }
+    if let Some(e) = combine(errs) {
+        for spec in &cfg.ssh.hosts {
+            out.rows.push(Row {
+                host: spec.to_string(),
+                previous_tag: String::new(),
+                new_tag: wanted.clone().unwrap_or_default(),
+                result: "not changed (a host could not be checked)".into(),
+                duration: Duration::ZERO,
+            });
+        }
+        out.error = Some(e);
+        return finish(out);
+    }
     let connect = std::sync::Mutex::new(connect);
-    let one = |spec: &HostSpec| {
+    let one = |(spec, flavor, ex): (&HostSpec, Flavor, Box<dyn Executor>)| {
         let start = Instant::now();
         let mut changed = false;
         let mut reconnect = |spec: &HostSpec| (connect.lock().unwrap_or_else(|p| p.into_inner()))(spec);
-        let r = rollback_host(cfg, spec, wanted.clone(), &mut reconnect, &mut changed);
+        let r = rollback_host(cfg, spec, ex, flavor, wanted.clone(), &mut reconnect, &mut changed);
         (r, changed, start.elapsed())
     };
+    let mut reached = reached.into_iter();
     for hosts in cfg.ssh.hosts.chunks(batch) {
+        let batch: Vec<_> = reached.by_ref().take(hosts.len()).collect();
         let ends: Vec<_> = if hosts.len() == 1 {
             let _g = group(&format!("roll back {}", hosts[0]));
-            vec![one(&hosts[0])]
+            batch.into_iter().map(one).collect()
         } else {
             let _g = group(&format!("roll back {} hosts at once", hosts.len()));
-            at_once(hosts, |spec| spec.to_string(), one)
+            at_once(batch, |(spec, _, _)| spec.to_string(), one)
         };
         for (spec, (r, changed, took)) in hosts.iter().zip(ends) {
             out.changed |= changed;
@@ -1071,19 +1095,24 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
     finish(out)
 }
 
+/// Which compose the host has.
+fn detect_flavor(ex: &mut dyn Executor, spec: &HostSpec) -> Result<Flavor> {
+    let det = ex.check(&compose::detect(), "detecting compose")?;
+    compose::parse_detect(&det.stdout_str()).ok_or_else(|| {
+        Error::bad_input(format!("neither `docker compose` nor `docker-compose` is installed on {spec}"))
+            .hint("install the compose plugin or docker-compose")
+    })
+}
+
 fn rollback_host(
     cfg: &RollbackConfig,
     spec: &HostSpec,
+    ex: Box<dyn Executor>,
+    flavor: Flavor,
     wanted: Option<String>,
     connect: &mut Connect,
     changed: &mut bool,
 ) -> Result<(String, String)> {
-    let mut ex = connect(spec)?;
-    let det = ex.check(&compose::detect(), "detecting compose")?;
-    let flavor = compose::parse_detect(&det.stdout_str()).ok_or_else(|| {
-        Error::bad_input(format!("neither `docker compose` nor `docker-compose` is installed on {spec}"))
-            .hint("install the compose plugin or docker-compose")
-    })?;
     let ctx = Ctx {
         app: cfg.app.clone(),
         app_dir: cfg.app_dir.clone(),

@@ -44,3 +44,28 @@ fn nothing_to_roll_back_to_is_a_bad_input_with_a_hint() {
     assert!(!app.exists(), "a never-deployed host is left as it was");
     assert_eq!(sshd.connections(), 1);
 }
+
+#[test]
+fn every_host_is_checked_before_the_first_one_changes() {
+    // Host 1 would be reached and acted on first; host 2's key is not in `known-hosts`. Every host is reached and
+    // its key checked before any host changes (as a deploy does), so the run stops on host 2's key, and host 1 is
+    // never locked or touched: here it was never deployed, which a rollback of host 1 alone would report first.
+    let (one, two) = (Sshd::start().unwrap(), Sshd::start().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    let out = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "rollback"))
+        .arg("--host")
+        .arg(format!("{}\n{}", one.host_spec(), two.host_spec()))
+        .arg(format!("--ssh-key={}", one.client_key))
+        .arg("--known-hosts")
+        .arg(&one.known_hosts)
+        .args(["--app-name", "rb-test", "--app-dir"])
+        .arg(&app)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("host key") && err.contains("unknown"), "{err}");
+    assert!(!err.contains("never deployed"), "host 1 was acted on before host 2 was checked: {err}");
+    assert!(!app.exists());
+}
