@@ -47,25 +47,27 @@ fn nothing_to_roll_back_to_is_a_bad_input_with_a_hint() {
 
 #[test]
 fn every_host_is_checked_before_the_first_one_changes() {
-    // Host 1 would be reached and acted on first; host 2's key is not in `known-hosts`. Every host is reached and
-    // its key checked before any host changes (as a deploy does), so the run stops on host 2's key, and host 1 is
-    // never locked or touched: here it was never deployed, which a rollback of host 1 alone would report first.
-    let (one, two) = (Sshd::start().unwrap(), Sshd::start().unwrap());
+    // Three hosts; the third one's key is not in `known-hosts`. Every host is reached and its key checked before any
+    // host changes (as a deploy does), so the run stops on host 3's key with exit 2, and hosts 1 and 2 are never
+    // locked or touched: here they were never deployed, which a rollback reaching host 1 first would report.
+    let sshds: Vec<Sshd> = (0..3).map(|_| Sshd::start().unwrap()).collect();
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("app");
+    let hosts: Vec<String> = sshds.iter().map(|s| s.host_spec()).collect();
+    let known = format!("{}\n{}", sshds[0].known_hosts, sshds[1].known_hosts);
     let out = scrubbed_command(step_program(env!("CARGO_BIN_EXE_gangplank"), "rollback"))
         .arg("--host")
-        .arg(format!("{}\n{}", one.host_spec(), two.host_spec()))
-        .arg(format!("--ssh-key={}", one.client_key))
+        .arg(hosts.join("\n"))
+        .arg(format!("--ssh-key={}", sshds[0].client_key))
         .arg("--known-hosts")
-        .arg(&one.known_hosts)
+        .arg(known)
         .args(["--app-name", "rb-test", "--app-dir"])
         .arg(&app)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("host key") && err.contains("unknown"), "{err}");
-    assert!(!err.contains("never deployed"), "host 1 was acted on before host 2 was checked: {err}");
+    assert!(err.contains("host key") && err.contains("unknown") && err.contains(&hosts[2]), "{err}");
+    assert!(!err.contains("never deployed"), "a host was acted on before host 3 was checked: {err}");
     assert!(!app.exists());
 }
