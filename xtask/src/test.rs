@@ -1,11 +1,12 @@
 //! `cargo xtask test [--full]`: install what is missing (crate::setup, docs/testbed.md), then run the tiers,
 //! stopping at the first failure, and print each step's wall time and the total.
 //!
-//! The everyday gate: fmt check, clippy with warnings denied, every test but act's under cargo-nextest
-//! (`.config/nextest.toml`: one process per test, every binary's tests side by side, test groups for what must not
-//! overlap, a JUnit report in `target/nextest/`). `--full`, what CI runs, adds a brief fuzz of every parser, the
-//! generated-input adversary, the compose v1 smoke, the workflows under nektos/act, and the static Linux release
-//! as the release workflow builds it.
+//! The everyday gate: fmt check, clippy with warnings denied, every test on the machine's engine and loopback
+//! under cargo-nextest (`.config/nextest.toml`: one process per test, every binary's tests side by side, test
+//! groups for what must not overlap, a JUnit report in `target/nextest/`). `--full`, what CI runs, adds the long
+//! tier (the namespaced-host and Swarm suites, alone), a brief fuzz of every parser, the generated-input
+//! adversary, the compose v1 smoke, the workflows under nektos/act, and the static Linux release as the release
+//! workflow builds it.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,9 +17,10 @@ use crate::setup::{self, Tier};
 
 const USAGE: &str = "usage: cargo xtask test [--full] [ARGS...]
 
-  (no flag)  the everyday gate: fmt check, clippy -D warnings, cargo nextest run --workspace (every test but act's)
-  --full     also: fuzz every parser briefly, the adversary (400 generated-input runs), the compose v1 smoke, the
-             workflows under act (release.yml's build job is the static release, cargo xtask dist); what CI runs
+  (no flag)  the everyday gate: fmt check, clippy -D warnings, cargo nextest run --workspace (all but the long tier)
+  --full     also: the long tier (namespaced hosts, Swarm), fuzz every parser briefly, the adversary (400
+             generated-input runs), the compose v1 smoke, the workflows under act (release.yml's build job is the
+             static release, cargo xtask dist); what CI runs
   ARGS       go to `cargo nextest run --workspace` (a filter, or `--no-capture`)
 
 Installs the real parts first (cargo xtask setup [--full]); the testbed runs as root.";
@@ -78,7 +80,7 @@ pub fn require_root(command: &str, args: &[String]) {
 fn gate(steps: &mut Steps, tier: Tier, test_args: &[String]) -> Result<()> {
     steps.cargo("fmt", &["fmt", "--all", "--", "--check"], &[])?;
     steps.cargo("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
-    // The default profile leaves out act's tests, the last step of `--full` (.config/nextest.toml).
+    // The default profile leaves out the long tier and act (.config/nextest.toml).
     let mut test = vec!["nextest", "run", "--workspace"];
     test.extend(test_args.iter().map(String::as_str));
     steps.cargo("test", &test, &[])?;
@@ -96,6 +98,8 @@ fn gate(steps: &mut Steps, tier: Tier, test_args: &[String]) -> Result<()> {
 
 /// What `--full` adds to the everyday gate.
 fn full(steps: &mut Steps) -> Result<()> {
+    // Several namespaced hosts per test, and Swarm: one test at a time (.config/nextest.toml, profile `long`).
+    steps.cargo("long tier", &["nextest", "run", "--workspace", "--profile", "long"], &[])?;
     // Every parser's fuzz target for a few seconds (docs/fuzzing.md): a crash names its input.
     let fuzz = strings(&["--time", "10", "--jobs", "2"]);
     steps.step("fuzz", &format!("cargo xtask fuzz {}", fuzz.join(" ")), || crate::fuzz::run(&fuzz))?;
