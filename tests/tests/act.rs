@@ -305,7 +305,7 @@ fn assert_jobs(outcome: &ActOutcome, want: &[(&str, &str)]) {
 /// workflow's decide step does not roll back a second time (docs/actions.md, exit codes), and the host serves the
 /// previous tag; then an emergency dispatch of that tag: green.
 #[test]
-#[ignore = "long tier: cargo xtask test --full"]
+#[ignore = "act tier: cargo xtask test --full"]
 fn deploy_workflow_push_broken_push_and_emergency_dispatch_under_act() {
     let mut bed = DeployBed::start();
     let mut compiles = vec![];
@@ -382,7 +382,7 @@ fn deploy_workflow_push_broken_push_and_emergency_dispatch_under_act() {
 /// (the same request as deploy.yml's "Find the last successful run") and downloads that run's record with
 /// `run-id` and `github-token`; a failing job is red and its run is not the last successful one.
 #[test]
-#[ignore = "long tier: cargo xtask test --full"]
+#[ignore = "act tier: cargo xtask test --full"]
 fn artifacts_cross_runs_under_act() {
     let github = GitHub::start();
     github.add_repo(REPOSITORY);
@@ -977,7 +977,7 @@ impl StoryBed {
 /// Every job's install.sh downloads the released archive and checks it against the release commit's
 /// `checksums.txt`: no run compiles.
 #[test]
-#[ignore = "long tier: cargo xtask test --full"]
+#[ignore = "act tier: cargo xtask test --full"]
 fn release_then_the_users_story_pinned_at_it_under_act() {
     let mut bed = StoryBed::start();
     let installed = format!("installed gangplank {} ({TARGET}), sha256 {}", bed.released.version, bed.released.sum);
