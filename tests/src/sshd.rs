@@ -242,6 +242,10 @@ impl Sshd {
     /// Kill sshd outright, listener and sessions (an OOM kill, a crashed or removed server). The
     /// commands those sessions ran are left to themselves, as on a real host.
     pub fn kill(&mut self) {
+        // The listener stops first, so no session can start after the list is read: killed in one go, a
+        // client that saw its session die could reconnect before the listener's turn came (seen on a loaded
+        // machine), to a session that then outlived the "killed" server.
+        stop_listener(self.child.id());
         let mut all = self.sessions();
         all.push(self.child.id());
         signal(&all, "KILL");
@@ -259,9 +263,9 @@ impl Sshd {
     /// Freeze the server: listener and sessions stop (SIGSTOP) with their sockets open, so the
     /// kernel still accepts connections and data but nothing answers, like a host that hangs.
     pub fn freeze(&self) {
-        let mut all = self.sessions();
-        all.push(self.child.id());
-        signal(&all, "STOP");
+        // The listener first, so no session starts after the list is read (as in `kill`).
+        stop_listener(self.child.id());
+        signal(&self.sessions(), "STOP");
     }
 
     pub fn thaw(&self) {
@@ -288,6 +292,17 @@ fn signal(pids: &[u32], sig: &str) {
         return;
     }
     let _ = scrubbed_command("kill").arg(format!("-{sig}")).args(pids.iter().map(u32::to_string)).status();
+}
+
+/// SIGSTOP to the listener, returning once it is stopped (state `T` in /proc), so it forks no session after.
+fn stop_listener(pid: u32) {
+    signal(&[pid], "STOP");
+    let stopped = || {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_string))?;
+        (state == "T").then_some(())
+    };
+    let _ = crate::wait_for("sshd's listener to stop", Duration::from_secs(10), stopped);
 }
 
 /// Every process below `root`, read from /proc.
