@@ -331,13 +331,23 @@ pub fn revert(p: &Pending, result: &str, upped: bool, gate: bool, logs: bool, un
 pub struct Plan {
     pub title: String,
     pub hosts: Vec<HostPlan>,
+    /// How many hosts deploy at once (`max-parallel`), after every host is locked.
+    pub batch: usize,
+    /// `hooks-on: first` with a hook: the first host deploys alone, before the others.
+    pub first_alone: bool,
 }
 
 impl Plan {
     pub fn render(&self) -> String {
         let names: Vec<&str> = self.hosts.iter().map(|h| h.host.as_str()).collect();
+        let batch = self.batch.clamp(1, names.len().max(1));
+        let how = match (batch, self.first_alone && names.len() > 1) {
+            (1, _) => "one at a time".to_string(),
+            (n, false) => format!("{n} at a time, every host locked first"),
+            (n, true) => format!("the first alone (hooks-on: first), then {n} at a time, every host locked first"),
+        };
         let mut s = format!(
-            "plan: {}\nhosts, one at a time: {}\n  1. connect over SSH, host key verified; preflight (every host, before anything changes)\n",
+            "plan: {}\nhosts, {how}: {}\n  1. connect over SSH, host key verified; preflight (every host, before anything changes)\n",
             self.title,
             names.join(", ")
         );
@@ -354,5 +364,30 @@ impl Plan {
             s.push_str("on an interrupt, a lost connection or a failed up: the same, without logs or gate; a failed pull or a digest that differs before the switch: nothing to put back, the lock is released\n");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_plan_says_how_many_hosts_deploy_at_once() {
+        let host = |h: &str| HostPlan { host: h.into(), steps: vec![], on_failure: vec![] };
+        let plan = |n: usize, batch: usize, first_alone: bool| Plan {
+            title: "t".into(),
+            hosts: (1..=n).map(|i| host(&format!("h{i}"))).collect(),
+            batch,
+            first_alone,
+        };
+        let line = |p: Plan| p.render().lines().nth(1).unwrap().to_string();
+        assert_eq!(line(plan(3, 1, false)), "hosts, one at a time: h1, h2, h3");
+        assert_eq!(line(plan(3, 2, false)), "hosts, 2 at a time, every host locked first: h1, h2, h3");
+        assert_eq!(line(plan(2, 5, false)), "hosts, 2 at a time, every host locked first: h1, h2");
+        assert_eq!(
+            line(plan(3, 3, true)),
+            "hosts, the first alone (hooks-on: first), then 3 at a time, every host locked first: h1, h2, h3"
+        );
+        assert_eq!(line(plan(1, 4, true)), "hosts, one at a time: h1");
     }
 }

@@ -553,7 +553,12 @@ pub fn deploy(cfg: &DeployConfig, connect: &mut Connect) -> Outcome {
         plans.push(job.host_plan(&label, &st));
         hosts.push(Host::new(spec, ex, job.ctx(facts.flavor), st));
     }
-    let plan = Plan { title: format!("deploy `{}` tag `{}` into {}", cfg.app, cfg.tag, cfg.app_dir), hosts: plans };
+    let plan = Plan {
+        title: format!("deploy `{}` tag `{}` into {}", cfg.app, cfg.tag, cfg.app_dir),
+        hosts: plans,
+        batch: cfg.max_parallel.max(1),
+        first_alone: cfg.hooks.on == crate::hooks::On::First && cfg.hooks.any(),
+    };
     info(plan.render().trim_end());
     info(format!("preflight passed on {} host(s)", hosts.len()));
     if cfg.preflight_only {
