@@ -518,6 +518,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn expect_digests_is_refused_on_swarm_rather_than_left_unchecked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), "v1", &["a"]);
+        assert!(swarm::check_deploy_inputs(&cfg).is_ok());
+        cfg.expect_digests = [("reg/app".to_string(), format!("sha256:{}", "a".repeat(64)))].into();
+        let e = swarm::check_deploy_inputs(&cfg).unwrap_err();
+        assert_eq!(e.class, gangplank_core::error::Class::BadInput);
+        assert!(e.message.contains("`expect-digests` is not checked on `target: swarm`"), "{}", e.message);
+        assert!(e.hint.as_deref().unwrap_or("").contains("@sha256:"), "{:?}", e.hint);
+    }
+
     const STATE_V1: &str =
         r#"{"app":"app","current":{"tag":"v1","deployed_at":"t","compose_files":["compose.yaml"]},"history":[]}"#;
     const RUNNING: &str = r#"[{"Id":"c1","Name":"/app_web_1","Image":"sha256:abc","State":{"Status":"running","Running":true},"Config":{"Labels":{"com.docker.compose.service":"web"}}}]"#;

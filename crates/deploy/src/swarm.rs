@@ -98,6 +98,12 @@ pub fn check_deploy_inputs(cfg: &DeployConfig) -> Result<()> {
             "run a migration as a one-off job before the deploy (`docker service create --restart-condition none …` or a step of your workflow); Swarm's own update_config monitors the new tasks",
         ));
     }
+    if !cfg.expect_digests.is_empty() {
+        errs.push(
+            Error::bad_input("`expect-digests` is not checked on `target: swarm`")
+                .hint("Swarm resolves each tag to a digest itself when the stack is deployed; to deploy exactly what was pushed, name the image by digest in the compose file (`image: <repo>@sha256:…`), or drop `expect-digests`"),
+        );
+    }
     if cfg.env_file.is_some() {
         errs.push(
             Error::bad_input("`env-file` does not apply to `target: swarm`")
