@@ -187,10 +187,6 @@ impl Cmd {
         self.timeout
     }
 
-    pub fn is_privileged(&self) -> bool {
-        self.privileged
-    }
-
     fn write(&self, out: &mut String, show: &dyn Fn(&Arg) -> String) {
         match &self.node {
             Node::Exec { env, argv } => {

@@ -344,11 +344,6 @@ impl SshArgs {
     }
 }
 
-/// Parse a binary's inputs from the process's own arguments and `INPUT_*` variables.
-pub fn parse_inputs<T: clap::Parser>() -> T {
-    parse_inputs_from(std::env::args_os())
-}
-
 /// Parse inputs from `argv` (program name first) and `INPUT_*` variables.
 ///
 /// action.yml maps every input through `env:`, so an input the user left out arrives as an empty

@@ -26,17 +26,6 @@ while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done
 if [ -d "$p" ] && [ -w "$p" ] && [ -x "$p" ]; then exit 0; fi
 echo "it cannot be created: $p is not a writable directory for $(id -un)"; exit 1"#;
 
-pub fn app_dir_cmd(app_dir: &str) -> Cmd {
-    Cmd::script(APP_DIR_SCRIPT).arg(app_dir).privileged()
-}
-
-/// Prints each given path that does not exist.
-pub const MISSING_SCRIPT: &str = r#"for f in "$@"; do [ -e "$f" ] || printf '%s\n' "$f"; done"#;
-
-pub fn missing_cmd(paths: &[String]) -> Cmd {
-    Cmd::script(MISSING_SCRIPT).args(paths).privileged()
-}
-
 /// Every host check in one round trip. Prints `key=value` lines: `root=` (Docker data root) or
 /// `daemon_err=`, `compose=v2|v1|none`, `df=` (free KiB there), `appdir=ok` or the reason, one
 /// `symlink=` per path the deploy would write through or replace that is a symlink (the app dir, gangplank's

@@ -170,9 +170,6 @@ pub fn login_error(l: &Login, host: &str, tail: &str) -> Error {
     }
 }
 
-/// Exit status of [`PULL_SCRIPT`] when a pull failed.
-pub const PULL_FAILED: i32 = 90;
-
 /// Exit status of [`PULL_SCRIPT`] when an image with `pull_policy: never` is not on the host.
 pub const PULL_NEVER_ABSENT: i32 = 91;
 

@@ -502,9 +502,6 @@ impl Drop for SshExecutor {
 /// How long a command may run when it sets no deadline of its own ([`Cmd::timeout`]).
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How long [`SshExecutor::connect`] waits by default (spec: `connect-timeout` 30s).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[cfg(test)]
 mod tests {
     use super::*;
