@@ -1022,16 +1022,16 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
             Err(e) => errs.push(e),
         }
     }
+    // A row for a host the rollback leaves as it is.
+    let untouched = |spec: &HostSpec, why: &str| Row {
+        host: spec.to_string(),
+        previous_tag: String::new(),
+        new_tag: wanted.clone().unwrap_or_default(),
+        result: format!("not changed ({why})"),
+        duration: Duration::ZERO,
+    };
     if let Some(e) = combine(errs) {
-        for spec in &cfg.ssh.hosts {
-            out.rows.push(Row {
-                host: spec.to_string(),
-                previous_tag: String::new(),
-                new_tag: wanted.clone().unwrap_or_default(),
-                result: "not changed (a host could not be checked)".into(),
-                duration: Duration::ZERO,
-            });
-        }
+        out.rows.extend(cfg.ssh.hosts.iter().map(|spec| untouched(spec, "a host could not be checked")));
         out.error = Some(e);
         return finish(out);
     }
@@ -1083,15 +1083,7 @@ pub fn rollback(cfg: &RollbackConfig, record_previous: Option<String>, connect: 
         }
         if out.error.is_some() {
             let reached = out.rows.len();
-            for spec in &cfg.ssh.hosts[reached..] {
-                out.rows.push(Row {
-                    host: spec.to_string(),
-                    previous_tag: String::new(),
-                    new_tag: wanted.clone().unwrap_or_default(),
-                    result: "not changed (an earlier host failed)".into(),
-                    duration: Duration::ZERO,
-                });
-            }
+            out.rows.extend(cfg.ssh.hosts[reached..].iter().map(|spec| untouched(spec, "an earlier host failed")));
             return finish(out);
         }
     }
