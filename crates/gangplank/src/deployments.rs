@@ -168,8 +168,13 @@ pub struct Reporter {
 #[derive(Debug, Clone, Copy)]
 pub struct Deployment(u64);
 
+/// A status description as GitHub stores it: the first line of `s`, every registered secret masked (the runner
+/// masks logs, not what a step sends to the API, where anyone who can read the repository reads it), every URL
+/// without its credentials, query and fragment (a token in `?t=…` is not a registered secret), within GitHub's
+/// length.
 fn clip(s: &str) -> String {
-    let line = s.lines().next().unwrap_or("").trim();
+    let line = scrub_urls(&gangplank_core::actions::redact(s.lines().next().unwrap_or("").trim()));
+    let line = line.as_str();
     if line.chars().count() <= MAX_DESCRIPTION {
         return line.to_string();
     }
@@ -432,9 +437,52 @@ pub fn report_rollback(g: &Reporter, app: &str, out: &gangplank_deploy::Outcome)
     }
 }
 
+/// Every `http://` or `https://` URL in `text` as scheme, host and path only.
+fn scrub_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"].iter().filter_map(|p| rest.find(p)).min() {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find(|c: char| c.is_whitespace() || "`'\"<>()".contains(c)).map_or(rest.len(), |e| at + e);
+        let url = &rest[at..end];
+        let scheme_end = url.find("://").map_or(0, |i| i + 3);
+        let (scheme, after) = url.split_at(scheme_end);
+        let cut = after.find(['?', '#']).unwrap_or(after.len());
+        let (authority_and_path, dropped) = after.split_at(cut);
+        let slash = authority_and_path.find('/').unwrap_or(authority_and_path.len());
+        let (authority, path) = authority_and_path.split_at(slash);
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        out.push_str(scheme);
+        out.push_str(host);
+        out.push_str(path);
+        if !dropped.is_empty() || host.len() != authority.len() {
+            out.push('…');
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_carry_no_url_credentials_or_registered_secret() {
+        let token = "tok-9f8e7d6c5b4a-descr";
+        assert_eq!(
+            clip(&format!("health-url http://10.0.0.5:8080/health?t={token}&x=1 answered 503")),
+            "health-url http://10.0.0.5:8080/health… answered 503"
+        );
+        assert_eq!(
+            clip(&format!("`https://ci:{token}@reg.example.com/v2/` refused")),
+            "`https://reg.example.com/v2/…` refused"
+        );
+        assert_eq!(clip("see https://example.com/a#frag then http://h"), "see https://example.com/a… then http://h");
+        gangplank_core::secret::Secret::new("registered-descr-secret-42");
+        assert_eq!(clip("login with registered-descr-secret-42 failed"), "login with *** failed");
+    }
 
     #[test]
     fn descriptions_fit_githubs_limit() {
