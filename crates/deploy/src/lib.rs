@@ -650,6 +650,97 @@ mod tests {
         );
     }
 
+    /// How [`Faulty`] fails its step.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Fault {
+        /// The command exits 1.
+        Status,
+        /// The connection is lost while it runs.
+        Lost,
+        /// SIGINT/SIGTERM arrives while it runs.
+        Interrupted,
+    }
+
+    /// A recording host whose first command named `at` (by [`names`]) fails as `fault`.
+    struct Faulty {
+        inner: Box<dyn Executor>,
+        at: &'static str,
+        fault: Fault,
+        fired: Arc<Mutex<bool>>,
+    }
+    impl Executor for Faulty {
+        fn label(&self) -> &str {
+            self.inner.label()
+        }
+        fn sudo(&self) -> bool {
+            false
+        }
+        fn exec(&mut self, cmd: &Cmd, stdin: Option<&[u8]>) -> Result<gangplank_core::Output> {
+            let out = self.inner.exec(cmd, stdin)?;
+            let mut fired = self.fired.lock().unwrap();
+            if *fired || names(&[cmd.display(false)])[0] != self.at {
+                return Ok(out);
+            }
+            *fired = true;
+            match self.fault {
+                Fault::Status => Ok(Output { status: 1, stdout: vec![], stderr: b"injected".to_vec() }),
+                Fault::Lost => Err(Error::lost("injected: connection lost")),
+                Fault::Interrupted => Err(Error::interrupted("injected: interrupted")),
+            }
+        }
+    }
+
+    /// Every step of a deploy of v2 over v1 failing each way, on the recording executor: before the switch
+    /// nothing is put back and the lock is released; from the switch on, the previous release's files come back,
+    /// v1 is started again once v2's `up` ran, and the outcome is recorded; an interrupt is exit 4, every other failure exit 1; at most
+    /// one reconnection.
+    #[test]
+    fn every_step_failing_every_way_leaves_the_previous_release_or_nothing_changed() {
+        for at in ["stage", "upload", "pull", "switch", "up", "inspect"] {
+            for fault in [Fault::Status, Fault::Lost, Fault::Interrupted] {
+                let d = tempfile::tempdir().unwrap();
+                let mut cfg = config(d.path(), "v2", &["h1"]);
+                cfg.health_timeout = Duration::from_millis(50);
+                let log = Arc::new(Mutex::new(vec![]));
+                let fired = Arc::new(Mutex::new(false));
+                let mut connects = 0;
+                let mut connect = |h: &HostSpec| {
+                    connects += 1;
+                    let inner = host(&h.to_string(), &log, RUNNING, STATE_V1);
+                    Ok(Box::new(Faulty { inner, at, fault, fired: fired.clone() }) as Box<dyn Executor>)
+                };
+                let out = deploy(&cfg, &mut connect);
+                let log = log.lock().unwrap().clone();
+                let steps = names(&log);
+                let case = format!("{at} {fault:?}: {steps:?}");
+                let failed = steps.iter().position(|s| *s == at).unwrap_or_else(|| panic!("{case}"));
+                let after = &steps[failed + 1..];
+                let e = out.error.as_ref().unwrap_or_else(|| panic!("{case}: no error"));
+                let code = if fault == Fault::Interrupted { 4 } else { 1 };
+                assert_eq!(e.exit_code(), code, "{case}: {}", e.message);
+                assert!(connects <= 2, "{case}: at most one reconnection");
+                let switched = !matches!(at, "stage" | "upload" | "pull");
+                if switched {
+                    assert!(out.changed, "{case}");
+                    let restore = after.iter().position(|s| *s == "restore").unwrap_or_else(|| panic!("{case}"));
+                    // Once `up` of v2 ran, v1 is started again; a failed switch changed no container.
+                    let up = log.iter().rposition(|l| names(&[l.clone()])[0] == "up");
+                    if at == "switch" {
+                        assert!(!after.contains(&"up"), "{case}");
+                    } else {
+                        let up = up.unwrap_or_else(|| panic!("{case}: v1 never started again"));
+                        assert!(up > failed + restore && log[up].contains("IMAGE_TAG=v1"), "{case}: {}", log[up]);
+                    }
+                    assert_eq!(after.last(), Some(&"record"), "{case}");
+                } else {
+                    assert!(!out.changed, "{case}");
+                    assert!(!after.contains(&"restore") && !after.contains(&"up"), "{case}");
+                    assert_eq!(after.last(), Some(&"unlock"), "{case}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_redeploy_of_the_running_tag_is_not_its_own_previous() {
         let d = tempfile::tempdir().unwrap();
