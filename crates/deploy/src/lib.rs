@@ -724,7 +724,7 @@ mod tests {
                     assert!(out.changed, "{case}");
                     let restore = after.iter().position(|s| *s == "restore").unwrap_or_else(|| panic!("{case}"));
                     // Once `up` of v2 ran, v1 is started again; a failed switch changed no container.
-                    let up = log.iter().rposition(|l| names(&[l.clone()])[0] == "up");
+                    let up = log.iter().rposition(|l| names(std::slice::from_ref(l))[0] == "up");
                     if at == "switch" {
                         assert!(!after.contains(&"up"), "{case}");
                     } else {
