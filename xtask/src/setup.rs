@@ -81,6 +81,11 @@ const APT_PARTS: &[Part] = &[
     part("OpenSSL headers", "libssl-dev", || succeeds(Command::new("pkg-config").args(["--exists", "openssl"]))),
     part("openssl", "openssl", || has("openssl")),
     part("curl", "curl", || has("curl")),
+    // The workflows' own steps read the API's JSON with jq (GitHub's runners carry it); the runner emulation and
+    // act run those steps here.
+    part("jq", "jq", || has("jq")),
+    // The health probe's test tries every tool the probe script knows: curl, python3, GNU wget, bash.
+    part("wget", "wget", || has("wget")),
     // The load generator of the rolling-deploy tests and `bench zero-downtime`.
     part("hey", "hey", || has("hey")),
     // The metrics test scrapes a real node_exporter.

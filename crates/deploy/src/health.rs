@@ -299,6 +299,8 @@ mod tests {
         for (name, links) in tools {
             let bin = tempfile::tempdir().unwrap();
             for (link, target) in links.iter().chain(&[("sh", "/bin/sh")]) {
+                let there = std::path::Path::new(target).exists();
+                assert!(there, "{name}: {target} is missing (`cargo xtask setup` installs it; docs/testbed.md)");
                 std::os::unix::fs::symlink(target, bin.path().join(link)).unwrap();
             }
             let probe = |url: String| {
