@@ -4,6 +4,11 @@
 //! child and returns [`RunError::Interrupted`], so the caller's cleanup (Drop guards) runs on the main
 //! thread before the process exits. Commands are argv vectors, never shell text.
 //!
+//! Each child starts a process group of its own, and a deadline or an interrupt kills the whole group: a
+//! program's own children go with it. (`docker compose` runs the compose plugin as a child of the docker CLI;
+//! killing the CLI alone left the plugin running with the output pipes open, and the run waited on them for
+//! ever, seen with Debian 12's docker.io CLI.)
+//!
 //! Used by the binaries that drive local programs (push-registry, verify-image).
 
 use std::io::{Read, Write};
@@ -88,8 +93,10 @@ fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Strin
 
 /// Run `cmd` to the end (or deadline, or signal), capturing stdout and stderr.
 pub fn run(cmd: &mut Command, opts: Opts<'_>) -> Result<Finished, RunError> {
+    use std::os::unix::process::CommandExt;
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
+        .process_group(0)
         .stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -116,19 +123,30 @@ pub fn run(cmd: &mut Command, opts: Opts<'_>) -> Result<Finished, RunError> {
         }
         if !opts.uninterruptible {
             if let Some(sig) = interrupted() {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Err(RunError::Interrupted(sig));
             }
         }
         if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
             return Err(RunError::TimedOut(collect(out, err, -1)));
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// SIGKILL to `child`'s process group (it leads one: [`run`] starts it so), then reap it. `kill` of the shell,
+/// since the standard library signals one process only.
+fn kill_group(child: &mut std::process::Child) {
+    let _ = Command::new("sh")
+        .args(["-c", "kill -s KILL -- \"-$1\" 2>/dev/null", "sh", &child.id().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Whether an executable named `name` is on `PATH`.
@@ -198,14 +216,30 @@ mod tests {
     fn runs_with_stdin_and_deadline() {
         let f = run(&mut Command::new("cat"), Opts { stdin: Some(b"hello"), ..Default::default() }).unwrap();
         assert_eq!((f.status, f.stdout.as_str()), (0, "hello"));
-        let t = Instant::now();
         let r = run(
             Command::new("sleep").arg("5"),
             Opts { deadline: Some(Instant::now() + Duration::from_millis(200)), ..Default::default() },
         );
         assert!(matches!(r, Err(RunError::TimedOut(_))));
-        assert!(t.elapsed() < Duration::from_secs(2));
         assert!(matches!(run(&mut Command::new("/nonexistent/x"), Opts::default()), Err(RunError::Spawn(..))));
+    }
+
+    #[test]
+    fn a_deadline_kills_the_childs_own_children_too() {
+        // The child leaves a child of its own holding the output pipes, as the docker CLI does with the compose
+        // plugin; that grandchild marks a file if it lives to finish. The run ends at its deadline and the
+        // grandchild is killed with it: the run does not wait for it, and the mark never appears.
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("grandchild-finished");
+        let script = "(sleep 3; touch \"$1\") & wait";
+        let r = run(
+            Command::new("sh").args(["-c", script, "sh"]).arg(&mark),
+            Opts { deadline: Some(Instant::now() + Duration::from_millis(500)), ..Default::default() },
+        );
+        assert!(matches!(r, Err(RunError::TimedOut(_))));
+        assert!(!mark.exists(), "the run waited for a grandchild that outlived its deadline");
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(!mark.exists(), "the grandchild outlived the run");
     }
 
     #[test]
