@@ -297,11 +297,7 @@ fn signal(pids: &[u32], sig: &str) {
 /// SIGSTOP to the listener, returning once it is stopped (state `T` in /proc), so it forks no session after.
 fn stop_listener(pid: u32) {
     signal(&[pid], "STOP");
-    let stopped = || {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next().map(str::to_string))?;
-        (state == "T").then_some(())
-    };
+    let stopped = || (stat_field(pid, 0)? == "T").then_some(());
     let _ = crate::wait_for("sshd's listener to stop", Duration::from_secs(10), stopped);
 }
 
@@ -310,10 +306,7 @@ fn descendants(root: u32) -> Vec<u32> {
     let mut parent = std::collections::HashMap::new();
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        // `pid (comm) state ppid …`; comm may hold spaces and parentheses, so split after the last `)`.
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+        if let Some(ppid) = stat_field(pid, 1).and_then(|p| p.parse::<u32>().ok()) {
             parent.insert(pid, ppid);
         }
     }
@@ -328,6 +321,13 @@ fn descendants(root: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Field `n` of `/proc/<pid>/stat` after the command name (0: state, 1: parent pid). The name may hold spaces
+/// and parentheses, so the fields start after the last `)`.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(n).map(str::to_string)
 }
 
 fn comm(pid: u32) -> Option<String> {
